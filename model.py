@@ -1,0 +1,425 @@
+"""Model: loading, the offline tiny Qwen2.5-VL, checkpoints, token log-probs and the group sampler.
+
+    loaded = load("Qwen/Qwen2.5-VL-3B-Instruct")    # or a local directory, or default_model()
+    path = build_tiny("runs/tiny")                   # real Qwen2.5-VL architecture, ~4M params
+    save(loaded.model, loaded.processor, "ckpt/x")   # HF safetensors dir, written atomically
+
+Everything here works on a stock HF checkpoint: the tiny model is saved as an ordinary HF
+directory and loaded back through `load`, the same path as Qwen/Qwen2.5-VL-3B-Instruct.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+# Qwen's special tokens, in Qwen's order. The tiny tokenizer carries all of them so that the
+# processor, the chat template and the model config see the same ids as on a real checkpoint.
+QWEN_SPECIAL_TOKENS = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
+    "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
+]  # fmt: skip
+# Never sampled: emitting one makes the next forward fail ("Image features and image tokens do not match").
+VISION_TOKENS = [
+    "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
+    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>",
+]  # fmt: skip
+
+# Qwen2-VL / Qwen2.5-VL chat template (the stock one, "Picture N:" labels off by default).
+CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}"
+    "{{ message['content'] }}<|im_end|>\n{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}Picture "
+    "{{ image_count.value }}: {% endif %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}"
+    "{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}Video "
+    "{{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+DEFAULT_CACHE = Path(os.environ.get("GEOVLM_CACHE", Path.home() / ".cache" / "geovlm-r1"))
+
+
+@dataclass
+class Loaded:
+    model: torch.nn.Module
+    processor: object
+    frame_kind: str  # "pixels" (Qwen2.5-VL: absolute pixels of the resized input) or "0-1000" (Qwen2-VL)
+    attn_impl: str
+    device: torch.device
+
+
+# ----------------------------------------------------------------------------- loading and saving
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def attention_backend(device: torch.device) -> str:
+    """flash_attention_2 when flash_attn imports on CUDA, else PyTorch SDPA (which has its own flash kernel)."""
+    if device.type == "cuda":
+        try:
+            import flash_attn  # noqa: F401
+
+            return "flash_attention_2"
+        except ImportError:
+            pass
+    return "sdpa"
+
+
+def frame_kind_of(config) -> str:
+    """Qwen2.5-VL speaks absolute pixels of its resized input; Qwen2-VL speaks 0-1000."""
+    return "0-1000" if config.model_type == "qwen2_vl" else "pixels"
+
+
+def load(path_or_id: str, device: torch.device | str | None = None, grad_ckpt: bool = False) -> Loaded:
+    """Model + processor for Qwen2-VL / Qwen2.5-VL: bf16 on CUDA, fp32 on CPU."""
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+    device = torch.device(device) if device is not None else pick_device()
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    attn = attention_backend(device)
+    config = AutoConfig.from_pretrained(path_or_id)
+    if config.model_type not in ("qwen2_vl", "qwen2_5_vl"):
+        raise ValueError(f"{path_or_id}: model_type {config.model_type!r} is not Qwen2-VL or Qwen2.5-VL")
+    model = AutoModelForImageTextToText.from_pretrained(path_or_id, dtype=dtype, attn_implementation=attn)
+    model.to(device)
+    if grad_ckpt:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    processor = AutoProcessor.from_pretrained(path_or_id)
+    processor.tokenizer.padding_side = "left"
+    return Loaded(model, processor, frame_kind_of(config), attn, device)
+
+
+def save(model: torch.nn.Module, processor, out_dir: str | os.PathLike, state_dict: dict | None = None) -> Path:
+    """Write a safetensors HF directory atomically: a temporary sibling, then one rename."""
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+        processor.save_pretrained(tmp)
+        if out.exists():  # replace: move the old one aside first so a crash never leaves neither
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+# ----------------------------------------------------------------------------- the offline tiny model
+
+TINY_TEXT = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
+                 num_key_value_heads=2, max_position_embeddings=4096, rms_norm_eps=1e-6,
+                 rope_theta=10000.0)  # fmt: skip
+TINY_VISION = dict(depth=2, hidden_size=96, intermediate_size=192, num_heads=4, patch_size=14,
+                   spatial_merge_size=2, temporal_patch_size=2, window_size=112,
+                   fullatt_block_indexes=[1])  # fmt: skip
+TINY_MIN_PIXELS = 16 * 28 * 28  # 16 merged tokens at least
+TINY_MAX_PIXELS = 100 * 28 * 28  # ~280 x 280: at most 100 image tokens per image, fast on a CPU
+
+SYSTEM_PROMPT = (
+    "You are an expert in Earth Observation reasoning. Analyze the problem carefully and provide "
+    "step-by-step reasoning and the final response. Ensure your reasoning process and response are "
+    "within tags such as <think>...</think> and <answer>...</answer>, respectively. Keep your "
+    "explanation clear, logical, and concise."
+)
+
+
+def _train_tokenizer(texts: list[str], vocab_size: int):
+    """Byte-level BPE trained on the project's own text, Qwen special tokens appended after it."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, min_frequency=2, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )  # fmt: skip
+    tok.train_from_iterator(texts, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, clean_up_tokenization_spaces=False)
+    fast.add_special_tokens({"additional_special_tokens": QWEN_SPECIAL_TOKENS})
+    fast.eos_token, fast.pad_token = "<|im_end|>", "<|endoftext|>"
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def tokenizer_corpus(jsonl_paths: list[str | os.PathLike] = ()) -> list[str]:
+    """Text the project owns: the system prompt, answer syntax, and the records' questions/answers."""
+    texts = [SYSTEM_PROMPT, "<think> </think> <answer> </answer> [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]"]
+    texts += [" ".join(str(i) for i in range(1000))]
+    for path in jsonl_paths:
+        with open(path) as f:
+            for line in f:
+                rec = json.loads(line)
+                texts += [rec.get("question", ""), rec.get("reasoning") or "", json.dumps(rec.get("answer"))]
+    return texts
+
+
+def build_tiny(out_dir: str | os.PathLike, seed: int = 0, corpus: list[str] | None = None,
+               vocab_size: int = 1024) -> str:  # fmt: skip
+    """A real Qwen2_5_VLForConditionalGeneration with a few million random weights, saved as an HF dir."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+    tokenizer = _train_tokenizer(corpus or tokenizer_corpus(), vocab_size)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
+    text = dict(TINY_TEXT, vocab_size=len(tokenizer), bos_token_id=ids["<|endoftext|>"],
+                eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+                rope_scaling={"type": "mrope", "mrope_section": [4, 6, 6]})  # fmt: skip
+    vision = dict(TINY_VISION, out_hidden_size=TINY_TEXT["hidden_size"])
+    config = Qwen2_5_VLConfig(
+        text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=False,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    model.generation_config.eos_token_id = [ids["<|im_end|>"], ids["<|endoftext|>"]]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    image_processor = Qwen2VLImageProcessor(min_pixels=TINY_MIN_PIXELS, max_pixels=TINY_MAX_PIXELS,
+                                            patch_size=14, merge_size=2, temporal_patch_size=2)  # fmt: skip
+    video_processor = Qwen2VLVideoProcessor(min_pixels=TINY_MIN_PIXELS, max_pixels=TINY_MAX_PIXELS)
+    processor = Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                                    video_processor=video_processor, chat_template=CHAT_TEMPLATE)  # fmt: skip
+    return str(save(model, processor, out_dir))
+
+
+def default_model(cache: Path = DEFAULT_CACHE) -> str:
+    """The embedded default: the tiny model (tokenizer trained on the synthetic set), built on first use."""
+    out = cache / "tiny-qwen2.5-vl"
+    if not (out / "config.json").exists():
+        data_dir = default_data(cache)
+        build_tiny(out, seed=0, corpus=tokenizer_corpus([data_dir / "train.jsonl"]))
+    return str(out)
+
+
+def default_data(cache: Path = DEFAULT_CACHE) -> Path:
+    """The embedded default data: `synth.py --n 2000 --seed 0`, built on first use."""
+    import synth
+
+    out = cache / "synth"
+    if not (out / "test.jsonl").exists():
+        tmp = Path(tempfile.mkdtemp(prefix=".synth.tmp-", dir=cache if cache.exists() else None))
+        synth.make_dataset(tmp, n=2000, seed=0)
+        cache.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError, OSError):
+            tmp.rename(out)
+    return out
+
+
+# ----------------------------------------------------------------------------- forward pieces
+# We drive the HF modules ourselves (vision tower, decoder stack, lm_head) instead of `forward`/`generate`:
+# images are encoded once per prompt, M-RoPE positions are computed once and then given explicitly
+# (the model's stored `rope_deltas` are wrong after the cache is expanded to G samples), and log-probs
+# come from hidden states without materialising [tokens x vocab] fp32 logits at once.
+
+
+def _kwarg_name(fn, new: str, old: str) -> str:
+    """transformers renames kwargs across 5.x (past_key_values -> cache); use what this version takes."""
+    return new if new in inspect.signature(fn).parameters else old
+
+
+def banned_token_ids(model: torch.nn.Module, processor) -> torch.Tensor:
+    """Vision/box special tokens present in the vocabulary: never sampled, masked in log-probs too."""
+    tok = processor.tokenizer
+    ids = {tok.convert_tokens_to_ids(t) for t in VISION_TOKENS}
+    ids |= {getattr(model.config, k, None) for k in ("image_token_id", "video_token_id", "vision_start_token_id",
+                                                      "vision_end_token_id")}  # fmt: skip
+    vocab = model.get_output_embeddings().weight.shape[0]
+    return torch.tensor(sorted(i for i in ids if isinstance(i, int) and 0 <= i < vocab and i != tok.unk_token_id))
+
+
+def eos_token_ids(model: torch.nn.Module, processor) -> list[int]:
+    eos = model.generation_config.eos_token_id
+    eos = [eos] if isinstance(eos, int) else list(eos or [])
+    return eos or [processor.tokenizer.convert_tokens_to_ids("<|im_end|>")]
+
+
+def _image_features(core, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
+    out = core.get_image_features(pixel_values, grid_thw)
+    feats = getattr(out, "pooler_output", out)  # newer 5.x return a ModelOutput, older a tuple per image
+    return torch.cat(list(feats)) if isinstance(feats, (list, tuple)) else feats
+
+
+def prompt_embeddings(model: torch.nn.Module, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token embeddings with image features scattered in, and 3-D M-RoPE positions.
+
+    Returns embeds [B, P, D] and position_ids [3, B, P] (padding positions are 0)."""
+    core = model.model
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    embeds = core.get_input_embeddings()(ids)
+    if inputs.get("pixel_values") is not None:
+        feats = inputs.get("image_features")  # precomputed (frozen vision tower) or encode now
+        if feats is None:
+            feats = _image_features(core, inputs["pixel_values"], inputs["image_grid_thw"])
+        image_mask = (ids == model.config.image_token_id).unsqueeze(-1)
+        embeds = embeds.masked_scatter(image_mask, feats.to(embeds.dtype))
+    kw = {"image_grid_thw": inputs.get("image_grid_thw"), "attention_mask": mask}
+    if "mm_token_type_ids" in inspect.signature(core.get_rope_index).parameters:
+        kw["mm_token_type_ids"] = inputs["mm_token_type_ids"]
+    position_ids, _ = core.get_rope_index(ids, **kw)
+    return embeds, position_ids
+
+
+def decoder(model: torch.nn.Module, embeds, position_ids, attention_mask, cache=None, use_cache=False):
+    """The decoder stack on embeddings with explicit positions -> (hidden [B, L, D], cache)."""
+    lm = model.model.language_model
+    cache_kw = _kwarg_name(lm.forward, "cache", "past_key_values")
+    out = lm(inputs_embeds=embeds, position_ids=position_ids, attention_mask=attention_mask,
+             use_cache=use_cache, **{cache_kw: cache})  # fmt: skip
+    new_cache = out.get("cache")
+    return out.last_hidden_state, (new_cache if new_cache is not None else out.get("past_key_values"))
+
+
+def _chunk_logprobs(lm_head, hidden, targets, temperature, banned):
+    logits = lm_head(hidden).float() / temperature  # [n, V] fp32, one chunk only
+    if banned is not None and banned.numel():
+        logits = logits.index_fill(-1, banned.to(logits.device), float("-inf"))
+    return logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+
+
+def chunked_logprobs(lm_head, hidden: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
+                     banned: torch.Tensor | None = None, chunk_tokens: int = 1024) -> torch.Tensor:  # fmt: skip
+    """log softmax(lm_head(h) / T)[target] for hidden [N, T, D] -> [N, T], `chunk_tokens` rows of logits
+    at a time. Under autograd each chunk is checkpointed, so the backward recomputes its logits instead
+    of keeping every chunk's [n, V] fp32 softmax alive: peak memory ~ one chunk, not the whole batch."""
+    from torch.utils.checkpoint import checkpoint
+
+    n, t, d = hidden.shape
+    flat_h, flat_t = hidden.reshape(n * t, d), targets.reshape(n * t)
+    outs = []
+    for s in range(0, n * t, chunk_tokens):
+        h, y = flat_h[s : s + chunk_tokens], flat_t[s : s + chunk_tokens]
+        if torch.is_grad_enabled() and h.requires_grad:
+            outs.append(checkpoint(_chunk_logprobs, lm_head, h, y, temperature, banned, use_reentrant=False))
+        else:
+            outs.append(_chunk_logprobs(lm_head, h, y, temperature, banned))
+    return torch.cat(outs).view(n, t)
+
+
+def token_logprobs(model: torch.nn.Module, inputs: dict, completion_ids: torch.Tensor, completion_mask: torch.Tensor,
+                   group_size: int, temperature: float = 1.0, banned: torch.Tensor | None = None,
+                   chunk_tokens: int = 1024) -> torch.Tensor:  # fmt: skip
+    """log π(o_t | q, o_<t) of each completion token, [B*G, T]; 0 where completion_mask is False.
+
+    inputs: the prompt batch (B prompts, left padded, images); completions are grouped: row b*G+g is
+    sample g of prompt b. Images are encoded once per prompt and repeated to the group."""
+    G = group_size
+    embeds, pos = prompt_embeddings(model, inputs)  # [B, P, D], [3, B, P]
+    P, T = embeds.shape[1], completion_ids.shape[1]
+    embeds, pos = embeds.repeat_interleave(G, 0), pos.repeat_interleave(G, 1)  # [BG, P, D], [3, BG, P]
+    start = pos.amax(dim=(0, 2)) + 1  # [BG] first text position after the prompt
+    cpos = (start[:, None] + torch.arange(T, device=start.device)).unsqueeze(0).expand(3, -1, -1)
+    cemb = model.model.get_input_embeddings()(completion_ids)
+    mask = torch.cat([inputs["attention_mask"].repeat_interleave(G, 0), completion_mask.long()], dim=1)
+    hidden, _ = decoder(model, torch.cat([embeds, cemb], 1), torch.cat([pos, cpos], 2), mask)
+    h = hidden[:, P - 1 : P + T - 1]  # the state before each completion token predicts it: [BG, T, D]
+    lp = chunked_logprobs(model.lm_head, h, completion_ids, temperature, banned, chunk_tokens)
+    return lp * completion_mask
+
+
+# ----------------------------------------------------------------------------- the group sampler
+
+
+@dataclass
+class Rollout:
+    completion_ids: torch.Tensor  # [B*G, T] long, pad after the end
+    completion_mask: torch.Tensor  # [B*G, T] bool, True up to and including EOS
+    truncated: torch.Tensor  # [B*G] bool, no EOS within max_new_tokens
+    logprobs: torch.Tensor  # [B*G, T] log π(token) at `temperature`, vision tokens masked; 0 past the end
+
+
+def _draw(logits: torch.Tensor, temperature: float, top_p: float, top_k: int, generator) -> torch.Tensor:
+    if temperature <= 0:
+        return logits.argmax(-1)
+    logits = logits / temperature
+    if top_k and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cum - sorted_logits.softmax(-1) > top_p  # keep the smallest prefix whose mass reaches top_p
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
+
+
+@torch.no_grad()
+def sample(model: torch.nn.Module, inputs: dict, group_size: int, max_new_tokens: int, temperature: float = 1.0,
+           top_p: float = 1.0, top_k: int = 0, generator: torch.Generator | None = None,
+           eos_ids: list[int] | None = None, banned: torch.Tensor | None = None, pad_id: int = 0,
+           check_every: int = 8) -> Rollout:  # fmt: skip
+    """G completions per prompt from a KV-cached decoding loop (temperature 0 = greedy).
+
+    Each prompt is prefilled once (images encoded once); the cache, mask, positions and first logits
+    are then repeated to its G samples. Every decode step gets explicit M-RoPE positions: the prompt's
+    last position + 1 + t on all three rows. EOS is checked on the host every `check_every` tokens only.
+    Returned log-probs are log softmax(logits / T) of the drawn token with `banned` masked (T=1 when
+    greedy): exactly what `token_logprobs` recomputes, so the first PPO ratio is 1. top-k/top-p only
+    restrict which tokens are drawn."""
+    G, T = group_size, max_new_tokens
+    embeds, pos = prompt_embeddings(model, inputs)  # [B, P, D], [3, B, P]
+    mask = inputs["attention_mask"]
+    hidden, cache = decoder(model, embeds, pos, mask, use_cache=True)  # prefill: once per prompt
+    logits = model.lm_head(hidden[:, -1]).float()  # [B, V]
+    # ---- expand the prompt state to the G samples of each group
+    cache.batch_repeat_interleave(G)
+    mask, logits = mask.repeat_interleave(G, 0), logits.repeat_interleave(G, 0)
+    next_pos = (pos.amax(dim=(0, 2)) + 1).repeat_interleave(G)  # [BG]
+    N, dev = logits.shape[0], logits.device
+    eos = torch.tensor(eos_ids or [], device=dev, dtype=torch.long)
+    banned = banned.to(dev) if banned is not None and banned.numel() else None
+    ids = torch.full((N, T), pad_id, dtype=torch.long, device=dev)
+    logps = torch.zeros((N, T), device=dev)
+    alive = torch.zeros((N, T), dtype=torch.bool, device=dev)
+    done = torch.zeros(N, dtype=torch.bool, device=dev)
+    embed = model.model.get_input_embeddings()
+    steps = T
+    for t in range(T):
+        if banned is not None:
+            logits.index_fill_(-1, banned, float("-inf"))
+        tok = _draw(logits, temperature, top_p, top_k, generator)  # [BG]
+        lp = (logits / (temperature if temperature > 0 else 1.0)).log_softmax(-1).gather(-1, tok[:, None])[:, 0]
+        ids[:, t] = torch.where(done, pad_id, tok)
+        logps[:, t] = torch.where(done, 0.0, lp)
+        alive[:, t] = ~done
+        done = done | torch.isin(tok, eos)
+        if t == T - 1 or ((t + 1) % check_every == 0 and bool(done.all())):
+            steps = t + 1
+            break
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        p = (next_pos + t).view(1, N, 1).expand(3, N, 1)
+        hidden, cache = decoder(model, embed(ids[:, t : t + 1]), p, mask, cache=cache, use_cache=True)
+        logits = model.lm_head(hidden[:, -1]).float()
+    return Rollout(ids[:, :steps], alive[:, :steps], ~done, logps[:, :steps])
+
+
+def decode(processor, rollout: Rollout) -> list[str]:
+    """Completion texts (special tokens stripped; nothing past the end)."""
+    tok = processor.tokenizer
+    return [tok.decode(ids[m], skip_special_tokens=True) for ids, m in zip(rollout.completion_ids, rollout.completion_mask)]
