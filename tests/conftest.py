@@ -1,0 +1,38 @@
+"""Shared fixtures: one synthetic data set and one tiny model per test session (built offline)."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory) -> Path:
+    import synth
+
+    out = tmp_path_factory.mktemp("synth")
+    synth.make_dataset(out, n=240, seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory, synth_dir) -> str:
+    import model
+
+    out = tmp_path_factory.mktemp("tiny") / "model"
+    return model.build_tiny(out, seed=0, corpus=model.tokenizer_corpus([synth_dir / "train.jsonl"]))
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_dir):
+    import model
+
+    loaded = model.load(tiny_dir, device="cpu")
+    loaded.model.eval()
+    return loaded

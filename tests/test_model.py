@@ -1,0 +1,113 @@
+import torch
+
+import data
+import model as M
+
+
+def test_build_save_load_roundtrip(tiny_dir, tiny, tmp_path, synth_dir):
+    again = M.save(tiny.model, tiny.processor, tmp_path / "copy")
+    reloaded = M.load(str(again), device="cpu")
+    a, b = tiny.model.state_dict(), reloaded.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    recs = data.load_records(synth_dir / "test.jsonl")[:4]
+    x = data.collate_prompts(recs, tiny.processor, tiny.frame_kind).inputs
+    y = data.collate_prompts(recs, reloaded.processor, reloaded.frame_kind).inputs
+    assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+    assert reloaded.frame_kind == "pixels" and reloaded.attn_impl == "sdpa"
+    assert type(tiny.model).__name__ == "Qwen2_5_VLForConditionalGeneration"
+    assert 1e6 < sum(p.numel() for p in tiny.model.parameters()) < 2e7
+
+
+def test_save_is_atomic_on_failure(tiny, tmp_path, monkeypatch):
+    out = M.save(tiny.model, tiny.processor, tmp_path / "ckpt")
+    before = sorted(p.name for p in out.iterdir())
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(tiny.processor, "save_pretrained", boom)
+    try:
+        M.save(tiny.model, tiny.processor, tmp_path / "ckpt")
+    except OSError:
+        pass
+    assert sorted(p.name for p in out.iterdir()) == before  # the old checkpoint is untouched
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".ckpt.tmp")]
+
+
+def _prompts(tiny, synth_dir, tasks=("counting", "grounding", "classification")):
+    recs = data.load_records(synth_dir / "test.jsonl")
+    picked = [next(r for r in recs if r.task == t) for t in tasks]
+    return picked, data.collate_prompts(picked, tiny.processor, tiny.frame_kind)
+
+
+def test_greedy_sample_equals_hf_generate(tiny, synth_dir):
+    recs, batch = _prompts(tiny, synth_dir)
+    assert len({r.image_sizes[0] for r in recs}) > 1 and (batch.inputs["attention_mask"] == 0).any()  # left padding
+    m, banned = tiny.model, M.banned_token_ids(tiny.model, tiny.processor)
+    eos, G = M.eos_token_ids(m, tiny.processor), 3
+    ro = M.sample(m, batch.inputs, G, 24, temperature=0.0, banned=banned, eos_ids=eos)
+    hf = m.generate(**batch.inputs, max_new_tokens=24, do_sample=False, suppress_tokens=banned.tolist())
+    P = batch.inputs["input_ids"].shape[1]
+    for b in range(len(recs)):
+        ref = hf[b, P:]
+        ref_len = int(next((i + 1 for i, t in enumerate(ref.tolist()) if t in eos), len(ref)))
+        for g in range(G):
+            row = b * G + g
+            n = int(ro.completion_mask[row].sum())
+            assert ro.completion_ids[row, :n].tolist() == ref[:ref_len].tolist()[:n] and n == min(ref_len, 24)
+
+
+def test_sampling_logprobs_match_recomputed(tiny, synth_dir):
+    _, batch = _prompts(tiny, synth_dir)
+    banned, G = M.banned_token_ids(tiny.model, tiny.processor), 4
+    gen = torch.Generator().manual_seed(0)
+    ro = M.sample(tiny.model, batch.inputs, G, 20, temperature=1.0, generator=gen, banned=banned,
+                  eos_ids=M.eos_token_ids(tiny.model, tiny.processor))
+    lp = M.token_logprobs(tiny.model, batch.inputs, ro.completion_ids, ro.completion_mask, G, 1.0, banned)
+    assert ro.completion_ids.shape[0] == 3 * G
+    assert (lp - ro.logprobs).abs().max().item() <= 1e-4
+    assert not torch.isin(ro.completion_ids[ro.completion_mask], banned).any()
+
+
+def test_vision_tokens_never_sampled(tiny_dir, synth_dir):
+    loaded = M.load(tiny_dir, device="cpu")
+    banned = M.banned_token_ids(loaded.model, loaded.processor)
+    old = loaded.model.lm_head  # make <|image_pad|> by far the most likely token
+    head = torch.nn.Linear(old.in_features, old.out_features, bias=True)
+    with torch.no_grad():
+        head.weight.copy_(old.weight)
+        head.bias.zero_()
+        head.bias[loaded.model.config.image_token_id] = 50.0
+    loaded.model.lm_head = head
+    _, batch = _prompts(loaded, synth_dir)
+    ro = M.sample(loaded.model, batch.inputs, 2, 12, temperature=1.0, banned=banned,
+                  generator=torch.Generator().manual_seed(1))
+    assert not torch.isin(ro.completion_ids, banned).any()
+    unguarded = M.sample(loaded.model, batch.inputs, 2, 1, temperature=0.0)
+    assert (unguarded.completion_ids == loaded.model.config.image_token_id).any()  # the guard is what stops it
+
+
+def test_chunked_logprobs_equal_naive_full_logits():
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 500, bias=False)
+    h = torch.randn(3, 7, 16, requires_grad=True)
+    y = torch.randint(0, 500, (3, 7))
+    banned = torch.tensor([3, 4])
+    chunked = M.chunked_logprobs(head, h, y, temperature=0.7, banned=banned, chunk_tokens=5)
+    logits = head(h) / 0.7
+    logits[..., banned] = float("-inf")
+    naive = logits.log_softmax(-1).gather(-1, y[..., None])[..., 0]
+    assert torch.allclose(chunked, naive, atol=1e-6)
+    g1 = torch.autograd.grad(chunked.sum(), h)[0]
+    g2 = torch.autograd.grad(naive.sum(), h)[0]
+    assert torch.allclose(g1, g2, atol=1e-6)
+
+
+def test_multi_image_prompt(tiny, synth_dir):
+    recs, batch = _prompts(tiny, synth_dir, tasks=("change_detection", "temporal_classification"))
+    assert batch.inputs["image_grid_thw"].shape[0] == sum(len(r.images) for r in recs) >= 5
+    banned = M.banned_token_ids(tiny.model, tiny.processor)
+    ro = M.sample(tiny.model, batch.inputs, 2, 8, temperature=1.0, banned=banned, generator=torch.Generator().manual_seed(0))
+    lp = M.token_logprobs(tiny.model, batch.inputs, ro.completion_ids, ro.completion_mask, 2, 1.0, banned)
+    assert (lp - ro.logprobs).abs().max().item() <= 1e-4
+    assert len(M.decode(tiny.processor, ro)) == 4
