@@ -87,12 +87,14 @@ def frame_kind_of(config) -> str:
     return "0-1000" if config.model_type == "qwen2_vl" else "pixels"
 
 
-def load(path_or_id: str, device: torch.device | str | None = None, grad_ckpt: bool = False) -> Loaded:
-    """Model + processor for Qwen2-VL / Qwen2.5-VL: bf16 on CUDA, fp32 on CPU."""
+def load(path_or_id: str, device: torch.device | str | None = None, grad_ckpt: bool = False,
+         dtype: torch.dtype | None = None) -> Loaded:  # fmt: skip
+    """Model + processor for Qwen2-VL / Qwen2.5-VL: bf16 on CUDA, fp32 on CPU (trainers ask for fp32
+    master weights and autocast to bf16)."""
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
     device = torch.device(device) if device is not None else pick_device()
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     attn = attention_backend(device)
     config = AutoConfig.from_pretrained(path_or_id)
     if config.model_type not in ("qwen2_vl", "qwen2_5_vl"):
@@ -214,7 +216,8 @@ def default_model(cache: Path = DEFAULT_CACHE) -> str:
     out = cache / "tiny-qwen2.5-vl"
     if not (out / "config.json").exists():
         data_dir = default_data(cache)
-        build_tiny(out, seed=0, corpus=tokenizer_corpus([data_dir / "train.jsonl"]))
+        with contextlib.suppress(OSError):  # a concurrent rank may have saved it first: same seed, same model
+            build_tiny(out, seed=0, corpus=tokenizer_corpus([data_dir / "train.jsonl"]))
     return str(out)
 
 
@@ -224,11 +227,13 @@ def default_data(cache: Path = DEFAULT_CACHE) -> Path:
 
     out = cache / "synth"
     if not (out / "test.jsonl").exists():
-        tmp = Path(tempfile.mkdtemp(prefix=".synth.tmp-", dir=cache if cache.exists() else None))
-        synth.make_dataset(tmp, n=2000, seed=0)
         cache.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileExistsError, OSError):
+        tmp = Path(tempfile.mkdtemp(prefix=".synth.tmp-", dir=cache))  # built aside, renamed when whole
+        synth.make_dataset(tmp, n=2000, seed=0)
+        try:
             tmp.rename(out)
+        except OSError:  # another process (rank) won the race: theirs is identical
+            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -244,20 +249,26 @@ def _kwarg_name(fn, new: str, old: str) -> str:
     return new if new in inspect.signature(fn).parameters else old
 
 
-def banned_token_ids(model: torch.nn.Module, processor) -> torch.Tensor:
-    """Vision/box special tokens present in the vocabulary: never sampled, masked in log-probs too."""
-    tok = processor.tokenizer
-    ids = {tok.convert_tokens_to_ids(t) for t in VISION_TOKENS}
-    ids |= {getattr(model.config, k, None) for k in ("image_token_id", "video_token_id", "vision_start_token_id",
-                                                      "vision_end_token_id")}  # fmt: skip
+def banned_token_ids(model: torch.nn.Module, processor=None) -> torch.Tensor:
+    """Vision/box special tokens present in the vocabulary: never sampled, masked in log-probs too.
+    Without a processor, the ones the model config names (image/video pads, vision start/end)."""
+    ids = {getattr(model.config, k, None) for k in ("image_token_id", "video_token_id", "vision_start_token_id",
+                                                     "vision_end_token_id")}  # fmt: skip
+    unk = None
+    if processor is not None:
+        tok = processor.tokenizer
+        ids |= {tok.convert_tokens_to_ids(t) for t in VISION_TOKENS}
+        unk = tok.unk_token_id
     vocab = model.get_output_embeddings().weight.shape[0]
-    return torch.tensor(sorted(i for i in ids if isinstance(i, int) and 0 <= i < vocab and i != tok.unk_token_id))
+    return torch.tensor(sorted(i for i in ids if isinstance(i, int) and 0 <= i < vocab and i != unk), dtype=torch.long)
 
 
-def eos_token_ids(model: torch.nn.Module, processor) -> list[int]:
+def eos_token_ids(model: torch.nn.Module, processor=None) -> list[int]:
     eos = model.generation_config.eos_token_id
     eos = [eos] if isinstance(eos, int) else list(eos or [])
-    return eos or [processor.tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    if not eos and processor is not None:
+        eos = [processor.tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    return eos
 
 
 def _image_features(core, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
@@ -372,7 +383,7 @@ def _draw(logits: torch.Tensor, temperature: float, top_p: float, top_k: int, ge
 @torch.no_grad()
 def sample(model: torch.nn.Module, inputs: dict, group_size: int, max_new_tokens: int, temperature: float = 1.0,
            top_p: float = 1.0, top_k: int = 0, generator: torch.Generator | None = None,
-           eos_ids: list[int] | None = None, banned: torch.Tensor | None = None, pad_id: int = 0,
+           eos_ids: list[int] | None = None, banned: torch.Tensor | None = None, pad_id: int | None = None,
            check_every: int = 8) -> Rollout:  # fmt: skip
     """G completions per prompt from a KV-cached decoding loop (temperature 0 = greedy).
 
@@ -381,8 +392,13 @@ def sample(model: torch.nn.Module, inputs: dict, group_size: int, max_new_tokens
     last position + 1 + t on all three rows. EOS is checked on the host every `check_every` tokens only.
     Returned log-probs are log softmax(logits / T) of the drawn token with `banned` masked (T=1 when
     greedy): exactly what `token_logprobs` recomputes, so the first PPO ratio is 1. top-k/top-p only
-    restrict which tokens are drawn."""
+    restrict which tokens are drawn. eos_ids/banned/pad_id default to the model's own (generation
+    config, vision tokens named in its config); pass [] / an empty tensor to switch them off."""
     G, T = group_size, max_new_tokens
+    eos_ids = eos_token_ids(model) if eos_ids is None else eos_ids
+    banned = banned_token_ids(model) if banned is None else banned
+    if pad_id is None:
+        pad_id = model.generation_config.pad_token_id or (eos_ids[0] if eos_ids else 0)
     embeds, pos = prompt_embeddings(model, inputs)  # [B, P, D], [3, B, P]
     mask = inputs["attention_mask"]
     hidden, cache = decoder(model, embeds, pos, mask, use_cache=True)  # prefill: once per prompt

@@ -102,6 +102,8 @@ def main(argv: list[str] | None = None) -> dict:
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=args.weight_decay, betas=(0.9, 0.95))
     out = Path(args.out)
+    if env.main:
+        (out / "log.jsonl").unlink(missing_ok=True)  # a fresh run starts a fresh log
     log = R.JsonlLog(out / "log.jsonl", enabled=env.main)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if env.device.type == "cuda" else torch.autocast("cpu", enabled=False)
     if env.main:

@@ -83,7 +83,9 @@ def test_vision_tokens_never_sampled(tiny_dir, synth_dir):
     ro = M.sample(loaded.model, batch.inputs, 2, 12, temperature=1.0, banned=banned,
                   generator=torch.Generator().manual_seed(1))
     assert not torch.isin(ro.completion_ids, banned).any()
-    unguarded = M.sample(loaded.model, batch.inputs, 2, 1, temperature=0.0)
+    default = M.sample(loaded.model, batch.inputs, 2, 4, temperature=0.0)  # guarded by default too
+    assert not torch.isin(default.completion_ids, banned).any()
+    unguarded = M.sample(loaded.model, batch.inputs, 2, 1, temperature=0.0, banned=torch.tensor([], dtype=torch.long))
     assert (unguarded.completion_ids == loaded.model.config.image_token_id).any()  # the guard is what stops it
 
 

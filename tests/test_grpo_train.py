@@ -1,0 +1,152 @@
+"""The GRPO trainer end to end on the tiny model: logs, checkpoints, and stopping cleanly on NaN."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import model
+import rewards
+import train_grpo
+
+# every step's log row has these (plus reward/<component>, acc/<task>, format/<task>)
+STEP_KEYS = {
+    "step", "tasks", "reward_mean", "reward_std", "loss", "kl", "clip_frac", "entropy", "completion_len_mean",
+    "completion_len_max", "truncated_frac", "zero_std_frac", "rollouts", "grad_norm", "lr", "rollout_s",
+    "reward_s", "logprob_s", "update_s", "step_s", "tokens_per_s",
+}  # fmt: skip
+
+
+def _argv(tiny_dir, synth_dir, out, *extra) -> list[str]:
+    return [
+        "--model", str(tiny_dir), "--data", str(Path(synth_dir) / "train.jsonl"), "--out", str(out),
+        "--task", "classification,counting", "--group-size", "4", "--prompts-per-step", "2",
+        "--max-new-tokens", "24", "--lr", "1e-4", "--seed", "0", *extra,
+    ]  # fmt: skip
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(path.rglob("*")):
+        if f.is_file():
+            h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()
+
+
+def test_help_documents_every_flag(capsys):
+    with pytest.raises(SystemExit) as e:
+        train_grpo.parse_args(["--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    for flag in (
+        "--task", "--stages", "--model", "--data", "--eval-data", "--group-size", "--prompts-per-step",
+        "--micro-batch-size", "--max-new-tokens", "--temperature", "--top-p", "--top-k", "--lr", "--beta",
+        "--clip-eps-low", "--clip-eps-high", "--num-iterations", "--loss-agg", "--adv-scale",
+        "--drop-zero-std-groups", "--mask-truncated", "--max-steps", "--seed", "--save-every",
+        "--log-rollouts-every", "--out", "--shuffle-rewards",
+    ):  # fmt: skip
+        assert flag in text, flag
+
+
+def test_micro_batches_keep_groups_whole_or_split_evenly():
+    mbs = train_grpo.micro_batches(12, 8, 4)  # whole groups: prompts 0-1, then prompt 2
+    assert [(m.rows, m.prompts, m.per_prompt) for m in mbs] == [
+        (slice(0, 8), slice(0, 2), 4),
+        (slice(8, 12), slice(2, 3), 4),
+    ]
+    mbs = train_grpo.micro_batches(8, 2, 4)  # halves of one group each
+    assert [(m.rows.start, m.prompts, m.per_prompt) for m in mbs] == [
+        (0, slice(0, 1), 2), (2, slice(0, 1), 2), (4, slice(1, 2), 2), (6, slice(1, 2), 2),
+    ]  # fmt: skip
+    with pytest.raises(SystemExit):
+        train_grpo.parse_args(["--group-size", "4", "--micro-batch-size", "3"])
+
+
+def test_parse_stages(tmp_path):
+    args = train_grpo.parse_args(["--stages", "classification:3,counting+vqa:5"])
+    assert train_grpo.parse_stages(args, ["classification", "counting", "vqa"]) == [
+        (["classification"], 3), (["counting", "vqa"], 5),
+    ]  # fmt: skip
+    args = train_grpo.parse_args(["--task", "all", "--max-steps", "7"])
+    assert train_grpo.parse_stages(args, ["a", "b"]) == [(["a", "b"], 7)]
+    with pytest.raises(SystemExit):
+        train_grpo.parse_stages(train_grpo.parse_args(["--task", "detection"]), ["classification"])
+
+
+def test_two_steps_write_log_rollouts_and_checkpoints(tiny_dir, synth_dir, tmp_path):
+    out = tmp_path / "run"
+    result = train_grpo.main(
+        _argv(
+            tiny_dir,
+            synth_dir,
+            out,
+            "--max-steps",
+            "2",
+            "--save-every",
+            "1",
+            "--log-rollouts-every",
+            "1",
+            "--num-iterations",
+            "2",
+            "--micro-batch-size",
+            "2",
+        )  # fmt: skip
+    )
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    for r in rows:
+        assert STEP_KEYS <= r.keys(), STEP_KEYS - r.keys()
+        for task in ("classification", "counting"):
+            assert 0.0 <= r[f"acc/{task}"] <= 1.0 and 0.0 <= r[f"format/{task}"] <= 1.0
+        assert {"reward/format", "reward/exact_match", "reward/count_accuracy"} <= r.keys()
+        assert r["kl"] >= 0.0 and 0.0 <= r["clip_frac"] <= 1.0 and r["grad_norm"] >= 0.0
+        assert all(v is None or isinstance(v, str) or torch.isfinite(torch.tensor(v)) for v in r.values())
+    # the reference is the starting policy: KL is 0 in the first iteration, small after one lr 1e-4 step
+    assert rows[0]["kl"] < 0.05
+    assert result["last"]["step"] == 2
+
+    rollouts = [json.loads(line) for line in (out / "rollouts.jsonl").read_text().splitlines()]
+    assert len(rollouts) == 2 * 2 * 4  # steps x prompts x group
+    assert {"step", "id", "task", "completion", "rewards", "advantage", "length", "truncated"} <= rollouts[0].keys()
+    first_group = [r["advantage"] for r in rollouts[:4]]
+    assert sum(first_group) == pytest.approx(0.0, abs=1e-5)  # group-relative
+
+    for ckpt in (out / "checkpoints" / "step-000001", out / "checkpoints" / "step-000002", out / "final"):
+        assert (ckpt / "config.json").exists() and list(ckpt.glob("*.safetensors")), ckpt
+
+
+def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tiny_dir, synth_dir, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    saved: dict[str, str] = {}
+    real_save, real_loss = model.save, train_grpo.policy_loss
+
+    def recording_save(net, processor, out_dir, *a, **kw):
+        path = real_save(net, processor, out_dir, *a, **kw)
+        saved[str(path)] = _digest(Path(path))
+        return path
+
+    calls = {"n": 0}
+
+    def nan_from_step_2(*a, **kw):  # 2 micro-batches a step: calls 1-2 are step 1
+        calls["n"] += 1
+        per_token, stats = real_loss(*a, **kw)
+        return (per_token * float("nan") if calls["n"] > 2 else per_token), stats
+
+    monkeypatch.setattr(model, "save", recording_save)
+    monkeypatch.setattr(train_grpo, "policy_loss", nan_from_step_2)
+    with pytest.raises(FloatingPointError, match=r"step 2: loss is not finite"):
+        train_grpo.main(_argv(tiny_dir, synth_dir, out, "--max-steps", "3", "--save-every", "1", "--beta", "0"))
+
+    ckpt = out / "checkpoints" / "step-000001"
+    assert list(saved) == [str(ckpt)]  # nothing else was written
+    assert _digest(ckpt) == saved[str(ckpt)]  # and the one on disk is byte-identical
+    assert not (out / "checkpoints" / "step-000002").exists() and not (out / "final").exists()
+    assert [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()] == [1]
+
+
+def test_nan_reward_is_named(tiny_dir, synth_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(rewards, "score", lambda *a, **kw: {"format": 0.0, "total": float("nan")})
+    with pytest.raises(FloatingPointError, match=r"step 1: rewards is not finite"):
+        train_grpo.main(_argv(tiny_dir, synth_dir, tmp_path / "run", "--max-steps", "1", "--beta", "0"))

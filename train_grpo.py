@@ -1,0 +1,769 @@
+"""GRPO: rollouts -> rewards -> group advantages -> clipped policy loss + KL -> step.
+
+Group Relative Policy Optimisation (DeepSeekMath, 2024) without a value network: for each prompt q
+sample G completions o_1..o_G from the current policy, score each with the task's rewards, and use
+the reward relative to the rest of its group as the advantage of every token of that completion.
+
+    A_i   = (r_i - mean(r_1..r_G)) / (std(r_1..r_G) + eps)          # one number per completion
+    rho_t = exp(log pi_theta(o_t) - log pi_old(o_t))                 # per token
+    L_t   = -min(rho_t A_i, clip(rho_t, 1 - eps_low, 1 + eps_high) A_i) + beta KL_t
+    KL_t  = exp(ref_t - logp_t) - (ref_t - logp_t) - 1               # k3, reference = frozen start
+    loss  = sum_t L_t / (completion tokens in the global batch)
+
+Worked example (G = 4, one prompt, format + accuracy rewards):
+
+    rewards     r = [2.0, 1.0, 1.0, 0.0]      mean 1.0, std 0.7071 (population std)
+    advantages  A = [+1.414, 0.0, 0.0, -1.414]
+    The first completion's tokens are pushed up, the last one's down, the middle two are left alone.
+    A group whose rewards are all equal ([1, 1, 1, 1]) has A = 0 everywhere: no signal, only KL.
+
+With --num-iterations 1 the old policy *is* the current one (old log-probs = detached current
+log-probs), so rho_t = 1 exactly, the clip never binds, and the gradient is REINFORCE with the
+group mean as baseline: -A_i grad log pi(o_t) / tokens. With more iterations each rollout is
+reused for several optimiser steps and the clip keeps the policy near the one that sampled it.
+
+The step, top to bottom in `main`: sample prompts -> rollout (model.sample, G per prompt) -> rewards
+(rewards.score) -> advantages -> old / reference log-probs (model.token_logprobs) -> update (micro-batches,
+gradient accumulation, clipping, AdamW) -> log -> save.
+
+Launch:
+
+    python train_grpo.py                                  # embedded defaults: tiny model + synthetic set
+    python train_grpo.py --model runs/sft/final --data data/train.jsonl --task classification --lr 1e-4
+    python train_grpo.py --model runs/sft/final --data data/train.jsonl --stages classification:200,detection:400
+    python train_grpo.py --model Qwen/Qwen2.5-VL-3B-Instruct --data data/train.jsonl --task all --beta 0.04
+    python train_grpo.py --shuffle-rewards ...            # control: same rewards, no credit assignment
+
+Outputs in --out: log.jsonl (one row a step: rewards, accuracy and format per task, KL, clip fraction,
+entropy, lengths, grad norm, seconds; and {"step", "eval"} rows with --eval-data), rollouts.jsonl (every
+completion of every --log-rollouts-every-th step, with its rewards and advantage), checkpoints/step-N
+(--save-every) and final/ (HF directories that model.load and eval.py read).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+import data
+import model as M
+import rewards
+import runtime as R
+
+# ----------------------------------------------------------------------------- the math
+# Each piece of the objective is a small pure function on tensors, tested against hand-computed
+# values in tests/test_grpo_math.py. Shapes: N = B*G completions (row b*G+g is sample g of prompt
+# b), T = padded completion length, mask [N, T] bool marks the real completion tokens.
+
+ADV_SCALES = ("group", "batch", "none")
+LOSS_AGGS = ("token-mean", "seq-mean-token-mean", "dr-grpo")
+
+
+def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group", eps: float = 1e-4) -> torch.Tensor:
+    """Advantage of each completion relative to its group: rewards [B*G] -> advantages [B*G].
+
+        scale="group":  A_i = (r_i - mean_group(r)) / (std_group(r) + eps)     (GRPO)
+        scale="batch":  A_i = (r_i - mean_group(r)) / (std_batch(r) + eps)     (group baseline,
+                        one scale for the whole batch, so easy groups are not blown up)
+        scale="none":   A_i =  r_i - mean_group(r)                             (Dr. GRPO)
+
+    std is the population std (divide by G), defined for any G >= 1. A group whose rewards are all
+    equal gets exactly 0 (not round-off / eps), so it contributes nothing but the KL term.
+
+    >>> group_advantages(torch.tensor([2.0, 1.0, 1.0, 0.0]), 4)
+    tensor([ 1.4140,  0.0000,  0.0000, -1.4140])
+    """
+    if scale not in ADV_SCALES:
+        raise ValueError(f"unknown advantage scale {scale!r}; expected one of {ADV_SCALES}")
+    if rewards.dim() != 1 or rewards.numel() % group_size:
+        raise ValueError(f"rewards must be [B*G] with G={group_size}, got {tuple(rewards.shape)}")
+    r = rewards.view(-1, group_size)  # [B, G]
+    centered = r - r.mean(dim=1, keepdim=True)  # [B, G]
+    if scale == "group":
+        adv = centered / (r.std(dim=1, keepdim=True, correction=0) + eps)
+    elif scale == "batch":
+        adv = centered / (rewards.std(correction=0) + eps)
+    else:
+        adv = centered
+    # mean([0.1, 0.1, 0.1]) != 0.1 in floating point, so test equality rather than trust r - mean
+    constant = (r == r[:, :1]).all(dim=1, keepdim=True)  # [B, 1]
+    return torch.where(constant, torch.zeros_like(adv), adv).view(-1)
+
+
+def policy_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_eps_low: float = 0.2,
+    clip_eps_high: float = 0.28,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """PPO-clip surrogate per token: logp, old_logp [N, T], advantages [N], mask [N, T] -> [N, T].
+
+        rho_t = exp(logp_t - old_logp_t)
+        L_t   = -min(rho_t A, clip(rho_t, 1 - eps_low, 1 + eps_high) A)
+
+    For A > 0 the objective stops growing once rho_t > 1 + eps_high (don't push a good token up
+    further than the trust region); for A < 0 once rho_t < 1 - eps_low. A larger eps_high than
+    eps_low ("clip-higher", DAPO) leaves more room to raise unlikely tokens, which keeps entropy up.
+    Masked positions are 0. Stats: clip_frac, the fraction of real tokens whose clip is active
+    (gradient 0), split into clip_frac_low (A < 0) and clip_frac_high (A > 0).
+    """
+    adv = advantages.unsqueeze(1)  # [N, 1], broadcast over the tokens of each completion
+    ratio = torch.exp(logp - old_logp)  # [N, T]
+    unclipped = ratio * adv
+    clipped = torch.clamp(ratio, 1.0 - clip_eps_low, 1.0 + clip_eps_high) * adv
+    per_token = -torch.minimum(unclipped, clipped)
+    per_token = torch.where(mask, per_token, torch.zeros_like(per_token))
+
+    with torch.no_grad():
+        n = mask.sum().clamp(min=1)
+        active = (clipped < unclipped) & mask  # the min picked the clipped branch: no gradient
+        stats = {
+            "clip_frac": (active.sum() / n).item(),
+            "clip_frac_low": ((active & (adv < 0)).sum() / n).item(),
+            "clip_frac_high": ((active & (adv > 0)).sum() / n).item(),
+        }
+    return per_token, stats
+
+
+def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """Per-token KL(pi_theta || pi_ref) estimate on the sampled tokens, [N, T] -> [N, T].
+
+        KL_t = exp(ref_t - logp_t) - (ref_t - logp_t) - 1        (Schulman's k3)
+
+    Unbiased for samples from pi_theta, and >= 0 for every token (e^x >= 1 + x), unlike the plain
+    log-ratio (k1), so the penalty never rewards drifting away on a lucky token.
+    """
+    d = ref_logp - logp
+    return torch.exp(d) - d - 1.0
+
+
+def aggregate(
+    per_token: torch.Tensor,
+    mask: torch.Tensor,
+    mode: str = "token-mean",
+    total_tokens: float | torch.Tensor | None = None,
+    num_seqs: int | None = None,
+    max_len: int | None = None,
+) -> torch.Tensor:
+    """Reduce a per-token loss [N, T] to the scalar that is backpropagated.
+
+        "token-mean":          sum_{i,t} L_it / total_tokens
+            every token of the global batch weighs the same, so a long completion weighs more than a
+            short one in proportion to its length (DAPO, and the default).
+        "seq-mean-token-mean": (1 / num_seqs) sum_i (1 / |o_i|) sum_t L_it      (original GRPO)
+            every completion weighs the same, so each token of a long completion weighs less: a long
+            wrong answer is penalised less per token than a short one (the length bias Dr. GRPO
+            pointed out).
+        "dr-grpo":             sum_{i,t} L_it / (num_seqs * max_len)
+            a constant normaliser (max_len = --max-new-tokens) that does not depend on the lengths
+            sampled, so neither long nor short completions are favoured.
+
+    The normalisers are arguments on purpose: with gradient accumulation (and across ranks) each
+    micro-batch must divide by the count of the *whole* batch, not its own, so that the summed
+    gradients equal those of one big batch. Defaults (the local counts) are right for one
+    micro-batch on one process.
+    """
+    maskf = mask.to(per_token.dtype)
+    summed = torch.where(mask, per_token, torch.zeros_like(per_token))  # padding never leaks in, not even a NaN
+    if num_seqs is None:
+        num_seqs = per_token.shape[0]
+    if mode == "token-mean":
+        if total_tokens is None:
+            total_tokens = maskf.sum()
+        return summed.sum() / total_tokens
+    if mode == "seq-mean-token-mean":
+        lengths = maskf.sum(dim=1).clamp(min=1.0)  # [N]; an empty completion contributes 0
+        return (summed.sum(dim=1) / lengths).sum() / num_seqs
+    if mode == "dr-grpo":
+        if max_len is None:
+            raise ValueError("dr-grpo aggregation needs max_len (the trainer passes --max-new-tokens)")
+        return summed.sum() / (num_seqs * max_len)
+    raise ValueError(f"unknown loss aggregation {mode!r}; expected one of {LOSS_AGGS}")
+
+
+def signal_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """rewards [B*G] -> keep [B] bool: True where the group's rewards are not all equal.
+
+    A group with one reward value for every sample has zero advantage everywhere, so it teaches
+    nothing (DAPO's dynamic sampling drops and replaces such groups).
+    """
+    r = rewards.view(-1, group_size)
+    return ~(r == r[:, :1]).all(dim=1)
+
+
+# ----------------------------------------------------------------------------- flags
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="GRPO post-training of Qwen2.5-VL / Qwen2-VL; the equations are in the module docstring.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    g = p.add_argument_group("what to train on")
+    g.add_argument("--model", default=None, help="hub id or local checkpoint; None: the embedded tiny model")
+    g.add_argument("--data", default=None, help="training JSONL (data.py records); None: the embedded synthetic set")
+    g.add_argument("--eval-data", default=None, help="held-out JSONL, evaluated greedily (eval.py) at start and end")
+    g.add_argument("--eval-every", type=int, default=0, help="also evaluate every N steps; 0 = start and end only")
+    g.add_argument("--eval-records", type=int, default=0, help="evaluate the first N held-out records; 0 = all")
+    g.add_argument("--task", default="all", help="one task, a comma list (mixed round-robin in every batch), or all")
+    g.add_argument(
+        "--stages",
+        default=None,
+        help="optimise tasks one after another, e.g. classification:200,detection:400 "
+        "(tasks of one stage joined by +); replaces --task and --max-steps",
+    )
+    g.add_argument("--max-steps", type=int, default=100, help="GRPO steps (one rollout each)")
+
+    g = p.add_argument_group("rollout")
+    g.add_argument("--group-size", type=int, default=8, help="G: completions sampled per prompt")
+    g.add_argument("--prompts-per-step", type=int, default=4, help="B: prompts per step and process (B*G completions)")
+    g.add_argument("--max-new-tokens", type=int, default=256, help="completion length limit (Dr. GRPO's constant too)")
+    g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (> 0); log-probs use it too")
+    g.add_argument(
+        "--top-p",
+        type=float,
+        default=1.0,
+        help="nucleus sampling; < 1 only restricts what is drawn, the ratio still uses the full distribution",
+    )
+    g.add_argument("--top-k", type=int, default=0, help="top-k sampling, 0 = off (same caveat as --top-p)")
+    g.add_argument(
+        "--drop-zero-std-groups",
+        action="store_true",
+        help="dynamic sampling: replace groups whose rewards are all equal (no signal) by fresh prompts",
+    )
+    g.add_argument("--max-resample-tries", type=int, default=3, help="bound on extra rollouts per step for the above")
+    g.add_argument("--mask-truncated", action="store_true", help="no loss on completions cut at --max-new-tokens")
+    g.add_argument(
+        "--shuffle-rewards",
+        action="store_true",
+        help="control experiment: permute rewards at random among the completions of each batch "
+        "(same reward distribution, no credit assignment)",
+    )
+
+    g = p.add_argument_group("objective")
+    g.add_argument("--beta", type=float, default=0.04, help="KL weight; 0 = no reference model loaded at all")
+    g.add_argument("--clip-eps-low", type=float, default=0.2, help="rho is clipped at 1 - eps_low where A < 0")
+    g.add_argument("--clip-eps-high", type=float, default=0.28, help="rho is clipped at 1 + eps_high where A > 0")
+    g.add_argument(
+        "--num-iterations",
+        type=int,
+        default=1,
+        help="PPO epochs over each rollout (optimiser steps per GRPO step, old log-probs kept); "
+        "1 = on-policy: ratio exactly 1, REINFORCE with the group mean as baseline",
+    )
+    g.add_argument("--loss-agg", default="token-mean", choices=LOSS_AGGS, help="how per-token losses are reduced")
+    g.add_argument(
+        "--adv-scale", default="group", choices=ADV_SCALES, help="advantage divided by group std, batch std or none"
+    )
+
+    g = p.add_argument_group("optimiser")
+    g.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="peak AdamW lr; None: 1e-4 for the embedded tiny model (a few-million-parameter model learns at "
+        "~1e-4 and breaks at 5e-4), 1e-5 otherwise",
+    )
+    g.add_argument("--lr-schedule", default="constant", choices=("constant", "cosine"), help="after the warm-up")
+    g.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up, in optimiser steps")
+    g.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
+    g.add_argument("--grad-clip", type=float, default=1.0, help="max global grad norm")
+    g.add_argument(
+        "--micro-batch-size",
+        type=int,
+        default=None,
+        help="completions per forward/backward (gradient accumulation), a multiple or a divisor of "
+        "--group-size; None: --group-size",
+    )
+    g.add_argument("--grad-ckpt", action="store_true", help="gradient checkpointing (less memory, ~30%% slower)")
+
+    g = p.add_argument_group("run")
+    g.add_argument("--out", default="runs/grpo", help="log.jsonl, rollouts.jsonl, checkpoints/ and final/ go here")
+    g.add_argument("--save-every", type=int, default=0, help="checkpoints/step-N every N steps; 0 = final/ only")
+    g.add_argument(
+        "--log-rollouts-every", type=int, default=10, help="completions to rollouts.jsonl every N steps; 0 = off"
+    )
+    g.add_argument("--seed", type=int, default=0, help="prompt order and sampling")
+    args = p.parse_args(argv)
+
+    G = args.group_size
+    args.micro_batch_size = args.micro_batch_size or G
+    if args.micro_batch_size % G and G % args.micro_batch_size:
+        p.error(f"--micro-batch-size {args.micro_batch_size} must be a multiple or a divisor of --group-size {G}")
+    if args.temperature <= 0:
+        p.error("--temperature must be > 0: the policy gradient needs a sampling distribution")
+    if args.num_iterations < 1 or args.group_size < 2 or args.prompts_per_step < 1:
+        p.error("--num-iterations >= 1, --group-size >= 2 and --prompts-per-step >= 1 are needed")
+    return args
+
+
+def parse_stages(args: argparse.Namespace, available: list[str]) -> list[tuple[list[str], int]]:
+    """[(tasks, steps)] from --stages 'a:200,b+c:400', or one stage of --task for --max-steps."""
+    if args.stages:
+        stages = []
+        for part in args.stages.split(","):
+            tasks, _, steps = part.rpartition(":")
+            if not tasks or not steps.isdigit():
+                raise SystemExit(f"--stages: expected task:steps[,task:steps], got {part!r}")
+            stages.append((tasks.split("+"), int(steps)))
+    else:
+        stages = [(args.task.split(","), args.max_steps)]
+    for tasks, _ in stages:
+        if tasks == ["all"]:
+            tasks[:] = available
+        missing = [t for t in tasks if t not in available]
+        if missing:
+            raise SystemExit(f"no training records for task(s) {missing}; the data has {available}")
+    return stages
+
+
+# ----------------------------------------------------------------------------- the pieces of a step
+
+
+@dataclass
+class Rollouts:
+    """One step's experience. B prompts, G samples each, N = B*G rows (row b*G+g = sample g of prompt b)."""
+
+    records: list  # [B] data.Record
+    frames: list  # [B] data.Frame: the frame the model writes each prompt's boxes in
+    completion_ids: torch.Tensor  # [N, T] long, right padded
+    completion_mask: torch.Tensor  # [N, T] bool, real tokens up to and including EOS
+    truncated: torch.Tensor  # [N] bool, no EOS within --max-new-tokens
+    sample_logp: torch.Tensor  # [N, T] fp32 log-probs under the sampling distribution
+    texts: list[str]  # [N] decoded completions
+    scores: list[dict[str, float]] = field(default_factory=list)  # [N] rewards.score of each completion
+    rewards: torch.Tensor | None = None  # [N] fp32 total reward
+
+
+def cycle_shuffled(items: list, rng: random.Random) -> Iterator:
+    """Endless epochs over `items`, each in a fresh random order."""
+    while True:
+        order = list(items)
+        rng.shuffle(order)
+        yield from order
+
+
+def to_device(inputs: dict, device: torch.device) -> dict:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+
+
+def autocast(device: torch.device):
+    """bf16 compute on CUDA over fp32 master weights; plain fp32 on CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def pad_cat(tensors: list[torch.Tensor], value) -> torch.Tensor:
+    """Concatenate [n_i, T_i] tensors along rows, right-padding each to the widest T with `value`."""
+    out = tensors[0].new_full((sum(t.shape[0] for t in tensors), max(t.shape[1] for t in tensors)), value)
+    row = 0
+    for t in tensors:
+        out[row : row + t.shape[0], : t.shape[1]] = t
+        row += t.shape[0]
+    return out
+
+
+def rollout(
+    net,
+    processor,
+    frame_kind: str,
+    records: list,
+    group_size: int,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    generator: torch.Generator | None = None,
+    device: torch.device | None = None,
+) -> Rollouts:
+    """G completions for each of the B records: one prefill per prompt, then KV-cached sampling (model.sample).
+
+    temperature 0 = greedy (evaluation)."""
+    batch = data.collate_prompts(records, processor, frame_kind)
+    device = device or generator.device
+    with torch.no_grad(), autocast(device):
+        out = M.sample(
+            net,
+            to_device(batch.inputs, device),
+            group_size=group_size,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            generator=generator,
+            eos_ids=M.eos_token_ids(net, processor),
+            banned=M.banned_token_ids(net, processor),  # vision tokens: sampling one breaks the next forward
+            pad_id=processor.tokenizer.pad_token_id,
+        )
+    return Rollouts(
+        records=list(records),
+        frames=list(batch.frames),
+        completion_ids=out.completion_ids.cpu(),
+        completion_mask=out.completion_mask.bool().cpu(),
+        truncated=out.truncated.bool().cpu(),
+        sample_logp=out.logprobs.float().cpu(),
+        texts=M.decode(processor, out),
+    )
+
+
+def score_completions(ro: Rollouts, group_size: int) -> tuple[list[dict[str, float]], torch.Tensor]:
+    """rewards.score of every completion against its record's answer, in that prompt's coordinate frame."""
+    scores = []
+    for i, text in enumerate(ro.texts):
+        rec = ro.records[i // group_size]
+        scores.append(rewards.score(rec.task, text, rec.answer, ro.frames[i // group_size]))
+    return scores, torch.tensor([s["total"] for s in scores], dtype=torch.float32)
+
+
+def select_groups(parts: list[Rollouts], picks: list[tuple[int, int]], G: int, pad_id: int) -> Rollouts:
+    """One batch from (rollout index, prompt index) picks out of several rollouts (dynamic sampling)."""
+    rows = lambda b: list(range(b * G, (b + 1) * G))  # noqa: E731
+
+    def cat(name: str, pad=None) -> torch.Tensor:
+        ts = [getattr(parts[p], name)[rows(b)] for p, b in picks]
+        return torch.cat(ts) if pad is None else pad_cat(ts, pad)
+
+    return Rollouts(
+        records=[parts[p].records[b] for p, b in picks],
+        frames=[parts[p].frames[b] for p, b in picks],
+        completion_ids=cat("completion_ids", pad_id),
+        completion_mask=cat("completion_mask", False),
+        truncated=cat("truncated"),
+        sample_logp=cat("sample_logp", 0.0),
+        texts=[parts[p].texts[i] for p, b in picks for i in rows(b)],
+        scores=[parts[p].scores[i] for p, b in picks for i in rows(b)],
+        rewards=cat("rewards"),
+    )
+
+
+@dataclass(frozen=True)
+class MicroBatch:
+    rows: slice  # its completions, [n] of the N
+    prompts: slice  # the prompts they belong to
+    per_prompt: int  # completions per prompt in it: G, or a divisor of G
+
+
+def micro_batches(n_rows: int, size: int, G: int) -> list[MicroBatch]:
+    """Split N = B*G completions into forward/backward chunks of `size`.
+
+    A chunk is whole groups (size a multiple of G) or a slice of one group (size divides G), so every prompt
+    in it contributes the same number of completions: the layout token_logprobs expects.
+    """
+    out = []
+    for start in range(0, n_rows, size):
+        stop = min(start + size, n_rows)
+        out.append(MicroBatch(slice(start, stop), slice(start // G, (stop - 1) // G + 1), min(size, G)))
+    return out
+
+
+def completion_logprobs(
+    net, inputs: dict, ro: Rollouts, mb: MicroBatch, banned: torch.Tensor, temperature: float, device
+) -> torch.Tensor:
+    """log pi(o_t | q, o_<t) [n, T] fp32 for one micro-batch (its prompts' `inputs` already on the device);
+    differentiable unless under no_grad. `banned` tokens are masked as the sampler masked them."""
+    with autocast(device):
+        lp = M.token_logprobs(
+            net,
+            inputs,
+            ro.completion_ids[mb.rows].to(device),
+            ro.completion_mask[mb.rows].to(device),
+            group_size=mb.per_prompt,
+            temperature=temperature,
+            banned=banned,
+        )
+    return lp.float()
+
+
+@torch.no_grad()
+def all_logprobs(net, mbs: list[MicroBatch], mb_inputs: list[dict], ro: Rollouts, banned, temperature, device):
+    """[N, T] log-probs of every completion under `net`, micro-batch by micro-batch, kept on the CPU."""
+    return torch.cat([completion_logprobs(net, x, ro, mb, banned, temperature, device).cpu() for mb, x in zip(mbs, mb_inputs)])  # fmt: skip
+
+
+def task_metrics(ro: Rollouts, G: int) -> dict[str, float]:
+    """Mean of each reward component; per task, accuracy (total - format: the weighted accuracy rewards)
+    and format rate (fraction of completions with format reward 1)."""
+    out: dict[str, float] = {}
+    for k in sorted({k for s in ro.scores for k in s}):
+        vals = [s[k] for s in ro.scores if k in s]
+        out[f"reward/{k}"] = sum(vals) / len(vals)
+    for task in sorted({r.task for r in ro.records}):
+        rows = [s for i, s in enumerate(ro.scores) if ro.records[i // G].task == task]
+        out[f"acc/{task}"] = sum(s["total"] - s["format"] for s in rows) / len(rows)
+        out[f"format/{task}"] = sum(s["format"] >= 1.0 for s in rows) / len(rows)
+    return out
+
+
+def rollout_rows(step: int, ro: Rollouts, advantages: torch.Tensor, G: int) -> list[dict]:
+    """One JSON row per completion, for reading what the policy actually wrote and what it earned."""
+    lengths = ro.completion_mask.sum(dim=1).tolist()
+    return [
+        {
+            "step": step,
+            "id": ro.records[i // G].id,
+            "task": ro.records[i // G].task,
+            "sample": i % G,
+            "answer": ro.records[i // G].answer,
+            "completion": ro.texts[i],
+            "rewards": ro.scores[i],
+            "advantage": advantages[i].item(),
+            "length": lengths[i],
+            "truncated": bool(ro.truncated[i]),
+        }
+        for i in range(len(ro.texts))
+    ]
+
+
+def evaluate(net, processor, frame_kind: str, records: list, max_new_tokens: int, device, out_dir: Path) -> dict:
+    """Greedy completions of held-out records scored by eval.py: {task: {metric: value}}."""
+    eval_lib = importlib.import_module("eval")  # by name: `eval` is also a builtin
+    net.eval()
+    samples = []
+    for start in range(0, len(records), 16):
+        chunk = records[start : start + 16]
+        ro = rollout(net, processor, frame_kind, chunk, 1, max_new_tokens, temperature=0.0, device=device)
+        for rec, frame, text in zip(chunk, ro.frames, ro.texts):
+            samples.append(
+                eval_lib.Sample(
+                    task=rec.task, answer=rec.answer, completion=text, frame=frame, meta=rec.meta, id=rec.id
+                )
+            )
+    return eval_lib.evaluate(samples, out_dir=out_dir, caption_extras=False, quiet=True)["tasks"]
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Train; returns {"last": the last step's log row, "eval": [{"step", "eval": {task: metrics}}]}."""
+    args = parse_args(argv)
+    env = R.init_distributed()
+    if env.world > 1:  # the normalisers and rank-aware logging are ready; parameter sharding is not wired in yet
+        raise SystemExit("train_grpo.py runs as one process for now: multi-process GRPO needs FSDP wrapping")
+    R.seed_everything(args.seed + env.rank)
+    rng = random.Random(args.seed + 100_003 * env.rank)  # prompt order: each rank draws its own prompts
+    shuffle_gen = torch.Generator().manual_seed(args.seed + env.rank)  # --shuffle-rewards
+    out = Path(args.out)
+    if env.main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "args.json").write_text(json.dumps(vars(args), indent=2))
+        for name in ("log.jsonl", "rollouts.jsonl"):
+            (out / name).unlink(missing_ok=True)
+    log = R.JsonlLog(out / "log.jsonl", enabled=env.main)
+    rollout_log = R.JsonlLog(out / "rollouts.jsonl", enabled=env.main)
+
+    # ---- model, reference model, data, optimiser -----------------------------------------------------
+    model_path = args.model or M.default_model()
+    data_path = args.data or str(M.default_data() / "train.jsonl")
+    lr = args.lr if args.lr is not None else (1e-4 if args.model is None else 1e-5)
+    loaded = M.load(model_path, device=env.device, grad_ckpt=args.grad_ckpt, dtype=torch.float32)
+    policy, processor, frame_kind, device = loaded.model, loaded.processor, loaded.frame_kind, env.device
+    ref = None
+    if args.beta > 0:  # the frozen starting point that the KL term pulls back towards
+        ref = M.load(model_path, device=device).model.eval().requires_grad_(False)
+    pad_id = processor.tokenizer.pad_token_id
+    banned = M.banned_token_ids(policy, processor)  # vision tokens: never sampled, masked in log-probs too
+    G, P = args.group_size, args.prompts_per_step
+
+    by_task: dict[str, list] = {}
+    for rec in data.load_records(data_path):
+        by_task.setdefault(rec.task, []).append(rec)
+    stages = parse_stages(args, sorted(by_task))
+    streams = {task: cycle_shuffled(recs, rng) for task, recs in by_task.items()}
+    tasks_at = [tasks for tasks, steps in stages for _ in range(steps)]  # step - 1 -> that stage's tasks
+    total_steps = len(tasks_at)
+
+    params = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=args.weight_decay)
+    generator = torch.Generator(device=device).manual_seed(args.seed + env.rank)
+    if env.main:
+        print(f"grpo: {model_path} ({sum(p.numel() for p in params) / 1e6:.1f}M trainable, {device}, world "
+              f"{env.world}), stages {stages}, G={G} x B={P}, beta {args.beta}, lr {lr}")  # fmt: skip
+    held_out = data.load_records(args.eval_data)[: args.eval_records or None] if args.eval_data else []
+    history: list[dict] = []  # the eval rows, also in log.jsonl
+
+    def run_eval(step: int) -> None:
+        if held_out and env.main:
+            res = evaluate(policy, processor, frame_kind, held_out, args.max_new_tokens, device, out / f"eval/step-{step:06d}")  # fmt: skip
+            history.append({"step": step, "eval": res})
+            log.write(history[-1])
+
+    run_eval(0)
+
+    bar = tqdm(range(1, total_steps + 1), desc="grpo", disable=not env.main, dynamic_ncols=True)
+    turn = 0  # round-robin position over the stage's tasks, so that every batch mixes them
+    row: dict = {}
+    for step in bar:
+        tasks = tasks_at[step - 1]
+        t_step = time.perf_counter()
+
+        # ---- sample prompts -> rollout -> rewards ----------------------------------------------------
+        # Dynamic sampling (--drop-zero-std-groups): a group whose G rewards are all equal has zero advantage;
+        # fresh prompts take its place, up to --max-resample-tries more rollouts, then zero-std groups fill in.
+        policy.eval()
+        parts: list[Rollouts] = []
+        kept: list[tuple[int, int]] = []  # (rollout index, prompt index)
+        dropped: list[tuple[int, int]] = []
+        t_rollout = t_reward = 0.0
+        for _ in range(1 + (args.max_resample_tries if args.drop_zero_std_groups else 0)):
+            need = P - len(kept)
+            if need == 0:
+                break
+            prompts = [next(streams[tasks[(turn + i) % len(tasks)]]) for i in range(need)]
+            turn += need
+            t0 = time.perf_counter()
+            part = rollout(policy, processor, frame_kind, prompts, G, args.max_new_tokens,
+                           args.temperature, args.top_p, args.top_k, generator)  # fmt: skip
+            t1 = time.perf_counter()
+            part.scores, part.rewards = score_completions(part, G)  # [N]
+            t_rollout, t_reward = t_rollout + t1 - t0, t_reward + time.perf_counter() - t1
+            R.check_finite(step, rewards=part.rewards)
+            parts.append(part)
+            signal = signal_groups(part.rewards, G)  # [need]
+            for b in range(need):
+                if signal[b] or not args.drop_zero_std_groups:
+                    kept.append((len(parts) - 1, b))
+                else:
+                    dropped.append((len(parts) - 1, b))
+        picks = (kept + dropped)[:P]
+        ro = parts[0] if picks == [(0, b) for b in range(P)] else select_groups(parts, picks, G, pad_id)
+        N = len(ro.texts)
+
+        # ---- advantages ------------------------------------------------------------------------------
+        r = ro.rewards  # [N]
+        if args.shuffle_rewards:  # control: the same rewards, handed to random completions of the batch
+            r = r[torch.randperm(N, generator=shuffle_gen)]
+        advantages = group_advantages(r, G, scale=args.adv_scale)  # [N]
+
+        loss_mask = ro.completion_mask.clone()  # [N, T]
+        if args.mask_truncated:  # a cut-off completion never got to finish its answer: no loss on it
+            loss_mask[ro.truncated] = False
+        # Normalisers of the whole global batch (all micro-batches, all ranks): see `aggregate`.
+        global_tokens = max(float(R.all_reduce_sum(int(loss_mask.sum()), device)), 1.0)  # all masked: loss 0, not 0/0
+        global_seqs = int(R.all_reduce_sum(N, device))
+
+        # ---- old and reference log-probs -------------------------------------------------------------
+        t0 = time.perf_counter()
+        mbs = micro_batches(N, args.micro_batch_size, G)
+        mb_inputs = []  # each micro-batch's prompts, processed once and reused by every pass below
+        for mb in mbs:
+            mb_inputs.append(
+                to_device(data.collate_prompts(ro.records[mb.prompts], processor, frame_kind).inputs, device)
+            )
+        temp = args.temperature
+        old_logp = ref_logp = None  # [N, T]
+        if args.num_iterations > 1:  # pi_old must stay put while the policy moves over the iterations
+            old_logp = all_logprobs(policy, mbs, mb_inputs, ro, banned, temp, device)
+        if ref is not None:
+            ref_logp = all_logprobs(ref, mbs, mb_inputs, ro, banned, temp, device)
+        t_logprobs = time.perf_counter() - t0
+
+        # ---- update: num_iterations optimiser steps, each accumulating gradients over the micro-batches -
+        t0 = time.perf_counter()
+        policy.train()
+        loss_sum = kl_sum = clipped_sum = grad_norm_sum = 0.0
+        for it in range(args.num_iterations):
+            for mb, x in zip(mbs, mb_inputs):
+                m = loss_mask[mb.rows].to(device)  # [n, T]
+                logp = completion_logprobs(policy, x, ro, mb, banned, temp, device)  # [n, T], with gradients
+                R.check_finite(step, logprobs=logp[m].detach())
+                old = logp.detach() if old_logp is None else old_logp[mb.rows].to(device)  # 1 iteration: rho = 1
+                adv = advantages[mb.rows].to(device)  # [n]
+                per_token, stats = policy_loss(logp, old, adv, m, args.clip_eps_low, args.clip_eps_high)  # [n, T]
+                if ref_logp is not None:
+                    kl = kl_k3(logp, ref_logp[mb.rows].to(device))  # [n, T]
+                    per_token = per_token + args.beta * kl
+                    kl_sum += float((kl.detach() * m).sum()) / global_tokens
+                loss = aggregate(
+                    per_token, m, args.loss_agg, total_tokens=global_tokens, num_seqs=global_seqs,
+                    max_len=args.max_new_tokens,
+                )  # fmt: skip
+                R.check_finite(step, loss=loss.detach())
+                # each micro-batch is already divided by the global count, so the gradients just add up;
+                # x world undoes the mean over ranks that DDP/FSDP apply to gradients
+                (loss * env.world).backward()
+                loss_sum += float(loss.detach())
+                clipped_sum += stats["clip_frac"] * float(m.sum()) / global_tokens
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, args.grad_clip)
+            R.check_finite(step, grad_norm=grad_norm)
+            for group in optimizer.param_groups:
+                opt_step = (step - 1) * args.num_iterations + it
+                group["lr"] = R.lr_at(opt_step, lr, args.warmup_steps, total_steps * args.num_iterations, args.lr_schedule)  # fmt: skip
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            grad_norm_sum += float(grad_norm)
+        t_update = time.perf_counter() - t0
+        t_step = time.perf_counter() - t_step
+
+        # ---- log -------------------------------------------------------------------------------------
+        n_it = args.num_iterations
+        lengths = ro.completion_mask.sum(dim=1).float()  # [N]
+        sampled = ro.sample_logp[ro.completion_mask]  # log-probs of every sampled token
+        n_groups = sum(len(p.records) for p in parts)
+        row = {
+            "step": step,
+            "tasks": ",".join(tasks),
+            "reward_mean": ro.rewards.mean().item(),
+            "reward_std": ro.rewards.std(correction=0).item(),
+            **task_metrics(ro, G),  # reward/<component>, acc/<task>, format/<task>
+            "loss": loss_sum / n_it,
+            "kl": kl_sum / n_it if ref is not None else None,  # mean k3 per token; None without a reference
+            "clip_frac": clipped_sum / n_it,
+            "entropy": -sampled.mean().item() if sampled.numel() else 0.0,  # one-sample estimate: -mean log p
+            "completion_len_mean": lengths.mean().item(),
+            "completion_len_max": lengths.max().item(),
+            "truncated_frac": ro.truncated.float().mean().item(),
+            # of all groups sampled this step, resampled ones included: how much of the batch was dead weight
+            "zero_std_frac": sum(int((~signal_groups(p.rewards, G)).sum()) for p in parts) / n_groups,
+            "rollouts": len(parts),
+            "grad_norm": grad_norm_sum / n_it,
+            "lr": optimizer.param_groups[0]["lr"],
+            "rollout_s": t_rollout,
+            "reward_s": t_reward,
+            "logprob_s": t_logprobs,
+            "update_s": t_update,
+            "step_s": t_step,
+            "tokens_per_s": sum(int(p.completion_mask.sum()) for p in parts) / max(t_rollout, 1e-9),  # sampled
+        }
+        log.write(row)
+        if args.log_rollouts_every and step % args.log_rollouts_every == 0:
+            for r_row in rollout_rows(step, ro, advantages, G):
+                rollout_log.write(r_row)
+        bar.set_postfix(
+            reward=f"{row['reward_mean']:.3f}",
+            kl="-" if row["kl"] is None else f"{row['kl']:.4f}",
+            clip=f"{row['clip_frac']:.3f}",
+            H=f"{row['entropy']:.2f}",
+            len=f"{row['completion_len_mean']:.0f}",
+            gn=f"{row['grad_norm']:.2f}",
+            refresh=False,
+        )
+
+        # ---- eval and save ---------------------------------------------------------------------------
+        if args.eval_every and step % args.eval_every == 0 and step != total_steps:
+            run_eval(step)
+        if env.main and args.save_every and step % args.save_every == 0:
+            M.save(policy, processor, out / "checkpoints" / f"step-{step:06d}")  # atomic: a crash keeps the last
+
+    run_eval(total_steps)
+    if env.main:
+        M.save(policy, processor, out / "final")
+        print(f"saved {out / 'final'}")
+    return {"last": row, "eval": history}
+
+
+if __name__ == "__main__":
+    main()
