@@ -1,0 +1,654 @@
+"""Evaluation: greedy generation on a benchmark file -> the field's metrics per task -> JSON + markdown table.
+
+    python eval.py --model ckpt/grpo --data data/test.jsonl --out results/
+    python eval.py --predictions other_system.jsonl --out results/other     # score existing outputs, no model
+    torchrun --nproc_per_node=8 eval.py --model ckpt/grpo --data data/test.jsonl   # shards by rank
+
+Completions are parsed with rewards.py's parsers (boxes back to original pixels through each record's
+frame), then scored the way the papers score (see ../shared/BENCHMARKS.md):
+
+    classification, temporal_classification   accuracy after normalisation
+    vqa                                        accuracy overall and per meta.type, and the mean of the types
+    multilabel                                 micro / macro F1 (macro over the true label vocabulary), sample F1
+    counting                                   exact accuracy, mean absolute error (unparsed counts as 0)
+    grounding                                  acc@0.5, acc@0.25, mean IoU, cumulative IoU (ΣI / ΣU)
+    detection, change_detection (boxes)        precision / recall / F1 at IoU 0.5 and 0.25 with one-to-one
+                                               matching; VOC AP@0.5 (all-point; boxes ranked by answer order)
+    captions (all four caption tasks)          ROUGE-1 and ROUGE-L F1 (rouge-score, stemmed), averaged over
+                                               references; METEOR (NLTK) when WordNet is there; coco-caption
+                                               BLEU-1/4, METEOR 1.5, ROUGE-L, CIDEr-D when pycocoevalcap + Java are
+    every task                                 format compliance rate, answer parse rate, mean reward
+
+Values are fractions in [0, 1] (published tables print percentages), except mae and cider.
+Outputs: metrics.json (per task, and per task within each meta.dataset) and predictions.jsonl (one line a
+record: id, task, completion, parsed answer, reward scores, answer, meta, frame; that file can be fed back
+with --predictions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import sys
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+import rewards
+from data import Frame
+
+CAPTION_TASKS = ("caption", "region_caption", "change_caption", "grounded_caption")
+VQA_AVERAGE_EXCLUDES = ("count", "area")  # GeoChat, EarthDial and GeoVLM-R1 leave these RSVQA types out of the mean
+MATCH_CAP = 500  # boxes per image matched in metrics (more still count as predictions)
+
+
+@dataclass
+class Sample:
+    """One evaluated record: what the model wrote next to what it should have written."""
+
+    task: str
+    answer: Any
+    completion: str
+    frame: Frame | None = None  # None: boxes in the completion are original pixels
+    meta: dict = field(default_factory=dict)
+    id: str = ""
+
+
+# ----------------------------------------------------------------------------- metric functions (pure)
+def _div(a: float, b: float) -> float:
+    return float(a) / float(b) if b else 0.0
+
+
+def label_accuracy(preds: Sequence[str | None], gts: Sequence[str]) -> float:
+    """Exact match after rewards.normalize_text; None (unparsed) is wrong."""
+    hits = [p is not None and rewards.normalize_text(p) == rewards.normalize_text(g) for p, g in zip(preds, gts)]
+    return _div(sum(hits), len(hits))
+
+
+def vqa_metrics(preds: Sequence[str | None], gts: Sequence[str], types: Sequence[str | None]) -> dict[str, float]:
+    """Accuracy overall, per question type ("acc_<type>"), and "type_average" over the types (minus count/area)."""
+    out = {"accuracy": label_accuracy(preds, gts)}
+    by_type: dict[str, list[int]] = defaultdict(list)
+    for i, t in enumerate(types):
+        if t is not None:
+            by_type[str(t)].append(i)
+    for t, idx in sorted(by_type.items()):
+        out[f"acc_{t}"] = label_accuracy([preds[i] for i in idx], [gts[i] for i in idx])
+    averaged = [out[f"acc_{t}"] for t in by_type if t not in VQA_AVERAGE_EXCLUDES]
+    if averaged:
+        out["type_average"] = float(np.mean(averaged))
+    return out
+
+
+def multilabel_metrics(preds: Sequence[Sequence[str] | None], gts: Sequence[Sequence[str]]) -> dict[str, float]:
+    """Micro F1 (pooled counts), macro F1 (mean over the labels that occur in the ground truth), sample F1."""
+    tp = n_pred = n_gt = 0
+    per_label: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # tp, fp, fn
+    sample_f1 = []
+    for pred, gt in zip(preds, gts):
+        p = {rewards._label_key(x) for x in (pred or [])} - {""}
+        g = {rewards._label_key(x) for x in gt} - {""}
+        tp += len(p & g)
+        n_pred += len(p)
+        n_gt += len(g)
+        sample_f1.append(_div(2 * len(p & g), len(p) + len(g)))
+        for lab in p | g:
+            stats = per_label[lab]
+            stats[0] += lab in p and lab in g
+            stats[1] += lab in p and lab not in g
+            stats[2] += lab in g and lab not in p
+    vocab = {rewards._label_key(x) for gt in gts for x in gt} - {""}
+    macro = [_div(2 * per_label[lab][0], 2 * per_label[lab][0] + per_label[lab][1] + per_label[lab][2]) for lab in vocab]
+    return {
+        "micro_precision": _div(tp, n_pred),
+        "micro_recall": _div(tp, n_gt),
+        "micro_f1": _div(2 * tp, n_pred + n_gt),
+        "macro_f1": float(np.mean(macro)) if macro else 0.0,
+        "sample_f1": float(np.mean(sample_f1)) if sample_f1 else 0.0,
+    }
+
+
+def counting_metrics(preds: Sequence[float | None], gts: Sequence[float]) -> dict[str, float]:
+    """Exact accuracy and mean absolute error; an unparsed count is taken as 0."""
+    p = np.array([0.0 if x is None else float(x) for x in preds])
+    g = np.array([float(x) for x in gts])
+    if len(g) == 0:
+        return {"accuracy": 0.0, "mae": 0.0}
+    exact = np.array([x is not None for x in preds]) & (p == g)
+    return {"accuracy": float(exact.mean()), "mae": float(np.abs(p - g).mean())}
+
+
+def _area(b: Sequence[float]) -> float:
+    return max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1])
+
+
+def grounding_metrics(preds: Sequence[Sequence[float] | None], gts: Sequence[Sequence[float]]) -> dict[str, float]:
+    """acc@0.5, acc@0.25, mean IoU and cumulative IoU (ΣI / ΣU); a missing box has IoU 0."""
+    ious, inters, unions = [], [], []
+    for p, g in zip(preds, gts):
+        iou = rewards.box_iou(p, g) if p is not None else 0.0
+        inter = iou * (_area(p) + _area(g)) / (1 + iou) if p is not None else 0.0  # from IoU = I / (A + B - I)
+        ious.append(iou)
+        inters.append(inter)
+        unions.append(_area(g) + (_area(p) if p is not None else 0.0) - inter)
+    ious_a = np.array(ious)
+    if len(ious_a) == 0:
+        return {"acc@0.5": 0.0, "acc@0.25": 0.0, "mean_iou": 0.0, "cum_iou": 0.0}
+    return {
+        "acc@0.5": float((ious_a >= 0.5).mean()),
+        "acc@0.25": float((ious_a >= 0.25).mean()),
+        "mean_iou": float(ious_a.mean()),
+        "cum_iou": _div(sum(inters), sum(unions)),
+    }
+
+
+def count_matches(pred: Sequence[Sequence[float]], gt: Sequence[Sequence[float]], thr: float) -> int:
+    """Most one-to-one pairs with IoU >= thr (maximum bipartite matching on the thresholded IoUs)."""
+    if len(pred) == 0 or len(gt) == 0:
+        return 0
+    ok = rewards.iou_matrix(pred[:MATCH_CAP], gt) >= thr
+    rows, cols = linear_sum_assignment(ok.astype(np.float64), maximize=True)
+    return int(ok[rows, cols].sum())
+
+
+def average_precision(preds: Sequence[Sequence[Sequence[float]]], gts: Sequence[Sequence[Sequence[float]]],
+                      thr: float = 0.5) -> float:
+    """VOC AP (all-point interpolation), class-agnostic, over all images.
+
+    Generated answers carry no scores, so boxes are ranked by their position in the answer (every image's first
+    box before any second box, ties in record order). Matching as in the VOC devkit: a box takes its best-IoU
+    ground truth; if that one is already taken, the box is a false positive.
+    """
+    n_pos = sum(len(g) for g in gts)
+    if n_pos == 0:
+        return 0.0
+    dets = sorted(((rank, i) for i, p in enumerate(preds) for rank in range(len(p))))
+    taken = [np.zeros(len(g), dtype=bool) for g in gts]
+    tp = np.zeros(len(dets))
+    for k, (rank, i) in enumerate(dets):
+        if len(gts[i]) == 0:
+            continue
+        ious = rewards.iou_matrix([preds[i][rank]], gts[i])[0]
+        j = int(ious.argmax())
+        if ious[j] >= thr and not taken[i][j]:
+            taken[i][j] = True
+            tp[k] = 1
+    ctp = np.cumsum(tp)
+    recall = ctp / n_pos
+    precision = ctp / np.arange(1, len(dets) + 1)
+    mrec = np.concatenate([[0.0], recall, [1.0]])
+    mpre = np.concatenate([[0.0], precision, [0.0]])
+    mpre = np.maximum.accumulate(mpre[::-1])[::-1]  # precision envelope, non-increasing in recall
+    steps = np.where(mrec[1:] != mrec[:-1])[0]
+    return float(np.sum((mrec[steps + 1] - mrec[steps]) * mpre[steps + 1]))
+
+
+def detection_metrics(preds: Sequence[Sequence[Sequence[float]]], gts: Sequence[Sequence[Sequence[float]]]) -> dict[str, float]:
+    """Precision / recall / F1 at IoU 0.5 and 0.25 (pooled over images, one-to-one), and AP@0.5."""
+    out = {}
+    n_pred, n_gt = sum(len(p) for p in preds), sum(len(g) for g in gts)
+    for thr in (0.5, 0.25):
+        tp = sum(count_matches(p, g, thr) for p, g in zip(preds, gts))
+        out[f"precision@{thr}"] = _div(tp, n_pred)
+        out[f"recall@{thr}"] = _div(tp, n_gt)
+        out[f"f1@{thr}"] = _div(2 * tp, n_pred + n_gt)
+    out["ap@0.5"] = average_precision(preds, gts, 0.5)
+    return out
+
+
+def rouge_metrics(preds: Sequence[str], refs: Sequence[Sequence[str]]) -> dict[str, float]:
+    """ROUGE-1 and ROUGE-L F1 (rouge-score, stemmed) per caption averaged over its references, then over captions."""
+    scorer = rewards._rouge_scorer()
+    r1, rl = [], []
+    for pred, rs in zip(preds, refs):
+        scores = [scorer.score(r, pred or "") for r in rs] or [None]
+        r1.append(np.mean([s["rouge1"].fmeasure if s else 0.0 for s in scores]))
+        rl.append(np.mean([s["rougeL"].fmeasure if s else 0.0 for s in scores]))
+    return {"rouge1": float(np.mean(r1)) if r1 else 0.0, "rouge_l": float(np.mean(rl)) if rl else 0.0}
+
+
+# ---- optional caption metrics: run only where their reference implementations run offline
+_WORD_RE = re.compile(r"\w+")
+_LEXNAMES = ("adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact noun.attribute noun.body "
+             "noun.cognition noun.communication noun.event noun.feeling noun.food noun.group noun.location "
+             "noun.motive noun.object noun.person noun.phenomenon noun.plant noun.possession noun.process "
+             "noun.quantity noun.relation noun.shape noun.state noun.substance noun.time verb.body verb.change "
+             "verb.cognition verb.communication verb.competition verb.consumption verb.contact verb.creation "
+             "verb.emotion verb.motion verb.perception verb.possession verb.social verb.stative verb.weather "
+             "adj.ppl").split()
+_DEBIAN_WORDNET = Path("/usr/share/wordnet")
+
+
+def nltk_wordnet_status() -> str | None:
+    """None when NLTK's WordNet loads (so NLTK METEOR runs), else why not and how to enable it.
+
+    NLTK's own data (`nltk.download('wordnet')`) needs the network. Debian's WordNet 3.0 packages hold the same
+    database; NLTK reads it once it sits in an nltk_data layout with a `lexnames` file, which is built here in
+    a cache folder (a one-off copy of ~30 MB).
+    """
+    try:
+        import nltk
+        from nltk.corpus import wordnet
+    except ImportError:
+        return "nltk is not installed (pip install nltk)"
+    try:
+        wordnet.ensure_loaded()
+        return None
+    except LookupError:
+        pass
+    if not (_DEBIAN_WORDNET / "data.noun").exists() or not (_DEBIAN_WORDNET / "index.sense").exists():
+        return ("no WordNet data for NLTK: apt-get install wordnet-base wordnet-sense-index "
+                "(or nltk.download('wordnet') where there is network)")
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "geovlm-r1" / "nltk_data"
+    target = cache / "corpora" / "wordnet"
+    try:
+        if not (target / "lexnames").exists():
+            target.mkdir(parents=True, exist_ok=True)
+            for pos in ("noun", "verb", "adj", "adv"):
+                for name in (f"data.{pos}", f"index.{pos}", f"{pos}.exc"):
+                    shutil.copyfile(_DEBIAN_WORDNET / name, target / name)  # NLTK refuses symlinked data
+            shutil.copyfile(_DEBIAN_WORDNET / "index.sense", target / "index.sense")
+            pos_id = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}
+            lines = [f"{i:02d}\t{n}\t{pos_id[n.split('.')[0]]}\n" for i, n in enumerate(_LEXNAMES)]
+            (target / "lexnames").write_text("".join(lines))
+        if str(cache) not in nltk.data.path:
+            nltk.data.path.insert(0, str(cache))
+        wordnet.ensure_loaded()
+        return None
+    except Exception as exc:  # an optional metric: report, never fail the evaluation
+        return f"NLTK cannot read Debian's WordNet ({exc})"
+
+
+def nltk_meteor(preds: Sequence[str], refs: Sequence[Sequence[str]]) -> float:
+    """Mean NLTK METEOR (lowercased word tokens; several references: NLTK's own max over them)."""
+    from nltk.translate.meteor_score import meteor_score
+
+    scores = []
+    for pred, rs in zip(preds, refs):
+        hyp = _WORD_RE.findall((pred or "").lower())
+        ref_tokens = [_WORD_RE.findall(r.lower()) for r in rs]
+        scores.append(meteor_score(ref_tokens, hyp) if hyp and any(ref_tokens) else 0.0)
+    return float(np.mean(scores)) if scores else 0.0
+
+
+def coco_status() -> str | None:
+    """None when pycocoevalcap and Java are there (BLEU, METEOR 1.5, ROUGE-L, CIDEr-D), else how to enable them."""
+    try:
+        import pycocoevalcap  # noqa: F401
+    except ImportError:
+        return "pycocoevalcap is not installed (pip install -r requirements-eval.txt)"
+    if shutil.which("java") is None:
+        return "pycocoevalcap needs Java for its tokenizer and METEOR 1.5 (apt-get install default-jre-headless)"
+    return None
+
+
+def coco_metrics(preds: Sequence[str], refs: Sequence[Sequence[str]], meteor: Any = True) -> dict[str, float]:
+    """coco-caption numbers: PTB tokenizer, BLEU-1/4, METEOR 1.5, ROUGE-L (β = 1.2), CIDEr-D (corpus level).
+
+    METEOR 1.5 starts a JVM that loads its paraphrase table (~10 s on 2 cores): meteor=False skips it, and a
+    running pycocoevalcap Meteor passed as `meteor` is reused (evaluate() starts one for all its groups).
+    """
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.meteor.meteor import Meteor
+    from pycocoevalcap.rouge.rouge import Rouge
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    keep = [i for i, rs in enumerate(refs) if rs]
+    # one tokenizer run (one JVM start) for references and hypotheses: keys ("g", i) and ("r", i)
+    both = {("g", i): [{"caption": r} for r in refs[i]] for i in keep}
+    both |= {("r", i): [{"caption": preds[i] or ""}] for i in keep}
+    tokens = PTBTokenizer().tokenize(both)
+    gts = {i: tokens[("g", i)] for i in keep}
+    res = {i: [tokens[("r", i)][0] if tokens[("r", i)][0].strip() else "none"] for i in keep}  # no empty hypotheses
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    rouge, _ = Rouge().compute_score(gts, res)
+    cider, _ = Cider().compute_score(gts, res)
+    out = {"bleu1": float(bleu[0]), "bleu4": float(bleu[3]), "rouge_l_coco": float(rouge), "cider": float(cider)}
+    if meteor is True:
+        scorer = Meteor()
+        try:
+            out["meteor_coco"] = float(scorer.compute_score(gts, res)[0])
+        finally:
+            del scorer  # stops its Java process
+    elif meteor:
+        out["meteor_coco"] = float(meteor.compute_score(gts, res)[0])
+    return out
+
+
+# ----------------------------------------------------------------------------- parsing and per-sample scoring
+def parse_sample(s: Sample) -> Any:
+    """The sample's parsed answer (rewards.parse_answer), typed to match its ground truth."""
+    if s.task == "change_detection" and isinstance(s.answer, str):
+        return rewards.parse_answer("classification", s.completion, s.frame)
+    known = s.answer if s.task == "multilabel" and isinstance(s.answer, list) else ()
+    parsed = rewards.parse_answer(s.task, s.completion, s.frame, known_labels=known)
+    if s.task == "change_detection" and isinstance(parsed, str):
+        return []  # boxes expected, only words written
+    return parsed
+
+
+def _refs(answer: Any) -> list[str]:
+    return rewards._references(answer)
+
+
+def _boxes(answer: Any) -> list[list[float]]:
+    return rewards._gt_boxes(answer)
+
+
+def task_metrics(task: str, samples: Sequence[Sample], parsed: Sequence[Any], scores: Sequence[dict],
+                 caption_extras: dict[str, Any] | None = None) -> dict[str, float]:
+    """Every metric of one task over its samples (see the module docstring)."""
+    extras = caption_extras or {}  # {"meteor": bool, "coco": bool, "coco_meteor": a running Meteor or None}
+    out: dict[str, float] = {"n": len(samples)}
+    if not samples:
+        return out
+    out["format"] = float(np.mean([s["format"] for s in scores]))
+    out["parsed"] = float(np.mean([p is not None for p in parsed]))
+    out["reward"] = float(np.mean([s["total"] for s in scores]))
+    answers = [s.answer for s in samples]
+    if task in ("classification", "temporal_classification"):
+        out["accuracy"] = label_accuracy(parsed, answers)
+    elif task == "vqa":
+        out |= vqa_metrics(parsed, answers, [s.meta.get("type") for s in samples])
+    elif task == "multilabel":
+        out |= multilabel_metrics(parsed, answers)
+    elif task == "counting":
+        out |= counting_metrics(parsed, answers)
+    elif task == "grounding":
+        out |= grounding_metrics([p[0] if p else None for p in parsed], [(_boxes(a) or [[0, 0, 0, 0]])[0] for a in answers])
+    elif task in ("detection", "change_detection"):
+        box_idx = [i for i, a in enumerate(answers) if not isinstance(a, str)]
+        label_idx = [i for i, a in enumerate(answers) if isinstance(a, str)]
+        if box_idx:
+            out |= detection_metrics([parsed[i] or [] for i in box_idx], [_boxes(answers[i]) for i in box_idx])
+        if label_idx:
+            out["label_accuracy"] = label_accuracy([parsed[i] for i in label_idx], [answers[i] for i in label_idx])
+    if task in CAPTION_TASKS:
+        if task == "grounded_caption":
+            texts = [p["caption"] if p else "" for p in parsed]
+            det = detection_metrics([p["boxes"] if p else [] for p in parsed], [_boxes(a.get("boxes")) for a in answers])
+            out |= {f"box_{k}": v for k, v in det.items()}
+        else:
+            texts = [p or "" for p in parsed]
+        refs = [_refs(a) for a in answers]
+        out |= rouge_metrics(texts, refs)
+        if extras.get("meteor"):
+            out["meteor"] = nltk_meteor(texts, refs)
+        if extras.get("coco"):
+            try:
+                out |= coco_metrics(texts, refs, meteor=extras["coco_meteor"] if "coco_meteor" in extras else True)
+            except Exception as exc:  # optional: a broken Java must not lose the other numbers
+                print(f"coco-caption metrics failed: {exc}", file=sys.stderr)
+    return out
+
+
+def _frame_json(frame: Frame | None) -> dict | None:
+    if frame is None:
+        return None
+    return {"kind": frame.kind, "image_size": list(frame.image_size), "model_size": list(frame.model_size)}
+
+
+def _frame_from_json(obj: Any) -> Frame | None:
+    if not obj:
+        return None
+    return Frame(kind=obj["kind"], image_size=tuple(obj["image_size"]), model_size=tuple(obj["model_size"]))
+
+
+def _as_sample(x: Any) -> Sample:
+    if isinstance(x, Sample):
+        return x
+    if isinstance(x, dict):
+        return Sample(task=x["task"], answer=x["answer"], completion=x.get("completion", ""),
+                      frame=x.get("frame") if isinstance(x.get("frame"), Frame) else _frame_from_json(x.get("frame")),
+                      meta=x.get("meta") or {}, id=str(x.get("id", "")))
+    task, answer, completion, frame, meta = x  # a (task, answer, completion, frame, meta) tuple
+    return Sample(task=task, answer=answer, completion=completion, frame=frame, meta=meta or {})
+
+
+def evaluate(samples: Sequence[Any], out_dir: str | Path | None = None, caption_extras: bool = True,
+             quiet: bool = False) -> dict:
+    """Score samples and compute every metric, per task and per task within each meta.dataset.
+
+    samples: `Sample`s, dicts with the same keys, or (task, answer, completion, frame, meta) tuples.
+    Writes metrics.json and predictions.jsonl under out_dir when given. Returns the metrics dict.
+    """
+    samples = [_as_sample(x) for x in samples]
+    unknown = sorted({s.task for s in samples} - set(rewards.TASK_REWARDS))
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}; known tasks: {', '.join(rewards.TASK_REWARDS)}")
+    parsed = [parse_sample(s) for s in samples]
+    scores = [rewards.score(s.task, s.completion, s.answer, s.frame) for s in samples]
+
+    unavailable: dict[str, str] = {}
+    extras: dict[str, Any] = {"meteor": False, "coco": False, "coco_meteor": None}
+    if caption_extras and any(s.task in CAPTION_TASKS for s in samples):
+        reason = nltk_wordnet_status()
+        extras["meteor"] = reason is None
+        if reason:
+            unavailable["meteor"] = reason
+        reason = coco_status()
+        extras["coco"] = reason is None
+        if reason:
+            unavailable["bleu1, bleu4, meteor_coco, rouge_l_coco, cider"] = reason
+    if caption_extras:
+        unavailable["spice"] = "SPICE needs Stanford CoreNLP models fetched at run time: not run"
+
+    groups: dict[tuple[str, str | None], list[int]] = defaultdict(list)
+    for i, s in enumerate(samples):
+        groups[(s.task, None)].append(i)
+        groups[(s.task, str(s.meta.get("dataset", "unknown")))].append(i)
+    if extras["coco"]:
+        try:
+            from pycocoevalcap.meteor.meteor import Meteor
+
+            extras["coco_meteor"] = Meteor()  # one JVM for every caption group of this evaluation
+        except Exception as exc:
+            unavailable["meteor_coco"] = f"METEOR 1.5 did not start ({exc})"
+    metrics: dict[str, Any] = {"n": len(samples), "tasks": {}, "datasets": {}}
+    try:
+        for (task, dataset), idx in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
+            if dataset is not None and len(idx) == len(groups[(task, None)]):
+                metrics["datasets"].setdefault(dataset, {})[task] = metrics["tasks"][task]  # same samples: reuse
+                continue
+            m = task_metrics(task, [samples[i] for i in idx], [parsed[i] for i in idx], [scores[i] for i in idx],
+                             extras)
+            if dataset is None:
+                metrics["tasks"][task] = m
+            else:
+                metrics["datasets"].setdefault(dataset, {})[task] = m
+    finally:
+        extras["coco_meteor"] = None  # drops the last reference: pycocoevalcap's __del__ stops the JVM
+    metrics["unavailable"] = unavailable
+
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=False) + "\n")
+        with open(out / "predictions.jsonl", "w") as f:
+            for s, p, sc in zip(samples, parsed, scores):
+                f.write(json.dumps({"id": s.id, "task": s.task, "completion": s.completion, "parsed": p,
+                                    "scores": sc, "answer": s.answer, "meta": s.meta,
+                                    "frame": _frame_json(s.frame)}) + "\n")
+    if not quiet:
+        print(markdown_table(metrics))
+    return metrics
+
+
+def markdown_table(metrics: dict) -> str:
+    """One row per task, then one per (task, dataset) when a task spans several data sets."""
+    lines = ["| task | dataset | n | format | metrics |", "|---|---|---:|---:|---|"]
+
+    def row(task: str, dataset: str, m: dict) -> str:
+        rest = " · ".join(f"{k} {v:.4f}" for k, v in m.items() if k not in ("n", "format"))
+        return f"| {task} | {dataset} | {m['n']} | {m.get('format', 0.0):.4f} | {rest} |"
+
+    for task, m in metrics["tasks"].items():
+        lines.append(row(task, "all", m))
+        per = [(d, ts[task]) for d, ts in metrics["datasets"].items() if task in ts]
+        if len(per) > 1:
+            lines += [row(task, d, dm) for d, dm in per]
+    if metrics.get("unavailable"):
+        lines.append("")
+        lines += [f"- not computed: {k}: {v}" for k, v in metrics["unavailable"].items()]
+    lines.append("\n(values are fractions; published tables print percentages)")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- generation (model.py)
+def generate(model_path: str, records: Sequence[Any], batch_size: int, max_new_tokens: int,
+             device: str | None = None, progress: bool = True) -> tuple[list[str], list[Frame]]:
+    """Greedy completions for the records, in order, and the frame each record's boxes are written in."""
+    import torch
+    from tqdm import tqdm
+
+    import data
+    import model as model_lib  # lazily: metrics need no model code
+
+    loaded = model_lib.load(model_path, device=device)
+    loaded.model.eval()
+    completions: list[str] = []
+    frames: list[Frame] = []
+    for start in tqdm(range(0, len(records), batch_size), desc="eval", unit="batch", disable=not progress):
+        chunk = list(records[start:start + batch_size])
+        batch = data.collate_prompts(chunk, loaded.processor, loaded.frame_kind)
+        inputs = {k: v.to(loaded.device) if hasattr(v, "to") else v for k, v in batch.inputs.items()}
+        with torch.inference_mode():
+            rollout = model_lib.sample(loaded.model, inputs, group_size=1, max_new_tokens=max_new_tokens,
+                                       temperature=0.0)
+        completions += model_lib.decode(loaded.processor, rollout)
+        frames += list(batch.frames)
+    return completions, frames
+
+
+# ----------------------------------------------------------------------------- multi-process
+def _rank_world() -> tuple[int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def gather_to_rank0(items: list) -> list | None:
+    """Every rank's list, concatenated in rank order, on rank 0 (None elsewhere); the list itself alone."""
+    rank, world = _rank_world()
+    if world == 1:
+        return items
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError("WORLD_SIZE > 1 but torch.distributed is not initialised")
+    parts: list = [None] * world
+    dist.all_gather_object(parts, items)
+    return [x for part in parts for x in part] if rank == 0 else None
+
+
+# ----------------------------------------------------------------------------- predictions files
+def load_predictions(path: str | Path, records: Sequence[Any] | None = None) -> list[Sample]:
+    """Samples from a predictions JSONL (this script's own, or another system's).
+
+    Each line needs "completion" and either "task" + "answer" or an "id" found in `records` (from --data).
+    "frame" ({"kind", "image_size", "model_size"}) is optional: without it boxes are taken as original pixels.
+    """
+    by_id = {str(r.id): r for r in records or []}
+    samples = []
+    with open(path) as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            obj = json.loads(line)
+            rec = by_id.get(str(obj.get("id")))
+            try:
+                samples.append(Sample(
+                    task=obj["task"] if "task" in obj else rec.task,
+                    answer=obj["answer"] if "answer" in obj else rec.answer,
+                    completion=str(obj.get("completion", obj.get("prediction", ""))),
+                    frame=_frame_from_json(obj.get("frame")),
+                    meta=obj.get("meta") or (rec.meta if rec is not None else {}),
+                    id=str(obj.get("id", line_no)),
+                ))
+            except (KeyError, AttributeError) as exc:
+                raise ValueError(f"{path}:{line_no}: needs task and answer, or an id found in --data ({exc})") from exc
+    return samples
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", help="checkpoint directory or hub id (default with --data: the embedded tiny model)")
+    ap.add_argument("--data", help="benchmark JSONL (data.load_records) (default with --model: the synthetic test split)")
+    ap.add_argument("--predictions", help="score this predictions JSONL instead of generating")
+    ap.add_argument("--out", default="results", help="folder for metrics.json and predictions.jsonl")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--max-new-tokens", type=int, default=512)
+    ap.add_argument("--limit", type=int, default=0, help="only the first N records (0: all)")
+    ap.add_argument("--no-caption-extras", action="store_true", help="skip METEOR / coco-caption metrics")
+    args = ap.parse_args(argv)
+    extras = not args.no_caption_extras
+
+    if args.predictions:
+        if _rank_world()[0] != 0:
+            return 0  # nothing to shard without a model
+        records = None
+        if args.data:
+            import data
+
+            records = data.load_records(args.data)
+        samples = load_predictions(args.predictions, records)
+        if args.limit:
+            samples = samples[:args.limit]
+        evaluate(samples, args.out, caption_extras=extras)
+        return 0
+
+    if not (args.model or args.data):
+        ap.error("give --model and/or --data (the one left out is the embedded default: the tiny model, the "
+                 "synthetic test split), or --predictions")
+    import data
+
+    rank, world = _rank_world()
+    device = None
+    if world > 1:
+        import torch
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        if torch.cuda.is_available():
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+            torch.cuda.set_device(device)
+    if not (args.model and args.data):  # the embedded defaults, built on first use (local rank 0 first)
+        import model as model_lib
+
+        first = int(os.environ.get("LOCAL_RANK", 0)) == 0
+        if world > 1 and not first:
+            dist.barrier()
+        args.model = args.model or model_lib.default_model()
+        args.data = args.data or str(model_lib.default_data() / "test.jsonl")
+        if world > 1 and first:
+            dist.barrier()
+    records = data.load_records(args.data)
+    if args.limit:
+        records = records[:args.limit]
+    mine = list(range(rank, len(records), world))  # shard by rank; gathered back into file order below
+    completions, frames = generate(args.model, [records[i] for i in mine], args.batch_size, args.max_new_tokens,
+                                   device=device, progress=rank == 0)
+    local = [(i, Sample(task=records[i].task, answer=records[i].answer, completion=c, frame=f,
+                        meta=records[i].meta, id=str(records[i].id)))
+             for i, c, f in zip(mine, completions, frames)]
+    gathered = gather_to_rank0(local)
+    if gathered is not None:
+        evaluate([s for _, s in sorted(gathered, key=lambda t: t[0])], args.out, caption_extras=extras)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

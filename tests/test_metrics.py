@@ -1,0 +1,345 @@
+"""eval.py: every metric on hand-made cases, ROUGE against rouge-score, the --predictions CLI end to end."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import eval as ev
+import rewards
+from data import Frame, to_frame
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def wrap(answer: str) -> str:
+    return f"<think>r</think><answer>{answer}</answer>"
+
+
+# ----------------------------------------------------------------------------- classification, vqa
+def test_label_accuracy():
+    assert ev.label_accuracy(["Airport.", "the Forest", None, "river"], ["airport", "forest", "beach", "lake"]) == 0.5
+    assert ev.label_accuracy([], []) == 0.0
+
+
+def test_vqa_per_type_and_average():
+    preds = ["yes", "no", "yes", "rural", "urban", "3"]
+    gts = ["yes", "yes", "yes", "rural", "rural", "4"]
+    types = ["presence", "presence", "comparison", "rural_urban", "rural_urban", "count"]
+    m = ev.vqa_metrics(preds, gts, types)
+    assert m["accuracy"] == pytest.approx(3 / 6)
+    assert m["acc_presence"] == 0.5 and m["acc_comparison"] == 1.0 and m["acc_rural_urban"] == 0.5
+    assert m["acc_count"] == 0.0
+    assert m["type_average"] == pytest.approx((0.5 + 1.0 + 0.5) / 3)  # count left out, as the field does
+
+
+# ----------------------------------------------------------------------------- multilabel, counting
+def test_multilabel_micro_macro_by_hand():
+    preds = [["forest", "river"], ["forest"], ["beach", "lake"]]
+    gts = [["forest"], ["forest", "river"], ["lake"]]
+    m = ev.multilabel_metrics(preds, gts)
+    # pooled: tp = 1 + 1 + 1 = 3, predicted 5, true 4
+    assert m["micro_precision"] == pytest.approx(3 / 5)
+    assert m["micro_recall"] == pytest.approx(3 / 4)
+    assert m["micro_f1"] == pytest.approx(2 * 3 / 9)
+    # per true label: forest tp2 fp0 fn0 -> 1; river tp0 fp1 fn1 -> 0; lake tp1 -> 1 (beach is not a true label)
+    assert m["macro_f1"] == pytest.approx(2 / 3)
+    assert m["sample_f1"] == pytest.approx(np.mean([2 / 3, 2 / 3, 2 / 3]))
+    assert ev.multilabel_metrics([None], [["a"]])["micro_f1"] == 0.0
+
+
+def test_counting_metrics():
+    m = ev.counting_metrics([3, 5, None, 10], [3, 4, 2, 10])
+    assert m["accuracy"] == 0.5
+    assert m["mae"] == pytest.approx((0 + 1 + 2 + 0) / 4)  # unparsed counts as 0
+
+
+# ----------------------------------------------------------------------------- boxes
+def test_grounding_metrics_by_hand():
+    gts = [[0, 0, 10, 10]] * 4
+    preds = [[0, 0, 10, 10], [5, 0, 15, 10], [0, 0, 10, 6], None]  # IoU 1, 1/3, 0.6, 0
+    m = ev.grounding_metrics(preds, gts)
+    assert m["acc@0.5"] == 0.5
+    assert m["acc@0.25"] == 0.75
+    assert m["mean_iou"] == pytest.approx((1 + 1 / 3 + 0.6) / 4)
+    # ΣI / ΣU = (100 + 50 + 60 + 0) / (100 + 150 + 100 + 100)
+    assert m["cum_iou"] == pytest.approx(210 / 450)
+
+
+def test_count_matches_is_one_to_one():
+    a, b = [0, 0, 10, 10], [10, 0, 20, 10]
+    assert ev.count_matches([a, a, a], [a], 0.5) == 1
+    assert ev.count_matches([[5, 0, 15, 10], a], [a, b], 0.25) == 2  # a maximum matching, not a greedy one
+    assert ev.count_matches([], [a], 0.5) == 0
+
+
+def test_detection_metrics_and_ap_by_hand():
+    A, B, C = [0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]
+    junk = [80, 80, 90, 90]
+    preds = [[A, junk], [B]]
+    gts = [[A], [B, C]]
+    m = ev.detection_metrics(preds, gts)
+    assert m["precision@0.5"] == pytest.approx(2 / 3) and m["recall@0.5"] == pytest.approx(2 / 3)
+    assert m["f1@0.5"] == pytest.approx(2 / 3)
+    # ranked by answer order: A (TP), B (TP), junk (FP); 3 true boxes -> P = [1, 1, 2/3], R = [1/3, 2/3, 2/3]
+    assert m["ap@0.5"] == pytest.approx(2 / 3)
+    # a box at IoU 0.4 counts at 0.25 but not at 0.5
+    loose = [[0, 0, 10, 4]]
+    m = ev.detection_metrics([loose], [[A]])
+    assert m["precision@0.5"] == 0.0 and m["precision@0.25"] == 1.0 and m["recall@0.25"] == 1.0
+
+
+def test_average_precision_voc_rules():
+    A, B = [0, 0, 10, 10], [20, 20, 30, 30]
+    assert ev.average_precision([[A]], [[A]]) == 1.0
+    assert ev.average_precision([[A, A]], [[A]]) == 1.0  # duplicate ranked after the hit: P drops after R = 1
+    assert ev.average_precision([[[60, 60, 70, 70], A]], [[A]]) == pytest.approx(0.5)  # miss first: P(R=1) = 1/2
+    assert ev.average_precision([[A], []], [[A], [B]]) == pytest.approx(0.5)  # half the boxes never found
+    assert ev.average_precision([[A]], [[]]) == 0.0
+
+
+# ----------------------------------------------------------------------------- captions
+WORDS = (
+    "a an the two many large small white red green building buildings road roads river plane planes parked "
+    "near beside along runway airport ship ships harbor field fields trees dense residential area".split()
+)
+
+
+def test_rouge_equals_rouge_score_on_synthetic_captions():
+    from rouge_score import rouge_scorer
+
+    ref_scorer = rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=True)
+    rng = random.Random(1)
+
+    def sentence():
+        return " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 12)))
+
+    preds = [sentence() for _ in range(40)]
+    refs = [[sentence() for _ in range(rng.randint(1, 5))] for _ in range(40)]
+    m = ev.rouge_metrics(preds, refs)
+    r1 = np.mean([np.mean([ref_scorer.score(r, p)["rouge1"].fmeasure for r in rs]) for p, rs in zip(preds, refs)])
+    rl = np.mean([np.mean([ref_scorer.score(r, p)["rougeL"].fmeasure for r in rs]) for p, rs in zip(preds, refs)])
+    assert m["rouge1"] == pytest.approx(r1, abs=1e-12) and m["rouge_l"] == pytest.approx(rl, abs=1e-12)
+    for p, rs in zip(preds[:10], refs[:10]):  # the reward takes the best reference with the same scorer
+        best = max(ref_scorer.score(r, p)["rougeL"].fmeasure for r in rs)
+        assert rewards.caption_rouge_l(wrap(p), rs) == pytest.approx(best, abs=1e-12)
+
+
+def test_rouge_by_hand():
+    m = ev.rouge_metrics(["a plane on runway"], [["a plane on the runway", "trees"]])
+    assert m["rouge_l"] == pytest.approx((8 / 9 + 0) / 2)  # averaged over references
+    assert m["rouge1"] == pytest.approx((8 / 9 + 0) / 2)
+
+
+@pytest.mark.skipif(ev.nltk_wordnet_status() is not None, reason=f"NLTK METEOR: {ev.nltk_wordnet_status()}")
+def test_nltk_meteor_matches_nltk():
+    from nltk.translate.meteor_score import meteor_score
+
+    preds, refs = ["two planes parked near the runway"], [["two planes are parked beside a runway", "an airport"]]
+    expected = meteor_score([r.split() for r in refs[0]], preds[0].split())
+    assert ev.nltk_meteor(preds, refs) == pytest.approx(expected)
+    assert ev.nltk_meteor(["the same words"], [["the same words"]]) > 0.9
+
+
+@pytest.mark.skipif(ev.coco_status() is not None, reason=f"coco-caption: {ev.coco_status()}")
+def test_coco_metrics_run_offline():
+    # METEOR 1.5's JVM takes ~10 s to load its paraphrase table: only with GEOVLM_SLOW_TESTS=1
+    meteor = os.environ.get("GEOVLM_SLOW_TESTS") == "1"
+    m = ev.coco_metrics(
+        ["two planes parked near the runway", "a river", ""],
+        [["two planes parked near the runway"], ["a green field", "many trees"], ["a road"]],
+        meteor=meteor,
+    )
+    assert set(m) == {"bleu1", "bleu4", "rouge_l_coco", "cider"} | ({"meteor_coco"} if meteor else set())
+    assert all(np.isfinite(v) for v in m.values())
+    assert 0 < m["bleu1"] <= 1 and 0 < m["rouge_l_coco"] <= 1
+    if meteor:
+        assert 0 < m["meteor_coco"] <= 1
+
+
+# ----------------------------------------------------------------------------- evaluate()
+def test_evaluate_tuples_per_task_and_dataset(tmp_path):
+    frame = Frame(kind="pixels", image_size=(1000, 1000), model_size=(500, 500))
+    samples = [
+        ("classification", "airport", wrap("Airport"), None, {"dataset": "AID"}),
+        ("classification", "forest", "river", None, {"dataset": "UCM"}),
+        ("grounding", [[100, 100, 300, 300]], wrap("[50, 50, 150, 150]"), frame, {"dataset": "DIOR-RSVG"}),
+        ("counting", 4, wrap("four"), None, {}),
+    ]
+    m = ev.evaluate(samples, tmp_path, caption_extras=False, quiet=True)
+    assert m["tasks"]["classification"]["accuracy"] == 0.5
+    assert m["tasks"]["classification"]["format"] == 0.5
+    assert m["datasets"]["AID"]["classification"]["accuracy"] == 1.0
+    assert m["datasets"]["UCM"]["classification"]["accuracy"] == 0.0
+    assert m["tasks"]["grounding"]["acc@0.5"] == 1.0  # through the frame
+    assert m["datasets"]["unknown"]["counting"]["accuracy"] == 1.0
+    assert json.loads((tmp_path / "metrics.json").read_text()) == json.loads(json.dumps(m))
+    lines = [json.loads(x) for x in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    assert len(lines) == 4 and lines[2]["parsed"] == [[100, 100, 300, 300]]
+    assert lines[2]["frame"] == {"kind": "pixels", "image_size": [1000, 1000], "model_size": [500, 500]}
+    assert lines[0]["scores"] == {"format": 1.0, "exact_match": 1.0, "total": 2.0}
+    with pytest.raises(ValueError, match="unknown task"):
+        ev.evaluate([("segmentation", "x", "x", None, {})], quiet=True)
+
+
+def test_markdown_table_lists_tasks():
+    m = ev.evaluate([("vqa", "yes", wrap("yes"), None, {"type": "presence"})], caption_extras=False, quiet=True)
+    table = ev.markdown_table(m)
+    assert table.splitlines()[0].startswith("| task |") and "| vqa | all | 1 | 1.0000 |" in table
+
+
+def test_gather_single_process():
+    assert ev.gather_to_rank0([1, 2]) == [1, 2]
+
+
+# ----------------------------------------------------------------------------- the CLI on a predictions file
+def _prediction_lines() -> tuple[list[dict], dict]:
+    frame = Frame(kind="pixels", image_size=(1000, 800), model_size=(504, 392))
+    fj = {"kind": frame.kind, "image_size": list(frame.image_size), "model_size": list(frame.model_size)}
+    gt_box = [100, 100, 500, 400]
+    written = [round(v) for v in to_frame(gt_box, frame)]
+    lines = [
+        {
+            "id": "c1",
+            "task": "classification",
+            "answer": "airport",
+            "completion": wrap("Airport."),
+            "meta": {"dataset": "AID"},
+        },
+        {
+            "id": "c2",
+            "task": "classification",
+            "answer": "beach",
+            "completion": wrap("river"),
+            "meta": {"dataset": "AID"},
+        },
+        {"id": "g1", "task": "grounding", "answer": [gt_box], "completion": wrap(str(written)), "frame": fj},
+        {"id": "g2", "task": "grounding", "answer": [gt_box], "completion": wrap("[0, 0, 10, 10]"), "frame": fj},
+        {
+            "id": "d1",
+            "task": "detection",
+            "answer": [[0, 0, 10, 10], [20, 20, 30, 30]],
+            "completion": wrap("[0, 0, 10, 10], [50, 50, 60, 60]"),
+        },  # foreign file: no frame, original pixels
+        {"id": "n1", "task": "counting", "answer": 7, "completion": "7"},
+        {"id": "m1", "task": "multilabel", "answer": ["forest", "river"], "completion": wrap("forest, beach")},
+        {"id": "p1", "task": "caption", "answer": ["a plane on the runway"], "completion": wrap("a plane on runway")},
+    ]
+    expected = {
+        ("classification", "accuracy"): 0.5,
+        ("classification", "format"): 1.0,
+        ("grounding", "acc@0.5"): 0.5,
+        ("detection", "precision@0.5"): 0.5,
+        ("detection", "recall@0.5"): 0.5,
+        ("detection", "ap@0.5"): 0.5,
+        ("counting", "accuracy"): 1.0,
+        ("counting", "format"): 0.0,
+        ("multilabel", "micro_f1"): 0.5,
+        ("caption", "rouge_l"): 8 / 9,
+    }
+    return lines, expected
+
+
+def test_cli_scores_a_predictions_file(tmp_path):
+    lines, expected = _prediction_lines()
+    pred_file = tmp_path / "preds.jsonl"
+    pred_file.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "eval.py", "--predictions", str(pred_file), "--out", str(out), "--no-caption-extras"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "| grounding | all | 2 |" in proc.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    for (task, key), value in expected.items():
+        assert metrics["tasks"][task][key] == pytest.approx(value, abs=1e-6), (task, key)
+    assert metrics["tasks"]["grounding"]["mean_iou"] > 0.49  # the converted box is within rounding of the truth
+    assert metrics["datasets"]["AID"]["classification"]["accuracy"] == 0.5
+
+    # its own predictions.jsonl round-trips (frames included) to the same numbers (in-process: same main())
+    again = tmp_path / "again"
+    assert ev.main(["--predictions", str(out / "predictions.jsonl"), "--out", str(again), "--no-caption-extras"]) == 0
+    assert json.loads((again / "metrics.json").read_text())["tasks"] == metrics["tasks"]
+
+
+def test_cli_needs_model_or_predictions(capsys):
+    with pytest.raises(SystemExit) as exc:
+        ev.main([])
+    assert exc.value.code != 0 and "--predictions" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_eval_end_to_end_on_the_tiny_model(tiny_dir, synth_dir, tmp_path):
+    out = tmp_path / "out"
+    argv = ["--model", tiny_dir, "--data", str(synth_dir / "test.jsonl"), "--out", str(out), "--limit", "6",
+            "--batch-size", "6", "--max-new-tokens", "8", "--no-caption-extras"]
+    assert ev.main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    lines = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(lines) == 6 == metrics["n"] == sum(m["n"] for m in metrics["tasks"].values())
+    for line in lines:
+        assert line["frame"]["kind"] in ("pixels", "0-1000") and isinstance(line["completion"], str)
+        assert set(line["scores"]) >= {"format", "total"}
+    # the written predictions score to the same numbers without the model
+    again = tmp_path / "again"
+    assert ev.main(["--predictions", str(out / "predictions.jsonl"), "--out", str(again), "--no-caption-extras"]) == 0
+    assert json.loads((again / "metrics.json").read_text())["tasks"] == metrics["tasks"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch not installed")
+def test_gather_to_rank0_across_processes(tmp_path):
+    import socket
+
+    with socket.socket() as sock:  # a free port for the gloo rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    script = tmp_path / "gather.py"
+    script.write_text(
+        "import json, sys\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "import torch.distributed as dist\n"
+        "dist.init_process_group('gloo')\n"
+        "import eval as ev\n"
+        "rank = dist.get_rank()\n"
+        "out = ev.gather_to_rank0([(rank, 'a'), (rank, 'b')])\n"
+        "if rank == 0:\n"
+        f"    open({str(tmp_path / 'out.json')!r}, 'w').write(json.dumps(out))\n"
+        "else:\n"
+        "    assert out is None\n"
+        "dist.destroy_process_group()\n"
+    )
+    procs = []
+    for rank in range(2):
+        env = dict(
+            os.environ,
+            RANK=str(rank),
+            WORLD_SIZE="2",
+            LOCAL_RANK=str(rank),
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+        )
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+        )
+    try:
+        results = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in results]
+    assert json.loads((tmp_path / "out.json").read_text()) == [[0, "a"], [0, "b"], [1, "a"], [1, "b"]]
