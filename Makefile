@@ -8,10 +8,10 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: setup demo test test-fast lint bench clean
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt requirements-eval.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -r requirements.txt
+	$(VENV)/bin/pip install -q -r requirements.txt -r requirements-eval.txt
 	touch $@
 
 setup: $(VENV)/.installed

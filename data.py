@@ -16,8 +16,6 @@ import re
 import warnings
 from dataclasses import dataclass, field
 
-import torch
-
 # ----------------------------------------------------------------------------- coordinate frames
 # Qwen2.5-VL reads and writes absolute pixels of the processor's resized input; Qwen2-VL uses
 # 0-1000; GeoChat / EarthDial / TEOChat files use 0-100. Every conversion goes through this pair.
@@ -432,6 +430,7 @@ def collate_prompts(records: list[Record], processor, frame_kind: str) -> Prompt
 def collate_sft(records: list[Record], processor, frame_kind: str) -> dict:
     """Prompt + target batch (right padded); labels are -100 except on the assistant tokens, closing
     <|im_end|> included. Prompt and target are tokenised apart and joined, exactly as sampling sees them."""
+    import torch  # here, not at the top: rewards/eval import data.py and should start without torch
     enc, frames = _encode_prompts(records, processor, frame_kind, "right")
     tok = processor.tokenizer
     im_end = tok.convert_tokens_to_ids("<|im_end|>")
