@@ -108,14 +108,20 @@ def load(path_or_id: str, device: torch.device | str | None = None, grad_ckpt: b
     return Loaded(model, processor, frame_kind_of(config), attn, device)
 
 
-def save(model: torch.nn.Module, processor, out_dir: str | os.PathLike, state_dict: dict | None = None) -> Path:
-    """Write a safetensors HF directory atomically: a temporary sibling, then one rename."""
+def save(model: torch.nn.Module, processor, out_dir: str | os.PathLike, state_dict: dict | None = None,
+         extra=None) -> Path:  # fmt: skip
+    """Write a safetensors HF directory atomically: a temporary sibling, then one rename.
+
+    state_dict: the weights to write (e.g. gathered from FSDP shards); default the model's own.
+    extra(tmp_dir): writes more into the directory before the rename (the trainers' resume state)."""
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
         processor.save_pretrained(tmp)
+        if extra is not None:
+            extra(tmp)
         if out.exists():  # replace: move the old one aside first so a crash never leaves neither
             old = out.with_name(f".{out.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -216,8 +222,15 @@ def default_model(cache: Path = DEFAULT_CACHE) -> str:
     out = cache / "tiny-qwen2.5-vl"
     if not (out / "config.json").exists():
         data_dir = default_data(cache)
-        with contextlib.suppress(OSError):  # a concurrent rank may have saved it first: same seed, same model
-            build_tiny(out, seed=0, corpus=tokenizer_corpus([data_dir / "train.jsonl"]))
+        tmp = Path(tempfile.mkdtemp(prefix=".tiny.tmp-", dir=cache))  # built aside, renamed when whole
+        try:
+            build_tiny(tmp / "model", seed=0, corpus=tokenizer_corpus([data_dir / "train.jsonl"]))
+            (tmp / "model").rename(out)  # never replaces: a process already loading `out` keeps its files
+        except OSError:  # another process (rank) won the race: same seed, same model
+            if not (out / "config.json").exists():
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return str(out)
 
 
@@ -252,6 +265,7 @@ def _kwarg_name(fn, new: str, old: str) -> str:
 def banned_token_ids(model: torch.nn.Module, processor=None) -> torch.Tensor:
     """Vision/box special tokens present in the vocabulary: never sampled, masked in log-probs too.
     Without a processor, the ones the model config names (image/video pads, vision start/end)."""
+    model = unwrap(model)
     ids = {getattr(model.config, k, None) for k in ("image_token_id", "video_token_id", "vision_start_token_id",
                                                      "vision_end_token_id")}  # fmt: skip
     unk = None
@@ -264,7 +278,7 @@ def banned_token_ids(model: torch.nn.Module, processor=None) -> torch.Tensor:
 
 
 def eos_token_ids(model: torch.nn.Module, processor=None) -> list[int]:
-    eos = model.generation_config.eos_token_id
+    eos = unwrap(model).generation_config.eos_token_id
     eos = [eos] if isinstance(eos, int) else list(eos or [])
     if not eos and processor is not None:
         eos = [processor.tokenizer.convert_tokens_to_ids("<|im_end|>")]
@@ -340,6 +354,9 @@ def token_logprobs(model: torch.nn.Module, inputs: dict, completion_ids: torch.T
 
     inputs: the prompt batch (B prompts, left padded, images); completions are grouped: row b*G+g is
     sample g of prompt b. Images are encoded once per prompt and repeated to the group."""
+    if isinstance(model, FSDPRoot):  # run inside the root's forward (see the FSDP2 section)
+        return call(model, token_logprobs, inputs, completion_ids, completion_mask, group_size, temperature,
+                    banned, chunk_tokens)  # fmt: skip
     G = group_size
     embeds, pos = prompt_embeddings(model, inputs)  # [B, P, D], [3, B, P]
     P, T = embeds.shape[1], completion_ids.shape[1]
@@ -393,7 +410,14 @@ def sample(model: torch.nn.Module, inputs: dict, group_size: int, max_new_tokens
     Returned log-probs are log softmax(logits / T) of the drawn token with `banned` masked (T=1 when
     greedy): exactly what `token_logprobs` recomputes, so the first PPO ratio is 1. top-k/top-p only
     restrict which tokens are drawn. eos_ids/banned/pad_id default to the model's own (generation
-    config, vision tokens named in its config); pass [] / an empty tensor to switch them off."""
+    config, vision tokens named in its config); pass [] / an empty tensor to switch them off.
+
+    Under FSDP (an FSDPRoot) the parameters are gathered once for the whole rollout (`gathered`), so the
+    decoding loop runs no collective and a rank whose samples all end early just stops."""
+    if isinstance(model, FSDPRoot):
+        with gathered(model):
+            return call(model, sample, inputs, group_size, max_new_tokens, temperature, top_p, top_k, generator,
+                        eos_ids, banned, pad_id, check_every)  # fmt: skip
     G, T = group_size, max_new_tokens
     eos_ids = eos_token_ids(model) if eos_ids is None else eos_ids
     banned = banned_token_ids(model) if banned is None else banned
@@ -439,3 +463,127 @@ def decode(processor, rollout: Rollout) -> list[str]:
     """Completion texts (special tokens stripped; nothing past the end)."""
     tok = processor.tokenizer
     return [tok.decode(ids[m], skip_special_tokens=True) for ids, m in zip(rollout.completion_ids, rollout.completion_mask)]
+
+
+# ----------------------------------------------------------------------------- FSDP2
+# Sharding layout (torch.distributed.fsdp.fully_shard, bottom-up): each vision block, the vision tower
+# (patch embedding + merger), each decoder layer, then the root. The root is `FSDPRoot`, a thin module
+# around the HF model whose forward runs one of this file's functions on it: the functions above drive
+# the HF submodules directly (never the HF `forward`), so without it nothing would run the root's hooks,
+# which gather what the root owns (token embeddings, final norm, lm_head: tied or not, they stay together),
+# pick the root at the first forward, and finish the gradient reduce-scatter after backward.
+# Dispatch: `token_logprobs`, `sample` and `call` take either the plain HF model or an FSDPRoot.
+
+
+class FSDPRoot(torch.nn.Module):
+    """The FSDP2 root around an HF model: `root(fn, *args)` = fn(hf_model, *args) inside the root's forward."""
+
+    def __init__(self, module: torch.nn.Module):
+        super().__init__()
+        self.module = module
+        self.gather_depth = 0  # > 0 inside `gathered`: every parameter is unsharded, no collective runs
+
+    def forward(self, fn, *args, **kwargs):
+        return fn(self.module, *args, **kwargs)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The HF model inside an FSDPRoot (config, generation_config, save_pretrained), or the model itself."""
+    return model.module if isinstance(model, FSDPRoot) else model
+
+
+def _fsdp_children(root: FSDPRoot) -> list:
+    from torch.distributed.fsdp import FSDPModule
+
+    return [m for m in root.module.modules() if isinstance(m, FSDPModule)]
+
+
+def call(model: torch.nn.Module, fn, *args, **kwargs):
+    """fn(hf_model, *args, **kwargs); through the root's forward when `model` is an FSDPRoot.
+
+    Without gradients no backward will free what the root gathered, so it is resharded at once (unless
+    inside `gathered`): an optimiser step must never meet a stale unsharded copy."""
+    if not isinstance(model, FSDPRoot):
+        return fn(model, *args, **kwargs)
+    out = model(fn, *args, **kwargs)
+    if not torch.is_grad_enabled() and model.gather_depth == 0:
+        model.reshard()
+    return out
+
+
+def _noop(module):
+    return None
+
+
+@contextlib.contextmanager
+def gathered(model: torch.nn.Module):
+    """Unshard every parameter once (one all-gather per FSDP unit), keep them through any number of
+    forwards, reshard on exit. Inside, the forwards run no collective at all, so ranks may run different
+    numbers of them: a rollout's decoding loop (ranks stop at their own EOS), a rank with no prompts
+    left to resample, an evaluation shard of another size. A no-op for a plain model; nests."""
+    if not isinstance(model, FSDPRoot) or model.gather_depth:
+        if isinstance(model, FSDPRoot):
+            model.gather_depth += 1
+        try:
+            yield
+        finally:
+            if isinstance(model, FSDPRoot):
+                model.gather_depth -= 1
+        return
+    children = _fsdp_children(model)
+    with torch.no_grad():
+        model(_noop)  # the first forward through the root picks it as FSDP root (lazy init) and gathers its own
+        for m in children:
+            m.set_reshard_after_forward(False, recurse=False)
+            m.unshard()
+    model.gather_depth = 1
+    try:
+        yield
+    finally:
+        model.gather_depth = 0
+        for m in children:
+            m.reshard()
+            m.set_reshard_after_forward(True, recurse=False)
+        model.reshard()
+
+
+def wrap_fsdp(model: torch.nn.Module, mixed_precision: bool | None = None, activation_checkpointing: bool = False,
+              cpu_offload: bool = False) -> FSDPRoot:  # fmt: skip
+    """Shard a Qwen2-VL / Qwen2.5-VL model with FSDP2 over the default process group; returns the FSDPRoot.
+
+    mixed_precision (default: on CUDA): parameters all-gathered and computed in bf16, gradients reduced in
+    fp32, over the fp32 master weights the model was loaded with. activation_checkpointing: recompute each
+    decoder layer and vision block in backward. cpu_offload: sharded parameters, gradients and optimizer
+    state live on the CPU (the optimizer steps there); each unit is copied to the GPU for its forward."""
+    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
+
+    device = next(model.parameters()).device
+    if mixed_precision is None:
+        mixed_precision = device.type == "cuda"
+    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if mixed_precision else MixedPrecisionPolicy()
+    offload = CPUOffloadPolicy(pin_memory=device.type == "cuda") if cpu_offload else OffloadPolicy()
+    kw = {"mp_policy": mp, "offload_policy": offload}
+    if activation_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    core = model.model
+    for block in core.visual.blocks:
+        fully_shard(block, reshard_after_forward=True, **kw)
+    fully_shard(core.visual, reshard_after_forward=True, **kw)  # patch_embed + merger
+    for layer in core.language_model.layers:
+        fully_shard(layer, reshard_after_forward=True, **kw)
+    root = FSDPRoot(model)
+    fully_shard(root, reshard_after_forward=False, **kw)  # embed_tokens, norm, lm_head: needed again at once
+    return root
+
+
+def full_state_dict(model: torch.nn.Module) -> dict | None:
+    """The whole model's state dict, HF names, on the CPU: gathered on rank 0 (None elsewhere) under FSDP,
+    None for a plain model (save then reads the model itself). Every rank must call it."""
+    if not isinstance(model, FSDPRoot):
+        return None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    for m in [*_fsdp_children(model), model]:  # sharded fp32 masters registered, never a gathered (bf16) copy
+        m.reshard()
+    sd = get_model_state_dict(model.module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return sd if torch.distributed.get_rank() == 0 else None

@@ -33,11 +33,14 @@ Launch:
     python train_grpo.py --model runs/sft/final --data data/train.jsonl --stages classification:200,detection:400
     python train_grpo.py --model Qwen/Qwen2.5-VL-3B-Instruct --data data/train.jsonl --task all --beta 0.04
     python train_grpo.py --shuffle-rewards ...            # control: same rewards, no credit assignment
+    torchrun --nproc_per_node=8 train_grpo.py --task detection   # FSDP2 over 8 GPUs (--help: several nodes)
+    python train_grpo.py ... --save-every 50 --resume auto      # continue from the newest checkpoint
 
 Outputs in --out: log.jsonl (one row a step: rewards, accuracy and format per task, KL, clip fraction,
 entropy, lengths, grad norm, seconds; and {"step", "eval"} rows with --eval-data), rollouts.jsonl (every
 completion of every --log-rollouts-every-th step, with its rewards and advantage), checkpoints/step-N
-(--save-every) and final/ (HF directories that model.load and eval.py read).
+(--save-every) and final/ (HF directories that model.load and eval.py read, each with a resume/ folder:
+sharded optimizer state, step, RNG states and data position, see runtime.py).
 """
 
 from __future__ import annotations
@@ -46,11 +49,11 @@ import argparse
 import contextlib
 import importlib
 import json
-import random
+import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from signal import SIGKILL
 
 import torch
 from tqdm import tqdm
@@ -206,10 +209,28 @@ def signal_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------- flags
 
 
+MULTI_NODE = """\
+several GPUs, several nodes (torchrun; the flags are the same as for one process):
+  torchrun --nproc_per_node=8 train_grpo.py --task detection
+  # two nodes of 8 GPUs: the same line on each, --node_rank 0 and 1, --master_addr = node 0's address
+  torchrun --nnodes=2 --node_rank=0 --master_addr=10.0.0.1 --master_port=29500 --nproc_per_node=8 train_grpo.py ...
+  torchrun --nnodes=2 --node_rank=1 --master_addr=10.0.0.1 --master_port=29500 --nproc_per_node=8 train_grpo.py ...
+With more than one process the policy (and the reference) is sharded with FSDP2: bf16 compute and fp32
+master weights on CUDA, parameters gathered once per rollout. --prompts-per-step is per process: the
+global batch is world x B prompts x G completions, normalised as one batch. --out must be on a filesystem
+every node sees (each rank writes its optimizer shards). Memory: --grad-ckpt, --micro-batch-size,
+--cpu-offload. After a crash, rerun the same command with --resume auto."""
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in the flag help, and the launch examples above kept as written."""
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="GRPO post-training of Qwen2.5-VL / Qwen2-VL; the equations are in the module docstring.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog=MULTI_NODE,
+        formatter_class=HelpFormatter,
     )
     g = p.add_argument_group("what to train on")
     g.add_argument("--model", default=None, help="hub id or local checkpoint; None: the embedded tiny model")
@@ -288,10 +309,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--group-size; None: --group-size",
     )
     g.add_argument("--grad-ckpt", action="store_true", help="gradient checkpointing (less memory, ~30%% slower)")
+    g.add_argument(
+        "--cpu-offload",
+        action="store_true",
+        help="FSDP with parameters, gradients and optimizer state on the CPU (big models on few GPUs)",
+    )
 
     g = p.add_argument_group("run")
     g.add_argument("--out", default="runs/grpo", help="log.jsonl, rollouts.jsonl, checkpoints/ and final/ go here")
     g.add_argument("--save-every", type=int, default=0, help="checkpoints/step-N every N steps; 0 = final/ only")
+    g.add_argument("--keep", type=int, default=0, help="keep the newest N checkpoints/step-*; 0 = all")
+    g.add_argument(
+        "--resume",
+        default=None,
+        help="a checkpoint directory, or auto: the newest complete one in --out (none there: start fresh); "
+        "continues the step count, data position, RNG states and optimizer exactly",
+    )
     g.add_argument(
         "--log-rollouts-every", type=int, default=10, help="completions to rollouts.jsonl every N steps; 0 = off"
     )
@@ -347,23 +380,55 @@ class Rollouts:
     rewards: torch.Tensor | None = None  # [N] fp32 total reward
 
 
-def cycle_shuffled(items: list, rng: random.Random) -> Iterator:
-    """Endless epochs over `items`, each in a fresh random order."""
-    while True:
-        order = list(items)
-        rng.shuffle(order)
-        yield from order
+def draw_prompts(streams: dict[str, R.Stream], by_task: dict[str, list], tasks: list[str], turn: int, count: int) -> list:
+    """The next `count` prompts of the global batch: tasks round-robin from position `turn`, each task's
+    records from its own stream (an explicit (epoch, index) position, so a resumed run draws the same)."""
+    picks = [tasks[(turn + i) % len(tasks)] for i in range(count)]
+    return [by_task[t][streams[t].next()] for t in picks]
 
 
 def to_device(inputs: dict, device: torch.device) -> dict:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
 
 
-def autocast(device: torch.device):
-    """bf16 compute on CUDA over fp32 master weights; plain fp32 on CPU."""
-    if device.type == "cuda":
+def autocast(device: torch.device, net: torch.nn.Module | None = None):
+    """bf16 compute on CUDA over fp32 master weights; plain fp32 on CPU. Under FSDP (several GPUs) the
+    sharded model casts to bf16 itself (its MixedPrecisionPolicy), so no autocast there."""
+    if device.type == "cuda" and not isinstance(net, M.FSDPRoot):
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+# Testing hook, off unless the variable is set: a JSON file {record id: [completion texts]} whose texts
+# replace sampling (completion g of a prompt is texts[g % len]), so runs that would draw different samples
+# (1 process vs N, each rank with its own generator) train on the same completions. tests/test_distributed.py.
+FIXED_COMPLETIONS_ENV = "GEOVLM_FIXED_COMPLETIONS"
+# Testing hook, off unless set: every rank SIGKILLs itself at this step, after logging it and before its
+# checkpoint: a crash in the middle of a run, at a known point (tests/test_distributed.py resumes it).
+SIGKILL_AT_STEP_ENV = "GEOVLM_SIGKILL_AT_STEP"
+
+
+def fixed_rollout(net, processor, records: list, inputs: dict, group_size: int, max_new_tokens: int,
+                  temperature: float, path: str) -> M.Rollout:  # fmt: skip
+    table = json.loads(Path(path).read_text())
+    eos = M.eos_token_ids(net, processor)[0]
+    pad = processor.tokenizer.pad_token_id
+    rows = []
+    for rec in records:
+        texts = table[str(rec.id)]
+        for g in range(group_size):
+            ids = processor.tokenizer(texts[g % len(texts)], add_special_tokens=False)["input_ids"] + [eos]
+            rows.append(ids[:max_new_tokens])
+    T = max(len(r) for r in rows)
+    ids = torch.full((len(rows), T), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), T), dtype=torch.bool)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), True
+    truncated = torch.tensor([r[-1] != eos for r in rows])
+    dev = inputs["input_ids"].device
+    banned = M.banned_token_ids(net, processor)
+    logp = M.token_logprobs(net, inputs, ids.to(dev), mask.to(dev), group_size, temperature, banned)
+    return M.Rollout(ids, mask, truncated, logp)
 
 
 def pad_cat(tensors: list[torch.Tensor], value) -> torch.Tensor:
@@ -394,20 +459,25 @@ def rollout(
     temperature 0 = greedy (evaluation)."""
     batch = data.collate_prompts(records, processor, frame_kind)
     device = device or generator.device
-    with torch.no_grad(), autocast(device):
-        out = M.sample(
-            net,
-            to_device(batch.inputs, device),
-            group_size=group_size,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=top_k,
-            generator=generator,
-            eos_ids=M.eos_token_ids(net, processor),
-            banned=M.banned_token_ids(net, processor),  # vision tokens: sampling one breaks the next forward
-            pad_id=processor.tokenizer.pad_token_id,
-        )
+    fixed = os.environ.get(FIXED_COMPLETIONS_ENV) if temperature > 0 else None
+    with torch.no_grad(), autocast(device, net), M.gathered(net):  # FSDP: parameters gathered once per rollout
+        if fixed:
+            out = fixed_rollout(net, processor, records, to_device(batch.inputs, device), group_size, max_new_tokens,
+                                temperature, fixed)  # fmt: skip
+        else:
+            out = M.sample(
+                net,
+                to_device(batch.inputs, device),
+                group_size=group_size,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                top_k=top_k,
+                generator=generator,
+                eos_ids=M.eos_token_ids(net, processor),
+                banned=M.banned_token_ids(net, processor),  # vision tokens: sampling one breaks the next forward
+                pad_id=processor.tokenizer.pad_token_id,
+            )
     return Rollouts(
         records=list(records),
         frames=list(batch.frames),
@@ -474,7 +544,7 @@ def completion_logprobs(
 ) -> torch.Tensor:
     """log pi(o_t | q, o_<t) [n, T] fp32 for one micro-batch (its prompts' `inputs` already on the device);
     differentiable unless under no_grad. `banned` tokens are masked as the sampler masked them."""
-    with autocast(device):
+    with autocast(device, net):
         lp = M.token_logprobs(
             net,
             inputs,
@@ -489,19 +559,21 @@ def completion_logprobs(
 
 @torch.no_grad()
 def all_logprobs(net, mbs: list[MicroBatch], mb_inputs: list[dict], ro: Rollouts, banned, temperature, device):
-    """[N, T] log-probs of every completion under `net`, micro-batch by micro-batch, kept on the CPU."""
-    return torch.cat([completion_logprobs(net, x, ro, mb, banned, temperature, device).cpu() for mb, x in zip(mbs, mb_inputs)])  # fmt: skip
+    """[N, T] log-probs of every completion under `net`, micro-batch by micro-batch, kept on the CPU
+    (under FSDP the parameters are gathered once for all micro-batches)."""
+    with M.gathered(net):
+        return torch.cat([completion_logprobs(net, x, ro, mb, banned, temperature, device).cpu() for mb, x in zip(mbs, mb_inputs)])  # fmt: skip
 
 
-def task_metrics(ro: Rollouts, G: int) -> dict[str, float]:
+def task_metrics(scores: list[dict[str, float]], row_tasks: list[str]) -> dict[str, float]:
     """Mean of each reward component; per task, accuracy (total - format: the weighted accuracy rewards)
-    and format rate (fraction of completions with format reward 1)."""
+    and format rate (fraction of completions with format reward 1). scores and row_tasks: one per completion."""
     out: dict[str, float] = {}
-    for k in sorted({k for s in ro.scores for k in s}):
-        vals = [s[k] for s in ro.scores if k in s]
+    for k in sorted({k for s in scores for k in s}):
+        vals = [s[k] for s in scores if k in s]
         out[f"reward/{k}"] = sum(vals) / len(vals)
-    for task in sorted({r.task for r in ro.records}):
-        rows = [s for i, s in enumerate(ro.scores) if ro.records[i // G].task == task]
+    for task in sorted(set(row_tasks)):
+        rows = [s for s, t in zip(scores, row_tasks) if t == task]
         out[f"acc/{task}"] = sum(s["total"] - s["format"] for s in rows) / len(rows)
         out[f"format/{task}"] = sum(s["format"] >= 1.0 for s in rows) / len(rows)
     return out
@@ -527,20 +599,29 @@ def rollout_rows(step: int, ro: Rollouts, advantages: torch.Tensor, G: int) -> l
     ]
 
 
-def evaluate(net, processor, frame_kind: str, records: list, max_new_tokens: int, device, out_dir: Path) -> dict:
-    """Greedy completions of held-out records scored by eval.py: {task: {metric: value}}."""
+def evaluate(net, processor, frame_kind: str, records: list, max_new_tokens: int, device, out_dir: Path,
+             rank: int = 0, world: int = 1) -> dict | None:  # fmt: skip
+    """Greedy completions of held-out records scored by eval.py: {task: {metric: value}}.
+
+    With several processes every rank generates for its share (parameters gathered once under FSDP) and
+    rank 0 scores them all; the other ranks get None."""
     eval_lib = importlib.import_module("eval")  # by name: `eval` is also a builtin
     net.eval()
     samples = []
-    for start in range(0, len(records), 16):
-        chunk = records[start : start + 16]
-        ro = rollout(net, processor, frame_kind, chunk, 1, max_new_tokens, temperature=0.0, device=device)
-        for rec, frame, text in zip(chunk, ro.frames, ro.texts):
-            samples.append(
-                eval_lib.Sample(
+    mine = list(range(rank, len(records), world))
+    with M.gathered(net):
+        for start in range(0, len(mine), 16):
+            chunk = [records[i] for i in mine[start : start + 16]]
+            ro = rollout(net, processor, frame_kind, chunk, 1, max_new_tokens, temperature=0.0, device=device)
+            for i, rec, frame, text in zip(mine[start : start + 16], chunk, ro.frames, ro.texts):
+                sample = eval_lib.Sample(
                     task=rec.task, answer=rec.answer, completion=text, frame=frame, meta=rec.meta, id=rec.id
                 )
-            )
+                samples.append((i, sample))
+    samples = R.all_gather_list(samples)
+    if rank != 0:
+        return None
+    samples = [s for _, s in sorted(samples, key=lambda t: t[0])]
     return eval_lib.evaluate(samples, out_dir=out_dir, caption_extras=False, quiet=True)["tasks"]
 
 
@@ -550,30 +631,35 @@ def evaluate(net, processor, frame_kind: str, records: list, max_new_tokens: int
 def main(argv: list[str] | None = None) -> dict:
     """Train; returns {"last": the last step's log row, "eval": [{"step", "eval": {task: metrics}}]}."""
     args = parse_args(argv)
-    env = R.init_distributed()
-    if env.world > 1:  # the normalisers and rank-aware logging are ready; parameter sharding is not wired in yet
-        raise SystemExit("train_grpo.py runs as one process for now: multi-process GRPO needs FSDP wrapping")
+    env = R.init_distributed(group_of_one=args.cpu_offload)
+    use_fsdp = env.world > 1 or args.cpu_offload  # parameters, gradients and optimizer state sharded (FSDP2)
     R.seed_everything(args.seed + env.rank)
-    rng = random.Random(args.seed + 100_003 * env.rank)  # prompt order: each rank draws its own prompts
     shuffle_gen = torch.Generator().manual_seed(args.seed + env.rank)  # --shuffle-rewards
     out = Path(args.out)
+    resume = R.find_checkpoint(out, args.resume) if args.resume else None
+    if args.resume and env.main:
+        R.discard_torn(out)
     if env.main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "args.json").write_text(json.dumps(vars(args), indent=2))
-        for name in ("log.jsonl", "rollouts.jsonl"):
-            (out / name).unlink(missing_ok=True)
     log = R.JsonlLog(out / "log.jsonl", enabled=env.main)
     rollout_log = R.JsonlLog(out / "rollouts.jsonl", enabled=env.main)
 
     # ---- model, reference model, data, optimiser -----------------------------------------------------
-    model_path = args.model or M.default_model()
-    data_path = args.data or str(M.default_data() / "train.jsonl")
+    with R.local_rank0_first(env):  # the embedded defaults are built once, not by every rank at once
+        model_path = args.model or M.default_model()
+        data_path = args.data or str(M.default_data() / "train.jsonl")
     lr = args.lr if args.lr is not None else (1e-4 if args.model is None else 1e-5)
-    loaded = M.load(model_path, device=env.device, grad_ckpt=args.grad_ckpt, dtype=torch.float32)
+    # a resumed run reloads the policy from its checkpoint (an HF directory); the reference is the start
+    loaded = M.load(str(resume or model_path), device=env.device, grad_ckpt=args.grad_ckpt, dtype=torch.float32)
     policy, processor, frame_kind, device = loaded.model, loaded.processor, loaded.frame_kind, env.device
+    if use_fsdp:
+        policy = M.wrap_fsdp(policy, activation_checkpointing=args.grad_ckpt, cpu_offload=args.cpu_offload)
     ref = None
     if args.beta > 0:  # the frozen starting point that the KL term pulls back towards
         ref = M.load(model_path, device=device).model.eval().requires_grad_(False)
+        if use_fsdp:  # sharded too; it only ever runs without gradients
+            ref = M.wrap_fsdp(ref, cpu_offload=args.cpu_offload)
     pad_id = processor.tokenizer.pad_token_id
     banned = M.banned_token_ids(policy, processor)  # vision tokens: never sampled, masked in log-probs too
     G, P = args.group_size, args.prompts_per_step
@@ -582,29 +668,53 @@ def main(argv: list[str] | None = None) -> dict:
     for rec in data.load_records(data_path):
         by_task.setdefault(rec.task, []).append(rec)
     stages = parse_stages(args, sorted(by_task))
-    streams = {task: cycle_shuffled(recs, rng) for task, recs in by_task.items()}
+    # one stream per task, the same on every rank: each step every rank draws the same global batch and
+    # keeps its own slice (draw_prompts, R.rank_slice), so ranks never overlap and N ranks x B prompts
+    # see what 1 process x N*B prompts sees
+    streams = {task: R.Stream(len(recs), seed=args.seed, name=task) for task, recs in by_task.items()}
     tasks_at = [tasks for tasks, steps in stages for _ in range(steps)]  # step - 1 -> that stage's tasks
     total_steps = len(tasks_at)
 
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=args.weight_decay)
-    generator = torch.Generator(device=device).manual_seed(args.seed + env.rank)
+    generator = torch.Generator(device=device).manual_seed(args.seed + env.rank)  # each rank samples its own
+    generators = {"sample": generator, "shuffle": shuffle_gen}
+    start, turn = 0, 0  # turn: round-robin position over the stage's tasks, so that every batch mixes them
+    if resume is not None:
+        state, _ = R.load_checkpoint(resume, policy, optimizer, env, generators)
+        start, turn = state["step"], state["turn"]
+        for task, st in state["streams"].items():
+            streams[task].load_state_dict(st)
     if env.main:
+        for name in ("log.jsonl", "rollouts.jsonl"):
+            if resume is None:
+                (out / name).unlink(missing_ok=True)
+            else:  # what the interrupted run logged after its checkpoint is done again
+                R.truncate_log(out / name, start)
         print(f"grpo: {model_path} ({sum(p.numel() for p in params) / 1e6:.1f}M trainable, {device}, world "
-              f"{env.world}), stages {stages}, G={G} x B={P}, beta {args.beta}, lr {lr}")  # fmt: skip
+              f"{env.world}{', FSDP' if use_fsdp else ''}, attention {loaded.attn_impl}), stages {stages}, "
+              f"G={G} x B={P} per process, beta {args.beta}, lr {lr}"
+              + (f"; resumed from {resume} at step {start}" if resume else ""))  # fmt: skip
     held_out = data.load_records(args.eval_data)[: args.eval_records or None] if args.eval_data else []
     history: list[dict] = []  # the eval rows, also in log.jsonl
 
     def run_eval(step: int) -> None:
-        if held_out and env.main:
-            res = evaluate(policy, processor, frame_kind, held_out, args.max_new_tokens, device, out / f"eval/step-{step:06d}")  # fmt: skip
-            history.append({"step": step, "eval": res})
-            log.write(history[-1])
+        if held_out:  # every rank generates its share; rank 0 scores and logs
+            res = evaluate(policy, processor, frame_kind, held_out, args.max_new_tokens, device,
+                           out / f"eval/step-{step:06d}", env.rank, env.world)  # fmt: skip
+            if env.main:
+                history.append({"step": step, "eval": res})
+                log.write(history[-1])
 
-    run_eval(0)
+    def checkpoint(step: int, path: Path) -> None:
+        state = {"step": step, "turn": turn, "streams": {t: st.state_dict() for t, st in streams.items()}}
+        R.save_checkpoint(path, policy, processor, optimizer, env, state, rank_state={}, generators=generators,
+                          keep=args.keep)  # fmt: skip
 
-    bar = tqdm(range(1, total_steps + 1), desc="grpo", disable=not env.main, dynamic_ncols=True)
-    turn = 0  # round-robin position over the stage's tasks, so that every batch mixes them
+    if resume is None:
+        run_eval(0)
+
+    bar = tqdm(range(start + 1, total_steps + 1), desc="grpo", disable=not env.main, dynamic_ncols=True)
     row: dict = {}
     for step in bar:
         tasks = tasks_at[step - 1]
@@ -613,31 +723,37 @@ def main(argv: list[str] | None = None) -> dict:
         # ---- sample prompts -> rollout -> rewards ----------------------------------------------------
         # Dynamic sampling (--drop-zero-std-groups): a group whose G rewards are all equal has zero advantage;
         # fresh prompts take its place, up to --max-resample-tries more rollouts, then zero-std groups fill in.
+        # Under FSDP the parameters are gathered once for all of it: ranks may need different numbers of
+        # rollouts, and no collective runs inside them.
         policy.eval()
         parts: list[Rollouts] = []
         kept: list[tuple[int, int]] = []  # (rollout index, prompt index)
         dropped: list[tuple[int, int]] = []
         t_rollout = t_reward = 0.0
-        for _ in range(1 + (args.max_resample_tries if args.drop_zero_std_groups else 0)):
-            need = P - len(kept)
-            if need == 0:
-                break
-            prompts = [next(streams[tasks[(turn + i) % len(tasks)]]) for i in range(need)]
-            turn += need
-            t0 = time.perf_counter()
-            part = rollout(policy, processor, frame_kind, prompts, G, args.max_new_tokens,
-                           args.temperature, args.top_p, args.top_k, generator)  # fmt: skip
-            t1 = time.perf_counter()
-            part.scores, part.rewards = score_completions(part, G)  # [N]
-            t_rollout, t_reward = t_rollout + t1 - t0, t_reward + time.perf_counter() - t1
-            R.check_finite(step, rewards=part.rewards)
-            parts.append(part)
-            signal = signal_groups(part.rewards, G)  # [need]
-            for b in range(need):
-                if signal[b] or not args.drop_zero_std_groups:
-                    kept.append((len(parts) - 1, b))
-                else:
-                    dropped.append((len(parts) - 1, b))
+        with M.gathered(policy):
+            for _ in range(1 + (args.max_resample_tries if args.drop_zero_std_groups else 0)):
+                need = P - len(kept)
+                needs = R.all_gather_list([need])  # every rank's count: the global batch is drawn in rank order
+                if sum(needs) == 0:
+                    break
+                prompts = R.rank_slice(draw_prompts(streams, by_task, tasks, turn, sum(needs)), needs, env.rank)
+                turn += sum(needs)
+                if need == 0:
+                    continue
+                t0 = time.perf_counter()
+                part = rollout(policy, processor, frame_kind, prompts, G, args.max_new_tokens,
+                               args.temperature, args.top_p, args.top_k, generator)  # fmt: skip
+                t1 = time.perf_counter()
+                part.scores, part.rewards = score_completions(part, G)  # [N]
+                t_rollout, t_reward = t_rollout + t1 - t0, t_reward + time.perf_counter() - t1
+                R.check_finite(step, rewards=part.rewards)
+                parts.append(part)
+                signal = signal_groups(part.rewards, G)  # [need]
+                for b in range(need):
+                    if signal[b] or not args.drop_zero_std_groups:
+                        kept.append((len(parts) - 1, b))
+                    else:
+                        dropped.append((len(parts) - 1, b))
         picks = (kept + dropped)[:P]
         ro = parts[0] if picks == [(0, b) for b in range(P)] else select_groups(parts, picks, G, pad_id)
         N = len(ro.texts)
@@ -646,7 +762,12 @@ def main(argv: list[str] | None = None) -> dict:
         r = ro.rewards  # [N]
         if args.shuffle_rewards:  # control: the same rewards, handed to random completions of the batch
             r = r[torch.randperm(N, generator=shuffle_gen)]
-        advantages = group_advantages(r, G, scale=args.adv_scale)  # [N]
+        if args.adv_scale == "batch" and env.world > 1:  # one std over the global batch, as on one process
+            s1, s2, n = (float(R.all_reduce_sum(v, device)) for v in (float(r.sum()), float((r.double() ** 2).sum()), N))
+            std = max(s2 / n - (s1 / n) ** 2, 0.0) ** 0.5
+            advantages = group_advantages(r, G, scale="none") / (std + 1e-4)  # [N]
+        else:
+            advantages = group_advantages(r, G, scale=args.adv_scale)  # [N]
 
         loss_mask = ro.completion_mask.clone()  # [N, T]
         if args.mask_truncated:  # a cut-off completion never got to finish its answer: no loss on it
@@ -693,11 +814,12 @@ def main(argv: list[str] | None = None) -> dict:
                 )  # fmt: skip
                 R.check_finite(step, loss=loss.detach())
                 # each micro-batch is already divided by the global count, so the gradients just add up;
-                # x world undoes the mean over ranks that DDP/FSDP apply to gradients
+                # x world undoes the mean over ranks that FSDP's reduce-scatter applies to gradients
                 (loss * env.world).backward()
                 loss_sum += float(loss.detach())
                 clipped_sum += stats["clip_frac"] * float(m.sum()) / global_tokens
             grad_norm = torch.nn.utils.clip_grad_norm_(params, args.grad_clip)
+            grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm  # FSDP: DTensor
             R.check_finite(step, grad_norm=grad_norm)
             for group in optimizer.param_groups:
                 opt_step = (step - 1) * args.num_iterations + it
@@ -708,27 +830,45 @@ def main(argv: list[str] | None = None) -> dict:
         t_update = time.perf_counter() - t0
         t_step = time.perf_counter() - t_step
 
-        # ---- log -------------------------------------------------------------------------------------
+        # ---- log: the global batch (every rank's rollouts), written by rank 0 -----------------------
         n_it = args.num_iterations
-        lengths = ro.completion_mask.sum(dim=1).float()  # [N]
+        loss_sum, kl_sum, clipped_sum = (float(R.all_reduce_sum(v, device)) for v in (loss_sum, kl_sum, clipped_sum))
         sampled = ro.sample_logp[ro.completion_mask]  # log-probs of every sampled token
-        n_groups = sum(len(p.records) for p in parts)
+        mine = {
+            "ids": [rec.id for rec in ro.records],
+            "tasks": [rec.task for rec in ro.records],
+            "scores": ro.scores,
+            "rewards": ro.rewards.tolist(),
+            "lengths": ro.completion_mask.sum(dim=1).tolist(),
+            "truncated": ro.truncated.tolist(),
+            "logp_sum": float(sampled.sum()),
+            "logp_n": sampled.numel(),
+            "zero_std": sum(int((~signal_groups(p.rewards, G)).sum()) for p in parts),
+            "groups": sum(len(p.records) for p in parts),
+            "rollouts": len(parts),
+            "sampled_tokens": sum(int(p.completion_mask.sum()) for p in parts),
+        }
+        every = R.all_gather_list([mine])
+        cat = lambda k, every=every: [x for m in every for x in m[k]]  # noqa: E731
+        tot = lambda k, every=every: sum(m[k] for m in every)  # noqa: E731
+        rewards_all, lengths = torch.tensor(cat("rewards")), torch.tensor(cat("lengths"), dtype=torch.float32)
         row = {
             "step": step,
             "tasks": ",".join(tasks),
-            "reward_mean": ro.rewards.mean().item(),
-            "reward_std": ro.rewards.std(correction=0).item(),
-            **task_metrics(ro, G),  # reward/<component>, acc/<task>, format/<task>
+            "prompt_ids": ",".join(map(str, cat("ids"))),  # the global batch, rank after rank, in order
+            "reward_mean": rewards_all.mean().item(),
+            "reward_std": rewards_all.std(correction=0).item(),
+            **task_metrics(cat("scores"), [t for t in cat("tasks") for _ in range(G)]),  # reward/, acc/, format/<task>
             "loss": loss_sum / n_it,
             "kl": kl_sum / n_it if ref is not None else None,  # mean k3 per token; None without a reference
             "clip_frac": clipped_sum / n_it,
-            "entropy": -sampled.mean().item() if sampled.numel() else 0.0,  # one-sample estimate: -mean log p
+            "entropy": -tot("logp_sum") / tot("logp_n") if tot("logp_n") else 0.0,  # one-sample estimate: -mean log p
             "completion_len_mean": lengths.mean().item(),
             "completion_len_max": lengths.max().item(),
-            "truncated_frac": ro.truncated.float().mean().item(),
+            "truncated_frac": sum(cat("truncated")) / len(cat("truncated")),
             # of all groups sampled this step, resampled ones included: how much of the batch was dead weight
-            "zero_std_frac": sum(int((~signal_groups(p.rewards, G)).sum()) for p in parts) / n_groups,
-            "rollouts": len(parts),
+            "zero_std_frac": tot("zero_std") / tot("groups"),
+            "rollouts": max(m["rollouts"] for m in every),
             "grad_norm": grad_norm_sum / n_it,
             "lr": optimizer.param_groups[0]["lr"],
             "rollout_s": t_rollout,
@@ -736,11 +876,11 @@ def main(argv: list[str] | None = None) -> dict:
             "logprob_s": t_logprobs,
             "update_s": t_update,
             "step_s": t_step,
-            "tokens_per_s": sum(int(p.completion_mask.sum()) for p in parts) / max(t_rollout, 1e-9),  # sampled
+            "tokens_per_s": tot("sampled_tokens") / max(t_rollout, 1e-9),  # sampled, all ranks
         }
         log.write(row)
         if args.log_rollouts_every and step % args.log_rollouts_every == 0:
-            for r_row in rollout_rows(step, ro, advantages, G):
+            for r_row in R.all_gather_list(rollout_rows(step, ro, advantages, G)):
                 rollout_log.write(r_row)
         bar.set_postfix(
             reward=f"{row['reward_mean']:.3f}",
@@ -752,16 +892,21 @@ def main(argv: list[str] | None = None) -> dict:
             refresh=False,
         )
 
+        if os.environ.get(SIGKILL_AT_STEP_ENV) == str(step):
+            R.barrier()  # every rank has logged its part of this step
+            os.kill(os.getpid(), SIGKILL)
+
         # ---- eval and save ---------------------------------------------------------------------------
         if args.eval_every and step % args.eval_every == 0 and step != total_steps:
             run_eval(step)
-        if env.main and args.save_every and step % args.save_every == 0:
-            M.save(policy, processor, out / "checkpoints" / f"step-{step:06d}")  # atomic: a crash keeps the last
+        if args.save_every and step % args.save_every == 0:  # atomic: a crash keeps the last complete one
+            checkpoint(step, out / "checkpoints" / f"step-{step:06d}")
 
-    run_eval(total_steps)
-    if env.main:
-        M.save(policy, processor, out / "final")
-        print(f"saved {out / 'final'}")
+    if start < total_steps or resume is None:
+        run_eval(total_steps)
+        checkpoint(total_steps, out / "final")  # the model, and a checkpoint like the others
+        if env.main:
+            print(f"saved {out / 'final'}")
     return {"last": row, "eval": history}
 
 
