@@ -579,8 +579,8 @@ def load_predictions(path: str | Path, records: Sequence[Any] | None = None) -> 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", help="checkpoint directory or hub id (default with --data: the embedded tiny model)")
-    ap.add_argument("--data", help="benchmark JSONL (data.load_records) (default with --model: the synthetic test split)")
+    ap.add_argument("--model", help="checkpoint directory or hub id (default: the embedded tiny model, built on first use)")
+    ap.add_argument("--data", help="benchmark JSONL (data.load_records) (default: the embedded synthetic test split)")
     ap.add_argument("--predictions", help="score this predictions JSONL instead of generating")
     ap.add_argument("--out", default="results", help="folder for metrics.json and predictions.jsonl")
     ap.add_argument("--batch-size", type=int, default=8)
@@ -604,9 +604,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         evaluate(samples, args.out, caption_extras=extras)
         return 0
 
-    if not (args.model or args.data):
-        ap.error("give --model and/or --data (the one left out is the embedded default: the tiny model, the "
-                 "synthetic test split), or --predictions")
     import data
 
     rank, world = _rank_world()

@@ -274,10 +274,11 @@ def test_cli_scores_a_predictions_file(tmp_path):
     assert json.loads((again / "metrics.json").read_text())["tasks"] == metrics["tasks"]
 
 
-def test_cli_needs_model_or_predictions(capsys):
+def test_cli_help_names_the_embedded_defaults(capsys):
     with pytest.raises(SystemExit) as exc:
-        ev.main([])
-    assert exc.value.code != 0 and "--predictions" in capsys.readouterr().err
+        ev.main(["--help"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0 and "--predictions" in out and "default" in out
 
 
 @pytest.mark.slow
