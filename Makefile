@@ -19,11 +19,12 @@ setup: $(VENV)/.installed
 demo: setup
 	$(PY) demo.py
 
+# one thread per process: the tiny model gains nothing from more, and tests start several processes
 test: setup
-	$(PY) -m pytest -p no:cacheprovider
+	OMP_NUM_THREADS=1 $(PY) -m pytest -p no:cacheprovider
 
 test-fast: setup
-	$(PY) -m pytest -p no:cacheprovider -m "not slow"
+	OMP_NUM_THREADS=1 $(PY) -m pytest -p no:cacheprovider -m "not slow"
 
 lint: setup
 	$(VENV)/bin/ruff check .

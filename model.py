@@ -322,14 +322,18 @@ def decoder(model: torch.nn.Module, embeds, position_ids, attention_mask, cache=
 
 
 def _chunk_logprobs(lm_head, hidden, targets, temperature, banned):
-    logits = lm_head(hidden).float() / temperature  # [n, V] fp32, one chunk only
+    logits = lm_head(hidden).float()  # [n, V] fp32, one chunk only
+    # in place: the matmul saves its inputs, not its output, so these are autograd-safe and spare two
+    # more [n, V] fp32 buffers; logsumexp keeps one [n, V] for backward where log_softmax keeps its output too
+    if temperature != 1.0:
+        logits.div_(temperature)
     if banned is not None and banned.numel():
-        logits = logits.index_fill(-1, banned.to(logits.device), float("-inf"))
-    return logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        logits.index_fill_(-1, banned.to(logits.device), float("-inf"))
+    return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
 def chunked_logprobs(lm_head, hidden: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
-                     banned: torch.Tensor | None = None, chunk_tokens: int = 1024) -> torch.Tensor:  # fmt: skip
+                     banned: torch.Tensor | None = None, chunk_tokens: int = 256) -> torch.Tensor:  # fmt: skip
     """log softmax(lm_head(h) / T)[target] for hidden [N, T, D] -> [N, T], `chunk_tokens` rows of logits
     at a time. Under autograd each chunk is checkpointed, so the backward recomputes its logits instead
     of keeping every chunk's [n, V] fp32 softmax alive: peak memory ~ one chunk, not the whole batch."""
@@ -349,7 +353,7 @@ def chunked_logprobs(lm_head, hidden: torch.Tensor, targets: torch.Tensor, tempe
 
 def token_logprobs(model: torch.nn.Module, inputs: dict, completion_ids: torch.Tensor, completion_mask: torch.Tensor,
                    group_size: int, temperature: float = 1.0, banned: torch.Tensor | None = None,
-                   chunk_tokens: int = 1024) -> torch.Tensor:  # fmt: skip
+                   chunk_tokens: int = 256) -> torch.Tensor:  # fmt: skip
     """log π(o_t | q, o_<t) of each completion token, [B*G, T]; 0 where completion_mask is False.
 
     inputs: the prompt batch (B prompts, left padded, images); completions are grouped: row b*G+g is
@@ -443,8 +447,12 @@ def sample(model: torch.nn.Module, inputs: dict, group_size: int, max_new_tokens
     for t in range(T):
         if banned is not None:
             logits.index_fill_(-1, banned, float("-inf"))
-        tok = _draw(logits, temperature, top_p, top_k, generator)  # [BG]
-        lp = (logits / (temperature if temperature > 0 else 1.0)).log_softmax(-1).gather(-1, tok[:, None])[:, 0]
+        logp_all = (logits / temperature if temperature > 0 else logits).log_softmax(-1)  # [BG, V], once a step
+        if temperature > 0 and top_p >= 1.0 and not top_k:  # plain sampling: draw from the same distribution
+            tok = torch.multinomial(logp_all.exp(), 1, generator=generator).squeeze(-1)
+        else:
+            tok = _draw(logits, temperature, top_p, top_k, generator)  # [BG]
+        lp = logp_all.gather(-1, tok[:, None])[:, 0]
         ids[:, t] = torch.where(done, pad_id, tok)
         logps[:, t] = torch.where(done, 0.0, lp)
         alive[:, t] = ~done

@@ -1,6 +1,6 @@
 """Does GRPO learn? A short SFT -> GRPO on one task, per seed, and a shuffled-reward control.
 
-    python scripts/grpo_proof.py                       # classification, seeds 0,1,2 (~25 CPU minutes)
+    python scripts/grpo_proof.py                       # vqa, seeds 0,1,2 (~25 CPU minutes)
     python scripts/grpo_proof.py --sft runs/demo/sft/final --task counting --seeds 0 --steps 40
 
 For each seed: a short SFT of the tiny model (under-trained on purpose, so there is room; skipped
@@ -47,6 +47,7 @@ def run(args: argparse.Namespace, sft: str, seed: int, control: bool, eval_path:
             "--seed", str(seed), "--lr", str(args.lr), "--group-size", str(args.group_size),
             "--prompts-per-step", str(args.prompts), "--max-new-tokens", str(args.max_new_tokens),
             "--beta", str(args.beta), "--temperature", str(args.temperature), "--log-rollouts-every", "0"]  # fmt: skip
+    argv += args.grpo_args.split()
     if control:
         argv.append("--shuffle-rewards")
     out = train_grpo.main(argv)
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--sft-steps", type=int, default=150, help="steps of the per-seed SFT (default: %(default)s)")
     p.add_argument("--sft-tasks", default="classification,vqa", help="tasks of the per-seed SFT (default: %(default)s)")
     p.add_argument("--data", default=None, help="dir with train.jsonl/test.jsonl (default: the embedded set)")
-    p.add_argument("--task", default="classification")
+    p.add_argument("--task", default="vqa")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--eval-every", type=int, default=10)
@@ -78,7 +79,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--prompts", type=int, default=4)
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--beta", type=float, default=0.0)
-    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--temperature", type=float, default=0.6)
+    p.add_argument("--grpo-args", default="", help="more train_grpo.py flags, e.g. '--drop-zero-std-groups'")
     p.add_argument("--no-control", action="store_true")
     p.add_argument("--out", default="runs/proof")
     args = p.parse_args(argv)
@@ -97,6 +99,8 @@ def main(argv: list[str] | None = None) -> dict:
     results = {}
     for seed in [int(s) for s in args.seeds.split(",")]:
         sft = args.sft
+        if sft is None and (out / f"sft-seed{seed}" / "final" / "config.json").exists():
+            sft = str(out / f"sft-seed{seed}" / "final")  # this seed's SFT is done already: reuse it
         if sft is None:
             base = ["--model", args.base_model, "--lr", "2e-3"] if args.base_model else []
             train_sft.main([*base, "--data", str(data_dir / "train.jsonl"), "--tasks", args.sft_tasks, "--max-steps",
