@@ -285,8 +285,9 @@ def eos_token_ids(model: torch.nn.Module, processor=None) -> list[int]:
     return eos
 
 
-def _image_features(core, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
-    out = core.get_image_features(pixel_values, grid_thw)
+def encode_images(model: torch.nn.Module, inputs: dict) -> torch.Tensor:
+    """The vision tower on a prompt batch's images -> merged features [image tokens, D]."""
+    out = model.model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"])
     feats = getattr(out, "pooler_output", out)  # newer 5.x return a ModelOutput, older a tuple per image
     return torch.cat(list(feats)) if isinstance(feats, (list, tuple)) else feats
 
@@ -301,7 +302,7 @@ def prompt_embeddings(model: torch.nn.Module, inputs: dict) -> tuple[torch.Tenso
     if inputs.get("pixel_values") is not None:
         feats = inputs.get("image_features")  # precomputed (frozen vision tower) or encode now
         if feats is None:
-            feats = _image_features(core, inputs["pixel_values"], inputs["image_grid_thw"])
+            feats = encode_images(model, inputs)
         image_mask = (ids == model.config.image_token_id).unsqueeze(-1)
         embeds = embeds.masked_scatter(image_mask, feats.to(embeds.dtype))
     kw = {"image_grid_thw": inputs.get("image_grid_thw"), "attention_mask": mask}

@@ -310,6 +310,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     g.add_argument("--grad-ckpt", action="store_true", help="gradient checkpointing (less memory, ~30%% slower)")
     g.add_argument(
+        "--freeze-vision",
+        action="store_true",
+        help="keep the vision tower frozen (the common RL setting); its image features are then computed once "
+        "per step and reused by the old, reference and policy passes of every iteration",
+    )
+    g.add_argument(
         "--cpu-offload",
         action="store_true",
         help="FSDP with parameters, gradients and optimizer state on the CPU (big models on few GPUs)",
@@ -653,6 +659,8 @@ def main(argv: list[str] | None = None) -> dict:
     # a resumed run reloads the policy from its checkpoint (an HF directory); the reference is the start
     loaded = M.load(str(resume or model_path), device=env.device, grad_ckpt=args.grad_ckpt, dtype=torch.float32)
     policy, processor, frame_kind, device = loaded.model, loaded.processor, loaded.frame_kind, env.device
+    if args.freeze_vision:  # before wrapping: FSDP2 keeps requires_grad as it finds it
+        policy.model.visual.requires_grad_(False)
     if use_fsdp:
         policy = M.wrap_fsdp(policy, activation_checkpointing=args.grad_ckpt, cpu_offload=args.cpu_offload)
     ref = None
@@ -784,6 +792,9 @@ def main(argv: list[str] | None = None) -> dict:
             mb_inputs.append(
                 to_device(data.collate_prompts(ro.records[mb.prompts], processor, frame_kind).inputs, device)
             )
+            if args.freeze_vision:  # a frozen tower gives the same features to every pass: encode the images once
+                with torch.no_grad(), autocast(device):
+                    mb_inputs[-1]["image_features"] = M.call(policy, M.encode_images, mb_inputs[-1])
         temp = args.temperature
         old_logp = ref_logp = None  # [N, T]
         if args.num_iterations > 1:  # pi_old must stay put while the policy moves over the iterations

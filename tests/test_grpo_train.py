@@ -150,3 +150,27 @@ def test_nan_reward_is_named(tiny_dir, synth_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(rewards, "score", lambda *a, **kw: {"format": 0.0, "total": float("nan")})
     with pytest.raises(FloatingPointError, match=r"step 1: rewards is not finite"):
         train_grpo.main(_argv(tiny_dir, synth_dir, tmp_path / "run", "--max-steps", "1", "--beta", "0"))
+
+
+def test_freeze_vision_reuses_features_and_keeps_the_tower(tiny_dir, synth_dir, tmp_path):
+    import safetensors.torch
+
+    import data
+    import model as M
+
+    loaded = M.load(str(tiny_dir), device="cpu")
+    recs = data.load_records(Path(synth_dir) / "test.jsonl")[:3]
+    x = data.collate_prompts(recs, loaded.processor, loaded.frame_kind).inputs
+    ro = M.sample(loaded.model, x, 2, 6, temperature=1.0, generator=torch.Generator().manual_seed(0))
+    plain = M.token_logprobs(loaded.model, x, ro.completion_ids, ro.completion_mask, 2)
+    with torch.no_grad():
+        feats = M.encode_images(loaded.model, x)
+    reused = M.token_logprobs(loaded.model, {**x, "image_features": feats}, ro.completion_ids, ro.completion_mask, 2)
+    assert torch.equal(plain, reused)
+
+    train_grpo.main(_argv(tiny_dir, synth_dir, tmp_path / "run", "--max-steps", "1", "--freeze-vision", "--beta", "0"))
+    before = safetensors.torch.load_file(str(Path(tiny_dir) / "model.safetensors"))
+    after = safetensors.torch.load_file(str(tmp_path / "run" / "final" / "model.safetensors"))
+    vision = [k for k in before if ".visual." in k or k.startswith("visual.")]
+    assert vision and all(torch.equal(before[k], after[k]) for k in vision)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k not in vision)
