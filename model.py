@@ -322,8 +322,15 @@ def decoder(model: torch.nn.Module, embeds, position_ids, attention_mask, cache=
     return out.last_hidden_state, (new_cache if new_cache is not None else out.get("past_key_values"))
 
 
+def head_logits(lm_head: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """fp32 logits [..., V] of the LM head; the sampler and the log-prob pass share it, so both see the
+    same numbers. (Running the head in fp32 outside autocast was tried: the per-chunk fp32 weight
+    gradient then costs more memory than autocast's one cached bf16 copy of the weight saves.)"""
+    return lm_head(hidden).float()
+
+
 def _chunk_logprobs(lm_head, hidden, targets, temperature, banned):
-    logits = lm_head(hidden).float()  # [n, V] fp32, one chunk only
+    logits = head_logits(lm_head, hidden)  # [n, V] fp32, one chunk only
     # in place: the matmul saves its inputs, not its output, so these are autograd-safe and spare two
     # more [n, V] fp32 buffers; logsumexp keeps one [n, V] for backward where log_softmax keeps its output too
     if temperature != 1.0:
@@ -431,7 +438,7 @@ def sample(model: torch.nn.Module, inputs: dict, group_size: int, max_new_tokens
     embeds, pos = prompt_embeddings(model, inputs)  # [B, P, D], [3, B, P]
     mask = inputs["attention_mask"]
     hidden, cache = decoder(model, embeds, pos, mask, use_cache=True)  # prefill: once per prompt
-    logits = model.lm_head(hidden[:, -1]).float()  # [B, V]
+    logits = head_logits(model.lm_head, hidden[:, -1])  # [B, V]
     # ---- expand the prompt state to the G samples of each group
     cache.batch_repeat_interleave(G)
     mask, logits = mask.repeat_interleave(G, 0), logits.repeat_interleave(G, 0)
@@ -464,7 +471,7 @@ def sample(model: torch.nn.Module, inputs: dict, group_size: int, max_new_tokens
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         p = (next_pos + t).view(1, N, 1).expand(3, N, 1)
         hidden, cache = decoder(model, embed(ids[:, t : t + 1]), p, mask, cache=cache, use_cache=True)
-        logits = model.lm_head(hidden[:, -1]).float()
+        logits = head_logits(model.lm_head, hidden[:, -1])
     return Rollout(ids[:, :steps], alive[:, :steps], ~done, logps[:, :steps])
 
 
