@@ -1,6 +1,6 @@
 """Does GRPO learn? A short SFT -> GRPO on one task, per seed, and a shuffled-reward control.
 
-    python scripts/grpo_proof.py                       # vqa, seeds 0,1,2 (~25 CPU minutes)
+    python scripts/grpo_proof.py                       # vqa, seeds 0,1,2 (~40 CPU minutes)
     python scripts/grpo_proof.py --sft runs/demo/sft/final --task counting --seeds 0 --steps 40
 
 For each seed: a short SFT of the tiny model (under-trained on purpose, so there is room; skipped
@@ -76,10 +76,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--eval-records", type=int, default=100)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--group-size", type=int, default=8)
-    p.add_argument("--prompts", type=int, default=4)
+    p.add_argument("--prompts", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--beta", type=float, default=0.0)
-    p.add_argument("--temperature", type=float, default=0.6)
+    p.add_argument("--temperature", type=float, default=0.5)
     p.add_argument("--grpo-args", default="", help="more train_grpo.py flags, e.g. '--drop-zero-std-groups'")
     p.add_argument("--no-control", action="store_true")
     p.add_argument("--out", default="runs/proof")
