@@ -47,6 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--grpo-task", default="vqa", help="task(s) GRPO optimises (default: %(default)s)")
     p.add_argument("--grpo-steps", type=int, default=40, help="GRPO steps (default: %(default)s)")
     p.add_argument("--temperature", type=float, default=0.5, help="GRPO sampling temperature (default: %(default)s)")
+    p.add_argument("--prompts", type=int, default=8, help="GRPO prompts per step (default: %(default)s)")
+    p.add_argument("--beta", type=float, default=0.0, help="GRPO KL weight to the SFT checkpoint (default: %(default)s)")
     p.add_argument("--eval-records", type=int, default=120, help="held-out records evaluated (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed for SFT and GRPO (default: %(default)s)")
     return p.parse_args(argv)
@@ -103,7 +105,8 @@ def main(argv: list[str] | None = None) -> None:
     train_grpo.main([
         "--model", str(out / "sft" / "final"), "--data", str(data_dir / "train.jsonl"), "--task", args.grpo_task,
         "--max-steps", str(args.grpo_steps), "--out", str(out / "grpo"), "--seed", str(args.seed),
-        "--lr", "1e-4", "--max-new-tokens", "48", "--beta", "0.0", "--temperature", str(args.temperature),
+        "--lr", "1e-4", "--max-new-tokens", "48", "--beta", str(args.beta), "--temperature", str(args.temperature),
+        "--prompts-per-step", str(args.prompts),
     ])  # fmt: skip
     grpo_log = [json.loads(line) for line in open(out / "grpo" / "log.jsonl")]
     steps = [r for r in grpo_log if "reward_mean" in r]
