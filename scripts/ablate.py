@@ -1,0 +1,85 @@
+"""Each rollout/update optimisation on and off, alternated in one run (issue 6's before/after figures).
+
+    python scripts/ablate.py [--reps 5] [--group-size 8] [--new-tokens 64]
+
+Rows (median [min-max] seconds over --reps, the two variants alternated):
+  shared prefill   model.sample(prompts, G)            vs  model.sample(prompts repeated G times, 1):
+                   one prefill + image encoding per prompt vs one per sample
+  EOS check        check_every=8 (host sync every 8 tokens) vs check_every=1
+  frozen vision    token_logprobs with image features computed once vs encoded again in the pass
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import data  # noqa: E402
+import model as M  # noqa: E402
+
+
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def row(name: str, a_name: str, b_name: str, a, b, reps: int) -> str:
+    a(), b()  # warm-up
+    ta, tb = [], []
+    for _ in range(reps):
+        ta.append(timed(a))
+        tb.append(timed(b))
+    ma, mb = statistics.median(ta), statistics.median(tb)
+    return (f"| {name} | {a_name}: {ma:.3f} s [{min(ta):.3f}-{max(ta):.3f}] | {b_name}: {mb:.3f} s "
+            f"[{min(tb):.3f}-{max(tb):.3f}] | {mb / ma:.2f}x |")  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--group-size", type=int, default=8)
+    p.add_argument("--prompts", type=int, default=2)
+    p.add_argument("--new-tokens", type=int, default=64)
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    loaded = M.load(M.default_model(), device="cpu")
+    net, G, T = loaded.model.eval(), args.group_size, args.new_tokens
+    recs = [r for r in data.load_records(M.default_data() / "test.jsonl") if r.task == "counting"][: args.prompts]
+    x = data.collate_prompts(recs, loaded.processor, loaded.frame_kind).inputs
+    xg = data.collate_prompts([r for r in recs for _ in range(G)], loaded.processor, loaded.frame_kind).inputs
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    no_eos = {"eos_ids": []}  # the same number of tokens on both sides
+    print(f"# ablate: tiny Qwen2.5-VL, CPU, {args.threads} thread(s), B={args.prompts}, G={G}, T={T}, "
+          f"reps {args.reps}, torch {torch.__version__}\n")  # fmt: skip
+    print("| optimisation | on | off | off/on |\n|---|---|---|---:|")
+    print(row("shared prefill (images encoded once per prompt)", "shared",
+              "per sample", lambda: M.sample(net, x, G, T, generator=gen(), **no_eos),
+              lambda: M.sample(net, xg, 1, T, generator=gen(), **no_eos), args.reps))  # fmt: skip
+    print(row("EOS checked every 8 tokens", "every 8", "every token",
+              lambda: M.sample(net, x, G, T, generator=gen(), check_every=8),
+              lambda: M.sample(net, x, G, T, generator=gen(), check_every=1), args.reps))  # fmt: skip
+    ro = M.sample(net, x, G, T, generator=gen(), **no_eos)
+    with torch.no_grad():
+        feats = M.encode_images(net, x)
+    xf = {**x, "image_features": feats}
+
+    def logprob_pass(inputs):
+        lp = M.token_logprobs(net, inputs, ro.completion_ids, ro.completion_mask, G)
+        lp.sum().backward()
+        net.zero_grad(set_to_none=True)
+
+    print(row("frozen vision: features reused by a log-prob pass (fwd+bwd)", "reused", "re-encoded",
+              lambda: logprob_pass(xf), lambda: logprob_pass(x), args.reps))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
