@@ -334,3 +334,18 @@ def truncate_log(path: str | os.PathLike, step: int) -> None:
     if path.exists():
         rows = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
         path.write_text("".join(r + "\n" for r in rows))
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    """The batch's tensors moved to `device` (other values as they are)."""
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def autocast(device: torch.device, net: torch.nn.Module | None = None):
+    """bf16 compute over fp32 master weights on CUDA: autocast on one GPU; under FSDP (an FSDPRoot) the
+    sharded model casts to bf16 itself (its MixedPrecisionPolicy), so no autocast there. Plain fp32 on CPU."""
+    import model as M  # here: model.py must not depend on the run plumbing at import time
+
+    if device.type == "cuda" and not isinstance(net, M.FSDPRoot):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -46,7 +46,6 @@ sharded optimizer state, step, RNG states and data position, see runtime.py).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import json
 import os
@@ -393,18 +392,6 @@ def draw_prompts(streams: dict[str, R.Stream], by_task: dict[str, list], tasks: 
     return [by_task[t][streams[t].next()] for t in picks]
 
 
-def to_device(inputs: dict, device: torch.device) -> dict:
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-
-
-def autocast(device: torch.device, net: torch.nn.Module | None = None):
-    """bf16 compute on CUDA over fp32 master weights; plain fp32 on CPU. Under FSDP (several GPUs) the
-    sharded model casts to bf16 itself (its MixedPrecisionPolicy), so no autocast there."""
-    if device.type == "cuda" and not isinstance(net, M.FSDPRoot):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 # Testing hook, off unless the variable is set: a JSON file {record id: [completion texts]} whose texts
 # replace sampling (completion g of a prompt is texts[g % len]), so runs that would draw different samples
 # (1 process vs N, each rank with its own generator) train on the same completions. tests/test_distributed.py.
@@ -466,14 +453,14 @@ def rollout(
     batch = data.collate_prompts(records, processor, frame_kind)
     device = device or generator.device
     fixed = os.environ.get(FIXED_COMPLETIONS_ENV) if temperature > 0 else None
-    with torch.no_grad(), autocast(device, net), M.gathered(net):  # FSDP: parameters gathered once per rollout
+    with torch.no_grad(), R.autocast(device, net), M.gathered(net):  # FSDP: parameters gathered once per rollout
         if fixed:
-            out = fixed_rollout(net, processor, records, to_device(batch.inputs, device), group_size, max_new_tokens,
+            out = fixed_rollout(net, processor, records, R.to_device(batch.inputs, device), group_size, max_new_tokens,
                                 temperature, fixed)  # fmt: skip
         else:
             out = M.sample(
                 net,
-                to_device(batch.inputs, device),
+                R.to_device(batch.inputs, device),
                 group_size=group_size,
                 max_new_tokens=max_new_tokens,
                 temperature=temperature,
@@ -550,7 +537,7 @@ def completion_logprobs(
 ) -> torch.Tensor:
     """log pi(o_t | q, o_<t) [n, T] fp32 for one micro-batch (its prompts' `inputs` already on the device);
     differentiable unless under no_grad. `banned` tokens are masked as the sampler masked them."""
-    with autocast(device, net):
+    with R.autocast(device, net):
         lp = M.token_logprobs(
             net,
             inputs,
@@ -790,10 +777,10 @@ def main(argv: list[str] | None = None) -> dict:
         mb_inputs = []  # each micro-batch's prompts, processed once and reused by every pass below
         for mb in mbs:
             mb_inputs.append(
-                to_device(data.collate_prompts(ro.records[mb.prompts], processor, frame_kind).inputs, device)
+                R.to_device(data.collate_prompts(ro.records[mb.prompts], processor, frame_kind).inputs, device)
             )
             if args.freeze_vision:  # a frozen tower gives the same features to every pass: encode the images once
-                with torch.no_grad(), autocast(device):
+                with torch.no_grad(), R.autocast(device, policy):
                     mb_inputs[-1]["image_features"] = M.call(policy, M.encode_images, mb_inputs[-1])
         temp = args.temperature
         old_logp = ref_logp = None  # [N, T]

@@ -16,7 +16,6 @@ folder: sharded optimizer state, RNG states and data position, so `--resume auto
 from __future__ import annotations
 
 import argparse
-import contextlib
 import time
 from pathlib import Path
 
@@ -89,9 +88,9 @@ def eval_loss(net: torch.nn.Module, records: list, processor, frame_kind: str, b
     mine = records[env.rank :: env.world]
     net.eval()
     total, count = 0.0, 0
-    with M.gathered(net), autocast(device, net):  # parameters gathered once for the whole pass
+    with M.gathered(net), R.autocast(device, net):  # parameters gathered once for the whole pass
         for i in range(0, len(mine), batch_size):
-            batch = to_device(data.collate_sft(mine[i : i + batch_size], processor, frame_kind), device)
+            batch = R.to_device(data.collate_sft(mine[i : i + batch_size], processor, frame_kind), device)
             s, n = sft_loss_sum(net, batch)
             total, count = total + float(s), count + n
     net.train()
@@ -99,20 +98,9 @@ def eval_loss(net: torch.nn.Module, records: list, processor, frame_kind: str, b
     return total / max(count, 1)
 
 
-def autocast(device: torch.device, net: torch.nn.Module):
-    """bf16 compute over fp32 master weights on CUDA: autocast on one GPU, FSDP's own mixed precision on several."""
-    if device.type == "cuda" and not isinstance(net, M.FSDPRoot):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def full_norm(x) -> float:
     """A grad norm as a float; under FSDP clip_grad_norm_ returns a DTensor."""
     return float(x.full_tensor() if hasattr(x, "full_tensor") else x)
-
-
-def to_device(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -177,13 +165,13 @@ def main(argv: list[str] | None = None) -> dict:
         micro = []
         for _ in range(args.grad_accum):
             idx = R.rank_slice(stream.take(env.world * args.batch_size), [args.batch_size] * env.world, env.rank)
-            micro.append(to_device(data.collate_sft([train[i] for i in idx], processor, loaded.frame_kind), env.device))
+            micro.append(R.to_device(data.collate_sft([train[i] for i in idx], processor, loaded.frame_kind), env.device))
         # the loss is normalised by the global number of assistant tokens in this step
         n_local = sum(int((b["labels"][:, 1:] != -100).sum()) for b in micro)
         n_global = float(R.all_reduce_sum(n_local, env.device))
         loss_sum = 0.0
         for b in micro:
-            with autocast(env.device, net):
+            with R.autocast(env.device, net):
                 s, _ = sft_loss_sum(net, b)
             (s / n_global * env.world).backward()  # FSDP averages gradients over ranks: x world makes it the sum
             loss_sum += float(s.detach())
