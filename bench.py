@@ -18,7 +18,8 @@ Rows (each side does exactly the same work):
             train_grpo.main itself vs TRL's GRPOTrainer on the same tiny model, prompts, G, lengths, beta, lr,
             clip, loss; TRL only here (pip install -r requirements-bench.txt); the row says so without it.
   logprobs  peak memory of model.chunked_logprobs (the head of token_logprobs) vs the naive full-logits
-            computation at Qwen's real vocabulary, forward + backward, one fresh subprocess per measurement.
+            computation at Qwen's real vocabulary, forward + backward, one fresh subprocess per measurement,
+            in each trainer's precision setting (PRECISIONS).
   gpu       (--gpu, CUDA) the Qwen2.5-VL-3B shape: fwd+bwd tokens/s and MFU, rollout of 64 sequences
             (ours vs HF generate) with decode bandwidth utilisation, GRPO update MFU, peak memory, which
             attention kernel ran. `--gpu-shape tiny --device cpu` runs the same code small, for tests.
@@ -352,27 +353,49 @@ def _proc_kb(key: str) -> int:
     return int(re.search(rf"{key}:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1))
 
 
+# How the head's weights and activations arrive in each trainer setting (what the naive side gets too):
+PRECISIONS = {
+    "autocast": "fp32 weights, bf16 autocast (one GPU)",
+    "bf16": "bf16 weights (FSDP's gathered params)",
+    "fp32": "fp32 throughout (CPU trainer)",
+}
+
+
+def head_case(precision: str, n: int, d: int, vocab: int, device: torch.device | str = "cpu", frozen: bool = False):
+    """A [vocab x d] head, hidden states of n tokens and targets as `precision` has them, plus the context
+    (autocast or none) that the forward runs in. lm_head.grad starts as None (zero_grad(set_to_none=True))."""
+    torch.manual_seed(0)
+    dev = torch.device(device)
+    wdtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    hdtype = torch.float32 if precision == "fp32" else torch.bfloat16
+    head = torch.nn.Linear(d, vocab, bias=False, device=dev, dtype=wdtype).requires_grad_(not frozen)
+    hidden = torch.randn(1, n, d, dtype=hdtype, device=dev).requires_grad_()
+    targets = torch.randint(0, vocab, (1, n), device=dev)
+    ctx = torch.autocast(dev.type, dtype=torch.bfloat16) if precision == "autocast" else contextlib.nullcontext()
+    return head, hidden, targets, ctx
+
+
+def logprobs_loss(mode: str, head, hidden, targets, banned, chunk: int) -> torch.Tensor:
+    if mode == "naive":  # every logit at once, fp32 log_softmax, gather
+        lp = head(hidden).float().log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    else:
+        lp = M.chunked_logprobs(head, hidden, targets, 1.0, banned, chunk_tokens=chunk)
+    return -lp.mean()
+
+
 def logprobs_child(spec: dict) -> dict:
     """One measurement in a fresh process: peak RSS growth of forward + backward of the log-probs of `n`
-    completion tokens through a [vocab x hidden] lm_head. fp32 master weights under bf16 autocast, as the
-    trainers run on CUDA; lm_head.grad starts as None (zero_grad(set_to_none=True))."""
-    torch.manual_seed(0)
+    completion tokens through a [vocab x hidden] lm_head, in one of PRECISIONS."""
     n, d, V = spec["tokens"], spec["hidden"], spec["vocab"]
-    head = torch.nn.Linear(d, V, bias=False).requires_grad_(not spec.get("frozen", False))  # frozen: activations only
-    hidden = torch.randn(1, n, d, dtype=torch.bfloat16).requires_grad_()  # what a bf16 decoder hands over
-    targets = torch.randint(0, V, (1, n))
+    head, hidden, targets, ctx = head_case(spec["precision"], n, d, V, frozen=spec.get("frozen", False))
     banned = torch.arange(V - 16, V - 7)  # 9 vision ids, masked as train_grpo masks them
     gc.collect()
     with contextlib.suppress(OSError):  # reset the high-water mark to now (Linux >= 4.0)
         Path("/proc/self/clear_refs").write_text("5")
     base = _proc_kb("VmRSS")
     t0 = time.perf_counter()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        if spec["mode"] == "naive":  # every logit at once, fp32 log_softmax, gather
-            lp = head(hidden).float().log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-        else:
-            lp = M.chunked_logprobs(head, hidden, targets, 1.0, banned, chunk_tokens=spec["chunk"])
-        loss = -lp.mean()
+    with ctx:
+        loss = logprobs_loss(spec["mode"], head, hidden, targets, banned, spec.get("chunk", 0))
     loss.backward()
     seconds = time.perf_counter() - t0
     assert hidden.grad is not None and (head.weight.grad is not None or spec.get("frozen", False))
@@ -388,26 +411,32 @@ def measure_logprobs(spec: dict, threads: int | None) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def bench_logprobs(lengths: list[int], hidden: int, extra_chunk: int | None, threads: int | None) -> list[dict]:
-    """Peak memory of chunked_logprobs (token_logprobs' chunk size) vs naive, at each completion length."""
+def one(v: float) -> dict:
+    return {"median": v, "min": v, "max": v, "n": 1}
+
+
+def logprobs_row(case: str, ours_gb: float, naive_gb: float, target: bool, **kw) -> dict:
+    ratio = ours_gb / naive_gb
+    return row("log-prob peak GB", case, one(ours_gb), one(naive_gb), one(ratio), baseline_name="naive full logits",
+               ratio_name="ours/naive", target="<= 0.25x" if target else "", met=(ratio <= 0.25) if target else None,
+               **kw)  # fmt: skip
+
+
+def bench_logprobs(lengths: list[int], hidden: int, threads: int | None) -> list[dict]:
+    """Peak memory of chunked_logprobs (token_logprobs' chunk size) vs naive: every length in the one-GPU
+    setting (autocast), the longest in the others too."""
     chunk = inspect.signature(M.token_logprobs).parameters["chunk_tokens"].default
     out = []
-    for n in lengths:
-        variants = [chunk] + ([extra_chunk] if extra_chunk and n == max(lengths) and extra_chunk != chunk else [])
-        naive = measure_logprobs({"mode": "naive", "tokens": n, "hidden": hidden, "vocab": QWEN_VOCAB}, threads)
-        for c in variants:
-            ours = measure_logprobs({"mode": "chunked", "tokens": n, "hidden": hidden, "vocab": QWEN_VOCAB, "chunk": c}, threads)  # fmt: skip
-            ratio = ours["peak_bytes"] / naive["peak_bytes"]
-            gb = lambda x: {"median": x["peak_bytes"] / 1e9, "min": x["peak_bytes"] / 1e9, "max": x["peak_bytes"] / 1e9, "n": 1}  # noqa: E731
-            label = "" if c == chunk else " (non-default)"
-            case = f"{n} tok, V={QWEN_VOCAB}, d={hidden}, chunk {c}{label}, fwd+bwd"
-            target = "<= 0.25x" if n == 4096 and c == chunk else ""
-            out.append(row("log-prob peak GB", case, gb(ours), gb(naive), {"median": ratio, "min": ratio, "max": ratio, "n": 1},
-                           baseline_name="naive full logits", ratio_name="ours/naive", target=target,
-                           met=(ratio <= 0.25) if target else None,
-                           seconds={"ours": ours["seconds"], "naive": naive["seconds"]}))  # fmt: skip
-            print(f"  logprobs {case}: {ours['peak_bytes'] / 1e9:.2f} GB vs naive {naive['peak_bytes'] / 1e9:.2f} GB "
-                  f"= {ratio:.3f}x", flush=True)  # fmt: skip
+    cases = [("autocast", n) for n in lengths] + [(p, max(lengths)) for p in PRECISIONS if p != "autocast"]
+    for precision, n in cases:
+        spec = {"tokens": n, "hidden": hidden, "vocab": QWEN_VOCAB, "precision": precision, "chunk": chunk}
+        naive = measure_logprobs({**spec, "mode": "naive"}, threads)
+        ours = measure_logprobs({**spec, "mode": "fused"}, threads)
+        case = f"{n} tok, V={QWEN_VOCAB}, d={hidden}, {PRECISIONS[precision]}, fwd+bwd"
+        out.append(logprobs_row(case, ours["peak_bytes"] / 1e9, naive["peak_bytes"] / 1e9, n == 4096,
+                                seconds={"ours": ours["seconds"], "naive": naive["seconds"]}))  # fmt: skip
+        print(f"  logprobs {case}: {ours['peak_bytes'] / 1e9:.2f} GB vs naive {naive['peak_bytes'] / 1e9:.2f} GB "
+              f"= {out[-1]['ratio']['median']:.3f}x; {ours['seconds']:.2f} s vs {naive['seconds']:.2f} s", flush=True)  # fmt: skip
     return out
 
 
@@ -663,31 +692,27 @@ def gpu_check(fx: Fixture, shape: str, device: torch.device, reps: int, warmup: 
 
 
 def gpu_logprobs_memory(device: torch.device, hidden: int, vocab: int, n: int = 4096) -> list[dict]:
+    """The logprobs row on the GPU: CUDA allocator peak above the inputs, every precision setting."""
     chunk = inspect.signature(M.token_logprobs).parameters["chunk_tokens"].default
-    res = {}
-    for mode in ("naive", "chunked"):
-        torch.manual_seed(0)
-        head = torch.nn.Linear(hidden, vocab, bias=False, device=device)
-        h = torch.randn(1, n, hidden, device=device, dtype=torch.bfloat16, requires_grad=True)
-        y = torch.randint(0, vocab, (1, n), device=device)
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            if mode == "naive":
-                lp = head(h).float().log_softmax(-1).gather(-1, y.unsqueeze(-1)).squeeze(-1)
-            else:
-                lp = M.chunked_logprobs(head, h, y, 1.0, None, chunk_tokens=chunk)
-        (-lp.mean()).backward()
-        torch.cuda.synchronize()
-        res[mode] = (torch.cuda.max_memory_allocated(device) - base) / 1e9
-        del head, h, y, lp
-    r = res["chunked"] / res["naive"]
-    one = lambda v: {"median": v, "min": v, "max": v, "n": 1}  # noqa: E731
-    return [row("gpu: log-prob peak GB", f"{n} tok, V={vocab}, d={hidden}, chunk {chunk}, fwd+bwd (CUDA allocator)",
-                one(res["chunked"]), one(res["naive"]), one(r), baseline_name="naive full logits",
-                ratio_name="ours/naive", target="<= 0.25x", met=r <= 0.25)]  # fmt: skip
+    out = []
+    for precision in PRECISIONS:
+        res = {}
+        for mode in ("naive", "fused"):
+            head, h, y, ctx = head_case(precision, n, hidden, vocab, device)
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+            base = torch.cuda.memory_allocated(device)
+            with ctx:
+                loss = logprobs_loss(mode, head, h, y, None, chunk)
+            loss.backward()
+            torch.cuda.synchronize()
+            res[mode] = (torch.cuda.max_memory_allocated(device) - base) / 1e9
+            del head, h, y, loss
+        case = f"{n} tok, V={vocab}, d={hidden}, {PRECISIONS[precision]}, fwd+bwd (CUDA allocator)"
+        out.append(logprobs_row(case, res["fused"], res["naive"], True))
+        out[-1]["row"] = "gpu: log-prob peak GB"
+    return out
 
 
 def fmt_pct(x: float | None) -> str:
@@ -835,7 +860,7 @@ def main(argv: list[str] | None = None) -> dict:
             elif name == "grpo":
                 rows += bench_grpo(fx, 448, args.prompts, 8, args.new_tokens, args.beta, args.lr, args.reps, args.warmup)
             elif name == "logprobs":
-                rows += bench_logprobs(lengths, mem_hidden, None if q else 256, args.threads)
+                rows += bench_logprobs(lengths, mem_hidden, args.threads)
             elif name == "gpu":
                 reps, warmup = (1, 0) if q else (args.reps, args.warmup)  # --quick: a plumbing check
                 rows += gpu_check(fx, args.gpu_shape, gpu_device, reps, warmup, args.peak_tflops, args.peak_tbs)

@@ -323,45 +323,118 @@ def decoder(model: torch.nn.Module, embeds, position_ids, attention_mask, cache=
 
 
 def head_logits(lm_head: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
-    """fp32 logits [..., V] of the LM head; the sampler and the log-prob pass share it, so both see the
-    same numbers. (Running the head in fp32 outside autocast was tried: the per-chunk fp32 weight
-    gradient then costs more memory than autocast's one cached bf16 copy of the weight saves.)"""
+    """fp32 logits [..., V] of the LM head, for the sampler (no autograd there)."""
     return lm_head(hidden).float()
 
 
-def _chunk_logprobs(lm_head, hidden, targets, temperature, banned):
-    logits = head_logits(lm_head, hidden)  # [n, V] fp32, one chunk only
-    # in place: the matmul saves its inputs, not its output, so these are autograd-safe and spare two
-    # more [n, V] fp32 buffers; logsumexp keeps one [n, V] for backward where log_softmax keeps its output too
+def _compute_dtype(weight: torch.Tensor) -> torch.dtype:
+    """The head's matmul dtype: autocast's where it is on (bf16 over fp32 masters), else the weight's own."""
+    dev = weight.device.type
+    return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else weight.dtype
+
+
+def _vocab_slices(vocab: int, banned: torch.Tensor | None, vocab_chunk: int):
+    for v0 in range(0, vocab, vocab_chunk):
+        v1 = min(v0 + vocab_chunk, vocab)
+        ban = banned[(banned >= v0) & (banned < v1)] - v0 if banned is not None else None
+        yield v0, v1, ban
+
+
+def _scaled_logits(h, w_slice, temperature, ban):
+    z = (h @ w_slice.T).float()  # [n, v] fp32, one tile only
     if temperature != 1.0:
-        logits.div_(temperature)
-    if banned is not None and banned.numel():
-        logits.index_fill_(-1, banned.to(logits.device), float("-inf"))
-    return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+        z.div_(temperature)
+    if ban is not None and ban.numel():
+        z.index_fill_(-1, ban, float("-inf"))
+    return z
+
+
+class HeadLogprobs(torch.autograd.Function):
+    """Fused LM head + log-softmax + gather, tiled over vocabulary slices x token chunks.
+
+        z = h W^T / T  (banned columns -inf),   lp_i = z_i[y_i] - lse_i,   lse_i = log sum_v exp z_iv
+
+        dL/dz_iv = g_i (1[v = y_i] - exp(z_iv - lse_i)),   dL/dh = (dL/dz / T) W,   dL/dW = (dL/dz / T)^T h
+
+    No [N, V] tensor is ever built: the forward keeps a running (max, sum) per token across vocabulary
+    slices (online logsumexp) and saves only lse [N]; the backward recomputes each [n, v] tile and adds
+    its share into dL/dh and into its rows of dL/dW. The weight is cast to the compute dtype one slice at
+    a time, so autocast's whole bf16 copy of the head never exists either. Peak beyond the weight's own
+    gradient: one tile of logits + one slice of the cast weight."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, temperature, banned, vocab_chunk, token_chunk, dtype):
+        # hidden [N, D], weight [V, D], targets [N] -> log-probs [N] fp32
+        N, V = hidden.shape[0], weight.shape[0]
+        h = hidden.to(dtype)
+        run_max = torch.full((N,), float("-inf"), device=hidden.device)
+        run_sum = torch.zeros(N, device=hidden.device)
+        picked = torch.zeros(N, device=hidden.device)
+        for v0, v1, ban in _vocab_slices(V, banned, vocab_chunk):
+            w = weight[v0:v1].to(dtype)
+            for t0 in range(0, N, token_chunk):
+                rows = slice(t0, t0 + token_chunk)
+                z = _scaled_logits(h[rows], w, temperature, ban)  # [n, v]
+                y = targets[rows] - v0
+                here = (y >= 0) & (y < v1 - v0)
+                picked[rows] += torch.where(here, z.gather(-1, y.clamp(0, v1 - v0 - 1)[:, None])[:, 0], 0.0)
+                new_max = torch.maximum(run_max[rows], z.amax(-1))
+                shift = torch.where(torch.isinf(new_max), 0.0, new_max)  # a slice all banned so far: -inf rows
+                run_sum[rows] = run_sum[rows] * (run_max[rows] - shift).exp() + z.sub_(shift[:, None]).exp_().sum(-1)
+                run_max[rows] = new_max
+        lse = torch.where(torch.isinf(run_max), 0.0, run_max) + run_sum.log()
+        ctx.save_for_backward(hidden, weight, targets, lse, banned if banned is not None else torch.empty(0))
+        ctx.args = (temperature, vocab_chunk, token_chunk, dtype, banned is not None)
+        return picked - lse
+
+    @staticmethod
+    def backward(ctx, grad_lp):
+        hidden, weight, targets, lse, banned = ctx.saved_tensors
+        temperature, vocab_chunk, token_chunk, dtype, has_banned = ctx.args
+        want_h, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        N, V = hidden.shape[0], weight.shape[0]
+        h = hidden.to(dtype)
+        g = grad_lp.float() / temperature  # the 1/T of dz/d(h W^T) folded in once
+        grad_h = torch.zeros(hidden.shape, dtype=torch.float32, device=hidden.device) if want_h else None
+        grad_w = torch.zeros_like(weight) if want_w else None
+        for v0, v1, ban in _vocab_slices(V, banned if has_banned else None, vocab_chunk):
+            w = weight[v0:v1].to(dtype)
+            for t0 in range(0, N, token_chunk):
+                rows = slice(t0, t0 + token_chunk)
+                z = _scaled_logits(h[rows], w, temperature, ban)
+                dz = z.sub_(lse[rows, None]).exp_().mul_(-g[rows, None])  # -g p, in place: [n, v]
+                y = targets[rows] - v0
+                at = ((y >= 0) & (y < v1 - v0)).nonzero()[:, 0]  # rows whose target is in this slice
+                dz[at, y[at]] += g[rows][at]  # + g at the target
+                dz = dz.to(dtype)
+                if want_h:
+                    grad_h[rows] += (dz @ w).float()
+                if want_w:
+                    grad_w[v0:v1] += (dz.T @ h[rows]).to(weight.dtype)
+        return (grad_h.to(hidden.dtype) if want_h else None), grad_w, None, None, None, None, None, None
 
 
 def chunked_logprobs(lm_head, hidden: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
-                     banned: torch.Tensor | None = None, chunk_tokens: int = 256) -> torch.Tensor:  # fmt: skip
-    """log softmax(lm_head(h) / T)[target] for hidden [N, T, D] -> [N, T], `chunk_tokens` rows of logits
-    at a time. Under autograd each chunk is checkpointed, so the backward recomputes its logits instead
-    of keeping every chunk's [n, V] fp32 softmax alive: peak memory ~ one chunk, not the whole batch."""
-    from torch.utils.checkpoint import checkpoint
-
+                     banned: torch.Tensor | None = None, chunk_tokens: int = 1024,
+                     vocab_chunk: int = 16384) -> torch.Tensor:  # fmt: skip
+    """log softmax(lm_head(h) / T)[target] for hidden [N, T, D] -> [N, T] fp32, through `HeadLogprobs`:
+    at most [chunk_tokens, vocab_chunk] logits exist at once, forward or backward. The matmuls run in
+    autocast's dtype where autocast is on, else in the weight's."""
+    if getattr(lm_head, "bias", None) is not None:
+        raise ValueError("chunked_logprobs: an LM head with a bias is not supported (Qwen's has none)")
     n, t, d = hidden.shape
-    flat_h, flat_t = hidden.reshape(n * t, d), targets.reshape(n * t)
-    outs = []
-    for s in range(0, n * t, chunk_tokens):
-        h, y = flat_h[s : s + chunk_tokens], flat_t[s : s + chunk_tokens]
-        if torch.is_grad_enabled() and h.requires_grad:
-            outs.append(checkpoint(_chunk_logprobs, lm_head, h, y, temperature, banned, use_reentrant=False))
-        else:
-            outs.append(_chunk_logprobs(lm_head, h, y, temperature, banned))
-    return torch.cat(outs).view(n, t)
+    weight = lm_head.weight
+    banned = banned.to(hidden.device) if banned is not None and banned.numel() else None
+    dtype = _compute_dtype(weight)  # read before autocast is switched off below
+    with torch.autocast(hidden.device.type, enabled=False):
+        lp = HeadLogprobs.apply(hidden.reshape(n * t, d), weight, targets.reshape(n * t).to(hidden.device),
+                                float(temperature), banned, vocab_chunk, chunk_tokens, dtype)  # fmt: skip
+    return lp.view(n, t)
 
 
 def token_logprobs(model: torch.nn.Module, inputs: dict, completion_ids: torch.Tensor, completion_mask: torch.Tensor,
                    group_size: int, temperature: float = 1.0, banned: torch.Tensor | None = None,
-                   chunk_tokens: int = 256) -> torch.Tensor:  # fmt: skip
+                   chunk_tokens: int = 1024) -> torch.Tensor:  # fmt: skip
     """log π(o_t | q, o_<t) of each completion token, [B*G, T]; 0 where completion_mask is False.
 
     inputs: the prompt batch (B prompts, left padded, images); completions are grouped: row b*G+g is

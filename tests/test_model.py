@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 import data
@@ -89,20 +90,39 @@ def test_vision_tokens_never_sampled(tiny_dir, synth_dir):
     assert (unguarded.completion_ids == loaded.model.config.image_token_id).any()  # the guard is what stops it
 
 
-def test_chunked_logprobs_equal_naive_full_logits():
+@pytest.mark.parametrize("chunk_tokens,vocab_chunk", [(5, 64), (1000, 1000), (3, 7)])
+def test_chunked_logprobs_equal_naive_full_logits(chunk_tokens, vocab_chunk):
+    """Values and both gradients of the fused head equal autograd through full logits, for tiles that
+    split tokens and vocabulary unevenly, a whole vocabulary slice banned ([7, 14)), and T != 1."""
     torch.manual_seed(0)
     head = torch.nn.Linear(16, 500, bias=False)
     h = torch.randn(3, 7, 16, requires_grad=True)
-    y = torch.randint(0, 500, (3, 7))
-    banned = torch.tensor([3, 4])
-    chunked = M.chunked_logprobs(head, h, y, temperature=0.7, banned=banned, chunk_tokens=5)
+    y = torch.randint(14, 500, (3, 7))
+    banned = torch.arange(3, 14)
+    fused = M.chunked_logprobs(head, h, y, 0.7, banned, chunk_tokens=chunk_tokens, vocab_chunk=vocab_chunk)
     logits = head(h) / 0.7
     logits[..., banned] = float("-inf")
     naive = logits.log_softmax(-1).gather(-1, y[..., None])[..., 0]
-    assert torch.allclose(chunked, naive, atol=1e-6)
-    g1 = torch.autograd.grad(chunked.sum(), h)[0]
-    g2 = torch.autograd.grad(naive.sum(), h)[0]
-    assert torch.allclose(g1, g2, atol=1e-6)
+    assert torch.allclose(fused, naive, atol=1e-5)
+    weights = torch.randn_like(naive)  # an arbitrary upstream gradient, like the advantage-weighted loss
+    g1 = torch.autograd.grad((fused * weights).sum(), [h, head.weight])
+    g2 = torch.autograd.grad((naive * weights).sum(), [h, head.weight])
+    for a, b in zip(g1, g2):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_chunked_logprobs_frozen_head_and_autocast():
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 300, bias=False).requires_grad_(False)
+    h = torch.randn(2, 5, 16, requires_grad=True)
+    y = torch.randint(0, 300, (2, 5))
+    lp = M.chunked_logprobs(head, h, y, vocab_chunk=64)
+    lp.sum().backward()  # no weight gradient asked for, none made
+    assert head.weight.grad is None and h.grad is not None
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 matmuls, fp32 log-softmax: close to fp32
+        lp_bf16 = M.chunked_logprobs(head, h, y, vocab_chunk=64)
+    assert lp_bf16.dtype == torch.float32 and (lp_bf16 - lp).abs().max().item() < 0.1
+    assert (lp_bf16 - lp).abs().max().item() > 0  # it did run in bf16
 
 
 def test_multi_image_prompt(tiny, synth_dir):
