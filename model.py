@@ -318,8 +318,7 @@ def decoder(model: torch.nn.Module, embeds, position_ids, attention_mask, cache=
     cache_kw = _kwarg_name(lm.forward, "cache", "past_key_values")
     out = lm(inputs_embeds=embeds, position_ids=position_ids, attention_mask=attention_mask,
              use_cache=use_cache, **{cache_kw: cache})  # fmt: skip
-    new_cache = out.get("cache")
-    return out.last_hidden_state, (new_cache if new_cache is not None else out.get("past_key_values"))
+    return out.last_hidden_state, out.get(cache_kw)  # the output names it as the input does
 
 
 def head_logits(lm_head: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
@@ -432,26 +431,44 @@ def chunked_logprobs(lm_head, hidden: torch.Tensor, targets: torch.Tensor, tempe
     return lp.view(n, t)
 
 
+def _recomputes_layers(model: torch.nn.Module) -> bool:
+    """Gradient-checkpointed decoder layers in training mode: HF then runs them without a KV cache (5.24
+    only under autograd, 5.17 always)."""
+    layers = model.model.language_model.layers
+    return model.training and any(getattr(m, "gradient_checkpointing", False) for m in layers)
+
+
 def token_logprobs(model: torch.nn.Module, inputs: dict, completion_ids: torch.Tensor, completion_mask: torch.Tensor,
                    group_size: int, temperature: float = 1.0, banned: torch.Tensor | None = None,
-                   chunk_tokens: int = 1024) -> torch.Tensor:  # fmt: skip
+                   chunk_tokens: int = 1024, share_prefix: bool = True) -> torch.Tensor:  # fmt: skip
     """log π(o_t | q, o_<t) of each completion token, [B*G, T]; 0 where completion_mask is False.
 
     inputs: the prompt batch (B prompts, left padded, images); completions are grouped: row b*G+g is
-    sample g of prompt b. Images are encoded once per prompt and repeated to the group."""
+    sample g of prompt b. Images are encoded once per prompt. share_prefix: the decoder also runs the
+    prompt once per group (as the sampler's prefill does) instead of once per completion; off, or where
+    the layers are gradient-checkpointed in training mode (HF drops the cache there), the prompt is
+    repeated to every completion."""
     if isinstance(model, FSDPRoot):  # run inside the root's forward (see the FSDP2 section)
         return call(model, token_logprobs, inputs, completion_ids, completion_mask, group_size, temperature,
-                    banned, chunk_tokens)  # fmt: skip
+                    banned, chunk_tokens, share_prefix)  # fmt: skip
     G = group_size
     embeds, pos = prompt_embeddings(model, inputs)  # [B, P, D], [3, B, P]
     P, T = embeds.shape[1], completion_ids.shape[1]
-    embeds, pos = embeds.repeat_interleave(G, 0), pos.repeat_interleave(G, 1)  # [BG, P, D], [3, BG, P]
-    start = pos.amax(dim=(0, 2)) + 1  # [BG] first text position after the prompt
-    cpos = (start[:, None] + torch.arange(T, device=start.device)).unsqueeze(0).expand(3, -1, -1)
-    cemb = model.model.get_input_embeddings()(completion_ids)
+    start = (pos.amax(dim=(0, 2)) + 1).repeat_interleave(G)  # [BG] first text position after the prompt
+    cpos = (start[:, None] + torch.arange(T, device=start.device)).unsqueeze(0).expand(3, -1, -1)  # [3, BG, T]
+    cemb = model.model.get_input_embeddings()(completion_ids)  # [BG, T, D]
     mask = torch.cat([inputs["attention_mask"].repeat_interleave(G, 0), completion_mask.long()], dim=1)
-    hidden, _ = decoder(model, torch.cat([embeds, cemb], 1), torch.cat([pos, cpos], 2), mask)
-    h = hidden[:, P - 1 : P + T - 1]  # the state before each completion token predicts it: [BG, T, D]
+    if share_prefix and not _recomputes_layers(model):
+        # the prompt once per group; its (differentiable) KV cache is repeated to the G completions, which
+        # attend to it as they would to their own copy: (P + G*T) tokens through the decoder, not G*(P + T)
+        hidden_p, cache = decoder(model, embeds, pos, inputs["attention_mask"], use_cache=True)  # [B, P, D]
+        cache.batch_repeat_interleave(G)
+        hidden_c, _ = decoder(model, cemb, cpos, mask, cache=cache, use_cache=True)  # [BG, T, D]
+        h = torch.cat([hidden_p[:, -1:].repeat_interleave(G, 0), hidden_c[:, :-1]], 1)  # [BG, T, D]
+    else:
+        embeds, pos = embeds.repeat_interleave(G, 0), pos.repeat_interleave(G, 1)  # [BG, P, D], [3, BG, P]
+        hidden, _ = decoder(model, torch.cat([embeds, cemb], 1), torch.cat([pos, cpos], 2), mask)
+        h = hidden[:, P - 1 : P + T - 1]  # the state before each completion token predicts it: [BG, T, D]
     lp = chunked_logprobs(model.lm_head, h, completion_ids, temperature, banned, chunk_tokens)
     return lp * completion_mask
 

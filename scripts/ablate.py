@@ -7,6 +7,8 @@ Rows (median [min-max] seconds over --reps, the two variants alternated):
                    one prefill + image encoding per prompt vs one per sample
   EOS check        check_every=8 (host sync every 8 tokens) vs check_every=1
   frozen vision    token_logprobs with image features computed once vs encoded again in the pass
+  shared prefix    token_logprobs running the prompt once per group (KV cache repeated to G) vs once per
+                   completion, with autograd (the policy update) and without (reference / old log-probs)
 """
 
 from __future__ import annotations
@@ -72,13 +74,21 @@ def main(argv: list[str] | None = None) -> None:
         feats = M.encode_images(net, x)
     xf = {**x, "image_features": feats}
 
-    def logprob_pass(inputs):
-        lp = M.token_logprobs(net, inputs, ro.completion_ids, ro.completion_mask, G)
+    def logprob_pass(inputs, share_prefix=True):
+        lp = M.token_logprobs(net, inputs, ro.completion_ids, ro.completion_mask, G, share_prefix=share_prefix)
         lp.sum().backward()
         net.zero_grad(set_to_none=True)
 
+    @torch.no_grad()
+    def logprob_forward(share_prefix):
+        M.token_logprobs(net, x, ro.completion_ids, ro.completion_mask, G, share_prefix=share_prefix)
+
     print(row("frozen vision: features reused by a log-prob pass (fwd+bwd)", "reused", "re-encoded",
               lambda: logprob_pass(xf), lambda: logprob_pass(x), args.reps))  # fmt: skip
+    print(row("shared prefix: log-prob pass, fwd+bwd (policy update)", "once per group", "once per completion",
+              lambda: logprob_pass(x, True), lambda: logprob_pass(x, False), args.reps))  # fmt: skip
+    print(row("shared prefix: log-prob pass, no grad (reference, old policy)", "once per group",
+              "once per completion", lambda: logprob_forward(True), lambda: logprob_forward(False), args.reps))  # fmt: skip
 
 
 if __name__ == "__main__":

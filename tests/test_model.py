@@ -133,3 +133,34 @@ def test_multi_image_prompt(tiny, synth_dir):
     lp = M.token_logprobs(tiny.model, batch.inputs, ro.completion_ids, ro.completion_mask, 2, 1.0, banned)
     assert (lp - ro.logprobs).abs().max().item() <= 1e-4
     assert len(M.decode(tiny.processor, ro)) == 4
+
+
+def test_shared_prefix_logprobs_equal_repeated_prompt(tiny, synth_dir):
+    """The prompt run once per group (its KV cache repeated to G) gives the log-probs and the gradients of
+    running it once per completion, with left padding (prompts of different lengths) and ended rows."""
+    _, batch = _prompts(tiny, synth_dir)
+    model = tiny.model
+    banned = M.banned_token_ids(model, tiny.processor)
+    ro = M.sample(model, batch.inputs, 3, 10, temperature=1.0, banned=banned, generator=torch.Generator().manual_seed(1))
+    weights = torch.randn(ro.completion_ids.shape, generator=torch.Generator().manual_seed(2))
+    params = [p for p in model.parameters() if p.requires_grad]
+    out = {}
+    for share in (True, False):
+        lp = M.token_logprobs(model, batch.inputs, ro.completion_ids, ro.completion_mask, 3, 1.0, banned, share_prefix=share)
+        out[share] = (lp.detach(), torch.autograd.grad((lp * weights).sum(), params, allow_unused=True))
+    assert (out[True][0] - out[False][0]).abs().max().item() < 1e-5
+    assert (out[True][0] - ro.logprobs).abs().max().item() < 1e-4
+    for a, b in zip(out[True][1], out[False][1]):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_shared_prefix_falls_back_under_gradient_checkpointing(tiny_dir, synth_dir):
+    loaded = M.load(tiny_dir, device="cpu", grad_ckpt=True)
+    _, batch = _prompts(loaded, synth_dir)
+    ro = M.sample(loaded.model.eval(), batch.inputs, 2, 6, temperature=1.0, generator=torch.Generator().manual_seed(0))
+    loaded.model.train()
+    banned = M.banned_token_ids(loaded.model)
+    lp = M.token_logprobs(loaded.model, batch.inputs, ro.completion_ids, ro.completion_mask, 2, 1.0, banned)  # would drop the cache
+    assert (lp.detach() - ro.logprobs).abs().max().item() < 1e-4
