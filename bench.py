@@ -191,14 +191,16 @@ def build_fixture(work: Path, sizes: list[int], per_size: int) -> Fixture:
 # ----------------------------------------------------------------------------- row 1: rollout tokens/s
 
 
-def rollout_pair(m: torch.nn.Module, batch: dict, G: int, new_tokens: int, banned: torch.Tensor, pad: int):
+def rollout_pair(m: torch.nn.Module, batch: dict, G: int, new_tokens: int, banned: torch.Tensor, pad: int,
+                 static_cache: bool = False):  # fmt: skip
     """(ours, hf): two callables that each sample exactly G * new_tokens tokens per prompt of `batch`."""
     B, P = batch["input_ids"].shape
 
     def ours():
         gen = torch.Generator(batch["input_ids"].device).manual_seed(0)
         # eos_ids=[]: no early stop, so both sides decode exactly T tokens per sequence
-        ro = M.sample(m, batch, G, new_tokens, generator=gen, eos_ids=[], banned=banned, pad_id=pad)
+        ro = M.sample(m, batch, G, new_tokens, generator=gen, eos_ids=[], banned=banned, pad_id=pad,
+                      static_cache=static_cache)  # fmt: skip
         assert ro.completion_ids.shape == (B * G, new_tokens) and bool(ro.completion_mask.all())
 
     def hf():
@@ -614,32 +616,43 @@ def gpu_check(fx: Fixture, shape: str, device: torch.device, reps: int, warmup: 
     prompts = (recs448 * 8)[:8]
 
     def section_rollout() -> list[dict]:
+        """Eager decoding and the static-cache compiled step (model.sample(static_cache=True)), each against
+        HF generate, with the decode step time (all tokens minus prefill + 1 token) over the bytes it reads."""
         inputs = to_dev(data.collate_prompts(prompts, proc, fk).inputs)
         B, P = inputs["input_ids"].shape
         n = B * G * T
-        ours, hf = rollout_pair(model, inputs, G, T, banned, pad)
-        prefill, _ = rollout_pair(model, inputs, G, 1, banned, pad)  # prefill + one token: what decoding adds to
+        fns = {}
+        for name, static in (("eager", False), ("compiled", True)):
+            fns[name], fns["hf"] = rollout_pair(model, inputs, G, T, banned, pad, static)
+            fns[f"{name} prefill"], _ = rollout_pair(model, inputs, G, 1, banned, pad, static)
         model.eval()
+        t0 = time.perf_counter()
+        fns["compiled"]()  # compile once (not timed; a training run pays it once per shape)
+        compile_s = time.perf_counter() - t0
         reset_peak()
-        t = alternate({"ours": ours, "hf": hf, "prefill": prefill}, reps, warmup, device)
+        t = alternate(fns, reps, warmup, device)
         peak = mem_gb()
         tps = lambda ts: stats([n / x for x in ts])  # noqa: E731
-        speed = paired(t["ours"], t["hf"], lambda a, b: b / a)
-        step_s = (statistics.median(t["ours"]) - statistics.median(t["prefill"])) / (T - 1)
         tc = model.config.text_config
         head_dim = tc.hidden_size // tc.num_attention_heads
         # per decode step every decoder weight and the lm_head are read once, and the KV cache of all rows
         weight_bytes = 2 * (counts["decoder"] + counts["lm_head"])
         kv_bytes = 2 * 2 * tc.num_hidden_layers * tc.num_key_value_heads * head_dim * B * G * (P + T / 2)
-        bw = (weight_bytes + kv_bytes) / step_s
-        util = bw / (tbs * 1e12) if tbs else None
-        case = f"rollout {B}x{G}={B * G} seq, {P}-tok prompts (448 px), T={T}"
-        print(f"  gpu {case}: speedup {fmt_stat(speed, 'x')}, decode {step_s * 1e3:.1f} ms/step, BW {fmt_pct(util)}", flush=True)  # fmt: skip
-        return [row("gpu: rollout tokens/s", case, tps(t["ours"]), tps(t["hf"]), speed, baseline_name="HF generate",
-                    ratio_name="speedup", peak_gb=peak, decode_step_s=step_s, decode_bw_util=util,
-                    note=f"decode step {step_s * 1e3:.1f} ms, {bw / 1e12:.2f} TB/s = {fmt_pct(util)} of bandwidth, "
-                         f"peak {peak:.1f} GB", target="decode >= 50% of bandwidth",
-                    met=(util >= 0.5) if util is not None else None)]  # fmt: skip
+        out = []
+        for name in ("eager", "compiled"):
+            speed = paired(t[name], t["hf"], lambda a, b: b / a)
+            step_s = (statistics.median(t[name]) - statistics.median(t[f"{name} prefill"])) / (T - 1)
+            bw = (weight_bytes + kv_bytes) / step_s
+            util = bw / (tbs * 1e12) if tbs else None
+            case = f"rollout {B}x{G}={B * G} seq, {P}-tok prompts (448 px), T={T}, {name} decode"
+            extra = f", compiled in {compile_s:.0f} s" if name == "compiled" else ""
+            print(f"  gpu {case}: speedup {fmt_stat(speed, 'x')}, decode {step_s * 1e3:.1f} ms/step, BW {fmt_pct(util)}{extra}", flush=True)  # fmt: skip
+            out.append(row("gpu: rollout tokens/s", case, tps(t[name]), tps(t["hf"]), speed, baseline_name="HF generate",
+                           ratio_name="speedup", peak_gb=peak, decode_step_s=step_s, decode_bw_util=util,
+                           note=f"decode step {step_s * 1e3:.1f} ms, {bw / 1e12:.2f} TB/s = {fmt_pct(util)} of "
+                                f"bandwidth, peak {peak:.1f} GB{extra}", target="decode >= 50% of bandwidth",
+                           met=(util >= 0.5) if util is not None else None))  # fmt: skip
+        return out
 
     # ---- 3. a GRPO update on 64 rollouts: micro-batches of G rows (train_grpo's default), one AdamW step
     def section_update() -> list[dict]:

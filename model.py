@@ -499,11 +499,45 @@ def _draw(logits: torch.Tensor, temperature: float, top_p: float, top_k: int, ge
     return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
 
 
+_STATIC_DECODERS: dict = {}  # (model, rows, cache length, dtype, device) -> (StaticCache, compiled step)
+
+
+def _static_decoder(model: torch.nn.Module, rows: int, length: int, like: torch.Tensor):
+    """A fixed-size KV cache and a torch.compile'd one-token decoder step writing into it (CUDA graphs on
+    CUDA), made once per shape and reused by every rollout of that shape, so compiling is paid once."""
+    from transformers import StaticCache
+
+    key = (id(model), rows, length, like.dtype, like.device)
+    if key not in _STATIC_DECODERS:
+        cache = StaticCache(config=model.config, max_cache_len=length)
+        embed = model.model.get_input_embeddings()
+
+        def step(tok, pos, mask):  # [N, 1], [3, N, 1], [N, length] -> fp32 logits [N, V]
+            hidden, _ = decoder(model, embed(tok), pos, mask, cache=cache, use_cache=True)
+            return head_logits(model.lm_head, hidden[:, -1])
+
+        mode = "reduce-overhead" if like.device.type == "cuda" else "default"
+        _STATIC_DECODERS[key] = (cache, torch.compile(step, mode=mode, dynamic=False))
+    return _STATIC_DECODERS[key]
+
+
+def _load_static(static, dynamic) -> None:
+    """The prefill's DynamicCache (already repeated to the BG rows) into the static cache's first P slots."""
+    for s, d in zip(static.layers, dynamic.layers, strict=True):
+        k, v = d.keys, d.values  # [BG, H, P, d]
+        if not s.is_initialized:
+            s.lazy_initialization(k, v)
+        P = k.shape[2]
+        s.keys[:, :, :P].copy_(k), s.values[:, :, :P].copy_(v)
+        s.keys[:, :, P:].zero_(), s.values[:, :, P:].zero_()  # a previous rollout's states: masked, but zeroed
+        s.cumulative_length.fill_(P)
+
+
 @torch.no_grad()
 def sample(model: torch.nn.Module, inputs: dict, group_size: int, max_new_tokens: int, temperature: float = 1.0,
            top_p: float = 1.0, top_k: int = 0, generator: torch.Generator | None = None,
            eos_ids: list[int] | None = None, banned: torch.Tensor | None = None, pad_id: int | None = None,
-           check_every: int = 8) -> Rollout:  # fmt: skip
+           check_every: int = 8, static_cache: bool = False) -> Rollout:  # fmt: skip
     """G completions per prompt from a KV-cached decoding loop (temperature 0 = greedy).
 
     Each prompt is prefilled once (images encoded once); the cache, mask, positions and first logits
@@ -515,11 +549,15 @@ def sample(model: torch.nn.Module, inputs: dict, group_size: int, max_new_tokens
     config, vision tokens named in its config); pass [] / an empty tensor to switch them off.
 
     Under FSDP (an FSDPRoot) the parameters are gathered once for the whole rollout (`gathered`), so the
-    decoding loop runs no collective and a rank whose samples all end early just stops."""
+    decoding loop runs no collective and a rank whose samples all end early just stops.
+
+    static_cache: decode into a fixed-size KV cache with a torch.compile'd step (CUDA graphs on CUDA), the
+    cache length rounded up to 128 so that prompts of similar length share one compiled step. Compiling
+    takes seconds to a minute per new (B*G, length); it pays only over many rollouts of the same shape."""
     if isinstance(model, FSDPRoot):
         with gathered(model):
             return call(model, sample, inputs, group_size, max_new_tokens, temperature, top_p, top_k, generator,
-                        eos_ids, banned, pad_id, check_every)  # fmt: skip
+                        eos_ids, banned, pad_id, check_every, static_cache)  # fmt: skip
     G, T = group_size, max_new_tokens
     eos_ids = eos_token_ids(model) if eos_ids is None else eos_ids
     banned = banned_token_ids(model) if banned is None else banned
@@ -531,7 +569,13 @@ def sample(model: torch.nn.Module, inputs: dict, group_size: int, max_new_tokens
     logits = head_logits(model.lm_head, hidden[:, -1])  # [B, V]
     # ---- expand the prompt state to the G samples of each group
     cache.batch_repeat_interleave(G)
-    mask, logits = mask.repeat_interleave(G, 0), logits.repeat_interleave(G, 0)
+    logits = logits.repeat_interleave(G, 0)
+    P = mask.shape[1]
+    L = -(-(P + T) // 128) * 128 if static_cache else P + T  # KV length
+    mask = torch.cat([mask.repeat_interleave(G, 0), mask.new_ones(mask.shape[0] * G, L - P)], 1)  # [BG, L]
+    if static_cache:
+        static, step = _static_decoder(model, mask.shape[0], L, hidden)
+        _load_static(static, cache)
     next_pos = (pos.amax(dim=(0, 2)) + 1).repeat_interleave(G)  # [BG]
     N, dev = logits.shape[0], logits.device
     eos = torch.tensor(eos_ids or [], device=dev, dtype=torch.long)
@@ -558,10 +602,12 @@ def sample(model: torch.nn.Module, inputs: dict, group_size: int, max_new_tokens
         if t == T - 1 or ((t + 1) % check_every == 0 and bool(done.all())):
             steps = t + 1
             break
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         p = (next_pos + t).view(1, N, 1).expand(3, N, 1)
-        hidden, cache = decoder(model, embed(ids[:, t : t + 1]), p, mask, cache=cache, use_cache=True)
-        logits = head_logits(model.lm_head, hidden[:, -1])
+        if static_cache:  # the whole [BG, L] mask: slots past the current one are hidden by causality
+            logits = step(ids[:, t : t + 1], p.contiguous(), mask).clone()  # clone: the graph reuses its output
+        else:
+            hidden, cache = decoder(model, embed(ids[:, t : t + 1]), p, mask[:, : P + t + 1], cache=cache, use_cache=True)
+            logits = head_logits(model.lm_head, hidden[:, -1])
     return Rollout(ids[:, :steps], alive[:, :steps], ~done, logps[:, :steps])
 
 

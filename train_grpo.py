@@ -259,6 +259,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     g.add_argument("--top-k", type=int, default=0, help="top-k sampling, 0 = off (same caveat as --top-p)")
     g.add_argument(
+        "--compile-decode",
+        action="store_true",
+        help="decode into a static KV cache with a torch.compile'd step (CUDA graphs on CUDA); compiling costs "
+        "seconds to a minute per new batch shape; one process only (not with FSDP yet); see README's bench",
+    )
+    g.add_argument(
         "--drop-zero-std-groups",
         action="store_true",
         help="dynamic sampling: replace groups whose rewards are all equal (no signal) by fresh prompts",
@@ -383,6 +389,7 @@ class Rollouts:
     texts: list[str]  # [N] decoded completions
     scores: list[dict[str, float]] = field(default_factory=list)  # [N] rewards.score of each completion
     rewards: torch.Tensor | None = None  # [N] fp32 total reward
+    prompt_inputs: dict | None = None  # the sampler's processed prompt batch (CPU), reused by the update
 
 
 def draw_prompts(streams: dict[str, R.Stream], by_task: dict[str, list], tasks: list[str], turn: int, count: int) -> list:
@@ -446,6 +453,7 @@ def rollout(
     top_k: int = 0,
     generator: torch.Generator | None = None,
     device: torch.device | None = None,
+    static_cache: bool = False,
 ) -> Rollouts:
     """G completions for each of the B records: one prefill per prompt, then KV-cached sampling (model.sample).
 
@@ -466,6 +474,7 @@ def rollout(
                 temperature=temperature,
                 top_p=top_p,
                 top_k=top_k,
+                static_cache=static_cache,
                 generator=generator,
                 eos_ids=M.eos_token_ids(net, processor),
                 banned=M.banned_token_ids(net, processor),  # vision tokens: sampling one breaks the next forward
@@ -479,6 +488,7 @@ def rollout(
         truncated=out.truncated.bool().cpu(),
         sample_logp=out.logprobs.float().cpu(),
         texts=M.decode(processor, out),
+        prompt_inputs=batch.inputs,
     )
 
 
@@ -624,6 +634,9 @@ def evaluate(net, processor, frame_kind: str, records: list, max_new_tokens: int
 def main(argv: list[str] | None = None) -> dict:
     """Train; returns {"last": the last step's log row, "eval": [{"step", "eval": {task: metrics}}]}."""
     args = parse_args(argv)
+    if args.compile_decode and (args.cpu_offload or int(os.environ.get("WORLD_SIZE", "1")) > 1):
+        raise SystemExit("train_grpo: --compile-decode runs on one process only for now (not under FSDP: several "
+                         "GPUs or --cpu-offload); drop it or run a single process")  # fmt: skip
     env = R.init_distributed(group_of_one=args.cpu_offload)
     use_fsdp = env.world > 1 or args.cpu_offload  # parameters, gradients and optimizer state sharded (FSDP2)
     R.seed_everything(args.seed + env.rank)
@@ -737,7 +750,7 @@ def main(argv: list[str] | None = None) -> dict:
                     continue
                 t0 = time.perf_counter()
                 part = rollout(policy, processor, frame_kind, prompts, G, args.max_new_tokens,
-                               args.temperature, args.top_p, args.top_k, generator)  # fmt: skip
+                               args.temperature, args.top_p, args.top_k, generator, static_cache=args.compile_decode)  # fmt: skip
                 t1 = time.perf_counter()
                 part.scores, part.rewards = score_completions(part, G)  # [N]
                 t_rollout, t_reward = t_rollout + t1 - t0, t_reward + time.perf_counter() - t1
@@ -776,9 +789,11 @@ def main(argv: list[str] | None = None) -> dict:
         mbs = micro_batches(N, args.micro_batch_size, G)
         mb_inputs = []  # each micro-batch's prompts, processed once and reused by every pass below
         for mb in mbs:
-            mb_inputs.append(
-                R.to_device(data.collate_prompts(ro.records[mb.prompts], processor, frame_kind).inputs, device)
-            )
+            if ro.prompt_inputs is not None and mb.prompts == slice(0, len(ro.records)):  # all of them: as sampled
+                x = ro.prompt_inputs
+            else:
+                x = data.collate_prompts(ro.records[mb.prompts], processor, frame_kind).inputs
+            mb_inputs.append(R.to_device(x, device))
             if args.freeze_vision:  # a frozen tower gives the same features to every pass: encode the images once
                 with torch.no_grad(), R.autocast(device, policy):
                     mb_inputs[-1]["image_features"] = M.call(policy, M.encode_images, mb_inputs[-1])

@@ -6,6 +6,8 @@ Rows (median [min-max] seconds over --reps, the two variants alternated):
   shared prefill   model.sample(prompts, G)            vs  model.sample(prompts repeated G times, 1):
                    one prefill + image encoding per prompt vs one per sample
   EOS check        check_every=8 (host sync every 8 tokens) vs check_every=1
+  static cache     sample(static_cache=True): fixed-size KV cache + torch.compile'd decode step (compiled in
+                   the warm-up run) vs the eager DynamicCache loop
   frozen vision    token_logprobs with image features computed once vs encoded again in the pass
   shared prefix    token_logprobs running the prompt once per group (KV cache repeated to G) vs once per
                    completion, with autograd (the policy update) and without (reference / old log-probs)
@@ -69,6 +71,9 @@ def main(argv: list[str] | None = None) -> None:
     print(row("EOS checked every 8 tokens", "every 8", "every token",
               lambda: M.sample(net, x, G, T, generator=gen(), check_every=8),
               lambda: M.sample(net, x, G, T, generator=gen(), check_every=1), args.reps))  # fmt: skip
+    print(row("static KV cache + compiled decode step", "compiled", "eager",
+              lambda: M.sample(net, x, G, T, generator=gen(), static_cache=True, **no_eos),
+              lambda: M.sample(net, x, G, T, generator=gen(), **no_eos), args.reps))  # fmt: skip
     ro = M.sample(net, x, G, T, generator=gen(), **no_eos)
     with torch.no_grad():
         feats = M.encode_images(net, x)

@@ -174,3 +174,14 @@ def test_freeze_vision_reuses_features_and_keeps_the_tower(tiny_dir, synth_dir, 
     vision = [k for k in before if ".visual." in k or k.startswith("visual.")]
     assert vision and all(torch.equal(before[k], after[k]) for k in vision)
     assert any(not torch.equal(before[k], after[k]) for k in before if k not in vision)
+
+
+def test_compile_decode_trains_and_refuses_fsdp(tiny_dir, synth_dir, tmp_path):
+    out, compiled_before = tmp_path / "run", len(model._STATIC_DECODERS)
+    result = train_grpo.main(_argv(tiny_dir, synth_dir, out, "--max-steps", "2", "--compile-decode", "--beta", "0"))
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and all(r["completion_len_mean"] > 0 for r in rows)
+    assert result["last"]["step"] == 2 and len(model._STATIC_DECODERS) > compiled_before  # it did decode compiled
+    with pytest.raises(SystemExit, match="one process only"):
+        train_grpo.main(_argv(tiny_dir, synth_dir, tmp_path / "r2", "--max-steps", "1", "--compile-decode",
+                              "--cpu-offload"))  # fmt: skip

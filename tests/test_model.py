@@ -164,3 +164,19 @@ def test_shared_prefix_falls_back_under_gradient_checkpointing(tiny_dir, synth_d
     banned = M.banned_token_ids(loaded.model)
     lp = M.token_logprobs(loaded.model, batch.inputs, ro.completion_ids, ro.completion_mask, 2, 1.0, banned)  # would drop the cache
     assert (lp.detach() - ro.logprobs).abs().max().item() < 1e-4
+
+
+def test_static_cache_compiled_decode_equals_eager(tiny, synth_dir):
+    """The compiled fixed-size-cache decoder: greedy tokens of the eager sampler, log-probs that
+    token_logprobs reproduces, one compiled step per (rows, cache length) reused by the next rollout."""
+    _, batch = _prompts(tiny, synth_dir)
+    model, banned = tiny.model, M.banned_token_ids(tiny.model, tiny.processor)
+    eager = M.sample(model, batch.inputs, 2, 12, temperature=0.0, eos_ids=[])
+    static = M.sample(model, batch.inputs, 2, 12, temperature=0.0, eos_ids=[], static_cache=True)
+    assert torch.equal(static.completion_ids, eager.completion_ids)
+    before = len(M._STATIC_DECODERS)
+    drawn = M.sample(model, batch.inputs, 2, 12, temperature=1.0, banned=banned, static_cache=True,
+                     generator=torch.Generator().manual_seed(0))
+    assert len(M._STATIC_DECODERS) == before  # same shape: the compiled step and its cache are reused
+    lp = M.token_logprobs(model, batch.inputs, drawn.completion_ids, drawn.completion_mask, 2, 1.0, banned)
+    assert (lp - drawn.logprobs).abs().max().item() <= 1e-4
