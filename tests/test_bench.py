@@ -60,3 +60,18 @@ def test_3b_shape_is_qwen25_vl_3b(tiny):
     counts = bench.param_counts(model)
     assert counts["total"] == 3_754_622_976  # Qwen/Qwen2.5-VL-3B-Instruct's parameter count
     assert model.lm_head.weight is model.get_input_embeddings().weight  # tied, as in the real checkpoint
+
+
+def test_train_flops_count_the_shared_prompt_once(tiny):
+    import bench
+
+    model = bench.gpu_model("3b", tiny.processor, torch.device("meta"), "sdpa")
+    c, tc = bench.param_counts(model), model.config.text_config
+    B, P, T = 2, 1000, 100
+    x = {"input_ids": torch.zeros(B, P, dtype=torch.long)}  # text only: no vision term
+    f = lambda g: bench.train_flops(model, x, g, T)  # noqa: E731
+    # one completion per prompt is a plain causal pass over P + T tokens: 3 x (linear + attention)
+    plain = 2 * c["decoder"] * B * (P + T) + 2 * c["lm_head"] * B * T + 2 * tc.num_hidden_layers * tc.hidden_size * B * (P + T) ** 2
+    assert f(1) == pytest.approx(3 * plain)
+    assert f(3) - f(2) == pytest.approx(f(2) - f(1))  # each completion adds the same work...
+    assert f(8) < 0.3 * 8 * f(1)  # ...and the 1000-token prompt is counted once, not 8 times
