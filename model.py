@@ -332,20 +332,23 @@ def _compute_dtype(weight: torch.Tensor) -> torch.dtype:
     return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else weight.dtype
 
 
-def _vocab_slices(vocab: int, banned: torch.Tensor | None, vocab_chunk: int):
-    for v0 in range(0, vocab, vocab_chunk):
-        v1 = min(v0 + vocab_chunk, vocab)
-        ban = banned[(banned >= v0) & (banned < v1)] - v0 if banned is not None else None
-        yield v0, v1, ban
-
-
-def _scaled_logits(h, w_slice, temperature, ban):
-    z = (h @ w_slice.T).float()  # [n, v] fp32, one tile only
-    if temperature != 1.0:
-        z.div_(temperature)
-    if ban is not None and ban.numel():
-        z.index_fill_(-1, ban, float("-inf"))
-    return z
+def _tiles(h, weight, targets, banned, temperature, dtype, vocab_chunk, token_chunk):
+    """The [n, v] tiles of z = h W^T / T (banned columns -inf), vocabulary slice by token chunk, each with
+    its rows, its vocabulary offset, and each row's target as an index into the slice (`here`: in it)."""
+    N, V = h.shape[0], weight.shape[0]
+    for v0 in range(0, V, vocab_chunk):
+        v1 = min(v0 + vocab_chunk, V)
+        w = weight[v0:v1].to(dtype)  # one slice of the cast weight at a time
+        ban = banned[(banned >= v0) & (banned < v1)] - v0
+        for t0 in range(0, N, token_chunk):
+            rows = slice(t0, t0 + token_chunk)
+            z = (h[rows] @ w.T).float()  # [n, v] fp32
+            if temperature != 1.0:
+                z.div_(temperature)
+            if ban.numel():
+                z.index_fill_(-1, ban, float("-inf"))
+            y = targets[rows] - v0
+            yield rows, v0, v1, w, z, y.clamp(0, v1 - v0 - 1), (y >= 0) & (y < v1 - v0)
 
 
 class HeadLogprobs(torch.autograd.Function):
@@ -363,53 +366,40 @@ class HeadLogprobs(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden, weight, targets, temperature, banned, vocab_chunk, token_chunk, dtype):
-        # hidden [N, D], weight [V, D], targets [N] -> log-probs [N] fp32
-        N, V = hidden.shape[0], weight.shape[0]
-        h = hidden.to(dtype)
-        run_max = torch.full((N,), float("-inf"), device=hidden.device)
-        run_sum = torch.zeros(N, device=hidden.device)
-        picked = torch.zeros(N, device=hidden.device)
-        for v0, v1, ban in _vocab_slices(V, banned, vocab_chunk):
-            w = weight[v0:v1].to(dtype)
-            for t0 in range(0, N, token_chunk):
-                rows = slice(t0, t0 + token_chunk)
-                z = _scaled_logits(h[rows], w, temperature, ban)  # [n, v]
-                y = targets[rows] - v0
-                here = (y >= 0) & (y < v1 - v0)
-                picked[rows] += torch.where(here, z.gather(-1, y.clamp(0, v1 - v0 - 1)[:, None])[:, 0], 0.0)
-                new_max = torch.maximum(run_max[rows], z.amax(-1))
-                shift = torch.where(torch.isinf(new_max), 0.0, new_max)  # a slice all banned so far: -inf rows
-                run_sum[rows] = run_sum[rows] * (run_max[rows] - shift).exp() + z.sub_(shift[:, None]).exp_().sum(-1)
-                run_max[rows] = new_max
+        # hidden [N, D], weight [V, D], targets [N], banned [k] (may be empty) -> log-probs [N] fp32
+        N, dev = hidden.shape[0], hidden.device
+        run_max = torch.full((N,), float("-inf"), device=dev)
+        run_sum, picked = torch.zeros(N, device=dev), torch.zeros(N, device=dev)
+        tiles = _tiles(hidden.to(dtype), weight, targets, banned, temperature, dtype, vocab_chunk, token_chunk)
+        for rows, _, _, _, z, y, here in tiles:
+            picked[rows] += torch.where(here, z.gather(-1, y[:, None])[:, 0], 0.0)
+            new_max = torch.maximum(run_max[rows], z.amax(-1))
+            shift = torch.where(torch.isinf(new_max), 0.0, new_max)  # a slice all banned so far: -inf rows
+            run_sum[rows] = run_sum[rows] * (run_max[rows] - shift).exp() + z.sub_(shift[:, None]).exp_().sum(-1)
+            run_max[rows] = new_max
         lse = torch.where(torch.isinf(run_max), 0.0, run_max) + run_sum.log()
-        ctx.save_for_backward(hidden, weight, targets, lse, banned if banned is not None else torch.empty(0))
-        ctx.args = (temperature, vocab_chunk, token_chunk, dtype, banned is not None)
+        ctx.save_for_backward(hidden, weight, targets, lse, banned)
+        ctx.args = (temperature, vocab_chunk, token_chunk, dtype)
         return picked - lse
 
     @staticmethod
     def backward(ctx, grad_lp):
         hidden, weight, targets, lse, banned = ctx.saved_tensors
-        temperature, vocab_chunk, token_chunk, dtype, has_banned = ctx.args
+        temperature, vocab_chunk, token_chunk, dtype = ctx.args
         want_h, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        N, V = hidden.shape[0], weight.shape[0]
         h = hidden.to(dtype)
         g = grad_lp.float() / temperature  # the 1/T of dz/d(h W^T) folded in once
         grad_h = torch.zeros(hidden.shape, dtype=torch.float32, device=hidden.device) if want_h else None
         grad_w = torch.zeros_like(weight) if want_w else None
-        for v0, v1, ban in _vocab_slices(V, banned if has_banned else None, vocab_chunk):
-            w = weight[v0:v1].to(dtype)
-            for t0 in range(0, N, token_chunk):
-                rows = slice(t0, t0 + token_chunk)
-                z = _scaled_logits(h[rows], w, temperature, ban)
-                dz = z.sub_(lse[rows, None]).exp_().mul_(-g[rows, None])  # -g p, in place: [n, v]
-                y = targets[rows] - v0
-                at = ((y >= 0) & (y < v1 - v0)).nonzero()[:, 0]  # rows whose target is in this slice
-                dz[at, y[at]] += g[rows][at]  # + g at the target
-                dz = dz.to(dtype)
-                if want_h:
-                    grad_h[rows] += (dz @ w).float()
-                if want_w:
-                    grad_w[v0:v1] += (dz.T @ h[rows]).to(weight.dtype)
+        for rows, v0, v1, w, z, y, here in _tiles(h, weight, targets, banned, temperature, dtype, vocab_chunk, token_chunk):
+            dz = z.sub_(lse[rows, None]).exp_().mul_(-g[rows, None])  # -g p, in place: [n, v]
+            at = here.nonzero()[:, 0]  # rows whose target is in this slice
+            dz[at, y[at]] += g[rows][at]  # + g at the target
+            dz = dz.to(dtype)
+            if want_h:
+                grad_h[rows] += (dz @ w).float()
+            if want_w:
+                grad_w[v0:v1] += (dz.T @ h[rows]).to(weight.dtype)
         return (grad_h.to(hidden.dtype) if want_h else None), grad_w, None, None, None, None, None, None
 
 
@@ -423,11 +413,11 @@ def chunked_logprobs(lm_head, hidden: torch.Tensor, targets: torch.Tensor, tempe
         raise ValueError("chunked_logprobs: an LM head with a bias is not supported (Qwen's has none)")
     n, t, d = hidden.shape
     weight = lm_head.weight
-    banned = banned.to(hidden.device) if banned is not None and banned.numel() else None
+    banned = torch.empty(0, dtype=torch.long) if banned is None else banned
     dtype = _compute_dtype(weight)  # read before autocast is switched off below
     with torch.autocast(hidden.device.type, enabled=False):
         lp = HeadLogprobs.apply(hidden.reshape(n * t, d), weight, targets.reshape(n * t).to(hidden.device),
-                                float(temperature), banned, vocab_chunk, chunk_tokens, dtype)  # fmt: skip
+                                float(temperature), banned.to(hidden.device), vocab_chunk, chunk_tokens, dtype)  # fmt: skip
     return lp.view(n, t)
 
 
