@@ -363,14 +363,14 @@ PRECISIONS = {
 }
 
 
-def head_case(precision: str, n: int, d: int, vocab: int, device: torch.device | str = "cpu", frozen: bool = False):
+def head_case(precision: str, n: int, d: int, vocab: int, device: torch.device | str = "cpu"):
     """A [vocab x d] head, hidden states of n tokens and targets as `precision` has them, plus the context
     (autocast or none) that the forward runs in. lm_head.grad starts as None (zero_grad(set_to_none=True))."""
     torch.manual_seed(0)
     dev = torch.device(device)
     wdtype = torch.bfloat16 if precision == "bf16" else torch.float32
     hdtype = torch.float32 if precision == "fp32" else torch.bfloat16
-    head = torch.nn.Linear(d, vocab, bias=False, device=dev, dtype=wdtype).requires_grad_(not frozen)
+    head = torch.nn.Linear(d, vocab, bias=False, device=dev, dtype=wdtype)
     hidden = torch.randn(1, n, d, dtype=hdtype, device=dev).requires_grad_()
     targets = torch.randint(0, vocab, (1, n), device=dev)
     ctx = torch.autocast(dev.type, dtype=torch.bfloat16) if precision == "autocast" else contextlib.nullcontext()
@@ -389,7 +389,7 @@ def logprobs_child(spec: dict) -> dict:
     """One measurement in a fresh process: peak RSS growth of forward + backward of the log-probs of `n`
     completion tokens through a [vocab x hidden] lm_head, in one of PRECISIONS."""
     n, d, V = spec["tokens"], spec["hidden"], spec["vocab"]
-    head, hidden, targets, ctx = head_case(spec["precision"], n, d, V, frozen=spec.get("frozen", False))
+    head, hidden, targets, ctx = head_case(spec["precision"], n, d, V)
     banned = torch.arange(V - 16, V - 7)  # 9 vision ids, masked as train_grpo masks them
     gc.collect()
     with contextlib.suppress(OSError):  # reset the high-water mark to now (Linux >= 4.0)
@@ -397,10 +397,10 @@ def logprobs_child(spec: dict) -> dict:
     base = _proc_kb("VmRSS")
     t0 = time.perf_counter()
     with ctx:
-        loss = logprobs_loss(spec["mode"], head, hidden, targets, banned, spec.get("chunk", 0))
+        loss = logprobs_loss(spec["mode"], head, hidden, targets, banned, spec["chunk"])
     loss.backward()
     seconds = time.perf_counter() - t0
-    assert hidden.grad is not None and (head.weight.grad is not None or spec.get("frozen", False))
+    assert hidden.grad is not None and head.weight.grad is not None
     return {"peak_bytes": (_proc_kb("VmHWM") - base) * 1024, "seconds": seconds}
 
 
@@ -413,13 +413,9 @@ def measure_logprobs(spec: dict, threads: int | None) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def one(v: float) -> dict:
-    return {"median": v, "min": v, "max": v, "n": 1}
-
-
-def logprobs_row(case: str, ours_gb: float, naive_gb: float, target: bool, **kw) -> dict:
+def logprobs_row(name: str, case: str, ours_gb: float, naive_gb: float, target: bool, **kw) -> dict:
     ratio = ours_gb / naive_gb
-    return row("log-prob peak GB", case, one(ours_gb), one(naive_gb), one(ratio), baseline_name="naive full logits",
+    return row(name, case, stats([ours_gb]), stats([naive_gb]), stats([ratio]), baseline_name="naive full logits",
                ratio_name="ours/naive", target="<= 0.25x" if target else "", met=(ratio <= 0.25) if target else None,
                **kw)  # fmt: skip
 
@@ -435,7 +431,7 @@ def bench_logprobs(lengths: list[int], hidden: int, threads: int | None) -> list
         naive = measure_logprobs({**spec, "mode": "naive"}, threads)
         ours = measure_logprobs({**spec, "mode": "fused"}, threads)
         case = f"{n} tok, V={QWEN_VOCAB}, d={hidden}, {PRECISIONS[precision]}, fwd+bwd"
-        out.append(logprobs_row(case, ours["peak_bytes"] / 1e9, naive["peak_bytes"] / 1e9, n == 4096,
+        out.append(logprobs_row("log-prob peak GB", case, ours["peak_bytes"] / 1e9, naive["peak_bytes"] / 1e9, n == 4096,
                                 seconds={"ours": ours["seconds"], "naive": naive["seconds"]}))  # fmt: skip
         print(f"  logprobs {case}: {ours['peak_bytes'] / 1e9:.2f} GB vs naive {naive['peak_bytes'] / 1e9:.2f} GB "
               f"= {out[-1]['ratio']['median']:.3f}x; {ours['seconds']:.2f} s vs {naive['seconds']:.2f} s", flush=True)  # fmt: skip
@@ -732,8 +728,7 @@ def gpu_logprobs_memory(device: torch.device, hidden: int, vocab: int, n: int = 
             res[mode] = (torch.cuda.max_memory_allocated(device) - base) / 1e9
             del head, h, y, loss
         case = f"{n} tok, V={vocab}, d={hidden}, {PRECISIONS[precision]}, fwd+bwd (CUDA allocator)"
-        out.append(logprobs_row(case, res["fused"], res["naive"], True))
-        out[-1]["row"] = "gpu: log-prob peak GB"
+        out.append(logprobs_row("gpu: log-prob peak GB", case, res["fused"], res["naive"], True))
     return out
 
 
