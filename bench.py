@@ -50,8 +50,10 @@ from pathlib import Path
 import torch
 
 import data
+import defaults
 import model as M
 import rewards
+import tiny
 
 ROWS = ("rollout", "grpo", "logprobs", "gpu")
 QWEN_VOCAB = 151_936
@@ -180,7 +182,7 @@ def widen_processor(model_dir: str, max_pixels: int = BENCH_PIXELS) -> None:
 
 def build_fixture(work: Path, sizes: list[int], per_size: int) -> Fixture:
     jsonl = make_images(work / "data", sizes, per_size)
-    model_dir = M.build_tiny(work / "tiny", seed=0, corpus=M.tokenizer_corpus([jsonl]))
+    model_dir = tiny.build_tiny(work / "tiny", defaults.tokenizer_corpus([jsonl]), seed=0)
     widen_processor(model_dir)
     loaded = M.load(model_dir, device="cpu", dtype=torch.float32)
     loaded.model.eval()
@@ -279,7 +281,7 @@ def bench_grpo(fx: Fixture, size: int, prompts: int, G: int, new_tokens: int, be
                 "--num-iterations", "1", "--clip-eps-low", "0.2", "--clip-eps-high", "0.28", "--loss-agg",
                 "token-mean", "--adv-scale", "group", "--grad-clip", "1.0", "--weight-decay", "0",
                 "--micro-batch-size", str(prompts * G), "--log-rollouts-every", "0", "--seed", str(k),
-                "--out", str(fx.dir / "ours")]  # fmt: skip
+                "--out", str(fx.dir / "ours"), "--overwrite", "--save-every", "0"]  # fmt: skip
         # EOS off (as TRL's min_new_tokens=T): both sides sample and train on exactly B*G*T tokens
         with patched(M, "eos_token_ids", lambda *a, **k: []), quiet():
             last = TG.main(argv)["last"]
@@ -469,7 +471,7 @@ def gpu_model(shape: str, processor, device: torch.device, attn: str) -> torch.n
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     s, tok = GPU_SHAPES[shape], processor.tokenizer
-    ids = {t: tok.convert_tokens_to_ids(t) for t in M.QWEN_SPECIAL_TOKENS}
+    ids = {t: tok.convert_tokens_to_ids(t) for t in tiny.QWEN_SPECIAL_TOKENS}
     text = dict(s["text"], bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
                 pad_token_id=ids["<|endoftext|>"])  # fmt: skip
     config = Qwen2_5_VLConfig(

@@ -1,4 +1,4 @@
-"""Records, validation, readers, coordinate frames, chat formatting and batch collation.
+"""Records: validation, image loading, readers, chat formatting and batch collation.
 
 One JSON object a line (image paths relative to the JSONL file, boxes in original pixels):
 
@@ -10,76 +10,13 @@ One JSON object a line (image paths relative to the JSONL file, boxes in origina
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import warnings
 from dataclasses import dataclass, field
 
-# ----------------------------------------------------------------------------- coordinate frames
-# Qwen2.5-VL reads and writes absolute pixels of the processor's resized input; Qwen2-VL uses
-# 0-1000; GeoChat / EarthDial / TEOChat files use 0-100. Every conversion goes through this pair.
-
-FRAME_KINDS = ("pixels", "0-1000", "0-100")
-
-
-@dataclass(frozen=True)
-class Frame:
-    """How one image's boxes are written in text.
-
-    kind: "pixels" (absolute pixels of the resized model input), "0-1000" or "0-100".
-    image_size: original (width, height); model_size: the processor's resize (width, height).
-    """
-
-    kind: str
-    image_size: tuple[int, int]
-    model_size: tuple[int, int]
-
-    def __post_init__(self) -> None:
-        if self.kind not in FRAME_KINDS:
-            raise ValueError(f"unknown frame kind {self.kind!r}; expected one of {FRAME_KINDS}")
-
-
-def _frame_scale(frame: Frame) -> tuple[float, float]:
-    """Frame units per original pixel, (sx, sy)."""
-    w, h = frame.image_size
-    if frame.kind == "pixels":
-        mw, mh = frame.model_size
-        return mw / w, mh / h
-    span = 1000.0 if frame.kind == "0-1000" else 100.0
-    return span / w, span / h
-
-
-def to_frame(box: list[float], frame: Frame) -> list[float]:
-    """Original-pixel box [x1, y1, x2, y2(, θ)] -> the frame's units (θ passes through)."""
-    sx, sy = _frame_scale(frame)
-    out = [box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy]
-    return out + list(box[4:5])
-
-
-def from_frame(box: list[float], frame: Frame) -> list[float]:
-    """The frame's units -> original-pixel box (inverse of `to_frame`)."""
-    sx, sy = _frame_scale(frame)
-    out = [box[0] / sx, box[1] / sy, box[2] / sx, box[3] / sy]
-    return out + list(box[4:5])
-
-
-def round_box(box: list[float]) -> list[int]:
-    return [int(math.floor(v + 0.5)) for v in box]
-
-
-# ----------------------------------------------------------------------------- records and validation
-
-TASKS = (
-    "classification", "multilabel", "vqa", "counting", "grounding", "detection", "region_caption",
-    "caption", "grounded_caption", "change_caption", "change_detection", "temporal_classification",
-)  # fmt: skip
-BOX_TASKS = ("grounding", "detection", "change_detection", "grounded_caption")
-MULTI_IMAGE_TASKS = {"change_caption": (2, 2), "change_detection": (2, 2), "temporal_classification": (2, 64)}
-
-
-class RecordError(ValueError):
-    """A bad record: the message names file:line and the field."""
+from frames import FRAME_KINDS, Frame, from_frame, model_size, to_frame  # noqa: F401 - re-exported for readers
+from tasks import TASKS, RecordError, box_text, check_box
 
 
 @dataclass
@@ -88,75 +25,14 @@ class Record:
     task: str
     images: list[str]  # absolute paths
     question: str
-    answer: object  # typed by task: see docs/INTERFACES.md
+    answer: object  # typed by task: see tasks.py
     reasoning: str | None = None
     meta: dict = field(default_factory=dict)
     source: str = ""  # "file.jsonl:LINE", for error messages
     image_sizes: list[tuple[int, int]] = field(default_factory=list)  # original (width, height)
 
 
-def _is_num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def check_box(box, size: tuple[int, int], where: str) -> list[float]:
-    """A valid original-pixel box [x1, y1, x2, y2(, θ)] inside an image of `size`, or RecordError."""
-    if not isinstance(box, (list, tuple)) or len(box) not in (4, 5) or not all(_is_num(v) for v in box):
-        raise RecordError(f"{where}: a box must be [x1, y1, x2, y2] or [x1, y1, x2, y2, θ] of finite numbers, got {box!r}")
-    x1, y1, x2, y2 = box[:4]
-    if x2 <= x1 or y2 <= y1:
-        raise RecordError(f"{where}: box {list(box)} has x2<=x1 or y2<=y1")
-    w, h = size
-    if x1 < 0 or y1 < 0 or x2 > w or y2 > h:
-        raise RecordError(f"{where}: box {list(box)} lies outside the {w}x{h} image")
-    return list(box)
-
-
-def _check_answer(task: str, answer, sizes: list[tuple[int, int]], where: str):
-    """The answer, normalised to its task's type (see docs/INTERFACES.md), or RecordError."""
-    where = f"{where}: field 'answer'"
-
-    def text(v, what="a non-empty string"):
-        if not isinstance(v, str) or not v.strip():
-            raise RecordError(f"{where}: {task} needs {what}, got {v!r}")
-        return v.strip()
-
-    def boxes(v, min_n=0):
-        if isinstance(v, (list, tuple)) and len(v) in (4, 5) and all(_is_num(x) for x in v):
-            v = [v]  # a single flat box
-        if not isinstance(v, (list, tuple)) or len(v) < min_n:
-            raise RecordError(f"{where}: {task} needs a list of at least {min_n} box(es), got {v!r}")
-        return [check_box(b, sizes[0], where) for b in v]
-
-    if task in ("classification", "vqa", "temporal_classification", "region_caption", "change_caption"):
-        return text(answer)
-    if task == "multilabel":
-        if not isinstance(answer, list) or not answer or not all(isinstance(a, str) and a.strip() for a in answer):
-            raise RecordError(f"{where}: multilabel needs a non-empty list of labels, got {answer!r}")
-        return [a.strip() for a in answer]
-    if task == "counting":
-        if isinstance(answer, bool) or not isinstance(answer, int) or answer < 0:
-            raise RecordError(f"{where}: counting needs a non-negative integer, got {answer!r}")
-        return answer
-    if task == "grounding":
-        got = boxes(answer, 1)
-        if len(got) != 1:
-            raise RecordError(f"{where}: grounding needs exactly one box, got {len(got)}")
-        return got
-    if task == "detection":
-        return boxes(answer)
-    if task == "change_detection":
-        return text(answer) if isinstance(answer, str) else boxes(answer)
-    if task == "caption":
-        refs = [answer] if isinstance(answer, str) else answer
-        if not isinstance(refs, list) or not refs:
-            raise RecordError(f"{where}: caption needs a string or a list of reference strings, got {answer!r}")
-        return [text(r) for r in refs]
-    if task == "grounded_caption":
-        if not isinstance(answer, dict) or "caption" not in answer or "boxes" not in answer:
-            raise RecordError(f"{where}: grounded_caption needs {{'caption': str, 'boxes': [...]}}, got {answer!r}")
-        return {"caption": text(answer["caption"]), "boxes": boxes(answer["boxes"])}
-    raise AssertionError(task)
+# ----------------------------------------------------------------------------- records and validation
 
 
 def image_size(path: str, where: str) -> tuple[int, int]:
@@ -195,7 +71,7 @@ def parse_record(obj, base_dir: str, where: str) -> Record:
     images = obj["images"]
     if isinstance(images, str):
         images = [images]
-    lo, hi = MULTI_IMAGE_TASKS.get(task, (1, 1))
+    lo, hi = TASKS[task].images
     if not isinstance(images, list) or not all(isinstance(p, str) for p in images) or not lo <= len(images) <= hi:
         raise RecordError(f"{where}: field 'images': {task} needs {lo}..{hi} image path(s), got {obj['images']!r}")
     paths = [p if os.path.isabs(p) else os.path.normpath(os.path.join(base_dir, p)) for p in images]
@@ -213,7 +89,7 @@ def parse_record(obj, base_dir: str, where: str) -> Record:
     reasoning = obj.get("reasoning")
     if reasoning is not None and not isinstance(reasoning, str):
         raise RecordError(f"{where}: field 'reasoning' must be a string")
-    answer = _check_answer(task, obj["answer"], sizes, where)
+    answer = TASKS[task].check(obj["answer"], sizes, f"{where}: field 'answer'")
     return Record(str(obj["id"]), task, paths, question.strip(), answer, reasoning, meta, where, sizes)
 
 
@@ -332,44 +208,19 @@ SYSTEM_PROMPT = (
 )
 
 
-def model_size(size: tuple[int, int], image_processor) -> tuple[int, int]:
-    """(width, height) of the processor's own resize of an image of `size` (Qwen's smart_resize)."""
-    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
-
-    ip = image_processor
-    sz = getattr(ip, "size", None) or {}
-    get = sz.get if isinstance(sz, dict) else lambda k: getattr(sz, k, None)
-    lo = getattr(ip, "min_pixels", None) or get("shortest_edge")
-    hi = getattr(ip, "max_pixels", None) or get("longest_edge")
-    h, w = smart_resize(size[1], size[0], factor=ip.patch_size * ip.merge_size, min_pixels=lo, max_pixels=hi)
-    return w, h
-
-
 def frames_of(record: Record, frame_kind: str, image_processor) -> list[Frame]:
     return [Frame(frame_kind, s, model_size(s, image_processor)) for s in record.image_sizes]
 
 
-def _box_text(box: list[float], frame: Frame) -> str:
-    return "[" + ", ".join(str(v) for v in round_box(to_frame(box[:4], frame))) + "]"
-
-
 def format_answer(task: str, answer, frame: Frame) -> str:
-    """The answer as the model writes it, boxes in the model's frame."""
-    if task in BOX_TASKS[:3] and not isinstance(answer, str):
-        return ", ".join(_box_text(b, frame) for b in answer)
-    if task == "grounded_caption":
-        return " ".join([answer["caption"]] + [", ".join(_box_text(b, frame) for b in answer["boxes"])]).strip()
-    if task == "multilabel":
-        return ", ".join(answer)
-    if task == "caption":
-        return answer[0] if isinstance(answer, list) else answer
-    return str(answer)
+    """The answer as the model writes it, boxes in the model's frame (tasks.TASKS[task].target)."""
+    return TASKS[task].target(answer, frame)
 
 
 def question_text(record: Record, frame: Frame) -> str:
     q = record.question
     if "{region}" in q:
-        q = q.replace("{region}", _box_text(record.meta["region"], frame))
+        q = q.replace("{region}", box_text(record.meta["region"], frame))
     return q
 
 

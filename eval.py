@@ -2,10 +2,12 @@
 
     python eval.py --model ckpt/grpo --data data/test.jsonl --out results/
     python eval.py --predictions other_system.jsonl --out results/other     # score existing outputs, no model
+    python eval.py --compare results/baseline results/ablation              # two evaluations side by side
     torchrun --nproc_per_node=8 eval.py --model ckpt/grpo --data data/test.jsonl   # shards by rank
 
-Completions are parsed with rewards.py's parsers (boxes back to original pixels through each record's
-frame), then scored the way the papers score (see ../shared/BENCHMARKS.md):
+Generation is greedy (model.sample at temperature 0, `generate`); the trainers' --eval-data and the demo run
+the same path (`evaluate_model`). Completions are parsed with the task registry's parsers (tasks.parse_answer:
+boxes back to original pixels through each record's frame), then scored the way the papers score:
 
     classification, temporal_classification   accuracy after normalisation
     vqa                                        accuracy overall and per meta.type, and the mean of the types
@@ -20,9 +22,9 @@ frame), then scored the way the papers score (see ../shared/BENCHMARKS.md):
     every task                                 format compliance rate, answer parse rate, mean reward
 
 Values are fractions in [0, 1] (published tables print percentages), except mae and cider.
-Outputs: metrics.json (per task, and per task within each meta.dataset) and predictions.jsonl (one line a
-record: id, task, completion, parsed answer, reward scores, answer, meta, frame; that file can be fed back
-with --predictions).
+Outputs in --out: metrics.json (per task, and per task within each meta.dataset), table.md (the markdown
+table printed at the end) and predictions.jsonl (one line a record: id, task, images, completion, parsed answer,
+reward scores, answer, meta, frame; that file can be fed back with --predictions, or opened in viewer.py).
 """
 
 from __future__ import annotations
@@ -42,8 +44,10 @@ from typing import Any
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+import parsing as P
 import rewards
-from data import Frame
+from frames import Frame, frame_from_json, frame_to_json
+from tasks import TASKS, parse_answer
 
 CAPTION_TASKS = ("caption", "region_caption", "change_caption", "grounded_caption")
 VQA_AVERAGE_EXCLUDES = ("count", "area")  # GeoChat, EarthDial and GeoVLM-R1 leave these RSVQA types out of the mean
@@ -60,6 +64,7 @@ class Sample:
     frame: Frame | None = None  # None: boxes in the completion are original pixels
     meta: dict = field(default_factory=dict)
     id: str = ""
+    images: list = field(default_factory=list)  # the record's image paths (the viewer draws the boxes on them)
 
 
 # ----------------------------------------------------------------------------- metric functions (pure)
@@ -68,8 +73,8 @@ def _div(a: float, b: float) -> float:
 
 
 def label_accuracy(preds: Sequence[str | None], gts: Sequence[str]) -> float:
-    """Exact match after rewards.normalize_text; None (unparsed) is wrong."""
-    hits = [p is not None and rewards.normalize_text(p) == rewards.normalize_text(g) for p, g in zip(preds, gts)]
+    """Exact match after P.normalize_text; None (unparsed) is wrong."""
+    hits = [p is not None and P.normalize_text(p) == P.normalize_text(g) for p, g in zip(preds, gts)]
     return _div(sum(hits), len(hits))
 
 
@@ -94,8 +99,8 @@ def multilabel_metrics(preds: Sequence[Sequence[str] | None], gts: Sequence[Sequ
     per_label: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # tp, fp, fn
     sample_f1 = []
     for pred, gt in zip(preds, gts):
-        p = {rewards._label_key(x) for x in (pred or [])} - {""}
-        g = {rewards._label_key(x) for x in gt} - {""}
+        p = {P.label_key(x) for x in (pred or [])} - {""}
+        g = {P.label_key(x) for x in gt} - {""}
         tp += len(p & g)
         n_pred += len(p)
         n_gt += len(g)
@@ -105,7 +110,7 @@ def multilabel_metrics(preds: Sequence[Sequence[str] | None], gts: Sequence[Sequ
             stats[0] += lab in p and lab in g
             stats[1] += lab in p and lab not in g
             stats[2] += lab in g and lab not in p
-    vocab = {rewards._label_key(x) for gt in gts for x in gt} - {""}
+    vocab = {P.label_key(x) for gt in gts for x in gt} - {""}
     macro = [_div(2 * per_label[lab][0], 2 * per_label[lab][0] + per_label[lab][1] + per_label[lab][2]) for lab in vocab]
     return {
         "micro_precision": _div(tp, n_pred),
@@ -134,7 +139,7 @@ def grounding_metrics(preds: Sequence[Sequence[float] | None], gts: Sequence[Seq
     """acc@0.5, acc@0.25, mean IoU and cumulative IoU (ΣI / ΣU); a missing box has IoU 0."""
     ious, inters, unions = [], [], []
     for p, g in zip(preds, gts):
-        iou = rewards.box_iou(p, g) if p is not None else 0.0
+        iou = P.box_iou(p, g) if p is not None else 0.0
         inter = iou * (_area(p) + _area(g)) / (1 + iou) if p is not None else 0.0  # from IoU = I / (A + B - I)
         ious.append(iou)
         inters.append(inter)
@@ -154,7 +159,7 @@ def count_matches(pred: Sequence[Sequence[float]], gt: Sequence[Sequence[float]]
     """Most one-to-one pairs with IoU >= thr (maximum bipartite matching on the thresholded IoUs)."""
     if len(pred) == 0 or len(gt) == 0:
         return 0
-    ok = rewards.iou_matrix(pred[:MATCH_CAP], gt) >= thr
+    ok = P.iou_matrix(pred[:MATCH_CAP], gt) >= thr
     rows, cols = linear_sum_assignment(ok.astype(np.float64), maximize=True)
     return int(ok[rows, cols].sum())
 
@@ -176,7 +181,7 @@ def average_precision(preds: Sequence[Sequence[Sequence[float]]], gts: Sequence[
     for k, (rank, i) in enumerate(dets):
         if len(gts[i]) == 0:
             continue
-        ious = rewards.iou_matrix([preds[i][rank]], gts[i])[0]
+        ious = P.iou_matrix([preds[i][rank]], gts[i])[0]
         j = int(ious.argmax())
         if ious[j] >= thr and not taken[i][j]:
             taken[i][j] = True
@@ -206,7 +211,7 @@ def detection_metrics(preds: Sequence[Sequence[Sequence[float]]], gts: Sequence[
 
 def rouge_metrics(preds: Sequence[str], refs: Sequence[Sequence[str]]) -> dict[str, float]:
     """ROUGE-1 and ROUGE-L F1 (rouge-score, stemmed) per caption averaged over its references, then over captions."""
-    scorer = rewards._rouge_scorer()
+    scorer = P.rouge_scorer()
     r1, rl = [], []
     for pred, rs in zip(preds, refs):
         scores = [scorer.score(r, pred or "") for r in rs] or [None]
@@ -326,22 +331,14 @@ def coco_metrics(preds: Sequence[str], refs: Sequence[Sequence[str]], meteor: An
 
 # ----------------------------------------------------------------------------- parsing and per-sample scoring
 def parse_sample(s: Sample) -> Any:
-    """The sample's parsed answer (rewards.parse_answer), typed to match its ground truth."""
+    """The sample's parsed answer (tasks.parse_answer), typed to match its ground truth."""
     if s.task == "change_detection" and isinstance(s.answer, str):
-        return rewards.parse_answer("classification", s.completion, s.frame)
+        return parse_answer("classification", s.completion, s.frame)
     known = s.answer if s.task == "multilabel" and isinstance(s.answer, list) else ()
-    parsed = rewards.parse_answer(s.task, s.completion, s.frame, known_labels=known)
+    parsed = parse_answer(s.task, s.completion, s.frame, known_labels=known)
     if s.task == "change_detection" and isinstance(parsed, str):
         return []  # boxes expected, only words written
     return parsed
-
-
-def _refs(answer: Any) -> list[str]:
-    return rewards._references(answer)
-
-
-def _boxes(answer: Any) -> list[list[float]]:
-    return rewards._gt_boxes(answer)
 
 
 def task_metrics(task: str, samples: Sequence[Sample], parsed: Sequence[Any], scores: Sequence[dict],
@@ -364,22 +361,22 @@ def task_metrics(task: str, samples: Sequence[Sample], parsed: Sequence[Any], sc
     elif task == "counting":
         out |= counting_metrics(parsed, answers)
     elif task == "grounding":
-        out |= grounding_metrics([p[0] if p else None for p in parsed], [(_boxes(a) or [[0, 0, 0, 0]])[0] for a in answers])
+        out |= grounding_metrics([p[0] if p else None for p in parsed], [(P.answer_boxes(a) or [[0, 0, 0, 0]])[0] for a in answers])
     elif task in ("detection", "change_detection"):
         box_idx = [i for i, a in enumerate(answers) if not isinstance(a, str)]
         label_idx = [i for i, a in enumerate(answers) if isinstance(a, str)]
         if box_idx:
-            out |= detection_metrics([parsed[i] or [] for i in box_idx], [_boxes(answers[i]) for i in box_idx])
+            out |= detection_metrics([parsed[i] or [] for i in box_idx], [P.answer_boxes(answers[i]) for i in box_idx])
         if label_idx:
             out["label_accuracy"] = label_accuracy([parsed[i] for i in label_idx], [answers[i] for i in label_idx])
     if task in CAPTION_TASKS:
         if task == "grounded_caption":
             texts = [p["caption"] if p else "" for p in parsed]
-            det = detection_metrics([p["boxes"] if p else [] for p in parsed], [_boxes(a.get("boxes")) for a in answers])
+            det = detection_metrics([p["boxes"] if p else [] for p in parsed], [P.answer_boxes(a.get("boxes")) for a in answers])
             out |= {f"box_{k}": v for k, v in det.items()}
         else:
             texts = [p or "" for p in parsed]
-        refs = [_refs(a) for a in answers]
+        refs = [P.answer_references(a) for a in answers]
         out |= rouge_metrics(texts, refs)
         if extras.get("meteor"):
             out["meteor"] = nltk_meteor(texts, refs)
@@ -391,40 +388,28 @@ def task_metrics(task: str, samples: Sequence[Sample], parsed: Sequence[Any], sc
     return out
 
 
-def _frame_json(frame: Frame | None) -> dict | None:
-    if frame is None:
-        return None
-    return {"kind": frame.kind, "image_size": list(frame.image_size), "model_size": list(frame.model_size)}
-
-
-def _frame_from_json(obj: Any) -> Frame | None:
-    if not obj:
-        return None
-    return Frame(kind=obj["kind"], image_size=tuple(obj["image_size"]), model_size=tuple(obj["model_size"]))
-
-
 def _as_sample(x: Any) -> Sample:
     if isinstance(x, Sample):
         return x
     if isinstance(x, dict):
         return Sample(task=x["task"], answer=x["answer"], completion=x.get("completion", ""),
-                      frame=x.get("frame") if isinstance(x.get("frame"), Frame) else _frame_from_json(x.get("frame")),
+                      frame=x.get("frame") if isinstance(x.get("frame"), Frame) else frame_from_json(x.get("frame")),
                       meta=x.get("meta") or {}, id=str(x.get("id", "")))
     task, answer, completion, frame, meta = x  # a (task, answer, completion, frame, meta) tuple
     return Sample(task=task, answer=answer, completion=completion, frame=frame, meta=meta or {})
 
 
-def evaluate(samples: Sequence[Any], out_dir: str | Path | None = None, caption_extras: bool = True,
-             quiet: bool = False) -> dict:
+def score_samples(samples: Sequence[Any], out_dir: str | Path | None = None, caption_extras: bool = True,
+                  quiet: bool = False) -> dict:
     """Score samples and compute every metric, per task and per task within each meta.dataset.
 
     samples: `Sample`s, dicts with the same keys, or (task, answer, completion, frame, meta) tuples.
     Writes metrics.json and predictions.jsonl under out_dir when given. Returns the metrics dict.
     """
     samples = [_as_sample(x) for x in samples]
-    unknown = sorted({s.task for s in samples} - set(rewards.TASK_REWARDS))
+    unknown = sorted({s.task for s in samples} - set(TASKS))
     if unknown:
-        raise ValueError(f"unknown task(s) {unknown}; known tasks: {', '.join(rewards.TASK_REWARDS)}")
+        raise ValueError(f"unknown task(s) {unknown}; known tasks: {', '.join(TASKS)}")
     parsed = [parse_sample(s) for s in samples]
     scores = [rewards.score(s.task, s.completion, s.answer, s.frame) for s in samples]
 
@@ -475,11 +460,14 @@ def evaluate(samples: Sequence[Any], out_dir: str | Path | None = None, caption_
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=False) + "\n")
         with open(out / "predictions.jsonl", "w") as f:
             for s, p, sc in zip(samples, parsed, scores):
-                f.write(json.dumps({"id": s.id, "task": s.task, "completion": s.completion, "parsed": p,
-                                    "scores": sc, "answer": s.answer, "meta": s.meta,
-                                    "frame": _frame_json(s.frame)}) + "\n")
+                f.write(json.dumps({"id": s.id, "task": s.task, "images": s.images, "completion": s.completion,
+                                    "parsed": p, "scores": sc, "answer": s.answer, "meta": s.meta,
+                                    "frame": frame_to_json(s.frame)}) + "\n")
+        (out / "table.md").write_text(markdown_table(metrics) + "\n")
     if not quiet:
         print(markdown_table(metrics))
+        if out_dir is not None:
+            print(f"wrote {Path(out_dir) / 'metrics.json'}, predictions.jsonl and table.md")
     return metrics
 
 
@@ -503,34 +491,60 @@ def markdown_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-# ----------------------------------------------------------------------------- generation (model.py)
-def generate(model_path: str, records: Sequence[Any], batch_size: int, max_new_tokens: int,
-             device: str | None = None, progress: bool = True) -> tuple[list[str], list[Frame]]:
-    """Greedy completions for the records, in order, and the frame each record's boxes are written in."""
+# ----------------------------------------------------------------------------- the one greedy-evaluation path
+def generate(net, processor, frame_kind: str, records: Sequence[Any], max_new_tokens: int, device,
+             batch_size: int = 16, progress: bool = False) -> tuple[list[str], list[Frame]]:  # fmt: skip
+    """Greedy completions for the records, in order, and the frame each record's boxes are written in.
+
+    model.sample at temperature 0 with the processor's end and vision tokens, prompts batched by `batch_size`;
+    `net` may be an FSDP root (its parameters are gathered once for all batches)."""
     import torch
     from tqdm import tqdm
 
     import data
+    import fsdp
     import model as model_lib  # lazily: metrics need no model code
+    import runtime
 
-    loaded = model_lib.load(model_path, device=device)
-    loaded.model.eval()
+    net.eval()
+    eos, banned = model_lib.eos_token_ids(net, processor), model_lib.banned_token_ids(net, processor)
     completions: list[str] = []
     frames: list[Frame] = []
-    for start in tqdm(range(0, len(records), batch_size), desc="eval", unit="batch", disable=not progress):
-        chunk = list(records[start:start + batch_size])
-        batch = data.collate_prompts(chunk, loaded.processor, loaded.frame_kind)
-        inputs = {k: v.to(loaded.device) if hasattr(v, "to") else v for k, v in batch.inputs.items()}
-        with torch.inference_mode():
-            rollout = model_lib.sample(loaded.model, inputs, group_size=1, max_new_tokens=max_new_tokens,
-                                       temperature=0.0)
-        completions += model_lib.decode(loaded.processor, rollout)
-        frames += list(batch.frames)
+    with torch.no_grad(), fsdp.gathered(net), runtime.autocast(torch.device(device), net):
+        for start in tqdm(range(0, len(records), batch_size), desc="eval", unit="batch", disable=not progress):
+            batch = data.collate_prompts(list(records[start : start + batch_size]), processor, frame_kind)
+            out = model_lib.sample(net, runtime.to_device(batch.inputs, device), group_size=1, max_new_tokens=max_new_tokens,
+                                   temperature=0.0, eos_ids=eos, banned=banned, pad_id=processor.tokenizer.pad_token_id)  # fmt: skip
+            completions += model_lib.decode(processor, out)
+            frames += list(batch.frames)
     return completions, frames
+
+
+def evaluate_model(net, processor, frame_kind: str, records: Sequence[Any], max_new_tokens: int, device,
+                   out_dir: str | Path | None = None, batch_size: int = 16, caption_extras: bool = False,
+                   quiet: bool = True, progress: bool = False) -> dict | None:  # fmt: skip
+    """Generate greedily for `records` and score them (`score_samples`): the path of this CLI, of the trainers'
+    --eval-data and of the demo. Under torch.distributed every rank generates its share (records rank::world)
+    and rank 0 scores them all; it returns the metrics dict there and None on the other ranks."""
+    rank, world = _rank_world()
+    mine = list(range(rank, len(records), world))
+    completions, frames = generate(net, processor, frame_kind, [records[i] for i in mine], max_new_tokens, device,
+                                   batch_size, progress and rank == 0)  # fmt: skip
+    local = [(i, Sample(task=records[i].task, answer=records[i].answer, completion=c, frame=f, meta=records[i].meta,
+                        id=str(records[i].id), images=list(records[i].images)))
+             for i, c, f in zip(mine, completions, frames)]  # fmt: skip
+    gathered = gather_to_rank0(local)
+    if gathered is None:
+        return None
+    samples = [s for _, s in sorted(gathered, key=lambda t: t[0])]
+    return score_samples(samples, out_dir, caption_extras=caption_extras, quiet=quiet)
 
 
 # ----------------------------------------------------------------------------- multi-process
 def _rank_world() -> tuple[int, int]:
+    dist = sys.modules.get("torch.distributed")  # not imported: no process group (and no torch for --predictions)
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
@@ -549,102 +563,149 @@ def gather_to_rank0(items: list) -> list | None:
 
 
 # ----------------------------------------------------------------------------- predictions files
-def load_predictions(path: str | Path, records: Sequence[Any] | None = None) -> list[Sample]:
+BOX_FRAMES = ("original", "0-1000", "0-100")  # how an outside system's bracketed boxes are written
+
+
+def _prediction_frame(obj: dict, rec: Any, box_frame: str) -> Frame | None:
+    """The frame a predictions line's boxes are read in: its own "frame"; else, when the record (from --data)
+    gives the image size, --box-frame of that image (GeoChat's {<..>} boxes always read as 0-100 of it)."""
+    if obj.get("frame"):
+        return frame_from_json(obj["frame"])
+    if rec is None or not rec.image_sizes:
+        return None if box_frame == "original" else Frame(box_frame, (1000, 1000), (1000, 1000))
+    size = tuple(rec.image_sizes[0])
+    return Frame("pixels", size, size) if box_frame == "original" else Frame(box_frame, size, size)
+
+
+def load_predictions(path: str | Path, records: Sequence[Any] | None = None, box_frame: str = "original") -> list[Sample]:
     """Samples from a predictions JSONL (this script's own, or another system's).
 
-    Each line needs "completion" and either "task" + "answer" or an "id" found in `records` (from --data).
-    "frame" ({"kind", "image_size", "model_size"}) is optional: without it boxes are taken as original pixels.
+    Each line needs "completion" (or "prediction") and either "task" + "answer" or an "id" found in `records`
+    (from --data). Boxes are read in the line's "frame" ({"kind", "image_size", "model_size"}) when it has one,
+    else in `box_frame` units of the record's image ("original": pixels of the original image). A bad line is a
+    ValueError naming path:line.
     """
     by_id = {str(r.id): r for r in records or []}
     samples = []
-    with open(path) as f:
+    with open(path, encoding="utf-8-sig") as f:
         for line_no, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            obj = json.loads(line)
-            rec = by_id.get(str(obj.get("id")))
+            where = f"{path}:{line_no}"
             try:
-                samples.append(Sample(
-                    task=obj["task"] if "task" in obj else rec.task,
-                    answer=obj["answer"] if "answer" in obj else rec.answer,
-                    completion=str(obj.get("completion", obj.get("prediction", ""))),
-                    frame=_frame_from_json(obj.get("frame")),
-                    meta=obj.get("meta") or (rec.meta if rec is not None else {}),
-                    id=str(obj.get("id", line_no)),
-                ))
-            except (KeyError, AttributeError) as exc:
-                raise ValueError(f"{path}:{line_no}: needs task and answer, or an id found in --data ({exc})") from exc
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{where}: bad JSON ({e.msg}, column {e.colno})") from None
+            if not isinstance(obj, dict):
+                raise ValueError(f"{where}: a line must be a JSON object")
+            rec = by_id.get(str(obj.get("id")))
+            if ("task" not in obj or "answer" not in obj) and rec is None:
+                raise ValueError(f"{where}: needs 'task' and 'answer', or an 'id' found in --data")
+            task = obj.get("task", rec.task if rec else None)
+            if task not in TASKS:
+                raise ValueError(f"{where}: field 'task': unknown task {task!r}; known: {', '.join(TASKS)}")
+            samples.append(Sample(task=task, answer=obj["answer"] if "answer" in obj else rec.answer,
+                                  completion=str(obj.get("completion", obj.get("prediction", ""))),
+                                  frame=_prediction_frame(obj, rec, box_frame),
+                                  meta=obj.get("meta") or (rec.meta if rec is not None else {}),
+                                  id=str(obj.get("id", line_no)),
+                                  images=list(obj.get("images") or (rec.images if rec is not None else []))))  # fmt: skip
+    if not samples:
+        raise ValueError(f"{path}: no predictions")
     return samples
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", help="checkpoint directory or hub id (default: the embedded tiny model, built on first use)")
-    ap.add_argument("--data", help="benchmark JSONL (data.load_records) (default: the embedded synthetic test split)")
-    ap.add_argument("--predictions", help="score this predictions JSONL instead of generating")
-    ap.add_argument("--out", default="results", help="folder for metrics.json and predictions.jsonl")
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--max-new-tokens", type=int, default=512)
-    ap.add_argument("--limit", type=int, default=0, help="only the first N records (0: all)")
-    ap.add_argument("--no-caption-extras", action="store_true", help="skip METEOR / coco-caption metrics")
-    args = ap.parse_args(argv)
-    extras = not args.no_caption_extras
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    import runtime  # the flag types
 
-    if args.predictions:
+    ap = runtime.ArgumentParser(description=__doc__)
+    ap.add_argument("--model", help="checkpoint directory or hub id to generate with; None: the embedded tiny model "
+                    "(built on first use)")  # fmt: skip
+    ap.add_argument("--data", help="benchmark JSONL (records, see data.py); None: the embedded synthetic test split. "
+                    "With --predictions: the records their ids refer to")  # fmt: skip
+    ap.add_argument("--predictions", help="score this predictions JSONL (this script's, or another system's: one "
+                    "{id, task, answer, completion} a line) instead of generating")  # fmt: skip
+    ap.add_argument("--box-frame", default="original", choices=BOX_FRAMES, help="with --predictions: the units of "
+                    "bracketed boxes in lines without a frame, relative to each record's image (--data)")  # fmt: skip
+    ap.add_argument("--out", default="results", help="folder for metrics.json, predictions.jsonl and table.md")
+    ap.add_argument("--batch-size", type=runtime.positive_int, default=8, help="prompts per greedy generation batch")
+    ap.add_argument("--max-new-tokens", type=runtime.positive_int, default=512, help="completion length limit")
+    ap.add_argument("--limit", type=runtime.count, default=0, help="only the first N records; 0 = all")
+    ap.add_argument("--skip-bad", action="store_true", help="skip malformed records of --data (reported) instead of stopping")
+    ap.add_argument("--no-caption-extras", action="store_true", help="skip METEOR and the coco-caption metrics")
+    ap.add_argument("--compare", nargs="+", metavar="RESULTS", help="print these evaluations (folders with metrics.json) "
+                    "side by side and exit: e.g. an ablation against its baseline")  # fmt: skip
+    ap.add_argument("--all-metrics", action="store_true", help="with --compare: every metric, not only each task's "
+                    "headline metric, reward and format rate")  # fmt: skip
+    return ap.parse_args(argv)
+
+
+def compare(paths: Sequence[str], every_metric: bool = False) -> str:
+    """Runs side by side: one row per (task, metric), one column per run (a folder holding metrics.json, or the
+    file), and the change from the first. By default each task's headline metric, reward and format rate."""
+    runs = []
+    for p in paths:
+        f = Path(p) / "metrics.json" if Path(p).is_dir() else Path(p)
+        try:
+            runs.append(json.loads(f.read_text())["tasks"])
+        except (OSError, ValueError, KeyError) as e:
+            raise SystemExit(f"--compare {p}: no readable metrics.json there ({e})") from None
+    lines = ["| task | metric | " + " | ".join(paths) + " | Δ (last - first) |", "|---|---|" + "---:|" * (len(paths) + 1)]
+    for task in sorted({t for r in runs for t in r}):
+        keys = sorted({k for r in runs for k in r.get(task, {})} - {"n"})
+        shown = keys if every_metric else [k for k in (TASKS[task].metric, "reward", "format") if k in keys]
+        for k in shown:
+            vals = [r.get(task, {}).get(k) for r in runs]
+            cells = ["–" if v is None else f"{v:.4f}" for v in vals]
+            delta = f"{vals[-1] - vals[0]:+.4f}" if None not in (vals[0], vals[-1]) else "–"
+            lines.append(f"| {task} | {k} | " + " | ".join(cells) + f" | {delta} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.compare:
+        print(compare(args.compare, args.all_metrics))
+        return 0
+    extras = not args.no_caption_extras
+    if args.predictions:  # no model: score what another run or system wrote
         if _rank_world()[0] != 0:
             return 0  # nothing to shard without a model
-        records = None
-        if args.data:
-            import data
-
-            records = data.load_records(args.data)
-        samples = load_predictions(args.predictions, records)
-        if args.limit:
-            samples = samples[:args.limit]
-        evaluate(samples, args.out, caption_extras=extras)
+        records = _load_records(args.data, args.skip_bad) if args.data else None
+        try:
+            samples = load_predictions(args.predictions, records, args.box_frame)
+        except FileNotFoundError:
+            raise SystemExit(f"--predictions {args.predictions}: no such file") from None
+        except ValueError as e:
+            raise SystemExit(f"--predictions: {e}") from None
+        score_samples(samples[: args.limit or None], args.out, caption_extras=extras)
         return 0
 
-    import data
+    import torch
 
-    rank, world = _rank_world()
-    device = None
-    if world > 1:
-        import torch
-        import torch.distributed as dist
+    import defaults
+    import model as model_lib
+    import runtime
 
-        if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-        if torch.cuda.is_available():
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-            torch.cuda.set_device(device)
-    if not (args.model and args.data):  # the embedded defaults, built on first use (local rank 0 first)
-        import model as model_lib
-
-        first = int(os.environ.get("LOCAL_RANK", 0)) == 0
-        if world > 1 and not first:
-            dist.barrier()
-        args.model = args.model or model_lib.default_model()
-        args.data = args.data or str(model_lib.default_data() / "test.jsonl")
-        if world > 1 and first:
-            dist.barrier()
-    records = data.load_records(args.data)
-    if args.limit:
-        records = records[:args.limit]
-    mine = list(range(rank, len(records), world))  # shard by rank; gathered back into file order below
-    completions, frames = generate(args.model, [records[i] for i in mine], args.batch_size, args.max_new_tokens,
-                                   device=device, progress=rank == 0)
-    local = [(i, Sample(task=records[i].task, answer=records[i].answer, completion=c, frame=f,
-                        meta=records[i].meta, id=str(records[i].id)))
-             for i, c, f in zip(mine, completions, frames)]
-    gathered = gather_to_rank0(local)
-    if gathered is not None:
-        evaluate([s for _, s in sorted(gathered, key=lambda t: t[0])], args.out, caption_extras=extras)
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-        dist.destroy_process_group()
+    env = runtime.init_distributed()
+    with runtime.local_rank0_first(env):  # the embedded defaults, built once (local rank 0 first)
+        model_path = args.model or defaults.base_model()
+        data_path = args.data or str(defaults.data_dir() / "test.jsonl")
+    records = _load_records(data_path, args.skip_bad)[: args.limit or None]
+    runtime.check_model(model_path)
+    loaded = model_lib.load(model_path, device=env.device)
+    evaluate_model(loaded.model, loaded.processor, loaded.frame_kind, records, args.max_new_tokens, env.device,
+                   args.out, args.batch_size, caption_extras=extras, quiet=False, progress=True)  # fmt: skip
+    if env.world > 1:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
     return 0
+
+
+def _load_records(path: str, skip_bad: bool) -> list:
+    import runtime
+
+    return runtime.load_data(path, "--data", skip_bad)
 
 
 if __name__ == "__main__":

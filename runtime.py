@@ -18,6 +18,7 @@ crash leaves either the previous checkpoints untouched or a dot-directory that r
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import math
@@ -25,6 +26,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import socket
 import warnings
 from dataclasses import dataclass
@@ -34,6 +36,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+
+import fsdp
+import model as M
 
 
 @dataclass(frozen=True)
@@ -233,11 +238,9 @@ def save_checkpoint(path: str | os.PathLike, net: torch.nn.Module, processor, op
     prunes the other checkpoints/step-* directories beside `path` to the newest `keep`."""
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
-    import model as M
-
     path = Path(path)
-    full = M.full_state_dict(net)  # the whole model on rank 0 (collective under FSDP)
-    optim_state = get_optimizer_state_dict(M.unwrap(net), optimizer)  # this rank's shards
+    full = fsdp.full_state_dict(net)  # the whole model on rank 0 (collective under FSDP)
+    optim_state = get_optimizer_state_dict(fsdp.unwrap(net), optimizer)  # this rank's shards
 
     def write_resume(tmp: Path | None) -> None:  # inside the temporary directory, before its rename
         if dist.is_initialized():
@@ -255,7 +258,7 @@ def save_checkpoint(path: str | os.PathLike, net: torch.nn.Module, processor, op
             (resume / "state.json").write_text(json.dumps({**state, "world": env.world}, indent=1))
 
     if env.main:
-        M.save(M.unwrap(net), processor, path, state_dict=full, extra=write_resume)
+        M.save(fsdp.unwrap(net), processor, path, state_dict=full, extra=write_resume)
         prune_checkpoints(path.parent, keep)
     else:
         write_resume(None)
@@ -311,18 +314,16 @@ def load_checkpoint(path: Path, net: torch.nn.Module, optimizer: torch.optim.Opt
     it already: it is an HF directory). Returns (the trainer's global state, this rank's own state)."""
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
 
-    import model as M
-
     path = Path(path)
     state = json.loads((path / "resume" / "state.json").read_text())
     if state["world"] != env.world:
         raise SystemExit(f"--resume {path}: saved by {state['world']} processes, now {env.world}; "
                          "resume with the same number of processes")  # fmt: skip
-    optim_state = get_optimizer_state_dict(M.unwrap(net), optimizer)  # the layout to load into
+    optim_state = get_optimizer_state_dict(fsdp.unwrap(net), optimizer)  # the layout to load into
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         dcp.load({"optimizer": optim_state}, checkpoint_id=str(path / "resume" / "optimizer"), no_dist=not dist.is_initialized())
-    set_optimizer_state_dict(M.unwrap(net), optimizer, optim_state)
+    set_optimizer_state_dict(fsdp.unwrap(net), optimizer, optim_state)
     mine = torch.load(path / "resume" / f"rank-{env.rank:05d}.pt", weights_only=False)
     set_rng_state(mine["rng"], generators)
     return state, mine["trainer"]
@@ -344,8 +345,296 @@ def to_device(batch: dict, device: torch.device) -> dict:
 def autocast(device: torch.device, net: torch.nn.Module | None = None):
     """bf16 compute over fp32 master weights on CUDA: autocast on one GPU; under FSDP (an FSDPRoot) the
     sharded model casts to bf16 itself (its MixedPrecisionPolicy), so no autocast there. Plain fp32 on CPU."""
-    import model as M  # here: model.py must not depend on the run plumbing at import time
-
-    if device.type == "cuda" and not isinstance(net, M.FSDPRoot):
+    if device.type == "cuda" and not isinstance(net, fsdp.FSDPRoot):
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+# ----------------------------------------------------------------------------- flags both trainers share
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every flag's default in its help, and the launch examples kept as written."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with a one-line error: the mistake and where to look, not the whole usage block."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, formatter_class=HelpFormatter, **kwargs)
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (--help lists every flag)\n")
+
+
+def _number(kind: type, lo: float, strict: bool):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+        if not (value > lo if strict else value >= lo) or (kind is float and not math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {lo}, got {text}")
+        return value
+
+    return parse
+
+
+positive_int, count, positive, non_negative = _number(int, 0, True), _number(int, 0, False), _number(float, 0, True), _number(float, 0, False)
+
+
+def probability(text: str) -> float:
+    """A flag in (0, 1] (e.g. --top-p)."""
+    value = positive(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def multi_node_help(script: str, batch_flag: str) -> str:
+    return f"""\
+several GPUs, several nodes (torchrun; the flags are the same as for one process):
+  torchrun --nproc_per_node=8 {script} --model Qwen/Qwen2.5-VL-3B-Instruct --data data/train.jsonl
+  # two nodes of 8 GPUs: the same line on each, --node_rank 0 and 1, --master_addr = node 0's address
+  torchrun --nnodes=2 --node_rank=0 --master_addr=10.0.0.1 --master_port=29500 --nproc_per_node=8 {script} ...
+  torchrun --nnodes=2 --node_rank=1 --master_addr=10.0.0.1 --master_port=29500 --nproc_per_node=8 {script} ...
+With more than one process the model is sharded with FSDP2 (bf16 compute, fp32 master weights on CUDA).
+{batch_flag} is per process: the global batch is world x that, normalised as one batch. --out must be on a
+filesystem every node sees (each rank writes its optimizer shards). Memory: --grad-ckpt, --cpu-offload.
+Ctrl-C (SIGINT) or SIGTERM: the step in progress finishes, a checkpoint is written, the run stops; rerun
+the same command with --resume auto to continue."""
+
+
+def add_run_flags(p: argparse.ArgumentParser, name: str) -> argparse._ArgumentGroup:
+    """--model, --data, --out, checkpoints, resume, seed: the same meaning in both trainers."""
+    g = p.add_argument_group("run")
+    g.add_argument("--model", default=None, help="hub id or local checkpoint directory; None: the embedded tiny model "
+                   "(defaults.py, built on first use)")  # fmt: skip
+    g.add_argument("--data", default=None, help="training JSONL (records, see data.py); None: the embedded synthetic set")
+    g.add_argument("--skip-bad", action="store_true", help="skip malformed records (counted and reported) instead of stopping")
+    g.add_argument("--out", default=f"runs/{name}", help="log.jsonl, checkpoints/ and final/ go here; a folder that "
+                   "holds another run is refused unless --resume or --overwrite")  # fmt: skip
+    g.add_argument("--overwrite", action="store_true", help="start afresh in an --out that holds another run: its "
+                   "logs, checkpoints and final/ are replaced once this run has started (never before)")  # fmt: skip
+    g.add_argument("--resume", default=None, help="a checkpoint directory, or auto: the newest complete one in --out; "
+                   "continues the step count, data position, RNG states and optimizer exactly")  # fmt: skip
+    g.add_argument("--save-every", type=count, default=50, help="checkpoints/step-N every N steps (and always final/, "
+                   "and one on Ctrl-C/SIGTERM); 0 = only those")  # fmt: skip
+    g.add_argument("--keep", type=count, default=3, help="keep the newest N checkpoints/step-*; 0 = all")
+    g.add_argument("--seed", type=count, default=0, help="data order, sampling and initialisation")
+    return g
+
+
+def add_optimiser_flags(p: argparse.ArgumentParser, lr_help: str, warmup: int) -> argparse._ArgumentGroup:
+    g = p.add_argument_group("optimiser and memory")
+    g.add_argument("--lr", type=positive, default=None, help=f"peak AdamW learning rate; None: {lr_help}")
+    g.add_argument("--warmup-steps", type=count, default=warmup, help="linear warm-up, in optimiser steps")
+    g.add_argument("--weight-decay", type=non_negative, default=0.0, help="AdamW weight decay")
+    g.add_argument("--grad-clip", type=positive, default=1.0, help="max global gradient norm")
+    g.add_argument("--grad-ckpt", action="store_true", help="gradient checkpointing (less memory, ~30%% slower)")
+    g.add_argument("--freeze-vision", action="store_true", help="keep the vision tower frozen (the common RL setting); "
+                   "GRPO then computes image features once per step and reuses them in every log-prob pass")  # fmt: skip
+    g.add_argument("--cpu-offload", action="store_true", help="FSDP with parameters, gradients and optimizer state on "
+                   "the CPU (big models on few GPUs)")  # fmt: skip
+    return g
+
+
+def world_size() -> int:
+    """The number of processes torchrun started (1 without torchrun); readable before any process group exists."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+# ----------------------------------------------------------------------------- user errors, found early
+RUN_FILES = ("log.jsonl", "rollouts.jsonl", "args.json", "checkpoints", "final", "eval", "plots")
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def holds_run(out: Path) -> bool:
+    """True when `out` already holds a run's files (a log, checkpoints, a final model)."""
+    return out.is_dir() and any((out / name).exists() for name in RUN_FILES)
+
+
+def check_model(path_or_id: str) -> None:
+    """A local model directory, or a hub id that can be had: else one line saying what to do (SystemExit),
+    before anything loads. Offline (HF_HUB_OFFLINE=1), a hub id must already be in the Hugging Face cache."""
+    if os.path.isdir(path_or_id):
+        if not (Path(path_or_id) / "config.json").exists():
+            raise SystemExit(f"--model {path_or_id}: this directory holds no config.json (not an HF model directory)")
+        return
+    if os.path.exists(path_or_id) or not _HUB_ID.fullmatch(path_or_id):
+        raise SystemExit(f"--model {path_or_id}: no such directory (and not a hub id like Qwen/Qwen2.5-VL-3B-Instruct)")
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(path_or_id, "config.json"), str):
+        return
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False"):
+        raise SystemExit(f"--model {path_or_id}: not in the Hugging Face cache and HF_HUB_OFFLINE is set; download it "
+                         "where there is network (huggingface-cli download ...) or pass a local directory")  # fmt: skip
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=3).close()
+    except OSError:
+        raise SystemExit(f"--model {path_or_id}: not in the Hugging Face cache and huggingface.co cannot be reached; "
+                         "pass a local directory, or download it where there is network") from None  # fmt: skip
+
+
+def load_data(path: str | os.PathLike, what: str, skip_bad: bool = False, tasks: list[str] | None = None) -> list:
+    """Validated records, or one line naming file:line and the field (SystemExit): a user's data, not our bug."""
+    import data
+
+    try:
+        records = data.load_records(path, skip_bad=skip_bad, tasks=tasks)
+    except (data.RecordError, ValueError) as e:
+        raise SystemExit(f"{what}: {e}") from None
+    except OSError as e:
+        raise SystemExit(f"{what} {path}: {e.strerror or e}") from None
+    if not records:
+        raise SystemExit(f"{what} {path}: no records" + (f" of task(s) {', '.join(tasks)}" if tasks else ""))
+    return records
+
+
+# ----------------------------------------------------------------------------- one run's set-up, both trainers
+_INTERRUPTED: list[int] = []  # signals received; the loop finishes its step, saves and stops
+
+
+def _on_signal(signum, frame) -> None:
+    if not _INTERRUPTED:  # one line per process, however many signals arrive
+        rank = f"rank {dist.get_rank()}: " if dist.is_initialized() else ""
+        print(f"{rank}{signal.Signals(signum).name}: finishing this step, then a checkpoint, then stop", flush=True)
+    _INTERRUPTED.append(signum)
+
+
+@dataclass
+class Run:
+    """What `start_run` set up: processes, folders, data, the model being trained, logs."""
+
+    args: argparse.Namespace
+    name: str  # "sft" or "grpo"
+    env: Dist
+    out: Path
+    resume: Path | None  # the checkpoint this run continues, or None
+    start: int  # the step it continues after (0: a fresh run)
+    model_path: str  # what the run started from (GRPO's KL reference)
+    records: list  # training records
+    held_out: list  # evaluation records
+    net: torch.nn.Module  # the model being trained; an fsdp.FSDPRoot under FSDP
+    processor: object
+    frame_kind: str
+    attn_impl: str
+    use_fsdp: bool
+    log: JsonlLog
+    rollout_log: JsonlLog
+
+    def restore(self, optimizer: torch.optim.Optimizer, generators: dict | None = None) -> dict:
+        """Optimizer, RNG states and the trainer's state from the checkpoint being resumed (weights: loaded already)."""
+        state, _ = load_checkpoint(self.resume, self.net, optimizer, self.env, generators)
+        return state
+
+    def save(self, path: Path, optimizer: torch.optim.Optimizer, state: dict, generators: dict | None = None,
+             keep: int = 0) -> None:  # fmt: skip
+        save_checkpoint(path, self.net, self.processor, optimizer, self.env, state, rank_state={}, generators=generators,
+                        keep=keep)  # fmt: skip
+        self.say(f"saved step {state['step']}: {path}")
+
+    def stop_requested(self) -> bool:
+        """True on every rank once any got SIGINT/SIGTERM (one tiny all-reduce a step, so all stop together)."""
+        return bool(all_reduce_sum(float(bool(_INTERRUPTED)), self.env.device) > 0)
+
+    def stop(self, step: int) -> None:
+        """After the interrupt's checkpoint: one line per process, then exit 130 (as after Ctrl-C)."""
+        barrier()
+        rank = f"rank {self.env.rank}: " if self.env.world > 1 else ""
+        print(f"{self.name}: {rank}stopped after step {step}; continue with the same command and --resume auto", flush=True)
+        raise SystemExit(130)
+
+    def say(self, message: str) -> None:
+        """One line from rank 0, above the progress bar."""
+        if self.env.main:
+            from tqdm import tqdm
+
+            tqdm.write(f"{self.name}: {message}")
+
+    def greedy_eval(self, net: torch.nn.Module, records: list, max_new_tokens: int, step: int) -> dict | None:
+        """Greedy evaluation (eval.py's path) of `records`: {task: metrics} on rank 0, None elsewhere."""
+        if not records:
+            return None
+        import importlib
+
+        eval_lib = importlib.import_module("eval")  # by name: `eval` is also a builtin
+        res = eval_lib.evaluate_model(net, self.processor, self.frame_kind, records, max_new_tokens, self.env.device,
+                                      out_dir=self.out / "eval" / f"step-{step:06d}", quiet=True)  # fmt: skip
+        return None if res is None else res["tasks"]
+
+
+def start_run(args: argparse.Namespace, name: str, logs: tuple[str, ...] = ("log.jsonl",), tasks: list[str] | None = None,
+              eval_data=None, eval_records: int = 0, default_model=None) -> Run:  # fmt: skip
+    """Set up a training run, in the order that finds a user's mistakes before anything slow:
+
+    1. the output folder: refused if it holds another run, unless --resume or --overwrite; --resume auto
+       with nothing to resume in a folder that holds a run is refused too (its logs stay as they are);
+    2. processes (torchrun) and seeds; the data (training and held-out records), validated;
+    3. the model path checked (a directory, or a hub id that can be had offline), then loaded, frozen
+       parts frozen, FSDP2-wrapped with more than one process;
+    4. only then the run starts in --out: an --overwrite run's old files go, logs are reset (or cut at the
+       resumed step), args.json is written, and SIGINT/SIGTERM now stop it with a checkpoint.
+    """
+    out = Path(args.out)
+    resume = None
+    if args.resume:
+        resume = find_checkpoint(out, args.resume)
+        if resume is None and holds_run(out) and not args.overwrite:
+            raise SystemExit(f"--resume auto: {out} holds a run but no complete checkpoint to resume; its files are "
+                             "left as they are. Add --overwrite to start over there, or pick another --out")  # fmt: skip
+    elif holds_run(out) and not args.overwrite:
+        raise SystemExit(f"{out} already holds a run (log, checkpoints or final/); nothing was changed. Continue it "
+                         "with --resume auto, start over there with --overwrite, or pick another --out")  # fmt: skip
+    env = init_distributed(group_of_one=args.cpu_offload)
+    use_fsdp = env.world > 1 or args.cpu_offload
+    seed_everything(args.seed + env.rank)
+    with local_rank0_first(env):  # the embedded defaults are built once, not by every rank at once
+        import defaults
+
+        data_path = args.data or str(defaults.data_dir() / "train.jsonl")
+        model_path = args.model or (default_model or defaults.base_model)()
+    records = load_data(data_path, "--data", args.skip_bad, tasks)
+    eval_data = eval_data(data_path) if callable(eval_data) else eval_data  # SFT: test.jsonl beside the data
+    held_out = load_data(eval_data, "--eval-data", args.skip_bad, tasks)[: eval_records or None] if eval_data else []
+    check_model(model_path)
+
+    start = checkpoint_step(resume) if resume is not None else 0
+    loaded = M.load(str(resume or model_path), device=env.device, grad_ckpt=args.grad_ckpt, dtype=torch.float32)
+    net = loaded.model
+    if args.freeze_vision:  # before wrapping: FSDP2 keeps requires_grad as it finds it
+        net.model.visual.requires_grad_(False)
+    if use_fsdp:
+        net = fsdp.wrap_fsdp(net, activation_checkpointing=args.grad_ckpt, cpu_offload=args.cpu_offload)
+
+    if env.main:  # the run starts: from here on --out is this run's
+        out.mkdir(parents=True, exist_ok=True)
+        if resume is None:
+            for entry in RUN_FILES if args.overwrite else logs:
+                shutil.rmtree(out / entry) if (out / entry).is_dir() else (out / entry).unlink(missing_ok=True)
+        else:
+            discard_torn(out)
+            for entry in logs:  # what the interrupted run logged after its checkpoint is done again
+                truncate_log(out / entry, start)
+        (out / "args.json").write_text(json.dumps(vars(args), indent=2))
+    barrier()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _on_signal)
+    run = Run(args, name, env, out, resume, start, model_path, records, held_out, net, loaded.processor,
+              loaded.frame_kind, loaded.attn_impl, use_fsdp, JsonlLog(out / logs[0], enabled=env.main),
+              JsonlLog(out / logs[-1], enabled=env.main and len(logs) > 1))  # fmt: skip
+    n_train = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    run.say(f"{model_path} ({n_train / 1e6:.2f}M trainable, {env.device}, world {env.world}"
+            f"{', FSDP' if use_fsdp else ''}, attention {loaded.attn_impl}), {len(records)} records from {data_path}"
+            + (f"; resumed from {resume} at step {start}" if resume else ""))  # fmt: skip
+    return run
+
+
+def learning_rate(args: argparse.Namespace, run: Run, small: float, large: float) -> float:
+    """--lr, or the default that follows the model: `small` below 100M parameters (the tiny model, whether built
+    or a checkpoint of it), `large` for real checkpoints."""
+    if args.lr is not None:
+        return args.lr
+    n = sum(p.numel() for p in fsdp.unwrap(run.net).parameters())
+    return small if n < 100e6 else large

@@ -45,11 +45,9 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-# Mirrors data.TASKS; kept here so synth.py runs with numpy/pillow/scipy alone (no torch).
-TASKS = (
-    "classification", "multilabel", "vqa", "counting", "grounding", "detection", "region_caption",
-    "caption", "grounded_caption", "change_caption", "change_detection", "temporal_classification",
-)
+import tasks
+
+TASKS = tuple(tasks.TASKS)  # the registry's order (no torch: tasks.py needs numpy/scipy/rapidfuzz alone)
 SCENES = ("airport", "beach", "desert", "farmland", "forest", "urban", "water")
 CLASSES = ("airplane", "building", "ship", "storage tank", "vehicle")
 TEMPORAL_LABELS = ("construction", "deforestation", "demolition", "flooding", "no change")

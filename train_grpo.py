@@ -1,30 +1,15 @@
 """GRPO: rollouts -> rewards -> group advantages -> clipped policy loss + KL -> step.
 
-Group Relative Policy Optimisation (DeepSeekMath, 2024) without a value network: for each prompt q
-sample G completions o_1..o_G from the current policy, score each with the task's rewards, and use
-the reward relative to the rest of its group as the advantage of every token of that completion.
+The objective (equations, a worked example, where it differs from TRL) is grpo.py; this file is the loop.
+One step, top to bottom in `main`:
 
-    A_i   = (r_i - mean(r_1..r_G)) / (std(r_1..r_G) + eps)          # one number per completion
-    rho_t = exp(log pi_theta(o_t) - log pi_old(o_t))                 # per token
-    L_t   = -min(rho_t A_i, clip(rho_t, 1 - eps_low, 1 + eps_high) A_i) + beta KL_t
-    KL_t  = exp(ref_t - logp_t) - (ref_t - logp_t) - 1               # k3, reference = frozen start
-    loss  = sum_t L_t / (completion tokens in the global batch)
-
-Worked example (G = 4, one prompt, format + accuracy rewards):
-
-    rewards     r = [2.0, 1.0, 1.0, 0.0]      mean 1.0, std 0.7071 (population std)
-    advantages  A = [+1.414, 0.0, 0.0, -1.414]
-    The first completion's tokens are pushed up, the last one's down, the middle two are left alone.
-    A group whose rewards are all equal ([1, 1, 1, 1]) has A = 0 everywhere: no signal, only KL.
-
-With --num-iterations 1 the old policy *is* the current one (old log-probs = detached current
-log-probs), so rho_t = 1 exactly, the clip never binds, and the gradient is REINFORCE with the
-group mean as baseline: -A_i grad log pi(o_t) / tokens. With more iterations each rollout is
-reused for several optimiser steps and the clip keeps the policy near the one that sampled it.
-
-The step, top to bottom in `main`: sample prompts -> rollout (model.sample, G per prompt) -> rewards
-(rewards.score) -> advantages -> old / reference log-probs (model.token_logprobs) -> update (micro-batches,
-gradient accumulation, clipping, AdamW) -> log -> save.
+    prompts      B per process; tasks round-robin, each task's records in a seeded order (runtime.Stream)
+    rollout      model.sample: G completions per prompt, one prefill per prompt, KV-cached decoding
+    rewards      rewards.score_group: format + the task's accuracy rewards, one dict per completion
+    advantages   grpo.group_advantages: each reward relative to its group
+    log-probs    model.token_logprobs under the old policy (--num-iterations > 1) and the reference (beta > 0)
+    update       grpo.grpo_loss per micro-batch, gradients accumulated, clipped, AdamW
+    log, eval, save
 
 Launch:
 
@@ -36,9 +21,9 @@ Launch:
     torchrun --nproc_per_node=8 train_grpo.py --task detection   # FSDP2 over 8 GPUs (--help: several nodes)
     python train_grpo.py ... --save-every 50 --resume auto      # continue from the newest checkpoint
 
-Outputs in --out: log.jsonl (one row a step: rewards, accuracy and format per task, KL, clip fraction,
-entropy, lengths, grad norm, seconds; and {"step", "eval"} rows with --eval-data), rollouts.jsonl (every
-completion of every --log-rollouts-every-th step, with its rewards and advantage), checkpoints/step-N
+Outputs in --out: log.jsonl (one row a step: rewards per component, accuracy and format per task, KL, clip
+fraction, entropy, lengths, grad norm, seconds; and {"step", "eval"} rows with --eval-data), rollouts.jsonl
+(every completion of every --log-rollouts-every-th step, with its rewards and advantage), checkpoints/step-N
 (--save-every) and final/ (HF directories that model.load and eval.py read, each with a resume/ folder:
 sharded optimizer state, step, RNG states and data position, see runtime.py).
 """
@@ -46,310 +31,85 @@ sharded optimizer state, step, RNG states and data position, see runtime.py).
 from __future__ import annotations
 
 import argparse
-import importlib
-import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from signal import SIGKILL
 
 import torch
 from tqdm import tqdm
 
 import data
+import fsdp
+import grpo
 import model as M
 import rewards
 import runtime as R
-
-# ----------------------------------------------------------------------------- the math
-# Each piece of the objective is a small pure function on tensors, tested against hand-computed
-# values in tests/test_grpo_math.py. Shapes: N = B*G completions (row b*G+g is sample g of prompt
-# b), T = padded completion length, mask [N, T] bool marks the real completion tokens.
-
-ADV_SCALES = ("group", "batch", "none")
-LOSS_AGGS = ("token-mean", "seq-mean-token-mean", "dr-grpo")
-
-
-def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group", eps: float = 1e-4) -> torch.Tensor:
-    """Advantage of each completion relative to its group: rewards [B*G] -> advantages [B*G].
-
-        scale="group":  A_i = (r_i - mean_group(r)) / (std_group(r) + eps)     (GRPO)
-        scale="batch":  A_i = (r_i - mean_group(r)) / (std_batch(r) + eps)     (group baseline,
-                        one scale for the whole batch, so easy groups are not blown up)
-        scale="none":   A_i =  r_i - mean_group(r)                             (Dr. GRPO)
-
-    std is the population std (divide by G), defined for any G >= 1. A group whose rewards are all
-    equal gets exactly 0 (not round-off / eps), so it contributes nothing but the KL term.
-
-    >>> group_advantages(torch.tensor([2.0, 1.0, 1.0, 0.0]), 4)
-    tensor([ 1.4140,  0.0000,  0.0000, -1.4140])
-    """
-    if scale not in ADV_SCALES:
-        raise ValueError(f"unknown advantage scale {scale!r}; expected one of {ADV_SCALES}")
-    if rewards.dim() != 1 or rewards.numel() % group_size:
-        raise ValueError(f"rewards must be [B*G] with G={group_size}, got {tuple(rewards.shape)}")
-    r = rewards.view(-1, group_size)  # [B, G]
-    centered = r - r.mean(dim=1, keepdim=True)  # [B, G]
-    if scale == "group":
-        adv = centered / (r.std(dim=1, keepdim=True, correction=0) + eps)
-    elif scale == "batch":
-        adv = centered / (rewards.std(correction=0) + eps)
-    else:
-        adv = centered
-    # mean([0.1, 0.1, 0.1]) != 0.1 in floating point, so test equality rather than trust r - mean
-    constant = (r == r[:, :1]).all(dim=1, keepdim=True)  # [B, 1]
-    return torch.where(constant, torch.zeros_like(adv), adv).view(-1)
-
-
-def policy_loss(
-    logp: torch.Tensor,
-    old_logp: torch.Tensor,
-    advantages: torch.Tensor,
-    mask: torch.Tensor,
-    clip_eps_low: float = 0.2,
-    clip_eps_high: float = 0.28,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """PPO-clip surrogate per token: logp, old_logp [N, T], advantages [N], mask [N, T] -> [N, T].
-
-        rho_t = exp(logp_t - old_logp_t)
-        L_t   = -min(rho_t A, clip(rho_t, 1 - eps_low, 1 + eps_high) A)
-
-    For A > 0 the objective stops growing once rho_t > 1 + eps_high (don't push a good token up
-    further than the trust region); for A < 0 once rho_t < 1 - eps_low. A larger eps_high than
-    eps_low ("clip-higher", DAPO) leaves more room to raise unlikely tokens, which keeps entropy up.
-    Masked positions are 0. Stats: clip_frac, the fraction of real tokens whose clip is active
-    (gradient 0), split into clip_frac_low (A < 0) and clip_frac_high (A > 0).
-    """
-    adv = advantages.unsqueeze(1)  # [N, 1], broadcast over the tokens of each completion
-    ratio = torch.exp(logp - old_logp)  # [N, T]
-    unclipped = ratio * adv
-    clipped = torch.clamp(ratio, 1.0 - clip_eps_low, 1.0 + clip_eps_high) * adv
-    per_token = -torch.minimum(unclipped, clipped)
-    per_token = torch.where(mask, per_token, torch.zeros_like(per_token))
-
-    with torch.no_grad():
-        n = mask.sum().clamp(min=1)
-        active = (clipped < unclipped) & mask  # the min picked the clipped branch: no gradient
-        stats = {
-            "clip_frac": (active.sum() / n).item(),
-            "clip_frac_low": ((active & (adv < 0)).sum() / n).item(),
-            "clip_frac_high": ((active & (adv > 0)).sum() / n).item(),
-        }
-    return per_token, stats
-
-
-def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
-    """Per-token KL(pi_theta || pi_ref) estimate on the sampled tokens, [N, T] -> [N, T].
-
-        KL_t = exp(ref_t - logp_t) - (ref_t - logp_t) - 1        (Schulman's k3)
-
-    Unbiased for samples from pi_theta, and >= 0 for every token (e^x >= 1 + x), unlike the plain
-    log-ratio (k1), so the penalty never rewards drifting away on a lucky token.
-    """
-    d = ref_logp - logp
-    return torch.exp(d) - d - 1.0
-
-
-def aggregate(
-    per_token: torch.Tensor,
-    mask: torch.Tensor,
-    mode: str = "token-mean",
-    total_tokens: float | torch.Tensor | None = None,
-    num_seqs: int | None = None,
-    max_len: int | None = None,
-) -> torch.Tensor:
-    """Reduce a per-token loss [N, T] to the scalar that is backpropagated.
-
-        "token-mean":          sum_{i,t} L_it / total_tokens
-            every token of the global batch weighs the same, so a long completion weighs more than a
-            short one in proportion to its length (DAPO, and the default).
-        "seq-mean-token-mean": (1 / num_seqs) sum_i (1 / |o_i|) sum_t L_it      (original GRPO)
-            every completion weighs the same, so each token of a long completion weighs less: a long
-            wrong answer is penalised less per token than a short one (the length bias Dr. GRPO
-            pointed out).
-        "dr-grpo":             sum_{i,t} L_it / (num_seqs * max_len)
-            a constant normaliser (max_len = --max-new-tokens) that does not depend on the lengths
-            sampled, so neither long nor short completions are favoured.
-
-    The normalisers are arguments on purpose: with gradient accumulation (and across ranks) each
-    micro-batch must divide by the count of the *whole* batch, not its own, so that the summed
-    gradients equal those of one big batch. Defaults (the local counts) are right for one
-    micro-batch on one process.
-    """
-    maskf = mask.to(per_token.dtype)
-    summed = torch.where(mask, per_token, torch.zeros_like(per_token))  # padding never leaks in, not even a NaN
-    if num_seqs is None:
-        num_seqs = per_token.shape[0]
-    if mode == "token-mean":
-        if total_tokens is None:
-            total_tokens = maskf.sum()
-        return summed.sum() / total_tokens
-    if mode == "seq-mean-token-mean":
-        lengths = maskf.sum(dim=1).clamp(min=1.0)  # [N]; an empty completion contributes 0
-        return (summed.sum(dim=1) / lengths).sum() / num_seqs
-    if mode == "dr-grpo":
-        if max_len is None:
-            raise ValueError("dr-grpo aggregation needs max_len (the trainer passes --max-new-tokens)")
-        return summed.sum() / (num_seqs * max_len)
-    raise ValueError(f"unknown loss aggregation {mode!r}; expected one of {LOSS_AGGS}")
-
-
-def signal_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
-    """rewards [B*G] -> keep [B] bool: True where the group's rewards are not all equal.
-
-    A group with one reward value for every sample has zero advantage everywhere, so it teaches
-    nothing (DAPO's dynamic sampling drops and replaces such groups).
-    """
-    r = rewards.view(-1, group_size)
-    return ~(r == r[:, :1]).all(dim=1)
-
+from frames import frame_to_json
 
 # ----------------------------------------------------------------------------- flags
 
 
-MULTI_NODE = """\
-several GPUs, several nodes (torchrun; the flags are the same as for one process):
-  torchrun --nproc_per_node=8 train_grpo.py --task detection
-  # two nodes of 8 GPUs: the same line on each, --node_rank 0 and 1, --master_addr = node 0's address
-  torchrun --nnodes=2 --node_rank=0 --master_addr=10.0.0.1 --master_port=29500 --nproc_per_node=8 train_grpo.py ...
-  torchrun --nnodes=2 --node_rank=1 --master_addr=10.0.0.1 --master_port=29500 --nproc_per_node=8 train_grpo.py ...
-With more than one process the policy (and the reference) is sharded with FSDP2: bf16 compute and fp32
-master weights on CUDA, parameters gathered once per rollout. --prompts-per-step is per process: the
-global batch is world x B prompts x G completions, normalised as one batch. --out must be on a filesystem
-every node sees (each rank writes its optimizer shards). Memory: --grad-ckpt, --micro-batch-size,
---cpu-offload. After a crash, rerun the same command with --resume auto."""
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults in the flag help, and the launch examples above kept as written."""
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description="GRPO post-training of Qwen2.5-VL / Qwen2-VL; the equations are in the module docstring.",
-        epilog=MULTI_NODE,
-        formatter_class=HelpFormatter,
-    )
-    g = p.add_argument_group("what to train on")
-    g.add_argument("--model", default=None, help="hub id or local checkpoint; None: the embedded tiny model")
-    g.add_argument("--data", default=None, help="training JSONL (data.py records); None: the embedded synthetic set")
-    g.add_argument("--eval-data", default=None, help="held-out JSONL, evaluated greedily (eval.py) at start and end")
-    g.add_argument("--eval-every", type=int, default=0, help="also evaluate every N steps; 0 = start and end only")
-    g.add_argument("--eval-records", type=int, default=0, help="evaluate the first N held-out records; 0 = all")
+    p = R.ArgumentParser(description="GRPO post-training of Qwen2.5-VL / Qwen2-VL (equations: grpo.py).",
+                         epilog=R.multi_node_help("train_grpo.py", "--prompts-per-step"))
+    g = R.add_run_flags(p, "grpo")
     g.add_argument("--task", default="all", help="one task, a comma list (mixed round-robin in every batch), or all")
-    g.add_argument(
-        "--stages",
-        default=None,
-        help="optimise tasks one after another, e.g. classification:200,detection:400 "
-        "(tasks of one stage joined by +); replaces --task and --max-steps",
-    )
-    g.add_argument("--max-steps", type=int, default=100, help="GRPO steps (one rollout each)")
+    g.add_argument("--stages", default=None, help="optimise tasks one after another, e.g. classification:200,"
+                   "detection:400 (tasks of one stage joined by +); replaces --task and --max-steps")  # fmt: skip
+    g.add_argument("--max-steps", type=R.positive_int, default=100, help="GRPO steps (one rollout each)")
+    g.add_argument("--eval-data", default=None, help="held-out JSONL, evaluated greedily (eval.py) at start and end")
+    g.add_argument("--eval-every", type=R.count, default=0, help="also evaluate every N steps; 0 = start and end only")
+    g.add_argument("--eval-records", type=R.count, default=0, help="evaluate the first N held-out records; 0 = all")
+    g.add_argument("--log-rollouts-every", type=R.count, default=10, help="completions to rollouts.jsonl every N steps; 0 = off")
 
     g = p.add_argument_group("rollout")
-    g.add_argument("--group-size", type=int, default=8, help="G: completions sampled per prompt")
-    g.add_argument("--prompts-per-step", type=int, default=4, help="B: prompts per step and process (B*G completions)")
-    g.add_argument("--max-new-tokens", type=int, default=256, help="completion length limit (Dr. GRPO's constant too)")
-    g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (> 0); log-probs use it too")
-    g.add_argument(
-        "--top-p",
-        type=float,
-        default=1.0,
-        help="nucleus sampling; < 1 only restricts what is drawn, the ratio still uses the full distribution",
-    )
-    g.add_argument("--top-k", type=int, default=0, help="top-k sampling, 0 = off (same caveat as --top-p)")
-    g.add_argument(
-        "--compile-decode",
-        action="store_true",
-        help="decode into a static KV cache with a torch.compile'd step (CUDA graphs on CUDA); compiling costs "
-        "seconds to a minute per new batch shape; one process only (not with FSDP yet); see README's bench",
-    )
-    g.add_argument(
-        "--drop-zero-std-groups",
-        action="store_true",
-        help="dynamic sampling: replace groups whose rewards are all equal (no signal) by fresh prompts",
-    )
-    g.add_argument("--max-resample-tries", type=int, default=3, help="bound on extra rollouts per step for the above")
+    g.add_argument("--group-size", type=R.positive_int, default=8, help="G: completions sampled per prompt")
+    g.add_argument("--prompts-per-step", type=R.positive_int, default=4, help="B: prompts per step and process (B*G completions)")
+    g.add_argument("--max-new-tokens", type=R.positive_int, default=256, help="completion length limit (Dr. GRPO's constant too)")
+    g.add_argument("--temperature", type=R.positive, default=1.0, help="sampling temperature (> 0); log-probs use it too")
+    g.add_argument("--top-p", type=R.probability, default=1.0, help="nucleus sampling; < 1 only restricts what is drawn, "
+                   "the ratio still uses the full distribution")  # fmt: skip
+    g.add_argument("--top-k", type=R.count, default=0, help="top-k sampling, 0 = off (same caveat as --top-p)")
+    g.add_argument("--compile-decode", action="store_true", help="decode into a static KV cache with a torch.compile'd "
+                   "step (CUDA graphs on CUDA); compiling costs seconds to a minute per new batch shape; one process "
+                   "only (not with FSDP yet); see README's bench")  # fmt: skip
+    g.add_argument("--drop-zero-std-groups", action="store_true",
+                   help="dynamic sampling: replace groups whose rewards are all equal (no signal) by fresh prompts")
+    g.add_argument("--max-resample-tries", type=R.count, default=3, help="bound on extra rollouts per step for the above")
     g.add_argument("--mask-truncated", action="store_true", help="no loss on completions cut at --max-new-tokens")
-    g.add_argument(
-        "--shuffle-rewards",
-        action="store_true",
-        help="control experiment: permute rewards at random among the completions of each batch "
-        "(same reward distribution, no credit assignment)",
-    )
+    g.add_argument("--shuffle-rewards", action="store_true", help="control experiment: permute rewards at random "
+                   "among the completions of each batch (same reward distribution, no credit assignment)")  # fmt: skip
 
-    g = p.add_argument_group("objective")
-    g.add_argument("--beta", type=float, default=0.04, help="KL weight; 0 = no reference model loaded at all")
-    g.add_argument("--clip-eps-low", type=float, default=0.2, help="rho is clipped at 1 - eps_low where A < 0")
-    g.add_argument("--clip-eps-high", type=float, default=0.28, help="rho is clipped at 1 + eps_high where A > 0")
-    g.add_argument(
-        "--num-iterations",
-        type=int,
-        default=1,
-        help="PPO epochs over each rollout (optimiser steps per GRPO step, old log-probs kept); "
-        "1 = on-policy: ratio exactly 1, REINFORCE with the group mean as baseline",
-    )
-    g.add_argument("--loss-agg", default="token-mean", choices=LOSS_AGGS, help="how per-token losses are reduced")
-    g.add_argument(
-        "--adv-scale", default="group", choices=ADV_SCALES, help="advantage divided by group std, batch std or none"
-    )
+    g = p.add_argument_group("objective (grpo.py)")
+    g.add_argument("--beta", type=R.non_negative, default=0.04, help="KL weight; 0 = no reference model loaded at all")
+    g.add_argument("--clip-eps-low", type=R.non_negative, default=0.2, help="rho is clipped at 1 - eps_low where A < 0")
+    g.add_argument("--clip-eps-high", type=R.non_negative, default=0.28, help="rho is clipped at 1 + eps_high where A > 0")
+    g.add_argument("--num-iterations", type=R.positive_int, default=1, help="PPO epochs over each rollout (optimiser steps per "
+                   "GRPO step, old log-probs kept); 1 = on-policy: ratio exactly 1, REINFORCE with the group mean "
+                   "as baseline")  # fmt: skip
+    g.add_argument("--loss-agg", default="token-mean", choices=grpo.LOSS_AGGS, help="how per-token losses are reduced")
+    g.add_argument("--adv-scale", default="group", choices=grpo.ADV_SCALES,
+                   help="advantage divided by group std, batch std or none")
 
-    g = p.add_argument_group("optimiser")
-    g.add_argument(
-        "--lr",
-        type=float,
-        default=None,
-        help="peak AdamW lr; None: 1e-4 for the embedded tiny model (a few-million-parameter model learns at "
-        "~1e-4 and breaks at 5e-4), 1e-5 otherwise",
-    )
+    g = R.add_optimiser_flags(p, lr_help="1e-4 for a small (< 100M parameter) model such as the embedded tiny one "
+                              "(it learns at ~1e-4 and breaks at 5e-4), 1e-5 otherwise", warmup=0)  # fmt: skip
     g.add_argument("--lr-schedule", default="constant", choices=("constant", "cosine"), help="after the warm-up")
-    g.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up, in optimiser steps")
-    g.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
-    g.add_argument("--grad-clip", type=float, default=1.0, help="max global grad norm")
-    g.add_argument(
-        "--micro-batch-size",
-        type=int,
-        default=None,
-        help="completions per forward/backward (gradient accumulation), a multiple or a divisor of "
-        "--group-size; None: --group-size",
-    )
-    g.add_argument("--grad-ckpt", action="store_true", help="gradient checkpointing (less memory, ~30%% slower)")
-    g.add_argument(
-        "--freeze-vision",
-        action="store_true",
-        help="keep the vision tower frozen (the common RL setting); its image features are then computed once "
-        "per step and reused by the old, reference and policy passes of every iteration",
-    )
-    g.add_argument(
-        "--cpu-offload",
-        action="store_true",
-        help="FSDP with parameters, gradients and optimizer state on the CPU (big models on few GPUs)",
-    )
-
-    g = p.add_argument_group("run")
-    g.add_argument("--out", default="runs/grpo", help="log.jsonl, rollouts.jsonl, checkpoints/ and final/ go here")
-    g.add_argument("--save-every", type=int, default=0, help="checkpoints/step-N every N steps; 0 = final/ only")
-    g.add_argument("--keep", type=int, default=0, help="keep the newest N checkpoints/step-*; 0 = all")
-    g.add_argument(
-        "--resume",
-        default=None,
-        help="a checkpoint directory, or auto: the newest complete one in --out (none there: start fresh); "
-        "continues the step count, data position, RNG states and optimizer exactly",
-    )
-    g.add_argument(
-        "--log-rollouts-every", type=int, default=10, help="completions to rollouts.jsonl every N steps; 0 = off"
-    )
-    g.add_argument("--seed", type=int, default=0, help="prompt order and sampling")
+    g.add_argument("--micro-batch-size", type=R.positive_int, default=None, help="completions per forward/backward (gradient "
+                   "accumulation), a multiple or a divisor of --group-size; None: --group-size")  # fmt: skip
     args = p.parse_args(argv)
 
     G = args.group_size
     args.micro_batch_size = args.micro_batch_size or G
     if args.micro_batch_size % G and G % args.micro_batch_size:
         p.error(f"--micro-batch-size {args.micro_batch_size} must be a multiple or a divisor of --group-size {G}")
-    if args.temperature <= 0:
-        p.error("--temperature must be > 0: the policy gradient needs a sampling distribution")
-    if args.num_iterations < 1 or args.group_size < 2 or args.prompts_per_step < 1:
-        p.error("--num-iterations >= 1, --group-size >= 2 and --prompts-per-step >= 1 are needed")
+    if args.group_size < 2:
+        p.error("--group-size must be >= 2: advantages compare the completions of a group")
+    if args.compile_decode and (args.cpu_offload or R.world_size() > 1):
+        p.error("--compile-decode runs on one process only for now (not under FSDP: several GPUs or --cpu-offload)")
+    try:
+        rewards.check_table()  # an edit of rewards.TASK_REWARDS with a typo fails here, not after the models load
+    except ValueError as e:
+        p.error(str(e))
     return args
 
 
@@ -392,6 +152,28 @@ class Rollouts:
     prompt_inputs: dict | None = None  # the sampler's processed prompt batch (CPU), reused by the update
 
 
+@dataclass
+class Trainer:
+    """What every step uses: the run, the models, the optimiser, the data streams and the generators."""
+
+    args: argparse.Namespace
+    run: R.Run
+    policy: torch.nn.Module  # the model being trained (an fsdp.FSDPRoot under FSDP)
+    ref: torch.nn.Module | None  # the frozen start, for the KL term (None when beta = 0)
+    optimizer: torch.optim.Optimizer
+    lr: float
+    by_task: dict[str, list]  # task -> training records
+    streams: dict[str, R.Stream]  # task -> its records' order; the data position
+    tasks_at: list[list[str]]  # step - 1 -> the tasks of that step's stage
+    generators: dict[str, torch.Generator]  # "sample": this rank's sampling, "shuffle": --shuffle-rewards
+    banned: torch.Tensor  # vision tokens: never sampled, masked in log-probs too
+    turn: int = 0  # round-robin position over the stage's tasks, so that every batch mixes them
+
+    @property
+    def device(self) -> torch.device:
+        return self.run.env.device
+
+
 def draw_prompts(streams: dict[str, R.Stream], by_task: dict[str, list], tasks: list[str], turn: int, count: int) -> list:
     """The next `count` prompts of the global batch: tasks round-robin from position `turn`, each task's
     records from its own stream (an explicit (epoch, index) position, so a resumed run draws the same)."""
@@ -399,36 +181,34 @@ def draw_prompts(streams: dict[str, R.Stream], by_task: dict[str, list], tasks: 
     return [by_task[t][streams[t].next()] for t in picks]
 
 
-# Testing hook, off unless the variable is set: a JSON file {record id: [completion texts]} whose texts
-# replace sampling (completion g of a prompt is texts[g % len]), so runs that would draw different samples
-# (1 process vs N, each rank with its own generator) train on the same completions. tests/test_distributed.py.
-FIXED_COMPLETIONS_ENV = "GEOVLM_FIXED_COMPLETIONS"
-# Testing hook, off unless set: every rank SIGKILLs itself at this step, after logging it and before its
-# checkpoint: a crash in the middle of a run, at a known point (tests/test_distributed.py resumes it).
-SIGKILL_AT_STEP_ENV = "GEOVLM_SIGKILL_AT_STEP"
+def sample_group(tr: Trainer, inputs: dict, records: list) -> M.Rollout:
+    """G completions for each prompt of a processed batch: model.sample with this run's sampling flags."""
+    a, net, processor = tr.args, tr.policy, tr.run.processor
+    return M.sample(net, inputs, group_size=a.group_size, max_new_tokens=a.max_new_tokens, temperature=a.temperature,
+                    top_p=a.top_p, top_k=a.top_k, static_cache=a.compile_decode, generator=tr.generators["sample"],
+                    eos_ids=M.eos_token_ids(net, processor), banned=tr.banned, pad_id=processor.tokenizer.pad_token_id)  # fmt: skip
 
 
-def fixed_rollout(net, processor, records: list, inputs: dict, group_size: int, max_new_tokens: int,
-                  temperature: float, path: str) -> M.Rollout:  # fmt: skip
-    table = json.loads(Path(path).read_text())
-    eos = M.eos_token_ids(net, processor)[0]
-    pad = processor.tokenizer.pad_token_id
-    rows = []
-    for rec in records:
-        texts = table[str(rec.id)]
-        for g in range(group_size):
-            ids = processor.tokenizer(texts[g % len(texts)], add_special_tokens=False)["input_ids"] + [eos]
-            rows.append(ids[:max_new_tokens])
-    T = max(len(r) for r in rows)
-    ids = torch.full((len(rows), T), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), T), dtype=torch.bool)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), True
-    truncated = torch.tensor([r[-1] != eos for r in rows])
-    dev = inputs["input_ids"].device
-    banned = M.banned_token_ids(net, processor)
-    logp = M.token_logprobs(net, inputs, ids.to(dev), mask.to(dev), group_size, temperature, banned)
-    return M.Rollout(ids, mask, truncated, logp)
+def rollout(tr: Trainer, records: list) -> Rollouts:
+    """The records' prompts processed once, G completions each, decoded (model.sample via `sample_group`)."""
+    batch = data.collate_prompts(records, tr.run.processor, tr.run.frame_kind)
+    with torch.no_grad(), R.autocast(tr.device, tr.policy), fsdp.gathered(tr.policy):
+        out = sample_group(tr, R.to_device(batch.inputs, tr.device), records)
+    return Rollouts(records=list(records), frames=list(batch.frames), completion_ids=out.completion_ids.cpu(),
+                    completion_mask=out.completion_mask.bool().cpu(), truncated=out.truncated.bool().cpu(),
+                    sample_logp=out.logprobs.float().cpu(), texts=M.decode(tr.run.processor, out),
+                    prompt_inputs=batch.inputs)  # fmt: skip
+
+
+def score_completions(ro: Rollouts, group_size: int) -> tuple[list[dict[str, float]], torch.Tensor]:
+    """rewards.score_group of each prompt's G completions against its record's answer, in that prompt's frame."""
+    lengths = ro.completion_mask.sum(dim=1).tolist()
+    scores = []
+    for b, rec in enumerate(ro.records):
+        rows = slice(b * group_size, (b + 1) * group_size)
+        scores += rewards.score_group(rec.task, ro.texts[rows], rec.answer, ro.frames[b], record=rec,
+                                      completion_tokens=lengths[rows])  # fmt: skip
+    return scores, torch.tensor([s["total"] for s in scores], dtype=torch.float32)
 
 
 def pad_cat(tensors: list[torch.Tensor], value) -> torch.Tensor:
@@ -441,66 +221,6 @@ def pad_cat(tensors: list[torch.Tensor], value) -> torch.Tensor:
     return out
 
 
-def rollout(
-    net,
-    processor,
-    frame_kind: str,
-    records: list,
-    group_size: int,
-    max_new_tokens: int,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    top_k: int = 0,
-    generator: torch.Generator | None = None,
-    device: torch.device | None = None,
-    static_cache: bool = False,
-) -> Rollouts:
-    """G completions for each of the B records: one prefill per prompt, then KV-cached sampling (model.sample).
-
-    temperature 0 = greedy (evaluation)."""
-    batch = data.collate_prompts(records, processor, frame_kind)
-    device = device or generator.device
-    fixed = os.environ.get(FIXED_COMPLETIONS_ENV) if temperature > 0 else None
-    with torch.no_grad(), R.autocast(device, net), M.gathered(net):  # FSDP: parameters gathered once per rollout
-        if fixed:
-            out = fixed_rollout(net, processor, records, R.to_device(batch.inputs, device), group_size, max_new_tokens,
-                                temperature, fixed)  # fmt: skip
-        else:
-            out = M.sample(
-                net,
-                R.to_device(batch.inputs, device),
-                group_size=group_size,
-                max_new_tokens=max_new_tokens,
-                temperature=temperature,
-                top_p=top_p,
-                top_k=top_k,
-                static_cache=static_cache,
-                generator=generator,
-                eos_ids=M.eos_token_ids(net, processor),
-                banned=M.banned_token_ids(net, processor),  # vision tokens: sampling one breaks the next forward
-                pad_id=processor.tokenizer.pad_token_id,
-            )
-    return Rollouts(
-        records=list(records),
-        frames=list(batch.frames),
-        completion_ids=out.completion_ids.cpu(),
-        completion_mask=out.completion_mask.bool().cpu(),
-        truncated=out.truncated.bool().cpu(),
-        sample_logp=out.logprobs.float().cpu(),
-        texts=M.decode(processor, out),
-        prompt_inputs=batch.inputs,
-    )
-
-
-def score_completions(ro: Rollouts, group_size: int) -> tuple[list[dict[str, float]], torch.Tensor]:
-    """rewards.score of every completion against its record's answer, in that prompt's coordinate frame."""
-    scores = []
-    for i, text in enumerate(ro.texts):
-        rec = ro.records[i // group_size]
-        scores.append(rewards.score(rec.task, text, rec.answer, ro.frames[i // group_size]))
-    return scores, torch.tensor([s["total"] for s in scores], dtype=torch.float32)
-
-
 def select_groups(parts: list[Rollouts], picks: list[tuple[int, int]], G: int, pad_id: int) -> Rollouts:
     """One batch from (rollout index, prompt index) picks out of several rollouts (dynamic sampling)."""
     rows = lambda b: list(range(b * G, (b + 1) * G))  # noqa: E731
@@ -509,17 +229,67 @@ def select_groups(parts: list[Rollouts], picks: list[tuple[int, int]], G: int, p
         ts = [getattr(parts[p], name)[rows(b)] for p, b in picks]
         return torch.cat(ts) if pad is None else pad_cat(ts, pad)
 
-    return Rollouts(
-        records=[parts[p].records[b] for p, b in picks],
-        frames=[parts[p].frames[b] for p, b in picks],
-        completion_ids=cat("completion_ids", pad_id),
-        completion_mask=cat("completion_mask", False),
-        truncated=cat("truncated"),
-        sample_logp=cat("sample_logp", 0.0),
-        texts=[parts[p].texts[i] for p, b in picks for i in rows(b)],
-        scores=[parts[p].scores[i] for p, b in picks for i in rows(b)],
-        rewards=cat("rewards"),
-    )
+    return Rollouts(records=[parts[p].records[b] for p, b in picks], frames=[parts[p].frames[b] for p, b in picks],
+                    completion_ids=cat("completion_ids", pad_id), completion_mask=cat("completion_mask", False),
+                    truncated=cat("truncated"), sample_logp=cat("sample_logp", 0.0),
+                    texts=[parts[p].texts[i] for p, b in picks for i in rows(b)],
+                    scores=[parts[p].scores[i] for p, b in picks for i in rows(b)], rewards=cat("rewards"))  # fmt: skip
+
+
+def collect_rollouts(tr: Trainer, tasks: list[str], step: int) -> tuple[Rollouts, dict]:
+    """This process's B prompts of the step with G scored completions each, and what sampling them took.
+
+    Dynamic sampling (--drop-zero-std-groups): a group whose G rewards are all equal has zero advantage; fresh
+    prompts take its place, up to --max-resample-tries more rollouts, then zero-std groups fill in. Under FSDP
+    the parameters are gathered once for all of it: ranks may need different numbers of rollouts, and no
+    collective runs inside them (the prompt counts are exchanged between rollouts, outside the gather)."""
+    a, G, P = tr.args, tr.args.group_size, tr.args.prompts_per_step
+    parts: list[Rollouts] = []
+    kept: list[tuple[int, int]] = []  # (rollout index, prompt index)
+    dropped: list[tuple[int, int]] = []
+    info = {"rollout_s": 0.0, "reward_s": 0.0, "zero_std": 0}
+    tr.policy.eval()
+    with fsdp.gathered(tr.policy):
+        for _ in range(1 + (a.max_resample_tries if a.drop_zero_std_groups else 0)):
+            need = P - len(kept)
+            needs = R.all_gather_list([need])  # every rank's count: the global batch is drawn in rank order
+            if sum(needs) == 0:
+                break
+            prompts = R.rank_slice(draw_prompts(tr.streams, tr.by_task, tasks, tr.turn, sum(needs)), needs, tr.run.env.rank)
+            tr.turn += sum(needs)
+            if need == 0:
+                continue
+            t0 = time.perf_counter()
+            part = rollout(tr, prompts)
+            t1 = time.perf_counter()
+            part.scores, part.rewards = score_completions(part, G)  # [N]
+            info["rollout_s"] += t1 - t0
+            info["reward_s"] += time.perf_counter() - t1
+            R.check_finite(step, rewards=part.rewards)
+            parts.append(part)
+            signal = grpo.signal_groups(part.rewards, G)  # [need]
+            info["zero_std"] += int((~signal).sum())
+            for b in range(need):
+                (kept if signal[b] or not a.drop_zero_std_groups else dropped).append((len(parts) - 1, b))
+    picks = (kept + dropped)[:P]
+    pad_id = tr.run.processor.tokenizer.pad_token_id
+    ro = parts[0] if picks == [(0, b) for b in range(P)] else select_groups(parts, picks, G, pad_id)
+    info |= {"groups": sum(len(p.records) for p in parts), "rollouts": len(parts),
+             "sampled_tokens": sum(int(p.completion_mask.sum()) for p in parts)}  # fmt: skip
+    return ro, info
+
+
+def advantages_of(tr: Trainer, ro: Rollouts) -> torch.Tensor:
+    """[N] advantages of the step's completions (grpo.group_advantages); --adv-scale batch divides by the std of
+    the global batch (all ranks), as one process would; --shuffle-rewards permutes the rewards first."""
+    r = ro.rewards  # [N]
+    if tr.args.shuffle_rewards:  # control: the same rewards, handed to random completions of the batch
+        r = r[torch.randperm(len(r), generator=tr.generators["shuffle"])]
+    batch_std = None
+    if tr.args.adv_scale == "batch" and tr.run.env.world > 1:
+        s1, s2, n = (float(R.all_reduce_sum(v, tr.device)) for v in (float(r.sum()), float((r.double() ** 2).sum()), len(r)))
+        batch_std = max(s2 / n - (s1 / n) ** 2, 0.0) ** 0.5
+    return grpo.group_advantages(r, tr.args.group_size, scale=tr.args.adv_scale, batch_std=batch_std)
 
 
 @dataclass(frozen=True)
@@ -542,42 +312,107 @@ def micro_batches(n_rows: int, size: int, G: int) -> list[MicroBatch]:
     return out
 
 
-def completion_logprobs(
-    net, inputs: dict, ro: Rollouts, mb: MicroBatch, banned: torch.Tensor, temperature: float, device
-) -> torch.Tensor:
+def micro_batch_inputs(tr: Trainer, ro: Rollouts, mbs: list[MicroBatch]) -> list[dict]:
+    """Each micro-batch's prompts, processed once on the device and reused by every log-prob pass of the step:
+    the sampler's own batch when one micro-batch spans all prompts; image features too with --freeze-vision."""
+    out = []
+    for mb in mbs:
+        if ro.prompt_inputs is not None and mb.prompts == slice(0, len(ro.records)):
+            x = ro.prompt_inputs
+        else:
+            x = data.collate_prompts(ro.records[mb.prompts], tr.run.processor, tr.run.frame_kind).inputs
+        out.append(R.to_device(x, tr.device))
+        if tr.args.freeze_vision:  # a frozen tower gives the same features to every pass: encode the images once
+            with torch.no_grad(), R.autocast(tr.device, tr.policy):
+                out[-1]["image_features"] = fsdp.call(tr.policy, M.encode_images, out[-1])
+    return out
+
+
+def completion_logprobs(net, inputs: dict, ro: Rollouts, mb: MicroBatch, banned: torch.Tensor, temperature: float,
+                        device) -> torch.Tensor:  # fmt: skip
     """log pi(o_t | q, o_<t) [n, T] fp32 for one micro-batch (its prompts' `inputs` already on the device);
     differentiable unless under no_grad. `banned` tokens are masked as the sampler masked them."""
     with R.autocast(device, net):
-        lp = M.token_logprobs(
-            net,
-            inputs,
-            ro.completion_ids[mb.rows].to(device),
-            ro.completion_mask[mb.rows].to(device),
-            group_size=mb.per_prompt,
-            temperature=temperature,
-            banned=banned,
-        )
+        lp = M.token_logprobs(net, inputs, ro.completion_ids[mb.rows].to(device), ro.completion_mask[mb.rows].to(device),
+                              group_size=mb.per_prompt, temperature=temperature, banned=banned)  # fmt: skip
     return lp.float()
 
 
 @torch.no_grad()
-def all_logprobs(net, mbs: list[MicroBatch], mb_inputs: list[dict], ro: Rollouts, banned, temperature, device):
-    """[N, T] log-probs of every completion under `net`, micro-batch by micro-batch, kept on the CPU
-    (under FSDP the parameters are gathered once for all micro-batches)."""
-    with M.gathered(net):
-        return torch.cat([completion_logprobs(net, x, ro, mb, banned, temperature, device).cpu() for mb, x in zip(mbs, mb_inputs)])  # fmt: skip
+def all_logprobs(net, tr: Trainer, ro: Rollouts, mbs: list[MicroBatch], mb_inputs: list[dict]) -> torch.Tensor:
+    """[N, T] log-probs of every completion under `net` (the old policy or the reference), micro-batch by
+    micro-batch, kept on the CPU; under FSDP the parameters are gathered once for all micro-batches."""
+    with fsdp.gathered(net):
+        return torch.cat([completion_logprobs(net, x, ro, mb, tr.banned, tr.args.temperature, tr.device).cpu()
+                          for mb, x in zip(mbs, mb_inputs)])  # fmt: skip
 
 
-def task_metrics(scores: list[dict[str, float]], row_tasks: list[str]) -> dict[str, float]:
-    """Mean of each reward component; per task, accuracy (total - format: the weighted accuracy rewards)
-    and format rate (fraction of completions with format reward 1). scores and row_tasks: one per completion."""
+def update_policy(tr: Trainer, step: int, ro: Rollouts, advantages: torch.Tensor) -> dict[str, float]:
+    """--num-iterations optimiser steps on the step's rollouts, each accumulating grpo_loss over micro-batches.
+
+    Every micro-batch divides by the token and sequence counts of the whole global batch (all micro-batches,
+    all ranks), so the summed gradients equal one big batch's (see grpo.aggregate)."""
+    a, env, dev = tr.args, tr.run.env, tr.device
+    loss_mask = ro.completion_mask.clone()  # [N, T]
+    if a.mask_truncated:  # a cut-off completion never got to finish its answer: no loss on it
+        loss_mask[ro.truncated] = False
+    global_tokens = max(float(R.all_reduce_sum(int(loss_mask.sum()), dev)), 1.0)  # all masked: loss 0, not 0/0
+    global_seqs = int(R.all_reduce_sum(len(ro.texts), dev))
+
+    # ---- old and reference log-probs, [N, T] each
+    t0 = time.perf_counter()
+    mbs = micro_batches(len(ro.texts), a.micro_batch_size, a.group_size)
+    mb_inputs = micro_batch_inputs(tr, ro, mbs)
+    old_logp = all_logprobs(tr.policy, tr, ro, mbs, mb_inputs) if a.num_iterations > 1 else None  # pi_old stays put
+    ref_logp = all_logprobs(tr.ref, tr, ro, mbs, mb_inputs) if tr.ref is not None else None
+    t1 = time.perf_counter()
+
+    # ---- the optimiser steps
+    tr.policy.train()
+    params = [p for p in tr.policy.parameters() if p.requires_grad]
+    sums = {"loss": torch.zeros(()), "kl": torch.zeros(()), "clip_frac": torch.zeros(()), "grad_norm": torch.zeros(())}
+    for it in range(a.num_iterations):
+        for mb, x in zip(mbs, mb_inputs):
+            m = loss_mask[mb.rows].to(dev)  # [n, T]
+            logp = completion_logprobs(tr.policy, x, ro, mb, tr.banned, a.temperature, dev)  # [n, T], with gradients
+            R.check_finite(step, logprobs=logp[m].detach())
+            old = logp.detach() if old_logp is None else old_logp[mb.rows].to(dev)  # 1 iteration: rho = 1
+            ref = ref_logp[mb.rows].to(dev) if ref_logp is not None else None
+            loss, stats = grpo.grpo_loss(logp, old, advantages[mb.rows].to(dev), m, ref, beta=a.beta,
+                                         clip_eps_low=a.clip_eps_low, clip_eps_high=a.clip_eps_high, agg=a.loss_agg,
+                                         total_tokens=global_tokens, num_seqs=global_seqs, max_len=a.max_new_tokens)  # fmt: skip
+            R.check_finite(step, loss=loss.detach())
+            # x world undoes the mean over ranks that FSDP's reduce-scatter applies to gradients
+            (loss * env.world).backward()
+            sums["loss"] += loss.detach().cpu()
+            sums["clip_frac"] += (stats["clip_frac"] * m.sum() / global_tokens).cpu()
+            if "kl_sum" in stats:
+                sums["kl"] += (stats["kl_sum"] / global_tokens).cpu()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, a.grad_clip)
+        grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm  # FSDP: DTensor
+        R.check_finite(step, grad_norm=grad_norm)
+        for group in tr.optimizer.param_groups:
+            opt_step = (step - 1) * a.num_iterations + it
+            group["lr"] = R.lr_at(opt_step, tr.lr, a.warmup_steps, len(tr.tasks_at) * a.num_iterations, a.lr_schedule)
+        tr.optimizer.step()
+        tr.optimizer.zero_grad(set_to_none=True)
+        sums["grad_norm"] += grad_norm.detach().float().cpu()
+    out = {k: float(R.all_reduce_sum(float(v), dev)) if k != "grad_norm" else float(v) for k, v in sums.items()}
+    out = {k: v / a.num_iterations for k, v in out.items()}
+    return out | {"logprob_s": t1 - t0, "update_s": time.perf_counter() - t1}
+
+
+def reward_summary(scores: list[dict[str, float]], row_tasks: list[str]) -> dict[str, float]:
+    """Mean of each reward component (reward/<name>); per task, acc/<task> (the mean of score's "accuracy":
+    rewards.ACCURACY, the same under any weights) and format/<task> (fraction with format reward 1).
+    scores and row_tasks: one per completion."""
     out: dict[str, float] = {}
-    for k in sorted({k for s in scores for k in s}):
+    for k in sorted({k for s in scores for k in s} - {"accuracy"}):
         vals = [s[k] for s in scores if k in s]
         out[f"reward/{k}"] = sum(vals) / len(vals)
     for task in sorted(set(row_tasks)):
         rows = [s for s, t in zip(scores, row_tasks) if t == task]
-        out[f"acc/{task}"] = sum(s["total"] - s["format"] for s in rows) / len(rows)
+        out[f"acc/{task}"] = sum(s["accuracy"] for s in rows) / len(rows)
         out[f"format/{task}"] = sum(s["format"] >= 1.0 for s in rows) / len(rows)
     return out
 
@@ -585,47 +420,89 @@ def task_metrics(scores: list[dict[str, float]], row_tasks: list[str]) -> dict[s
 def rollout_rows(step: int, ro: Rollouts, advantages: torch.Tensor, G: int) -> list[dict]:
     """One JSON row per completion, for reading what the policy actually wrote and what it earned."""
     lengths = ro.completion_mask.sum(dim=1).tolist()
-    return [
-        {
-            "step": step,
-            "id": ro.records[i // G].id,
-            "task": ro.records[i // G].task,
-            "sample": i % G,
-            "answer": ro.records[i // G].answer,
-            "completion": ro.texts[i],
-            "rewards": ro.scores[i],
-            "advantage": advantages[i].item(),
-            "length": lengths[i],
-            "truncated": bool(ro.truncated[i]),
-        }
-        for i in range(len(ro.texts))
-    ]
+    return [{"step": step, "id": ro.records[i // G].id, "task": ro.records[i // G].task, "sample": i % G,
+             "images": ro.records[i // G].images, "frame": frame_to_json(ro.frames[i // G]),
+             "answer": ro.records[i // G].answer, "completion": ro.texts[i], "rewards": ro.scores[i],
+             "advantage": advantages[i].item(), "length": lengths[i], "truncated": bool(ro.truncated[i])}
+            for i in range(len(ro.texts))]  # fmt: skip
 
 
-def evaluate(net, processor, frame_kind: str, records: list, max_new_tokens: int, device, out_dir: Path,
-             rank: int = 0, world: int = 1) -> dict | None:  # fmt: skip
-    """Greedy completions of held-out records scored by eval.py: {task: {metric: value}}.
+def log_step(tr: Trainer, step: int, tasks: list[str], ro: Rollouts, advantages: torch.Tensor, info: dict,
+             update: dict, seconds: float) -> dict:  # fmt: skip
+    """The step's row over the global batch (every rank's rollouts), written to log.jsonl by rank 0, and
+    every completion to rollouts.jsonl each --log-rollouts-every steps."""
+    G = tr.args.group_size
+    sampled = ro.sample_logp[ro.completion_mask]  # log-probs of every sampled token
+    mine = {"ids": [rec.id for rec in ro.records], "tasks": [rec.task for rec in ro.records], "scores": ro.scores,
+            "rewards": ro.rewards.tolist(), "lengths": ro.completion_mask.sum(dim=1).tolist(),
+            "truncated": ro.truncated.tolist(), "logp_sum": float(sampled.sum()), "logp_n": sampled.numel(), **info}  # fmt: skip
+    every = R.all_gather_list([mine])
+    cat = lambda k: [x for m in every for x in m[k]]  # noqa: E731
+    tot = lambda k: sum(m[k] for m in every)  # noqa: E731
+    rewards_all, lengths = torch.tensor(cat("rewards")), torch.tensor(cat("lengths"), dtype=torch.float32)
+    row = {
+        "step": step, "tasks": ",".join(tasks),
+        "prompt_ids": ",".join(map(str, cat("ids"))),  # the global batch, rank after rank, in order
+        "reward_mean": rewards_all.mean().item(), "reward_std": rewards_all.std(correction=0).item(),
+        **reward_summary(cat("scores"), [t for t in cat("tasks") for _ in range(G)]),  # reward/, acc/, format/<task>
+        "loss": update["loss"],
+        "kl": update["kl"] if tr.ref is not None else None,  # mean k3 per token; None without a reference
+        "clip_frac": update["clip_frac"],
+        "entropy": -tot("logp_sum") / tot("logp_n") if tot("logp_n") else 0.0,  # one-sample estimate: -mean log p
+        "completion_len_mean": lengths.mean().item(), "completion_len_max": lengths.max().item(),
+        "truncated_frac": sum(cat("truncated")) / len(cat("truncated")),
+        # of all groups sampled this step, resampled ones included: how much of the batch was dead weight
+        "zero_std_frac": tot("zero_std") / tot("groups"),
+        "rollouts": max(m["rollouts"] for m in every),
+        "grad_norm": update["grad_norm"], "lr": tr.optimizer.param_groups[0]["lr"],
+        "rollout_s": info["rollout_s"], "reward_s": info["reward_s"], "logprob_s": update["logprob_s"],
+        "update_s": update["update_s"], "step_s": seconds,
+        "tokens_per_s": tot("sampled_tokens") / max(info["rollout_s"], 1e-9),  # sampled, all ranks
+    }  # fmt: skip
+    tr.run.log.write(row)
+    if tr.args.log_rollouts_every and step % tr.args.log_rollouts_every == 0:
+        for r_row in R.all_gather_list(rollout_rows(step, ro, advantages, G)):
+            tr.run.rollout_log.write(r_row)
+    return row
 
-    With several processes every rank generates for its share (parameters gathered once under FSDP) and
-    rank 0 scores them all; the other ranks get None."""
-    eval_lib = importlib.import_module("eval")  # by name: `eval` is also a builtin
-    net.eval()
-    samples = []
-    mine = list(range(rank, len(records), world))
-    with M.gathered(net):
-        for start in range(0, len(mine), 16):
-            chunk = [records[i] for i in mine[start : start + 16]]
-            ro = rollout(net, processor, frame_kind, chunk, 1, max_new_tokens, temperature=0.0, device=device)
-            for i, rec, frame, text in zip(mine[start : start + 16], chunk, ro.frames, ro.texts):
-                sample = eval_lib.Sample(
-                    task=rec.task, answer=rec.answer, completion=text, frame=frame, meta=rec.meta, id=rec.id
-                )
-                samples.append((i, sample))
-    samples = R.all_gather_list(samples)
-    if rank != 0:
-        return None
-    samples = [s for _, s in sorted(samples, key=lambda t: t[0])]
-    return eval_lib.evaluate(samples, out_dir=out_dir, caption_extras=False, quiet=True)["tasks"]
+
+# ----------------------------------------------------------------------------- set-up
+
+
+def setup(args: argparse.Namespace, run: R.Run) -> Trainer:
+    """The reference model, the data plan (stages, per-task streams), the optimiser and the generators; restored
+    from the checkpoint when resuming."""
+    ref = None
+    if args.beta > 0:  # the frozen starting point that the KL term pulls back towards
+        ref = M.load(run.model_path, device=run.env.device).model.eval().requires_grad_(False)
+        if run.use_fsdp:  # sharded too; it only ever runs without gradients
+            ref = fsdp.wrap_fsdp(ref, cpu_offload=args.cpu_offload)
+    by_task: dict[str, list] = {}
+    for rec in run.records:
+        by_task.setdefault(rec.task, []).append(rec)
+    stages = parse_stages(args, sorted(by_task))
+    # one stream per task, the same on every rank: each step every rank draws the same global batch and keeps its
+    # own slice (R.rank_slice), so ranks never overlap and N ranks x B prompts see what 1 process x N*B prompts see
+    streams = {task: R.Stream(len(recs), seed=args.seed, name=task) for task, recs in by_task.items()}
+    lr = R.learning_rate(args, run, small=1e-4, large=1e-5)
+    optimizer = torch.optim.AdamW([p for p in run.net.parameters() if p.requires_grad], lr=lr, weight_decay=args.weight_decay)
+    generators = {"sample": torch.Generator(device=run.env.device).manual_seed(args.seed + run.env.rank),
+                  "shuffle": torch.Generator().manual_seed(args.seed + run.env.rank)}  # fmt: skip
+    tr = Trainer(args, run, run.net, ref, optimizer, lr, by_task, streams,
+                 [tasks for tasks, steps in stages for _ in range(steps)], generators,
+                 M.banned_token_ids(run.net, run.processor))  # fmt: skip
+    if run.resume is not None:
+        state = run.restore(optimizer, generators)
+        tr.turn = state["turn"]
+        for task, st in state["streams"].items():
+            streams[task].load_state_dict(st)
+    run.say(f"stages {stages}, G={args.group_size} x B={args.prompts_per_step} per process, beta {args.beta}, lr {lr}")
+    return tr
+
+
+def save(tr: Trainer, step: int, path: Path) -> None:
+    state = {"step": step, "turn": tr.turn, "streams": {t: st.state_dict() for t, st in tr.streams.items()}}
+    tr.run.save(path, tr.optimizer, state, tr.generators, keep=tr.args.keep)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -633,293 +510,57 @@ def evaluate(net, processor, frame_kind: str, records: list, max_new_tokens: int
 
 def main(argv: list[str] | None = None) -> dict:
     """Train; returns {"last": the last step's log row, "eval": [{"step", "eval": {task: metrics}}]}."""
+    # ---- set-up: flags, output folder, processes, data, models, optimiser (runtime.start_run, `setup`)
     args = parse_args(argv)
-    if args.compile_decode and (args.cpu_offload or int(os.environ.get("WORLD_SIZE", "1")) > 1):
-        raise SystemExit("train_grpo: --compile-decode runs on one process only for now (not under FSDP: several "
-                         "GPUs or --cpu-offload); drop it or run a single process")  # fmt: skip
-    env = R.init_distributed(group_of_one=args.cpu_offload)
-    use_fsdp = env.world > 1 or args.cpu_offload  # parameters, gradients and optimizer state sharded (FSDP2)
-    R.seed_everything(args.seed + env.rank)
-    shuffle_gen = torch.Generator().manual_seed(args.seed + env.rank)  # --shuffle-rewards
-    out = Path(args.out)
-    resume = R.find_checkpoint(out, args.resume) if args.resume else None
-    if args.resume and env.main:
-        R.discard_torn(out)
-    if env.main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "args.json").write_text(json.dumps(vars(args), indent=2))
-    log = R.JsonlLog(out / "log.jsonl", enabled=env.main)
-    rollout_log = R.JsonlLog(out / "rollouts.jsonl", enabled=env.main)
-
-    # ---- model, reference model, data, optimiser -----------------------------------------------------
-    with R.local_rank0_first(env):  # the embedded defaults are built once, not by every rank at once
-        model_path = args.model or M.default_model()
-        data_path = args.data or str(M.default_data() / "train.jsonl")
-    lr = args.lr if args.lr is not None else (1e-4 if args.model is None else 1e-5)
-    # a resumed run reloads the policy from its checkpoint (an HF directory); the reference is the start
-    loaded = M.load(str(resume or model_path), device=env.device, grad_ckpt=args.grad_ckpt, dtype=torch.float32)
-    policy, processor, frame_kind, device = loaded.model, loaded.processor, loaded.frame_kind, env.device
-    if args.freeze_vision:  # before wrapping: FSDP2 keeps requires_grad as it finds it
-        policy.model.visual.requires_grad_(False)
-    if use_fsdp:
-        policy = M.wrap_fsdp(policy, activation_checkpointing=args.grad_ckpt, cpu_offload=args.cpu_offload)
-    ref = None
-    if args.beta > 0:  # the frozen starting point that the KL term pulls back towards
-        ref = M.load(model_path, device=device).model.eval().requires_grad_(False)
-        if use_fsdp:  # sharded too; it only ever runs without gradients
-            ref = M.wrap_fsdp(ref, cpu_offload=args.cpu_offload)
-    pad_id = processor.tokenizer.pad_token_id
-    banned = M.banned_token_ids(policy, processor)  # vision tokens: never sampled, masked in log-probs too
-    G, P = args.group_size, args.prompts_per_step
-
-    by_task: dict[str, list] = {}
-    for rec in data.load_records(data_path):
-        by_task.setdefault(rec.task, []).append(rec)
-    stages = parse_stages(args, sorted(by_task))
-    # one stream per task, the same on every rank: each step every rank draws the same global batch and
-    # keeps its own slice (draw_prompts, R.rank_slice), so ranks never overlap and N ranks x B prompts
-    # see what 1 process x N*B prompts sees
-    streams = {task: R.Stream(len(recs), seed=args.seed, name=task) for task, recs in by_task.items()}
-    tasks_at = [tasks for tasks, steps in stages for _ in range(steps)]  # step - 1 -> that stage's tasks
-    total_steps = len(tasks_at)
-
-    params = [p for p in policy.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=args.weight_decay)
-    generator = torch.Generator(device=device).manual_seed(args.seed + env.rank)  # each rank samples its own
-    generators = {"sample": generator, "shuffle": shuffle_gen}
-    start, turn = 0, 0  # turn: round-robin position over the stage's tasks, so that every batch mixes them
-    if resume is not None:
-        state, _ = R.load_checkpoint(resume, policy, optimizer, env, generators)
-        start, turn = state["step"], state["turn"]
-        for task, st in state["streams"].items():
-            streams[task].load_state_dict(st)
-    if env.main:
-        for name in ("log.jsonl", "rollouts.jsonl"):
-            if resume is None:
-                (out / name).unlink(missing_ok=True)
-            else:  # what the interrupted run logged after its checkpoint is done again
-                R.truncate_log(out / name, start)
-        print(f"grpo: {model_path} ({sum(p.numel() for p in params) / 1e6:.1f}M trainable, {device}, world "
-              f"{env.world}{', FSDP' if use_fsdp else ''}, attention {loaded.attn_impl}), stages {stages}, "
-              f"G={G} x B={P} per process, beta {args.beta}, lr {lr}"
-              + (f"; resumed from {resume} at step {start}" if resume else ""))  # fmt: skip
-    held_out = data.load_records(args.eval_data)[: args.eval_records or None] if args.eval_data else []
+    run = R.start_run(args, "grpo", logs=("log.jsonl", "rollouts.jsonl"), eval_data=args.eval_data,
+                      eval_records=args.eval_records)  # fmt: skip
+    tr = setup(args, run)
     history: list[dict] = []  # the eval rows, also in log.jsonl
+    total = len(tr.tasks_at)
 
-    def run_eval(step: int) -> None:
-        if held_out:  # every rank generates its share; rank 0 scores and logs
-            res = evaluate(policy, processor, frame_kind, held_out, args.max_new_tokens, device,
-                           out / f"eval/step-{step:06d}", env.rank, env.world)  # fmt: skip
-            if env.main:
-                history.append({"step": step, "eval": res})
-                log.write(history[-1])
+    def run_eval(step: int) -> None:  # every rank generates its share greedily; rank 0 scores and logs
+        res = run.greedy_eval(tr.policy, run.held_out, args.max_new_tokens, step)
+        if res is not None:
+            history.append({"step": step, "eval": res})
+            run.log.write(history[-1])
 
-    def checkpoint(step: int, path: Path) -> None:
-        state = {"step": step, "turn": turn, "streams": {t: st.state_dict() for t, st in streams.items()}}
-        R.save_checkpoint(path, policy, processor, optimizer, env, state, rank_state={}, generators=generators,
-                          keep=args.keep)  # fmt: skip
-
-    if resume is None:
+    if run.start == 0:
         run_eval(0)
-
-    bar = tqdm(range(start + 1, total_steps + 1), desc="grpo", disable=not env.main, dynamic_ncols=True)
+    bar = tqdm(range(run.start + 1, total + 1), desc="grpo", initial=run.start, total=total, disable=not run.env.main,
+               dynamic_ncols=True)  # fmt: skip
     row: dict = {}
     for step in bar:
-        tasks = tasks_at[step - 1]
-        t_step = time.perf_counter()
+        tasks, t_step = tr.tasks_at[step - 1], time.perf_counter()
+        if step == run.start + 1 or tasks != tr.tasks_at[step - 2]:
+            run.say(f"step {step}: training on {'+'.join(tasks)} until step {step - 1 + tr.tasks_at[step - 1:].count(tasks)}")
 
-        # ---- sample prompts -> rollout -> rewards ----------------------------------------------------
-        # Dynamic sampling (--drop-zero-std-groups): a group whose G rewards are all equal has zero advantage;
-        # fresh prompts take its place, up to --max-resample-tries more rollouts, then zero-std groups fill in.
-        # Under FSDP the parameters are gathered once for all of it: ranks may need different numbers of
-        # rollouts, and no collective runs inside them.
-        policy.eval()
-        parts: list[Rollouts] = []
-        kept: list[tuple[int, int]] = []  # (rollout index, prompt index)
-        dropped: list[tuple[int, int]] = []
-        t_rollout = t_reward = 0.0
-        with M.gathered(policy):
-            for _ in range(1 + (args.max_resample_tries if args.drop_zero_std_groups else 0)):
-                need = P - len(kept)
-                needs = R.all_gather_list([need])  # every rank's count: the global batch is drawn in rank order
-                if sum(needs) == 0:
-                    break
-                prompts = R.rank_slice(draw_prompts(streams, by_task, tasks, turn, sum(needs)), needs, env.rank)
-                turn += sum(needs)
-                if need == 0:
-                    continue
-                t0 = time.perf_counter()
-                part = rollout(policy, processor, frame_kind, prompts, G, args.max_new_tokens,
-                               args.temperature, args.top_p, args.top_k, generator, static_cache=args.compile_decode)  # fmt: skip
-                t1 = time.perf_counter()
-                part.scores, part.rewards = score_completions(part, G)  # [N]
-                t_rollout, t_reward = t_rollout + t1 - t0, t_reward + time.perf_counter() - t1
-                R.check_finite(step, rewards=part.rewards)
-                parts.append(part)
-                signal = signal_groups(part.rewards, G)  # [need]
-                for b in range(need):
-                    if signal[b] or not args.drop_zero_std_groups:
-                        kept.append((len(parts) - 1, b))
-                    else:
-                        dropped.append((len(parts) - 1, b))
-        picks = (kept + dropped)[:P]
-        ro = parts[0] if picks == [(0, b) for b in range(P)] else select_groups(parts, picks, G, pad_id)
-        N = len(ro.texts)
+        # ---- rollout and rewards: B prompts x G completions, each scored (rewards.py)
+        ro, info = collect_rollouts(tr, tasks, step)
 
-        # ---- advantages ------------------------------------------------------------------------------
-        r = ro.rewards  # [N]
-        if args.shuffle_rewards:  # control: the same rewards, handed to random completions of the batch
-            r = r[torch.randperm(N, generator=shuffle_gen)]
-        if args.adv_scale == "batch" and env.world > 1:  # one std over the global batch, as on one process
-            s1, s2, n = (float(R.all_reduce_sum(v, device)) for v in (float(r.sum()), float((r.double() ** 2).sum()), N))
-            std = max(s2 / n - (s1 / n) ** 2, 0.0) ** 0.5
-            advantages = group_advantages(r, G, scale="none") / (std + 1e-4)  # [N]
-        else:
-            advantages = group_advantages(r, G, scale=args.adv_scale)  # [N]
+        # ---- advantages: each completion's reward relative to its group (grpo.py)
+        advantages = advantages_of(tr, ro)  # [N]
 
-        loss_mask = ro.completion_mask.clone()  # [N, T]
-        if args.mask_truncated:  # a cut-off completion never got to finish its answer: no loss on it
-            loss_mask[ro.truncated] = False
-        # Normalisers of the whole global batch (all micro-batches, all ranks): see `aggregate`.
-        global_tokens = max(float(R.all_reduce_sum(int(loss_mask.sum()), device)), 1.0)  # all masked: loss 0, not 0/0
-        global_seqs = int(R.all_reduce_sum(N, device))
+        # ---- old / reference log-probs, then the clipped policy loss + KL, optimiser step(s)
+        update = update_policy(tr, step, ro, advantages)
 
-        # ---- old and reference log-probs -------------------------------------------------------------
-        t0 = time.perf_counter()
-        mbs = micro_batches(N, args.micro_batch_size, G)
-        mb_inputs = []  # each micro-batch's prompts, processed once and reused by every pass below
-        for mb in mbs:
-            if ro.prompt_inputs is not None and mb.prompts == slice(0, len(ro.records)):  # all of them: as sampled
-                x = ro.prompt_inputs
-            else:
-                x = data.collate_prompts(ro.records[mb.prompts], processor, frame_kind).inputs
-            mb_inputs.append(R.to_device(x, device))
-            if args.freeze_vision:  # a frozen tower gives the same features to every pass: encode the images once
-                with torch.no_grad(), R.autocast(device, policy):
-                    mb_inputs[-1]["image_features"] = M.call(policy, M.encode_images, mb_inputs[-1])
-        temp = args.temperature
-        old_logp = ref_logp = None  # [N, T]
-        if args.num_iterations > 1:  # pi_old must stay put while the policy moves over the iterations
-            old_logp = all_logprobs(policy, mbs, mb_inputs, ro, banned, temp, device)
-        if ref is not None:
-            ref_logp = all_logprobs(ref, mbs, mb_inputs, ro, banned, temp, device)
-        t_logprobs = time.perf_counter() - t0
+        # ---- log
+        row = log_step(tr, step, tasks, ro, advantages, info, update, time.perf_counter() - t_step)
+        bar.set_postfix(reward=f"{row['reward_mean']:.3f}", kl="-" if row["kl"] is None else f"{row['kl']:.4f}",
+                        clip=f"{row['clip_frac']:.3f}", H=f"{row['entropy']:.2f}", len=f"{row['completion_len_mean']:.0f}",
+                        gn=f"{row['grad_norm']:.2f}", refresh=False)  # fmt: skip
 
-        # ---- update: num_iterations optimiser steps, each accumulating gradients over the micro-batches -
-        t0 = time.perf_counter()
-        policy.train()
-        loss_sum = kl_sum = clipped_sum = grad_norm_sum = 0.0
-        for it in range(args.num_iterations):
-            for mb, x in zip(mbs, mb_inputs):
-                m = loss_mask[mb.rows].to(device)  # [n, T]
-                logp = completion_logprobs(policy, x, ro, mb, banned, temp, device)  # [n, T], with gradients
-                R.check_finite(step, logprobs=logp[m].detach())
-                old = logp.detach() if old_logp is None else old_logp[mb.rows].to(device)  # 1 iteration: rho = 1
-                adv = advantages[mb.rows].to(device)  # [n]
-                per_token, stats = policy_loss(logp, old, adv, m, args.clip_eps_low, args.clip_eps_high)  # [n, T]
-                if ref_logp is not None:
-                    kl = kl_k3(logp, ref_logp[mb.rows].to(device))  # [n, T]
-                    per_token = per_token + args.beta * kl
-                    kl_sum += float((kl.detach() * m).sum()) / global_tokens
-                loss = aggregate(
-                    per_token, m, args.loss_agg, total_tokens=global_tokens, num_seqs=global_seqs,
-                    max_len=args.max_new_tokens,
-                )  # fmt: skip
-                R.check_finite(step, loss=loss.detach())
-                # each micro-batch is already divided by the global count, so the gradients just add up;
-                # x world undoes the mean over ranks that FSDP's reduce-scatter applies to gradients
-                (loss * env.world).backward()
-                loss_sum += float(loss.detach())
-                clipped_sum += stats["clip_frac"] * float(m.sum()) / global_tokens
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, args.grad_clip)
-            grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm  # FSDP: DTensor
-            R.check_finite(step, grad_norm=grad_norm)
-            for group in optimizer.param_groups:
-                opt_step = (step - 1) * args.num_iterations + it
-                group["lr"] = R.lr_at(opt_step, lr, args.warmup_steps, total_steps * args.num_iterations, args.lr_schedule)  # fmt: skip
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            grad_norm_sum += float(grad_norm)
-        t_update = time.perf_counter() - t0
-        t_step = time.perf_counter() - t_step
-
-        # ---- log: the global batch (every rank's rollouts), written by rank 0 -----------------------
-        n_it = args.num_iterations
-        loss_sum, kl_sum, clipped_sum = (float(R.all_reduce_sum(v, device)) for v in (loss_sum, kl_sum, clipped_sum))
-        sampled = ro.sample_logp[ro.completion_mask]  # log-probs of every sampled token
-        mine = {
-            "ids": [rec.id for rec in ro.records],
-            "tasks": [rec.task for rec in ro.records],
-            "scores": ro.scores,
-            "rewards": ro.rewards.tolist(),
-            "lengths": ro.completion_mask.sum(dim=1).tolist(),
-            "truncated": ro.truncated.tolist(),
-            "logp_sum": float(sampled.sum()),
-            "logp_n": sampled.numel(),
-            "zero_std": sum(int((~signal_groups(p.rewards, G)).sum()) for p in parts),
-            "groups": sum(len(p.records) for p in parts),
-            "rollouts": len(parts),
-            "sampled_tokens": sum(int(p.completion_mask.sum()) for p in parts),
-        }
-        every = R.all_gather_list([mine])
-        cat = lambda k, every=every: [x for m in every for x in m[k]]  # noqa: E731
-        tot = lambda k, every=every: sum(m[k] for m in every)  # noqa: E731
-        rewards_all, lengths = torch.tensor(cat("rewards")), torch.tensor(cat("lengths"), dtype=torch.float32)
-        row = {
-            "step": step,
-            "tasks": ",".join(tasks),
-            "prompt_ids": ",".join(map(str, cat("ids"))),  # the global batch, rank after rank, in order
-            "reward_mean": rewards_all.mean().item(),
-            "reward_std": rewards_all.std(correction=0).item(),
-            **task_metrics(cat("scores"), [t for t in cat("tasks") for _ in range(G)]),  # reward/, acc/, format/<task>
-            "loss": loss_sum / n_it,
-            "kl": kl_sum / n_it if ref is not None else None,  # mean k3 per token; None without a reference
-            "clip_frac": clipped_sum / n_it,
-            "entropy": -tot("logp_sum") / tot("logp_n") if tot("logp_n") else 0.0,  # one-sample estimate: -mean log p
-            "completion_len_mean": lengths.mean().item(),
-            "completion_len_max": lengths.max().item(),
-            "truncated_frac": sum(cat("truncated")) / len(cat("truncated")),
-            # of all groups sampled this step, resampled ones included: how much of the batch was dead weight
-            "zero_std_frac": tot("zero_std") / tot("groups"),
-            "rollouts": max(m["rollouts"] for m in every),
-            "grad_norm": grad_norm_sum / n_it,
-            "lr": optimizer.param_groups[0]["lr"],
-            "rollout_s": t_rollout,
-            "reward_s": t_reward,
-            "logprob_s": t_logprobs,
-            "update_s": t_update,
-            "step_s": t_step,
-            "tokens_per_s": tot("sampled_tokens") / max(t_rollout, 1e-9),  # sampled, all ranks
-        }
-        log.write(row)
-        if args.log_rollouts_every and step % args.log_rollouts_every == 0:
-            for r_row in R.all_gather_list(rollout_rows(step, ro, advantages, G)):
-                rollout_log.write(r_row)
-        bar.set_postfix(
-            reward=f"{row['reward_mean']:.3f}",
-            kl="-" if row["kl"] is None else f"{row['kl']:.4f}",
-            clip=f"{row['clip_frac']:.3f}",
-            H=f"{row['entropy']:.2f}",
-            len=f"{row['completion_len_mean']:.0f}",
-            gn=f"{row['grad_norm']:.2f}",
-            refresh=False,
-        )
-
-        if os.environ.get(SIGKILL_AT_STEP_ENV) == str(step):
-            R.barrier()  # every rank has logged its part of this step
-            os.kill(os.getpid(), SIGKILL)
-
-        # ---- eval and save ---------------------------------------------------------------------------
-        if args.eval_every and step % args.eval_every == 0 and step != total_steps:
+        # ---- eval and save; Ctrl-C / SIGTERM: a checkpoint of this step, then stop
+        if args.eval_every and step % args.eval_every == 0 and step != total:
             run_eval(step)
-        if args.save_every and step % args.save_every == 0:  # atomic: a crash keeps the last complete one
-            checkpoint(step, out / "checkpoints" / f"step-{step:06d}")
+        stop = run.stop_requested()
+        if (args.save_every and step % args.save_every == 0) or (stop and step < total):
+            save(tr, step, run.out / "checkpoints" / f"step-{step:06d}")  # atomic: a crash keeps the last complete one
+        if stop and step < total:
+            run.stop(step)
 
-    if start < total_steps or resume is None:
-        run_eval(total_steps)
-        checkpoint(total_steps, out / "final")  # the model, and a checkpoint like the others
-        if env.main:
-            print(f"saved {out / 'final'}")
+    if run.start < total or run.resume is None:
+        run_eval(total)
+        save(tr, total, run.out / "final")  # the model, and a checkpoint like the others
     return {"last": row, "eval": history}
 
 

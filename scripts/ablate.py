@@ -1,4 +1,4 @@
-"""Each rollout/update optimisation on and off, alternated in one run (issue 6's before/after figures).
+"""Each rollout/update optimisation on and off, alternated in one run (the README's before/after figures).
 
     python scripts/ablate.py [--reps 5] [--group-size 8] [--new-tokens 64]
 
@@ -26,6 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import data  # noqa: E402
+import defaults  # noqa: E402
 import model as M  # noqa: E402
 
 
@@ -55,9 +56,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    loaded = M.load(M.default_model(), device="cpu")
+    loaded = M.load(defaults.base_model(), device="cpu")
     net, G, T = loaded.model.eval(), args.group_size, args.new_tokens
-    recs = [r for r in data.load_records(M.default_data() / "test.jsonl") if r.task == "counting"][: args.prompts]
+    recs = [r for r in data.load_records(defaults.data_dir() / "test.jsonl") if r.task == "counting"][: args.prompts]
     x = data.collate_prompts(recs, loaded.processor, loaded.frame_kind).inputs
     xg = data.collate_prompts([r for r in recs for _ in range(G)], loaded.processor, loaded.frame_kind).inputs
     gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731

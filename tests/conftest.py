@@ -23,10 +23,11 @@ def synth_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory, synth_dir) -> str:
-    import model
+    import defaults
+    import tiny
 
     out = tmp_path_factory.mktemp("tiny") / "model"
-    return model.build_tiny(out, seed=0, corpus=model.tokenizer_corpus([synth_dir / "train.jsonl"]))
+    return tiny.build_tiny(out, defaults.tokenizer_corpus([synth_dir / "train.jsonl"]), seed=0)
 
 
 @pytest.fixture(scope="session")

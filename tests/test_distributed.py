@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import grpo_launcher
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -18,6 +19,7 @@ import train_grpo
 import train_sft
 
 ROOT = Path(__file__).resolve().parents[1]
+LAUNCHER = str(Path(grpo_launcher.__file__).relative_to(ROOT))  # test hooks: fixed completions, a SIGKILL
 TIMEOUT = 240  # seconds for one torchrun; a hang (a collective one rank never joins) fails instead of blocking
 
 
@@ -94,13 +96,13 @@ def _fixed_completions(synth_dir: Path, path: Path) -> str:
 
 def test_grpo_two_processes_equal_one(tiny_dir, synth_dir, tmp_path, monkeypatch):
     fixed = _fixed_completions(synth_dir, tmp_path / "fixed.json")
-    monkeypatch.setenv(train_grpo.FIXED_COMPLETIONS_ENV, fixed)
+    monkeypatch.setattr(train_grpo, "sample_group", grpo_launcher.fixed_sampler(fixed))
     common = ["--model", str(tiny_dir), "--data", str(synth_dir / "train.jsonl"), "--task", "classification,counting",
               "--group-size", "4", "--max-new-tokens", "16", "--max-steps", "2", "--lr", "1e-4",
               "--num-iterations", "2", "--micro-batch-size", "2", "--log-rollouts-every", "0"]  # fmt: skip
     train_grpo.main([*common, "--out", str(tmp_path / "one"), "--prompts-per-step", "4"])
-    _run2("train_grpo.py", *common, "--out", str(tmp_path / "two"), "--prompts-per-step", "2",
-          env=_env(**{train_grpo.FIXED_COMPLETIONS_ENV: fixed}))  # fmt: skip
+    _run2(LAUNCHER, "--fixed-completions", fixed, "--", *common, "--out", str(tmp_path / "two"),
+          "--prompts-per-step", "2")  # fmt: skip
     one, two = _rows(tmp_path / "one" / "log.jsonl"), _rows(tmp_path / "two" / "log.jsonl")
     assert [r["step"] for r in one] == [r["step"] for r in two] == [1, 2]
     for a, b in zip(one, two):
@@ -123,13 +125,13 @@ STEP_FIELDS = ("step", "prompt_ids", "reward_mean", "reward_std", "loss", "kl", 
 def test_sigkill_then_resume_equals_uninterrupted(tiny_dir, synth_dir, tmp_path):
     """Real sampling (each rank its own generator), beta > 0. Both ranks are SIGKILLed in step 3 (of 3), after
     the step-2 checkpoint; --resume auto passes over a torn checkpoint; losses, prompts, weights equal bitwise."""
-    args = ["train_grpo.py", "--model", str(tiny_dir), "--data", str(synth_dir / "train.jsonl"),
+    args = ["--model", str(tiny_dir), "--data", str(synth_dir / "train.jsonl"),
             "--task", "classification,counting", "--group-size", "2", "--prompts-per-step", "2",
             "--max-new-tokens", "8", "--max-steps", "3", "--save-every", "2", "--lr", "1e-3",
             "--log-rollouts-every", "0"]  # fmt: skip
     whole, broken = tmp_path / "whole", tmp_path / "broken"
-    proc = _torchrun(*args, "--out", str(broken), env=_env(**{train_grpo.SIGKILL_AT_STEP_ENV: "3"}))
-    _run2(*args, "--out", str(whole))  # the uninterrupted run, meanwhile
+    proc = _torchrun(LAUNCHER, "--sigkill-at-step", "3", "--", *args, "--out", str(broken))
+    _run2("train_grpo.py", *args, "--out", str(whole))  # the uninterrupted run, meanwhile
     out, _ = proc.communicate(timeout=TIMEOUT)
     assert proc.returncode != 0 and "SIGKILL" in out, out[-3000:]
     assert [p.name for p in (broken / "checkpoints").iterdir()] == ["step-000002"] and not (broken / "final").exists()
@@ -140,7 +142,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tiny_dir, synth_dir, tmp_path)
     (torn / "config.json").write_text("{")
     (torn / "resume" / "state.json").write_text(json.dumps({"step": 3, "world": 2}))
 
-    out = _run2(*args, "--out", str(broken), "--resume", "auto")
+    out = _run2("train_grpo.py", *args, "--out", str(broken), "--resume", "auto")
     assert "step-000002 at step 2" in out, out[-2000:]
 
     a, b = _rows(whole / "log.jsonl"), _rows(broken / "log.jsonl")
@@ -161,13 +163,13 @@ WORKER = r"""
 import json, sys
 import torch, torch.distributed as dist
 sys.path.insert(0, sys.argv[1])
-import data, model as M, runtime as R
+import data, fsdp, model as M, runtime as R
 
 tiny, synth, out = sys.argv[2], sys.argv[3], sys.argv[4]
 env = R.init_distributed()
 loaded = M.load(tiny, device="cpu", dtype=torch.float32)
 plain = M.load(tiny, device="cpu", dtype=torch.float32).model
-net = M.wrap_fsdp(loaded.model)
+net = fsdp.wrap_fsdp(loaded.model)
 recs = data.load_records(synth + "/test.jsonl")[:2]
 x = data.collate_prompts(recs, loaded.processor, loaded.frame_kind).inputs
 banned = M.banned_token_ids(net, loaded.processor)
@@ -186,7 +188,7 @@ pg.foreach_all_gather = real
 ref = M.sample(plain, x, 2, T, generator=torch.Generator().manual_seed(0), eos_ids=[], banned=banned, check_every=1)
 assert ro.completion_ids.shape[1] == T and torch.equal(ro.completion_ids, ref.completion_ids)
 assert torch.allclose(ro.logprobs, ref.logprobs, atol=1e-5)
-units = len(M._fsdp_children(net)) + 1
+units = len(fsdp._fsdp_children(net)) + 1
 counts = R.all_gather_list([gathers["n"]])
 assert counts == [units, units], (counts, units)
 

@@ -1,11 +1,12 @@
-"""The GRPO objective against hand-computed values (train_grpo's pure functions)."""
+"""The GRPO objective (grpo.py) against hand-computed values."""
 
 import math
 
 import pytest
 import torch
 
-from train_grpo import aggregate, group_advantages, kl_k3, policy_loss, signal_groups
+import grpo
+from grpo import aggregate, group_advantages, grpo_loss, kl_k3, policy_loss, signal_groups
 
 # ----------------------------------------------------------------------------- advantages
 
@@ -72,7 +73,7 @@ def _loss_at_ratio(ratio: float, adv: float, lo: float = 0.2, hi: float = 0.28):
         logp, old, torch.tensor([adv], dtype=torch.float64), torch.ones(1, 1, dtype=torch.bool), lo, hi
     )
     loss.sum().backward()
-    return loss.item(), logp.grad.item(), stats["clip_frac"]
+    return loss.item(), logp.grad.item(), float(stats["clip_frac"])
 
 
 def test_clip_positive_advantage():
@@ -106,9 +107,10 @@ def test_policy_loss_masks_padding_and_splits_clip_stats():
     mask = torch.tensor([[True, True, False], [True, True, False]])
     loss, stats = policy_loss(logp, old, torch.tensor([1.0, -1.0]), mask, 0.2, 0.2)
     assert loss[:, 2].eq(0).all()  # padding contributes nothing, even with a wild ratio there
-    assert stats["clip_frac"] == pytest.approx(0.5)  # tokens (0,0) and (1,0) out of 4
-    assert stats["clip_frac_high"] == pytest.approx(0.25)
-    assert stats["clip_frac_low"] == pytest.approx(0.25)
+    assert all(isinstance(v, torch.Tensor) for v in stats.values())  # statistics stay on the device: no host sync
+    assert float(stats["clip_frac"]) == pytest.approx(0.5)  # tokens (0,0) and (1,0) out of 4
+    assert float(stats["clip_frac_high"]) == pytest.approx(0.25)
+    assert float(stats["clip_frac_low"]) == pytest.approx(0.25)
 
 
 # ----------------------------------------------------------------------------- KL
@@ -142,7 +144,7 @@ def test_one_iteration_is_reinforce_with_baseline():
 
     assert torch.equal(torch.exp(logp - old), torch.ones(6, 5))  # ratio exactly 1
     per_token, stats = policy_loss(logp, old, adv, mask, 0.2, 0.28)
-    assert stats["clip_frac"] == 0.0
+    assert float(stats["clip_frac"]) == 0.0
     loss = aggregate(per_token, mask, "token-mean")
     loss.backward()
 
@@ -206,3 +208,34 @@ def test_token_mean_vs_seq_mean_length_weighting():
     # per completion, token-mean gives the long one 3x the total weight of the short one
     assert grads["token-mean"][1].sum() == pytest.approx(3 * grads["token-mean"][0].sum())
     assert grads["seq-mean-token-mean"][1].sum() == pytest.approx(grads["seq-mean-token-mean"][0].sum())
+
+
+def test_grpo_loss_is_the_documented_combination():
+    """grpo_loss = aggregate(policy_loss + beta * kl_k3), with the global normalisers, as the trainer calls it."""
+    g = torch.Generator().manual_seed(3)
+    logp = (torch.randn(4, 5, generator=g) - 1).requires_grad_()
+    old, ref = logp.detach() + 0.1 * torch.randn(4, 5, generator=g), logp.detach() + 0.2 * torch.randn(4, 5, generator=g)
+    adv, mask = torch.tensor([1.0, -0.5, 0.0, 2.0]), torch.rand(4, 5, generator=g) > 0.2
+    for agg in grpo.LOSS_AGGS:
+        loss, stats = grpo_loss(logp, old, adv, mask, ref, beta=0.04, agg=agg, total_tokens=30.0, num_seqs=8, max_len=5)
+        per_token, _ = policy_loss(logp, old, adv, mask)
+        expected = aggregate(per_token + 0.04 * kl_k3(logp, ref), mask, agg, total_tokens=30.0, num_seqs=8, max_len=5)
+        torch.testing.assert_close(loss, expected)
+        assert float(stats["kl_sum"]) == pytest.approx(float((kl_k3(logp, ref) * mask).sum().detach()), rel=1e-6)
+    no_ref, stats = grpo_loss(logp, old, adv, mask)
+    torch.testing.assert_close(no_ref, aggregate(policy_loss(logp, old, adv, mask)[0], mask))
+    assert "kl_sum" not in stats
+
+
+def test_batch_scale_takes_the_global_std():
+    r = torch.tensor([1.0, 0.0, 2.0, 2.0])
+    local = group_advantages(r, 2, scale="batch")
+    torch.testing.assert_close(local, (r - torch.tensor([0.5, 0.5, 2.0, 2.0])) / (r.std(correction=0) + 1e-4))
+    torch.testing.assert_close(group_advantages(r, 2, scale="batch", batch_std=2.0), torch.tensor([0.5, -0.5, 0, 0]) / 2.0001)
+
+
+def test_grpo_docstring_examples():
+    import doctest
+
+    failures, tried = doctest.testmod(grpo, verbose=False)
+    assert tried >= 1 and failures == 0

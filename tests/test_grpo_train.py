@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import grpo
 import model
 import rewards
 import train_grpo
@@ -109,7 +110,8 @@ def test_two_steps_write_log_rollouts_and_checkpoints(tiny_dir, synth_dir, tmp_p
 
     rollouts = [json.loads(line) for line in (out / "rollouts.jsonl").read_text().splitlines()]
     assert len(rollouts) == 2 * 2 * 4  # steps x prompts x group
-    assert {"step", "id", "task", "completion", "rewards", "advantage", "length", "truncated"} <= rollouts[0].keys()
+    assert {"step", "id", "task", "images", "frame", "completion", "rewards", "advantage", "length",
+            "truncated"} <= rollouts[0].keys()  # fmt: skip
     first_group = [r["advantage"] for r in rollouts[:4]]
     assert sum(first_group) == pytest.approx(0.0, abs=1e-5)  # group-relative
 
@@ -120,7 +122,7 @@ def test_two_steps_write_log_rollouts_and_checkpoints(tiny_dir, synth_dir, tmp_p
 def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tiny_dir, synth_dir, tmp_path, monkeypatch):
     out = tmp_path / "run"
     saved: dict[str, str] = {}
-    real_save, real_loss = model.save, train_grpo.policy_loss
+    real_save, real_loss = model.save, grpo.policy_loss
 
     def recording_save(net, processor, out_dir, *a, **kw):
         path = real_save(net, processor, out_dir, *a, **kw)
@@ -135,7 +137,7 @@ def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tiny_dir, synth_di
         return (per_token * float("nan") if calls["n"] > 2 else per_token), stats
 
     monkeypatch.setattr(model, "save", recording_save)
-    monkeypatch.setattr(train_grpo, "policy_loss", nan_from_step_2)
+    monkeypatch.setattr(grpo, "policy_loss", nan_from_step_2)
     with pytest.raises(FloatingPointError, match=r"step 2: loss is not finite"):
         train_grpo.main(_argv(tiny_dir, synth_dir, out, "--max-steps", "3", "--save-every", "1", "--beta", "0"))
 
@@ -182,6 +184,29 @@ def test_compile_decode_trains_and_refuses_fsdp(tiny_dir, synth_dir, tmp_path):
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2] and all(r["completion_len_mean"] > 0 for r in rows)
     assert result["last"]["step"] == 2 and len(model._STATIC_DECODERS) > compiled_before  # it did decode compiled
-    with pytest.raises(SystemExit, match="one process only"):
-        train_grpo.main(_argv(tiny_dir, synth_dir, tmp_path / "r2", "--max-steps", "1", "--compile-decode",
-                              "--cpu-offload"))  # fmt: skip
+
+def test_compile_decode_refuses_fsdp_before_anything_starts(capsys, tmp_path):
+    with pytest.raises(SystemExit):
+        train_grpo.main(["--out", str(tmp_path / "r2"), "--compile-decode", "--cpu-offload"])
+    assert "one process only" in capsys.readouterr().err and not (tmp_path / "r2").exists()
+
+
+def test_a_raising_reward_added_to_the_table_warns_once_and_training_finishes(tiny_dir, synth_dir, tmp_path, monkeypatch):
+    def my_reward(completion, answer, frame=None):
+        raise KeyError("meta field the author forgot")
+
+    monkeypatch.setattr(rewards, "_warned", set())
+    monkeypatch.setitem(rewards.TASK_REWARDS, "counting", [("count_accuracy", 0.5), (my_reward, 1.0)])
+    with pytest.warns(RuntimeWarning, match="reward my_reward: raised KeyError") as caught:
+        result = train_grpo.main(_argv(tiny_dir, synth_dir, tmp_path / "run", "--max-steps", "3", "--beta", "0",
+                                       "--task", "counting"))  # fmt: skip
+    assert result["last"]["step"] == 3
+    assert len([w for w in caught if "my_reward" in str(w.message)]) == 1
+    assert result["last"]["reward/my_reward"] == 0.0
+
+
+def test_logged_accuracy_ignores_the_weights(monkeypatch):
+    monkeypatch.setitem(rewards.TASK_REWARDS, "counting", [("count_accuracy", 0.5)])
+    scores = rewards.score_group("counting", ["<think>x</think><answer>5</answer>"] * 2, 5)
+    row = train_grpo.reward_summary(scores, ["counting", "counting"])
+    assert row["acc/counting"] == 1.0 and row["reward/total"] == 1.5 and row["reward/count_accuracy"] == 1.0

@@ -174,7 +174,7 @@ def test_evaluate_tuples_per_task_and_dataset(tmp_path):
         ("grounding", [[100, 100, 300, 300]], wrap("[50, 50, 150, 150]"), frame, {"dataset": "DIOR-RSVG"}),
         ("counting", 4, wrap("four"), None, {}),
     ]
-    m = ev.evaluate(samples, tmp_path, caption_extras=False, quiet=True)
+    m = ev.score_samples(samples, tmp_path, caption_extras=False, quiet=True)
     assert m["tasks"]["classification"]["accuracy"] == 0.5
     assert m["tasks"]["classification"]["format"] == 0.5
     assert m["datasets"]["AID"]["classification"]["accuracy"] == 1.0
@@ -185,13 +185,13 @@ def test_evaluate_tuples_per_task_and_dataset(tmp_path):
     lines = [json.loads(x) for x in (tmp_path / "predictions.jsonl").read_text().splitlines()]
     assert len(lines) == 4 and lines[2]["parsed"] == [[100, 100, 300, 300]]
     assert lines[2]["frame"] == {"kind": "pixels", "image_size": [1000, 1000], "model_size": [500, 500]}
-    assert lines[0]["scores"] == {"format": 1.0, "exact_match": 1.0, "total": 2.0}
+    assert lines[0]["scores"] == {"format": 1.0, "exact_match": 1.0, "accuracy": 1.0, "total": 2.0}
     with pytest.raises(ValueError, match="unknown task"):
-        ev.evaluate([("segmentation", "x", "x", None, {})], quiet=True)
+        ev.score_samples([("segmentation", "x", "x", None, {})], quiet=True)
 
 
 def test_markdown_table_lists_tasks():
-    m = ev.evaluate([("vqa", "yes", wrap("yes"), None, {"type": "presence"})], caption_extras=False, quiet=True)
+    m = ev.score_samples([("vqa", "yes", wrap("yes"), None, {"type": "presence"})], caption_extras=False, quiet=True)
     table = ev.markdown_table(m)
     assert table.splitlines()[0].startswith("| task |") and "| vqa | all | 1 | 1.0000 |" in table
 

