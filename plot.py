@@ -2,6 +2,7 @@
 
     python plot.py runs/grpo                 # -> runs/grpo/plots/*.png
     python plot.py runs/sft runs/grpo        # several runs, each into its own plots/
+    python plot.py runs/demo                 # a folder of runs: each sub-folder holding a log.jsonl
     python plot.py runs/grpo --tensorboard   # also runs/grpo/tensorboard/ (then: tensorboard --logdir runs)
 
 Every numeric per-step value in the log is drawn; keys are grouped into panels by name, and panels into
@@ -341,14 +342,18 @@ def log_to_tensorboard(run_dir: str | os.PathLike, log_dir: str | os.PathLike | 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runs", nargs="+", help="run folders holding log.jsonl (or log files)")
+    p.add_argument("runs", nargs="+", help="run folders holding log.jsonl (or log files, or a folder of runs)")
     p.add_argument("--out", default=None, help="where the PNGs go (default: RUN/plots; only with one run)")
     p.add_argument("--tensorboard", action="store_true", help="also convert the log to RUN/tensorboard/ event files")
     args = p.parse_args(argv)
-    if args.out and len(args.runs) > 1:
+    runs = []
+    for run in map(Path, args.runs):  # a folder of runs (runs/demo: sft/, grpo/) stands for each of them
+        inner = sorted(f.parent for f in run.glob("*/log.jsonl")) if run.is_dir() else []
+        runs += inner if inner and not (run / "log.jsonl").exists() else [run]
+    if args.out and len(runs) > 1:
         p.error("--out takes one run")
     ok = True
-    for run in args.runs:
+    for run in runs:
         ok &= bool(plot_run(run, args.out))
         if args.tensorboard:
             try:

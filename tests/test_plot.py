@@ -107,6 +107,13 @@ def test_resumed_steps_keep_the_last_value_and_the_cli(tmp_path):
     assert plot.main([str(run), "--out", str(tmp_path / "pics")]) == 0
     assert (tmp_path / "pics" / "training.png").exists()
     assert plot.main([str(tmp_path / "nothing")]) == 1
+    # a folder of runs (what demo.py writes: sft/, grpo/, eval-*/) plots each run in it
+    write_log(tmp_path / "demo" / "sft", SFT_ROWS)
+    write_log(tmp_path / "demo" / "grpo", grpo_log(3))
+    (tmp_path / "demo" / "eval-sft").mkdir()
+    assert plot.main([str(tmp_path / "demo")]) == 0
+    assert (tmp_path / "demo" / "sft" / "plots" / "training.png").exists()
+    assert (tmp_path / "demo" / "grpo" / "plots" / "rewards.png").exists()
 
 
 # ----------------------------------------------------------------------------- TensorBoard
