@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 BOX_TASKS = ("grounding", "detection", "change_detection", "grounded_caption")
-AFTER_IMAGE_TASKS = ("change_detection", "change_caption")  # boxes belong to the last ("after") image
+CHANGE_TASKS = ("change_detection", "change_caption")  # a change is an appearance or a disappearance: boxes on both
 COLORS = {"gt": "#00e5ff", "pred": "#ff8c00", "region": "#76ff03"}  # blue/orange: told apart by most colour-blind eyes
 PAGE_SIZE = 60
 
@@ -246,7 +246,7 @@ def card(i: int, row: dict, record: Any, images: _Images, base_dir: Path) -> dic
         "length": _num(row.get("length")),
         "truncated": bool(row.get("truncated")),
         "images": keys,
-        "on": len(keys) - 1 if task in AFTER_IMAGE_TASKS else 0,  # the image the boxes are drawn on
+        "on": list(range(len(keys))) if task in CHANGE_TASKS else [0],  # the images the boxes are drawn on
         "gt": gt_boxes(task, answer),
         "pred": pred,
         "region": region,
@@ -417,7 +417,7 @@ function picture(row, k, idx) {
   img.setAttribute("preserveAspectRatio", "none");
   const t = document.createElementNS(SVG, "title"); t.textContent = `${im.path} (${im.w}×${im.h})`; img.appendChild(t);
   svg.appendChild(img);
-  if (idx === row.on) {
+  if (row.on.includes(idx)) {
     const noFrame = row.notes.some((n) => n.startsWith("no frame"));
     if (row.region) rect(svg, row.region, INFO.colors.region, 3, true, `region ${JSON.stringify(row.region)}`);
     for (const b of row.gt) rect(svg, b, INFO.colors.gt, 3, false, `ground truth ${JSON.stringify(b.map(Math.round))}`);

@@ -132,13 +132,20 @@ def test_rollout_rows_with_their_own_images_and_the_cli(tmp_path, capsys):
              "completion": wrap("a road"), "rewards": {"format": 1.0, "caption_rouge_l": 1.0, "total": 2.0},
              "advantage": 0.5 - k, "length": 7, "truncated": False, "images": [str(tmp_path / "a.png")],
              "meta": {"region": GT}} for s in (10, 20) for k in (0, 1)]  # fmt: skip
+    Image.new("RGB", (W, H), (0, 0, 0)).save(tmp_path / "b.png")  # images relative to the rows file below
+    rows.append({"step": 20, "id": "c1", "task": "change_detection", "sample": 0, "answer": [GT],
+                 "completion": wrap("[1, 2, 3, 4]"), "rewards": {"total": 0.0}, "advantage": 0.0,
+                 "images": ["a.png", "b.png"]})  # fmt: skip
     (tmp_path / "rollouts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert viewer.main([str(tmp_path / "rollouts.jsonl"), "--max-rows", "3"]) == 0
     assert "rollouts.html" in capsys.readouterr().out
     html = (tmp_path / "rollouts.html").read_text()
     cards = page_data(html, "rows")
     assert len(cards) == 3 and page_data(html, "info")["kind"] == "rollouts"
-    assert cards[-1]["region"] == GT and cards[-1]["advantage"] == -0.5 and cards[-1]["step"] == 20
+    assert cards[-2]["region"] == GT and cards[-2]["advantage"] == -0.5 and cards[-2]["step"] == 20
+    change = cards[-1]  # a change is an appearance or a disappearance: its boxes go on both images
+    assert len(change["images"]) == 2 and change["on"] == [0, 1] and change["gt"] == [GT]
+    assert change["pred"] == [[1, 2, 3, 4]] and "no frame" in change["notes"][0]
 
 
 # ----------------------------------------------------------------------------- in a real browser
