@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup system-deps demo test test-fast lint bench clean
 
 $(VENV)/.installed: requirements.txt requirements-eval.txt
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,30 @@ $(VENV)/.installed: requirements.txt requirements-eval.txt
 	$(VENV)/bin/pip install -q -r requirements.txt -r requirements-eval.txt
 	touch $@
 
-setup: $(VENV)/.installed
+# Debian packages some metrics and tests need: WordNet 3.0 (NLTK METEOR), Java (coco-caption's tokenizer and
+# METEOR 1.5), Chromium (the viewer's browser test). Run as root with apt-get, make installs the missing ones,
+# once (quietly; log in .venv/apt.log); otherwise it says in one line what to run, and the tests that need
+# them fail saying the same (make test skips nothing for a missing install).
+$(VENV)/.system-deps:
+	@mkdir -p $(VENV); missing=""; \
+	command -v java >/dev/null 2>&1 || missing="$$missing default-jre-headless"; \
+	{ [ -e /usr/share/wordnet/data.noun ] && [ -e /usr/share/wordnet/index.sense ]; } \
+		|| missing="$$missing wordnet-base wordnet-sense-index"; \
+	{ command -v chromium || command -v chromium-browser || command -v google-chrome; } >/dev/null 2>&1 \
+		|| missing="$$missing chromium"; \
+	if [ -z "$$missing" ]; then touch $@; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "make: installing Debian packages:$$missing (log: $(VENV)/apt.log)"; \
+		if { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+				--no-install-recommends $$missing; } >$(VENV)/apt.log 2>&1; then touch $@; \
+		else echo "make: apt-get could not install$$missing (see $(VENV)/apt.log): METEOR / browser tests will fail"; fi; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		echo "make: for METEOR and the viewer's browser test, run: sudo apt-get install -y$$missing"; \
+	else echo "make: no apt-get here: install$$missing (or your system's equivalents) for METEOR and the browser test"; fi
+
+system-deps: $(VENV)/.system-deps
+
+setup: $(VENV)/.installed $(VENV)/.system-deps
 
 demo: setup
 	$(PY) demo.py

@@ -1,0 +1,224 @@
+"""viewer.py: boxes from rows (parsed, or parsed through the row's frame), the page's data, and the page
+rendered by a real headless Chromium: the boxes are checked in the screenshot's pixels."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import viewer
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+IMAGE_RGB = (60, 90, 120)  # a plain colour nothing else on the page has (text and UI greys have r = g = b)
+W, H = 192, 96  # the page shows images 384 CSS px wide: exactly 2 screen pixels per image pixel
+GT = [20, 20, 70, 70]
+PRED = [110, 30, 170, 80]
+FRAME = {"kind": "pixels", "image_size": [W, H], "model_size": [2 * W, 2 * H]}  # the model writes 2x coordinates
+
+
+def hex_rgb(h: str) -> tuple[int, int, int]:
+    return tuple(int(h[i : i + 2], 16) for i in (1, 3, 5))
+
+
+def wrap(answer: str) -> str:
+    return f"<think>r</think><answer>{answer}</answer>"
+
+
+# ----------------------------------------------------------------------------- boxes from rows
+def test_predicted_boxes_from_parsed_or_through_the_frame():
+    # eval's predictions: "parsed" is already in original pixels
+    assert viewer.predicted_boxes({"task": "grounding", "parsed": [PRED], "completion": "junk"}) == ([PRED], None)
+    assert viewer.predicted_boxes({"task": "detection", "parsed": None, "completion": wrap("[1, 2, 3, 4]")}) == (
+        [],
+        None,
+    )
+    gc = {"task": "grounded_caption", "parsed": {"caption": "a", "boxes": [PRED, GT]}}
+    assert viewer.predicted_boxes(gc) == ([PRED, GT], None)
+    # no "parsed": the completion's answer, converted from the model's frame
+    row = {"task": "grounding", "completion": wrap("[220, 60, 340, 160]"), "frame": FRAME}
+    assert viewer.predicted_boxes(row) == ([PRED], None)
+    # grounding scores the first box only; detection shows them all
+    two = wrap("[220, 60, 340, 160], [0, 0, 10, 10]")
+    assert viewer.predicted_boxes({"task": "grounding", "completion": two, "frame": FRAME})[0] == [PRED]
+    assert len(viewer.predicted_boxes({"task": "detection", "completion": two, "frame": FRAME})[0]) == 2
+    # no frame (today's rollout rows): drawn as written, and the card says so
+    boxes, note = viewer.predicted_boxes({"task": "detection", "completion": wrap("[1, 2, 30, 40]")})
+    assert boxes == [[1, 2, 30, 40]] and "no frame" in note
+    # not a box task, or nothing usable: no boxes, no exception
+    assert viewer.predicted_boxes({"task": "counting", "completion": wrap("[1, 2, 3, 4]")}) == ([], None)
+    for bad in ({"task": "detection", "completion": None}, {"task": "detection", "completion": "[1, 2", "frame": 3},
+                {"task": "grounding", "parsed": [["a", 1, 2, 3]]}, {}):  # fmt: skip
+        assert viewer.predicted_boxes(bad)[0] == []
+
+
+def test_gt_boxes_by_task():
+    assert viewer.gt_boxes("detection", [GT, PRED]) == [GT, PRED]
+    assert viewer.gt_boxes("grounding", [[70, 70, 20, 20, 30]]) == [GT]  # θ dropped, corners ordered
+    assert viewer.gt_boxes("grounded_caption", {"caption": "x", "boxes": [GT]}) == [GT]
+    assert viewer.gt_boxes("change_detection", "no change") == []
+    assert viewer.gt_boxes("caption", ["a caption"]) == []
+
+
+# ----------------------------------------------------------------------------- the page's data
+def make_case(tmp_path: Path) -> tuple[Path, Path]:
+    """A plain image, a records file naming it, and prediction rows without "images" (looked up by id)."""
+    Image.new("RGB", (W, H), IMAGE_RGB).save(tmp_path / "plain.png")
+    records = [
+        {"id": "g1", "task": "grounding", "images": ["plain.png"], "question": "Where is the thing?", "answer": [GT]},
+        {"id": "c1", "task": "classification", "images": ["plain.png"], "question": "What is it?", "answer": "x"},
+    ]
+    data = tmp_path / "records.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    rows = [
+        {"id": "g1", "task": "grounding", "completion": wrap("[220, 60, 340, 160]"), "answer": [GT],
+         "scores": {"format": 1.0, "grounding_iou": 0.0, "total": 1.0}, "meta": {}, "frame": FRAME},
+        {"id": "c1", "task": "classification", "completion": wrap("x </script><b>not bold</b>"), "answer": "x",
+         "scores": {"format": 1.0, "exact_match": 0.0, "total": 1.0}, "meta": {}},
+    ]  # fmt: skip
+    rows_path = tmp_path / "predictions.jsonl"
+    rows_path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"torn line\n')
+    return rows_path, data
+
+
+def page_data(html: str, name: str):
+    m = re.search(rf'<script id="{name}" type="application/json">(.*?)</script>', html, re.S)
+    return json.loads(m.group(1))
+
+
+def test_page_holds_rows_images_and_nothing_from_the_network(tmp_path):
+    rows_path, data = make_case(tmp_path)
+    out = viewer.write_viewer(rows_path, data=data)
+    assert out == tmp_path / "predictions.html"
+    html = out.read_text()
+    rows, images, info = page_data(html, "rows"), page_data(html, "images"), page_data(html, "info")
+    assert [r["id"] for r in rows] == ["g1", "c1"] and info["bad_lines"] == 1 and info["kind"] == "predictions"
+    g1 = rows[0]
+    assert g1["gt"] == [GT] and g1["pred"] == [PRED] and g1["total"] == 1.0 and g1["question"] == "Where is the thing?"
+    assert len(images) == 1 and rows[1]["images"] == g1["images"]  # the same image embedded once
+    (im,) = images.values()
+    assert (im["w"], im["h"]) == (W, H) and im["src"].startswith("data:image/png;base64,")
+    assert "</script><b>" not in html  # completions cannot close the data script
+    # self-contained: no fetched script, style, font or image
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", html) and "<link" not in html and "@import" not in html
+
+    linked = viewer.write_viewer(rows_path, tmp_path / "sub" / "v.html", data=data, link_images=True)
+    (im,) = page_data(linked.read_text(), "images").values()
+    assert im["src"] == "../plain.png"
+
+
+def test_reads_the_predictions_eval_writes(tmp_path):
+    ev = importlib.import_module("eval")
+    frame = ev.Frame(kind="pixels", image_size=(W, H), model_size=(2 * W, 2 * H))
+    samples = [ev.Sample(task="detection", answer=[GT], completion=wrap("[220, 60, 340, 160]"), frame=frame, id="d1")]
+    ev.evaluate(samples, tmp_path, caption_extras=False, quiet=True)
+    Image.new("RGB", (W, H), IMAGE_RGB).save(tmp_path / "plain.png")
+    rec = {"id": "d1", "task": "detection", "images": ["plain.png"], "question": "Find all.", "answer": [GT]}
+    (tmp_path / "records.jsonl").write_text(json.dumps(rec) + "\n")
+    out = viewer.write_viewer(tmp_path / "predictions.jsonl", data=tmp_path / "records.jsonl")
+    (row,) = page_data(out.read_text(), "rows")
+    assert row["pred"] == [PRED] and row["gt"] == [GT] and row["images"] and not row["notes"]
+
+
+def test_rollout_rows_with_their_own_images_and_the_cli(tmp_path, capsys):
+    Image.new("RGB", (W, H), IMAGE_RGB).save(tmp_path / "a.png")
+    rows = [{"step": s, "id": "r1", "task": "region_caption", "sample": k, "answer": "a road",
+             "completion": wrap("a road"), "rewards": {"format": 1.0, "caption_rouge_l": 1.0, "total": 2.0},
+             "advantage": 0.5 - k, "length": 7, "truncated": False, "images": [str(tmp_path / "a.png")],
+             "meta": {"region": GT}} for s in (10, 20) for k in (0, 1)]  # fmt: skip
+    Image.new("RGB", (W, H), (0, 0, 0)).save(tmp_path / "b.png")  # images relative to the rows file below
+    rows.append({"step": 20, "id": "c1", "task": "change_detection", "sample": 0, "answer": [GT],
+                 "completion": wrap("[1, 2, 3, 4]"), "rewards": {"total": 0.0}, "advantage": 0.0,
+                 "images": ["a.png", "b.png"]})  # fmt: skip
+    (tmp_path / "rollouts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert viewer.main([str(tmp_path / "rollouts.jsonl"), "--max-rows", "3"]) == 0
+    assert "rollouts.html" in capsys.readouterr().out
+    html = (tmp_path / "rollouts.html").read_text()
+    cards = page_data(html, "rows")
+    assert len(cards) == 3 and page_data(html, "info")["kind"] == "rollouts"
+    assert cards[-2]["region"] == GT and cards[-2]["advantage"] == -0.5 and cards[-2]["step"] == 20
+    change = cards[-1]  # a change is an appearance or a disappearance: its boxes go on both images
+    assert len(change["images"]) == 2 and change["on"] == [0, 1] and change["gt"] == [GT]
+    assert change["pred"] == [[1, 2, 3, 4]] and "no frame" in change["notes"][0]
+
+
+# ----------------------------------------------------------------------------- in a real browser
+def browser() -> str:
+    for name in BROWSERS:
+        if path := shutil.which(name):
+            return path
+    pytest.fail("no Chromium for the viewer's browser test: `make` installs it when run as root "
+                "(apt-get install -y chromium); else run: sudo apt-get install -y chromium", pytrace=False)  # fmt: skip
+
+
+def screenshot(page: Path, fragment: str, tmp_path: Path, size=(1000, 700)) -> Image.Image:
+    shot = tmp_path / f"shot{len(list(tmp_path.glob('shot*.png')))}.png"
+    cmd = [browser(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+           "--force-device-scale-factor=1", f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
+           f"--window-size={size[0]},{size[1]}", page.resolve().as_uri() + fragment]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert shot.exists(), f"chromium wrote no screenshot (exit {proc.returncode}): {proc.stderr[-2000:]}"
+    return Image.open(shot).convert("RGB")
+
+
+def mask(img: Image.Image, rgb, tol: int = 40):
+    import numpy as np
+
+    a = np.asarray(img).astype(int)
+    return (np.abs(a - np.array(rgb)) <= tol).all(axis=2)
+
+
+def image_area(img: Image.Image) -> tuple[int, int, float]:
+    """(left, top, screen pixels per image pixel) of the one plain-coloured image on screen."""
+    import numpy as np
+
+    ys, xs = np.nonzero(mask(img, IMAGE_RGB, tol=6))
+    assert len(xs), "the image is not on the screenshot"
+    left, top, right, bottom = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+    scale = (right - left) / W
+    assert scale == pytest.approx((bottom - top) / H, abs=0.02), "the image is not drawn at its aspect ratio"
+    return int(left), int(top), scale
+
+
+def check_box(m, box, left: int, top: int, scale: float, near: int = 4) -> None:
+    """The colour of `m` lies on all four edges of the box and nowhere else in the image."""
+    import numpy as np
+
+    x1, y1, x2, y2 = (left + box[0] * scale, top + box[1] * scale, left + box[2] * scale, top + box[3] * scale)
+    xm, ym = int((x1 + x2) / 2), int((y1 + y2) / 2)
+    for name, (ya, yb, xa, xb) in {
+        "left": (ym - 5, ym + 5, x1 - near, x1 + near), "right": (ym - 5, ym + 5, x2 - near, x2 + near),
+        "top": (y1 - near, y1 + near, xm - 5, xm + 5), "bottom": (y2 - near, y2 + near, xm - 5, xm + 5),
+    }.items():  # fmt: skip
+        assert m[int(ya) : int(yb), int(xa) : int(xb)].any(), f"no box colour on the {name} edge of {box}"
+    ys, xs = np.nonzero(m)
+    on_edge = (((np.abs(xs - x1) <= near) | (np.abs(xs - x2) <= near)) & (ys >= y1 - near) & (ys <= y2 + near)) | (
+        ((np.abs(ys - y1) <= near) | (np.abs(ys - y2) <= near)) & (xs >= x1 - near) & (xs <= x2 + near)
+    )
+    assert on_edge.all(), f"box colour off the edges of {box}: {list(zip(xs[~on_edge], ys[~on_edge]))[:5]}"
+
+
+def test_boxes_render_where_the_record_says(tmp_path):
+    rows_path, data = make_case(tmp_path)
+    page = viewer.write_viewer(rows_path, data=data)
+    img = screenshot(page, "#task=grounding", tmp_path)
+    left, top, scale = image_area(img)
+    assert scale == pytest.approx(2.0, abs=0.02)
+    inside = (slice(top, top + round(H * scale)), slice(left, left + round(W * scale)))
+    gt = mask(img, hex_rgb(viewer.COLORS["gt"]))[inside]
+    pred = mask(img, hex_rgb(viewer.COLORS["pred"]))[inside]
+    check_box(gt, GT, 0, 0, scale)
+    check_box(pred, PRED, 0, 0, scale)
+    # the filter: only the classification card, whose image has no boxes
+    img = screenshot(page, "#task=classification", tmp_path)
+    left, top, scale = image_area(img)
+    inside = (slice(top, top + round(H * scale)), slice(left, left + round(W * scale)))
+    for color in viewer.COLORS.values():
+        assert not mask(img, hex_rgb(color))[inside].any()
