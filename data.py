@@ -160,25 +160,25 @@ def _check_answer(task: str, answer, sizes: list[tuple[int, int]], where: str):
 
 
 def image_size(path: str, where: str) -> tuple[int, int]:
-    from PIL import Image, UnidentifiedImageError
+    """(width, height) of an image, decoded in full (imagery.image_size), or RecordError naming `where`."""
+    import imagery
 
     try:
-        with Image.open(path) as im:
-            return im.size
+        return imagery.image_size(path)
     except FileNotFoundError:
         raise RecordError(f"{where}: field 'images': file not found: {path}") from None
-    except (UnidentifiedImageError, OSError) as e:
+    except (imagery.ImageError, OSError) as e:
         raise RecordError(f"{where}: field 'images': unreadable image {path}: {e}") from None
 
 
 def load_image(path: str, where: str = ""):
-    """The image as RGB, fully decoded; a corrupt or truncated file raises RecordError naming it."""
-    from PIL import Image
+    """The image as RGB, fully decoded (imagery.load_image: 8-bit pictures as PIL's convert("RGB"),
+    GeoTIFF / non-8-bit data band-selected and stretched); a corrupt or truncated file raises RecordError."""
+    import imagery
 
     try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except (FileNotFoundError, OSError, ValueError) as e:
+        return imagery.load_image(path)
+    except (FileNotFoundError, OSError, ValueError) as e:  # imagery.ImageError is a ValueError
         raise RecordError(f"{where or path}: field 'images': cannot read {path}: {e}") from None
 
 
