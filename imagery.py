@@ -332,18 +332,28 @@ def load_image(path: str | os.PathLike, bands=None, stretch=None, nodata=None):
 
 
 @functools.lru_cache(maxsize=65536)
-def _decoded_size(path: str, mtime_ns: int, size: int) -> tuple[int, int]:
+def _decoded_shape(path: str, mtime_ns: int, size: int) -> tuple[int, int, int]:
     del mtime_ns, size  # part of the cache key only: a rewritten file is decoded again
     tiff, im = _tiff_or_pil(path) if _is_tiff(path) else (None, None)
     if tiff is not None:
-        h, w = _tiff_pixels(tiff).shape[:2]
-        return w, h
-    return (im or _open_pil(path)).size
+        h, w, n = _tiff_pixels(tiff).shape
+        return w, h, n
+    im = im or _open_pil(path)
+    return im.size[0], im.size[1], len(im.getbands())
+
+
+def _shape(path) -> tuple[int, int, int]:
+    path = os.path.abspath(os.fspath(path))
+    st = os.stat(path)
+    return _decoded_shape(path, st.st_mtime_ns, st.st_size)
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """(width, height), after decoding the whole file once (cached per path and modification time), so
     truncated and corrupt files fail here. FileNotFoundError if missing, ImageError if unreadable."""
-    path = os.path.abspath(os.fspath(path))
-    st = os.stat(path)
-    return _decoded_size(path, st.st_mtime_ns, st.st_size)
+    return _shape(path)[:2]
+
+
+def band_count(path: str | os.PathLike) -> int:
+    """How many bands the file holds (decoded and cached as `image_size`)."""
+    return _shape(path)[2]
