@@ -193,12 +193,11 @@ class _Boxes:
 
     def __init__(self, size: tuple[int, int]):
         self.size, self.n, self.rotated, self.clipped = size, 0, 0, 0
-        self.sources: list = []  # [x1, y1, x2, y2, θ] in pixels (the unrotated rectangle) per rotated box
+        self.sources: list = []  # [x1, y1, x2, y2, θ] in pixels (the unrotated rectangle) per 0-100 box
 
     def from_0_100(self, vals, angle) -> list[float] | None:
         px = from_frame(list(vals[:4]), Frame("0-100", self.size, self.size))
-        if angle:
-            self.sources.append([round(v, 2) for v in px] + [angle])
+        self.sources.append([round(v, 2) for v in px] + [angle or 0.0])
         return self._finish(enclosing_box(px, angle), bool(angle))
 
     def from_polygon(self, points, scale=(1.0, 1.0)) -> list[float] | None:
@@ -371,8 +370,9 @@ def _llava_turn(b: _Builder, q: str, a, paths, sizes, where: str, rid: str, data
         if region is None:
             return b.skip("empty box after clipping to the image", where)
         meta["region"] = region
+        source = boxes.sources.pop()
         if angle:
-            meta["region_rotated"] = boxes.sources.pop()
+            meta["region_rotated"] = source
         q = _remove_spans(q, [(start, end)], " {region} ")
     q = strip_markup(q)
     if q.replace("{region}", "").strip(" ?.:") == "":
@@ -416,19 +416,20 @@ def _llava_turn(b: _Builder, q: str, a, paths, sizes, where: str, rid: str, data
         task, answer = "caption", [strip_markup(r) for r in refs] if refs else caption
     else:
         task, answer = "vqa", caption
-    if boxes.sources:
+    if any(src[4] for src in boxes.sources):  # the source's rotated rectangles, one per answer box
         meta["rotated_boxes"] = boxes.sources
     obj = {"id": rid, "task": task, "images": paths, "question": q, "answer": answer, "meta": meta}
     b.add(obj, where, boxes.n, boxes.rotated, boxes.clipped)
 
 
-def read_llava(path, images=None, *, dataset: str | None = None, skip_bad: bool = False,
-               meta: dict | None = None) -> Conversion:  # fmt: skip
+def read_llava(path, images=None, *, dataset: str | None = None, skip_bad: bool = False, meta: dict | None = None,
+               default_dataset: str = "GeoChat") -> Conversion:  # fmt: skip
     """GeoChat / EarthDial / LLaVA-style files (a JSON list, one object, or JSONL) -> records, one per
     human/gpt turn pair (or per flat question/answer item: GeoChat bench `{"question_id", "image",
     "text", "ground_truth"}`, EarthDial `{"question", "groundtruth"}` or `groundtruth0..4` references).
 
-    Image paths are resolved against `images` (default: the file's folder). Boxes (GeoChat
+    Image paths are resolved against `images` (default: the file's folder); `meta.dataset` is `dataset`,
+    else the item's own "dataset" field, else `default_dataset`. Boxes (GeoChat
     `{<x1><y1><x2><y2>|θ}`, EarthDial `[[x1, y1, x2, y2, θ]]`, both 0-100, several concatenated) become
     original pixels; a rotated one (θ != 0) becomes the horizontal box enclosing the rotated rectangle,
     the source kept in `meta.rotated_boxes`. Task: `[refer]` -> grounding (one box) or detection;
@@ -466,7 +467,7 @@ def read_llava(path, images=None, *, dataset: str | None = None, skip_bad: bool 
                 b.bad(here, f"field 'conversations[{2 * k}].value': empty question or answer", "empty question or answer")
                 continue
             rid = src_id if len(turns) == 1 else f"{src_id}_{k}"
-            _llava_turn(b, q, a, paths, sizes, here, rid, dataset or str(item.get("dataset", "GeoChat")))
+            _llava_turn(b, q, a, paths, sizes, here, rid, dataset or str(item.get("dataset", default_dataset)))
     return b.conv
 
 
@@ -500,7 +501,8 @@ def read_vrsbench(path, images=None, *, dataset: str | None = None, skip_bad: bo
         kind = str(item.get("type", "")).strip().lower()
         m = {"dataset": dataset or str(item.get("dataset", "VRSBench")), "type": kind or None}
         m = {k: v for k, v in m.items() if v is not None}
-        rid = f"vrsbench_{kind or 'item'}_{item.get('question_id', where.rsplit(' ', 1)[-1])}"
+        slug = re.sub(r"\W+", "_", kind) or "item"
+        rid = f"vrsbench_{slug}_{item.get('question_id', where.rsplit(' ', 1)[-1])}"
         question = str(item.get("question", "")).strip()
         boxes = _Boxes(size)
         if kind == "caption":
@@ -868,17 +870,21 @@ def read_levir_cc(path, images=None, *, split: str | None = None, dataset: str |
 
 # ----------------------------------------------------------------------------- the command
 
-FORMATS = {
-    "geochat": (read_llava, "GeoChat / EarthDial / LLaVA json or jsonl (conversations, or question + ground_truth)"),
-    "llava": (read_llava, "same as geochat"),
-    "earthdial": (read_llava, "same as geochat (EarthDial [[x1, y1, x2, y2, θ]] boxes, <box> regions, jpg_A/jpg_B pairs)"),
-    "vrsbench": (read_vrsbench, "VRSBench eval json (captions, referring with obj_corner, VQA)"),
-    "rsvqa": (read_rsvqa, "RSVQA-LR/HR questions/answers/images json triple (a file of it, or their folder)"),
-    "dior-rsvg": (read_dior_rsvg, "DIOR-RSVG VOC xml folder (Annotations)"),
-    "dota": (read_dota, "DOTA labelTxt folder (x1 y1 ... x4 y4 class difficult)"),
-    "nwpu": (read_nwpu, "NWPU VHR-10 'ground truth' folder ((x1,y1),(x2,y2),class)"),
-    "levir-cc": (read_levir_cc, "LEVIR-CC LevirCCcaptions.json"),
+FORMATS = {  # name: (reader, what --input is, what --images is)
+    "geochat": (read_llava, "GeoChat / LLaVA json or jsonl (conversations, or question + ground_truth items)",
+                "the folder the items' image names are relative to"),
+    "llava": (read_llava, "same as geochat", "same as geochat"),
+    "earthdial": (read_llava, "as geochat, with EarthDial's [[x1, y1, x2, y2, θ]] boxes, <box> regions, jpg_A/jpg_B pairs",
+                  "as geochat"),
+    "vrsbench": (read_vrsbench, "VRSBench_EVAL_{Cap,referring,vqa}.json", "Images_val (files named by image_id)"),
+    "rsvqa": (read_rsvqa, "an RSVQA *_questions.json / _answers.json / _images.json, or their folder",
+              "Images_LR (LR) or Data (HR): files {img_id}.tif"),
+    "dior-rsvg": (read_dior_rsvg, "DIOR-RSVG's Annotations folder of VOC xml (or one xml)", "JPEGImages"),
+    "dota": (read_dota, "a DOTA labelTxt folder (or one .txt)", "the images folder: {stem}.png"),
+    "nwpu": (read_nwpu, "NWPU VHR-10's 'ground truth' folder (or one .txt)", "'positive image set': {stem}.jpg"),
+    "levir-cc": (read_levir_cc, "LevirCCcaptions.json", "the images folder holding {train,val,test}/{A,B}/"),
 }
+DEFAULT_DATASET = {"earthdial": "EarthDial", "llava": "LLaVA"}
 
 
 def record_json(rec: Record, out_dir: str) -> dict:
@@ -912,6 +918,8 @@ def convert(fmt: str, input_path, images=None, *, split=None, split_file=None, d
     """Run the reader of `fmt` with the options it takes."""
     reader = FORMATS[fmt][0]
     kwargs = {"dataset": dataset, "skip_bad": skip_bad, "meta": meta}
+    if fmt in DEFAULT_DATASET:
+        kwargs["default_dataset"] = DEFAULT_DATASET[fmt]
     if reader in (read_rsvqa, read_levir_cc):
         kwargs["split"] = split
     if reader is read_dior_rsvg:
@@ -920,7 +928,7 @@ def convert(fmt: str, input_path, images=None, *, split=None, split_file=None, d
 
 
 def build_parser() -> argparse.ArgumentParser:
-    formats = "\n".join(f"  {k:10s} {v[1]}" for k, v in FORMATS.items())
+    formats = "\n".join(f"  {k:10s} --input: {v[1]}\n  {'':10s} --images: {v[2]}" for k, v in FORMATS.items())
     p = argparse.ArgumentParser(
         prog="formats.py", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Convert an EO data set in its own format to GeoVLM-R1's JSONL (one validated record a "

@@ -203,6 +203,8 @@ def _open_pil(path: str):
         im = Image.open(path)
         im.load()  # decode fully: a truncated or corrupt file fails here
         return im
+    except Image.DecompressionBombError as e:  # PIL refuses > 2 x MAX_IMAGE_PIXELS (DOTA-v2 scenes can be)
+        raise ImageError(f"{e} Tile the scene, or raise PIL.Image.MAX_IMAGE_PIXELS in the calling script.") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         if isinstance(e, FileNotFoundError):
             raise

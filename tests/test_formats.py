@@ -79,7 +79,7 @@ def test_geochat_tasks_boxes_and_fixes(geochat):
     g = recs["g1_0"]  # rotated 90°: the enclosing box of the rotated rectangle, θ kept in meta
     assert g.task == "grounding" and g.question == "Where is the ship?"
     assert g.answer[0] == pytest.approx([30, 10, 50, 50])
-    assert g.meta["rotated_boxes"] == [[20, 20, 60, 40, 90]]
+    assert g.meta["rotated_boxes"] == [[20, 20, 60, 40, 90]] and g.meta["dataset"] == "GeoChat"
     gc = recs["g1_1"]  # <p> markers stripped, phrase text kept; θ = 30 rotated and clipped
     assert gc.task == "grounded_caption" and gc.answer["caption"] == "A ship near a dock."
     assert gc.answer["boxes"][0] == pytest.approx([10, 10, 50, 50])
@@ -142,7 +142,7 @@ def test_earthdial_boxes_regions_and_pairs(tmp_path):
     e1 = recs["e1"]
     assert e1.task == "detection" and e1.question == "Give me the location of 2 white small storage tank"
     assert e1.answer == [pytest.approx([76, 76, 92, 92]), pytest.approx([56, 60, 72, 76])]
-    assert e1.meta["tags"] == ["refer", "hr_rgb_0.5"] and e1.meta["rotated_boxes"] == [[76, 76, 92, 92, 90]]
+    assert e1.meta["tags"] == ["refer", "hr_rgb_0.5"] and e1.meta["rotated_boxes"] == [[76, 76, 92, 92, 90], [56, 60, 72, 76, 0]]
     e2 = recs["e2"]
     assert e2.task == "region_caption" and e2.question == "what object is in this location {region}"
     assert e2.meta["region"] == pytest.approx([28, 88, 56, 124])
@@ -319,28 +319,50 @@ def run_cli(args, capsys):
     return code, out.out, out.err
 
 
-@pytest.mark.parametrize("fmt", ["geochat", "rsvqa", "dota", "levir-cc"])
-def test_cli_writes_loadable_records(tmp_path, capsys, geochat, fmt):
+def cli_input(fmt, root, geochat):
+    """(--input, --images) of a small data set in format `fmt`."""
     if fmt == "geochat":
-        inp, imgs = geochat, geochat.parent / "images"
-    elif fmt == "rsvqa":
-        inp = rsvqa_files(tmp_path / "rsvqa_root")
-        imgs = inp / "Images_LR"
-    elif fmt == "dota":
-        image(tmp_path / "dota" / "images" / "P1.png", (100, 100))
-        (tmp_path / "dota" / "labelTxt").mkdir()
-        (tmp_path / "dota" / "labelTxt" / "P1.txt").write_text("1 1 20 1 20 20 1 20 ship 0\n")
-        inp, imgs = tmp_path / "dota" / "labelTxt", tmp_path / "dota" / "images"
-    else:
-        inp = levir_files(tmp_path / "levir")
-        imgs = inp.parent / "images"
+        return geochat, geochat.parent / "images"
+    if fmt == "vrsbench":
+        image(root / "Images_val" / "a.png", (512, 512))
+        items = [{"image_id": "a.png", "question": "The ship.", "ground_truth": "{<1><1><9><9>}", "question_id": 0, "type": "ref",
+                  "obj_corner": [0.01, 0.01, 0.09, 0.01, 0.09, 0.09, 0.01, 0.09]},
+                 {"image_id": "a.png", "question": "Is it a port?", "ground_truth": "yes", "question_id": 1, "type": "object existence"}]  # fmt: skip
+        (root / "vrs.json").write_text(json.dumps(items))
+        return root / "vrs.json", root / "Images_val"
+    if fmt == "rsvqa":
+        rsvqa_files(root)
+        return root, root / "Images_LR"
+    if fmt == "dior-rsvg":
+        (root / "Annotations").mkdir()
+        image(root / "JPEGImages" / "00001.jpg", (800, 800))
+        obj = DIOR_OBJ.format(cls="ship", b=(1, 2, 30, 40), desc="the ship on the left")
+        (root / "Annotations" / "00001.xml").write_text(DIOR_XML.format(name="00001", objects=obj))
+        return root / "Annotations", root / "JPEGImages"
+    if fmt == "dota":
+        image(root / "images" / "P1.png", (100, 100))
+        (root / "labelTxt").mkdir()
+        (root / "labelTxt" / "P1.txt").write_text("1 1 20 1 20 20 1 20 ship 0\n5 50 30 40 40 60 15 70 plane 0\n")
+        return root / "labelTxt", root / "images"
+    if fmt == "nwpu":
+        image(root / "positive image set" / "001.jpg", (100, 100))
+        (root / "ground truth").mkdir()
+        (root / "ground truth" / "001.txt").write_text("(1,2),(30,40),2\n")
+        return root / "ground truth", root / "positive image set"
+    path = levir_files(root)
+    return path, root / "images"
+
+
+@pytest.mark.parametrize("fmt", ["geochat", "vrsbench", "rsvqa", "dior-rsvg", "dota", "nwpu", "levir-cc"])
+def test_cli_writes_loadable_records(tmp_path, capsys, geochat, fmt):
+    inp, imgs = cli_input(fmt, tmp_path, geochat)
     out = tmp_path / "out" / f"{fmt}.jsonl"
     code, stdout, err = run_cli(["--format", fmt, "--input", inp, "--images", imgs, "--out", out], capsys)
     assert code == 0 and err == ""
-    recs = data.load_records(out)
+    recs = data.load_records(out)  # every written record passes validation
     kept = int(stdout.split("kept ")[1].split()[0])
     assert len(recs) == kept > 0 and "converted" in stdout and "skipped" in stdout
-    assert all(not Path(line).is_absolute() for r in out.read_text().splitlines() for line in json.loads(r)["images"])
+    assert all(not Path(p).is_absolute() for line in out.read_text().splitlines() for p in json.loads(line)["images"])
     code, _, err = run_cli(["--format", fmt, "--input", inp, "--images", imgs, "--out", out], capsys)
     assert code == 2 and "--force" in err  # an existing output is kept
 
