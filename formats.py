@@ -236,7 +236,7 @@ def _remove_spans(text: str, spans, repl: str = " ") -> str:
 # ----------------------------------------------------------------------------- input helpers
 
 
-def _read_json(path: str, builder: _Builder | None = None):
+def _read_json(path: str):
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
