@@ -20,9 +20,10 @@ Where the options come from: keyword arguments of `load_image`; per record, `met
 converter (`formats.py --bands ...`) writes them into every record's meta, so one data set keeps one
 band choice.
 
-GeoTIFFs are read with tifffile (pure Python, numpy only): uncompressed, Deflate, LZMA and PackBits-free
-files need nothing more; LZW-, JPEG- or ZSTD-compressed ones need `pip install imagecodecs` (a clear
-error says so, unless PIL can decode the file itself). Files are decoded fully when validated
+GeoTIFFs are read with tifffile (pure Python, numpy only): uncompressed, Deflate and LZMA files need
+nothing more; LZW-, PackBits-, JPEG- or ZSTD-compressed ones need `pip install imagecodecs` (a clear
+error says so, unless PIL can decode the file itself, as it does for 1- and 3-band layouts).
+Files are decoded fully when validated
 (`image_size`), so a truncated or corrupt file is caught when the data is loaded, not in training.
 """
 
