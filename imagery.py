@@ -22,9 +22,9 @@ band choice.
 
 GeoTIFFs are read with tifffile (pure Python, numpy only): uncompressed, Deflate and LZMA files need
 nothing more; LZW-, PackBits-, JPEG- or ZSTD-compressed ones need `pip install imagecodecs` (a clear
-error says so, unless PIL can decode the file itself, as it does for 1- and 3-band layouts).
-Files are decoded fully when validated
-(`image_size`), so a truncated or corrupt file is caught when the data is loaded, not in training.
+error says so, unless PIL can decode the file itself, as it does for 1- and 3-band layouts). Files
+are decoded fully when validated (`image_size`), so a truncated or corrupt file is caught when the
+data is loaded, not in training.
 """
 
 from __future__ import annotations
