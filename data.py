@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import warnings
 from dataclasses import dataclass, field
 
@@ -36,25 +35,25 @@ class Record:
 
 
 def image_size(path: str, where: str) -> tuple[int, int]:
-    from PIL import Image, UnidentifiedImageError
+    """(width, height) of an image, decoded in full (imagery.image_size), or RecordError naming `where`."""
+    import imagery
 
     try:
-        with Image.open(path) as im:
-            return im.size
+        return imagery.image_size(path)
     except FileNotFoundError:
         raise RecordError(f"{where}: field 'images': file not found: {path}") from None
-    except (UnidentifiedImageError, OSError) as e:
+    except (imagery.ImageError, OSError) as e:
         raise RecordError(f"{where}: field 'images': unreadable image {path}: {e}") from None
 
 
 def load_image(path: str, where: str = ""):
-    """The image as RGB, fully decoded; a corrupt or truncated file raises RecordError naming it."""
-    from PIL import Image
+    """The image as RGB, fully decoded (imagery.load_image: 8-bit pictures as PIL's convert("RGB"),
+    GeoTIFF / non-8-bit data band-selected and stretched); a corrupt or truncated file raises RecordError."""
+    import imagery
 
     try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except (FileNotFoundError, OSError, ValueError) as e:
+        return imagery.load_image(path)
+    except (FileNotFoundError, OSError, ValueError) as e:  # imagery.ImageError is a ValueError
         raise RecordError(f"{where or path}: field 'images': cannot read {path}: {e}") from None
 
 
@@ -125,76 +124,6 @@ def load_records(path: str | os.PathLike, skip_bad: bool = False, tasks: list[st
     if errors:
         shown = "\n  ".join(errors[:max_reported])
         warnings.warn(f"{path}: skipped {len(errors)} bad line(s); first reasons:\n  {shown}", stacklevel=2)
-    return records
-
-
-# ----------------------------------------------------------------------------- LLaVA / GeoChat files
-
-GEOCHAT_BOX = re.compile(r"\{<(-?\d+(?:\.\d+)?)><(-?\d+(?:\.\d+)?)><(-?\d+(?:\.\d+)?)><(-?\d+(?:\.\d+)?)>(?:\|<?(-?\d+(?:\.\d+)?)>?)?\}")
-GEOCHAT_TAGS = {"[refer]": "grounding", "[grounding]": "grounded_caption", "[identify]": "region_caption"}
-
-
-def geochat_boxes(text: str, image_size: tuple[int, int]) -> list[list[float]]:
-    """GeoChat's `{<x1><y1><x2><y2>|θ}` boxes (0-100) -> original pixels (θ kept as 5th value)."""
-    frame = Frame("0-100", image_size, image_size)
-    out = []
-    for m in GEOCHAT_BOX.finditer(text):
-        box = [float(v) for v in m.groups()[:4]] + ([float(m.group(5))] if m.group(5) else [])
-        out.append(from_frame(box, frame))
-    return out
-
-
-def read_llava(path: str | os.PathLike, image_dir: str | os.PathLike | None = None,
-               default_task: str = "vqa") -> list[Record]:  # fmt: skip
-    """LLaVA/GeoChat-style `{"id", "image", "conversations": [{"from", "value"}, ...]}` (a JSON list or
-    JSONL) -> Records, one per human/gpt turn pair. GeoChat task tags pick the task; boxes in answers
-    are GeoChat 0-100 and become original pixels."""
-    path = os.fspath(path)
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    try:
-        items = json.loads(text)
-        items = items if isinstance(items, list) else [items]
-        where_of = lambda i: f"{path}:item {i}"  # noqa: E731
-    except json.JSONDecodeError:
-        items = []
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    items.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise RecordError(f"{path}:{lineno}: bad JSON: {e.msg}") from None
-        where_of = lambda i: f"{path}:{i + 1}"  # noqa: E731
-    base = os.fspath(image_dir) if image_dir else os.path.dirname(os.path.abspath(path))
-    records = []
-    for i, item in enumerate(items):
-        where = where_of(i)
-        if not isinstance(item, dict) or "image" not in item or not isinstance(item.get("conversations"), list):
-            raise RecordError(f"{where}: needs fields 'image' and 'conversations'")
-        img = item["image"] if os.path.isabs(item["image"]) else os.path.join(base, item["image"])
-        size = image_size(img, where)
-        turns = item["conversations"]
-        for k in range(0, len(turns) - 1, 2):
-            human, gpt = turns[k], turns[k + 1]
-            if human.get("from") != "human" or gpt.get("from") != "gpt":
-                raise RecordError(f"{where}: field 'conversations[{k}]': expected a human turn then a gpt turn")
-            question = human.get("value", "").replace("<image>", "").strip()
-            task = default_task
-            for tag, tag_task in GEOCHAT_TAGS.items():
-                if tag in question:
-                    task, question = tag_task, question.replace(tag, "").strip()
-            reply = str(gpt.get("value", "")).strip()
-            boxes = geochat_boxes(reply, size)
-            if task == "grounding" and len(boxes) > 1:
-                task = "detection"
-            answer: object = reply
-            if task in ("grounding", "detection"):
-                answer = [b[:4] for b in boxes]
-            elif task == "grounded_caption":
-                answer = {"caption": GEOCHAT_BOX.sub("", reply).strip(), "boxes": [b[:4] for b in boxes]}
-            obj = {"id": f"{item.get('id', i)}_{k // 2}", "task": task, "images": [img], "question": question,
-                   "answer": answer, "meta": {"dataset": item.get("dataset", "geochat")}}  # fmt: skip
-            records.append(parse_record(obj, base, where))
     return records
 
 

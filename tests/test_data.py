@@ -116,19 +116,3 @@ def test_messages_label_multiple_images(synth_dir):
     content = data.to_messages(recs[0], f)[1]["content"]
     texts = [c.get("text") for c in content]
     assert texts[0] == "Image 1: " and texts[2] == "Image 2: " and content[1]["type"] == "image"
-
-
-def test_read_llava_geochat(img_dir):
-    items = [{"id": "g1", "image": "images/a.png", "conversations": [
-        {"from": "human", "value": "<image>\n[refer] Where is the ship?"},
-        {"from": "gpt", "value": "{<5><10><25><50>|30}"},
-        {"from": "human", "value": "[grounding] Describe the scene."},
-        {"from": "gpt", "value": "A ship {<5><10><25><50>|0} near a dock."},
-        {"from": "human", "value": "What is this scene?"},
-        {"from": "gpt", "value": "harbor"}]}]
-    (img_dir / "geochat.json").write_text(json.dumps(items))
-    g, gc, v = data.read_llava(img_dir / "geochat.json")
-    assert g.task == "grounding" and g.question == "Where is the ship?"
-    assert g.answer == [[pytest.approx(10), pytest.approx(12), pytest.approx(50), pytest.approx(60)]]
-    assert gc.task == "grounded_caption" and gc.answer["caption"] == "A ship  near a dock."
-    assert v.task == "vqa" and v.answer == "harbor"
