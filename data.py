@@ -14,6 +14,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 
+import imagery
 from frames import FRAME_KINDS, Frame, from_frame, model_size, to_frame  # noqa: F401 - re-exported for readers
 from tasks import TASKS, RecordError, box_text, check_box
 
@@ -36,8 +37,6 @@ class Record:
 
 def image_size(path: str, where: str) -> tuple[int, int]:
     """(width, height) of an image, decoded in full (imagery.image_size), or RecordError naming `where`."""
-    import imagery
-
     try:
         return imagery.image_size(path)
     except FileNotFoundError:
@@ -46,15 +45,26 @@ def image_size(path: str, where: str) -> tuple[int, int]:
         raise RecordError(f"{where}: field 'images': unreadable image {path}: {e}") from None
 
 
-def load_image(path: str, where: str = ""):
+def load_image(path: str, where: str = "", **options):
     """The image as RGB, fully decoded (imagery.load_image: 8-bit pictures as PIL's convert("RGB"),
-    GeoTIFF / non-8-bit data band-selected and stretched); a corrupt or truncated file raises RecordError."""
-    import imagery
-
+    GeoTIFF / non-8-bit data band-selected and stretched with `options`: bands, stretch, nodata, as a record's
+    meta gives them); a corrupt or truncated file raises RecordError."""
     try:
-        return imagery.load_image(path)
+        return imagery.load_image(path, **options)
     except (FileNotFoundError, OSError, ValueError) as e:  # imagery.ImageError is a ValueError
         raise RecordError(f"{where or path}: field 'images': cannot read {path}: {e}") from None
+
+
+def image_options(meta: dict, paths: list[str], where: str) -> dict:
+    """The record's GeoTIFF options (meta.bands / stretch / nodata, see imagery.py), checked against its images."""
+    try:
+        options = imagery.options_from_meta(meta)
+        for p in paths if options.get("bands") else []:
+            if max(options["bands"]) > (n := imagery.band_count(p)):
+                raise imagery.ImageError(f"field 'meta.bands': {options['bands']} but {p} has {n} band(s)")
+    except imagery.ImageError as e:
+        raise RecordError(f"{where}: {e}") from None
+    return options
 
 
 def parse_record(obj, base_dir: str, where: str) -> Record:
@@ -78,9 +88,13 @@ def parse_record(obj, base_dir: str, where: str) -> Record:
     question = obj["question"]
     if not isinstance(question, str) or not question.strip():
         raise RecordError(f"{where}: field 'question' is empty")
+    for name in ("question", "reasoning"):
+        if isinstance(obj.get(name), str) and len(obj[name]) > MAX_TEXT:
+            raise RecordError(f"{where}: field '{name}' has {len(obj[name]):,} characters; at most {MAX_TEXT:,}")
     meta = obj.get("meta") or {}
     if not isinstance(meta, dict):
         raise RecordError(f"{where}: field 'meta' must be an object")
+    image_options(meta, paths, where)
     if "{region}" in question:
         if "region" not in meta:
             raise RecordError(f"{where}: field 'meta.region' is missing but the question holds {{region}}")
@@ -90,6 +104,20 @@ def parse_record(obj, base_dir: str, where: str) -> Record:
         raise RecordError(f"{where}: field 'reasoning' must be a string")
     answer = TASKS[task].check(obj["answer"], sizes, f"{where}: field 'answer'")
     return Record(str(obj["id"]), task, paths, question.strip(), answer, reasoning, meta, where, sizes)
+
+
+MAX_TEXT = 20_000  # characters of a question or reasoning: far beyond any EO instruction, far below a runaway file
+MAX_LINE = 1_000_000  # characters of one JSONL line (answers with many boxes, long captions included)
+
+
+def _lines(f, path: str):
+    """(line number, line) of a text file; a file that is not UTF-8 is a RecordError naming the line."""
+    lineno = 0
+    try:
+        for lineno, line in enumerate(f, 1):  # noqa: B007 - lineno is read in the except clause
+            yield lineno, line
+    except UnicodeDecodeError as e:
+        raise RecordError(f"{path}:{lineno + 1}: not UTF-8 text ({e.reason} at byte {e.start}); save the file as UTF-8") from None
 
 
 def load_records(path: str | os.PathLike, skip_bad: bool = False, tasks: list[str] | None = None,
@@ -103,16 +131,18 @@ def load_records(path: str | os.PathLike, skip_bad: bool = False, tasks: list[st
             raise ValueError(f"unknown task(s) {unknown}; known: {', '.join(TASKS)}")
     base = os.path.dirname(os.path.abspath(path))
     records, errors = [], []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, encoding="utf-8-sig") as f:  # -sig: a byte-order mark (Windows editors) is not a JSON error
+        for lineno, line in _lines(f, path):
             if not line.strip():
                 continue
             where = f"{path}:{lineno}"
             try:
+                if len(line) > MAX_LINE:
+                    raise RecordError(f"{where}: the line has {len(line):,} characters; a record holds at most {MAX_LINE:,}")
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise RecordError(f"{where}: bad JSON: {e.msg} at column {e.colno}") from None
+                    raise RecordError(f"{where}: bad JSON ({e.msg}, column {e.colno})") from None
                 rec = parse_record(obj, base, where)
             except RecordError as e:
                 if not skip_bad:
@@ -187,7 +217,7 @@ def _encode_prompts(records: list[Record], processor, frame_kind: str, padding_s
     frames = [frames_of(r, frame_kind, processor.image_processor) for r in records]
     texts = [processor.apply_chat_template(to_messages(r, f), add_generation_prompt=True, tokenize=False)
              for r, f in zip(records, frames)]  # fmt: skip
-    images = [load_image(p, r.source) for r in records for p in r.images]
+    images = [load_image(p, r.source, **imagery.options_from_meta(r.meta)) for r in records for p in r.images]
     enc = processor(text=texts, images=images, padding=True, padding_side=padding_side, return_tensors="pt")
     # the processor resized each image itself; the frames must agree with what it did
     patch = processor.image_processor.patch_size

@@ -29,6 +29,7 @@ import model as M
 import runtime as R
 import train_grpo
 import train_sft
+import viewer
 from tasks import TASKS
 
 eval_lib = importlib.import_module("eval")  # `eval` is also a builtin name
@@ -113,7 +114,10 @@ def main(argv: list[str] | None = None) -> Path:
         _, a, af, _ = after.get(task, (name, float("nan"), float("nan"), n))
         mark = "  <- GRPO task" if task in args.grpo_task.split(",") else ""
         print(f"| {task} | {n} | {name} | {b:.3f} | {a:.3f} | {bf:.2f} -> {af:.2f} |{mark}")
+    page = viewer.write_viewer(out / "eval-grpo" / "predictions.jsonl")
     print(f"\ndemo finished in {(time.perf_counter() - t_start) / 60:.1f} min; outputs in {out}/")
+    print(f"look at: {out}/sft/plots/ and {out}/grpo/plots/ (curves), {out}/grpo/rollouts.html (what GRPO sampled "
+          f"and earned), {page} (held-out answers with their boxes)")
     return out
 
 

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+import imagery
 import parsing as P
 import rewards
 from frames import Frame, frame_from_json, frame_to_json
@@ -633,6 +634,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--limit", type=runtime.count, default=0, help="only the first N records; 0 = all")
     ap.add_argument("--skip-bad", action="store_true", help="skip malformed records of --data (reported) instead of stopping")
     ap.add_argument("--no-caption-extras", action="store_true", help="skip METEOR and the coco-caption metrics")
+    imagery.add_arguments(ap)
     ap.add_argument("--compare", nargs="+", metavar="RESULTS", help="print these evaluations (folders with metrics.json) "
                     "side by side and exit: e.g. an ablation against its baseline")  # fmt: skip
     ap.add_argument("--all-metrics", action="store_true", help="with --compare: every metric, not only each task's "
@@ -671,7 +673,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.predictions:  # no model: score what another run or system wrote
         if _rank_world()[0] != 0:
             return 0  # nothing to shard without a model
-        records = _load_records(args.data, args.skip_bad) if args.data else None
+        records = _load_records(args.data, args) if args.data else None
         try:
             samples = load_predictions(args.predictions, records, args.box_frame)
         except FileNotFoundError:
@@ -679,6 +681,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as e:
             raise SystemExit(f"--predictions: {e}") from None
         score_samples(samples[: args.limit or None], args.out, caption_extras=extras)
+        if any(s.images for s in samples):
+            import viewer
+
+            print(f"open {viewer.write_viewer(Path(args.out) / 'predictions.jsonl', link_images=True)} in a browser")
         return 0
 
     import torch
@@ -691,21 +697,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     with runtime.local_rank0_first(env):  # the embedded defaults, built once (local rank 0 first)
         model_path = args.model or defaults.base_model()
         data_path = args.data or str(defaults.data_dir() / "test.jsonl")
-    records = _load_records(data_path, args.skip_bad)[: args.limit or None]
+    records = _load_records(data_path, args)[: args.limit or None]
     runtime.check_model(model_path)
     loaded = model_lib.load(model_path, device=env.device)
-    evaluate_model(loaded.model, loaded.processor, loaded.frame_kind, records, args.max_new_tokens, env.device,
-                   args.out, args.batch_size, caption_extras=extras, quiet=False, progress=True)  # fmt: skip
+    metrics = evaluate_model(loaded.model, loaded.processor, loaded.frame_kind, records, args.max_new_tokens,
+                             env.device, args.out, args.batch_size, caption_extras=extras, quiet=False, progress=True)  # fmt: skip
+    if metrics is not None:  # rank 0: every completion with its boxes drawn on the image
+        import viewer
+
+        page = viewer.write_viewer(Path(args.out) / "predictions.jsonl", link_images=True)
+        print(f"open {page} in a browser to see every answer on its image")
     if env.world > 1:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     return 0
 
 
-def _load_records(path: str, skip_bad: bool) -> list:
+def _load_records(path: str, args: argparse.Namespace) -> list:
     import runtime
 
-    return runtime.load_data(path, "--data", skip_bad)
+    return runtime.load_data(path, "--data", args.skip_bad, image_options=runtime.imagery_flags(args))
 
 
 if __name__ == "__main__":

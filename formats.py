@@ -46,7 +46,9 @@ from dataclasses import dataclass, field
 
 import data
 import imagery
-from data import Frame, Record, RecordError, from_frame
+from data import Record
+from frames import Frame, from_frame
+from tasks import RecordError
 
 NUM = r"-?\d+(?:\.\d+)?"
 GEOCHAT_BOX = re.compile(rf"\{{\s*<({NUM})>\s*<({NUM})>\s*<({NUM})>\s*<({NUM})>\s*(?:\|\s*<?({NUM})>?)?\s*\}}")

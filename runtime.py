@@ -38,6 +38,7 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 
 import fsdp
+import imagery
 import model as M
 
 
@@ -130,10 +131,11 @@ def lr_at(step: int, base_lr: float, warmup: int, total: int, schedule: str = "c
 
 
 class JsonlLog:
-    """Append-only JSONL log (one object per step), written by rank 0 only; easy to plot with pandas."""
+    """Append-only JSONL log (one object per step), written by rank 0 only (plot.py draws it); each row also
+    goes to TensorBoard when a plot.TensorBoard writer is attached (--tensorboard)."""
 
-    def __init__(self, path: str | os.PathLike, enabled: bool = True):
-        self.path, self.enabled = Path(path), enabled
+    def __init__(self, path: str | os.PathLike, enabled: bool = True, tensorboard=None):
+        self.path, self.enabled, self.tensorboard = Path(path), enabled, tensorboard
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -141,6 +143,8 @@ class JsonlLog:
         if self.enabled:
             with open(self.path, "a") as f:
                 f.write(json.dumps(row, default=float) + "\n")
+            if self.tensorboard is not None:
+                self.tensorboard.write(row)
 
 
 def check_finite(step: int, **values) -> None:
@@ -422,6 +426,9 @@ def add_run_flags(p: argparse.ArgumentParser, name: str) -> argparse._ArgumentGr
                    "and one on Ctrl-C/SIGTERM); 0 = only those")  # fmt: skip
     g.add_argument("--keep", type=count, default=3, help="keep the newest N checkpoints/step-*; 0 = all")
     g.add_argument("--seed", type=count, default=0, help="data order, sampling and initialisation")
+    g.add_argument("--tensorboard", action="store_true", help="also write every log row as TensorBoard events to "
+                   "OUT/tensorboard (PNG curves are written to OUT/plots either way)")  # fmt: skip
+    imagery.add_arguments(p)  # --bands, --stretch, --nodata: defaults for records whose meta gives none
     return g
 
 
@@ -445,7 +452,8 @@ def world_size() -> int:
 
 
 # ----------------------------------------------------------------------------- user errors, found early
-RUN_FILES = ("log.jsonl", "rollouts.jsonl", "args.json", "checkpoints", "final", "eval", "plots")
+RUN_FILES = ("log.jsonl", "rollouts.jsonl", "rollouts.html", "args.json", "checkpoints", "final", "eval", "plots",
+             "tensorboard")
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
@@ -477,8 +485,18 @@ def check_model(path_or_id: str) -> None:
                          "pass a local directory, or download it where there is network") from None  # fmt: skip
 
 
-def load_data(path: str | os.PathLike, what: str, skip_bad: bool = False, tasks: list[str] | None = None) -> list:
-    """Validated records, or one line naming file:line and the field (SystemExit): a user's data, not our bug."""
+def imagery_flags(args: argparse.Namespace) -> dict:
+    """The --bands / --stretch / --nodata flags as imagery options, or one line (SystemExit) when malformed."""
+    try:
+        return imagery.options_from_args(args)
+    except imagery.ImageError as e:
+        raise SystemExit(f"{e}") from None
+
+
+def load_data(path: str | os.PathLike, what: str, skip_bad: bool = False, tasks: list[str] | None = None,
+              image_options: dict | None = None) -> list:  # fmt: skip
+    """Validated records, or one line naming file:line and the field (SystemExit): a user's data, not our bug.
+    image_options (the GeoTIFF flags) become each record's meta.bands / stretch / nodata unless it has its own."""
     import data
 
     try:
@@ -489,11 +507,15 @@ def load_data(path: str | os.PathLike, what: str, skip_bad: bool = False, tasks:
         raise SystemExit(f"{what} {path}: {e.strerror or e}") from None
     if not records:
         raise SystemExit(f"{what} {path}: no records" + (f" of task(s) {', '.join(tasks)}" if tasks else ""))
+    for rec in records:
+        for key, value in (image_options or {}).items():
+            rec.meta.setdefault(key, value)
     return records
 
 
 # ----------------------------------------------------------------------------- one run's set-up, both trainers
 _INTERRUPTED: list[int] = []  # signals received; the loop finishes its step, saves and stops
+VIEWER_ROWS = 2000  # the newest completions in rollouts.html (each image is embedded once, shrunk)
 
 
 def _on_signal(signum, frame) -> None:
@@ -539,8 +561,24 @@ class Run:
         """True on every rank once any got SIGINT/SIGTERM (one tiny all-reduce a step, so all stop together)."""
         return bool(all_reduce_sum(float(bool(_INTERRUPTED)), self.env.device) > 0)
 
+    def finish(self) -> None:
+        """The pictures of the run (rank 0): PNG curves of log.jsonl in OUT/plots, the rollouts as an HTML page."""
+        if not self.env.main:
+            return
+        import plot
+        import viewer
+
+        if self.log.tensorboard is not None:
+            self.log.tensorboard.close()
+        plot.plot_run(self.out, quiet=True)
+        if self.rollout_log.enabled and self.rollout_log.path.exists():
+            viewer.write_viewer(self.rollout_log.path, max_rows=VIEWER_ROWS)
+        self.say(f"curves in {self.out / 'plots'}/" + (f", completions in {self.rollout_log.path.with_suffix('.html')}"
+                                                       if self.rollout_log.path.with_suffix(".html").exists() else ""))
+
     def stop(self, step: int) -> None:
-        """After the interrupt's checkpoint: one line per process, then exit 130 (as after Ctrl-C)."""
+        """After the interrupt's checkpoint: the pictures, one line per process, then exit 130 (as after Ctrl-C)."""
+        self.finish()
         barrier()
         rank = f"rank {self.env.rank}: " if self.env.world > 1 else ""
         print(f"{self.name}: {rank}stopped after step {step}; continue with the same command and --resume auto", flush=True)
@@ -595,9 +633,9 @@ def start_run(args: argparse.Namespace, name: str, logs: tuple[str, ...] = ("log
 
         data_path = args.data or str(defaults.data_dir() / "train.jsonl")
         model_path = args.model or (default_model or defaults.base_model)()
-    records = load_data(data_path, "--data", args.skip_bad, tasks)
+    records = load_data(data_path, "--data", args.skip_bad, tasks, imagery_flags(args))
     eval_data = eval_data(data_path) if callable(eval_data) else eval_data  # SFT: test.jsonl beside the data
-    held_out = load_data(eval_data, "--eval-data", args.skip_bad, tasks)[: eval_records or None] if eval_data else []
+    held_out = load_data(eval_data, "--eval-data", args.skip_bad, tasks, imagery_flags(args))[: eval_records or None] if eval_data else []
     check_model(model_path)
 
     start = checkpoint_step(resume) if resume is not None else 0
@@ -621,8 +659,13 @@ def start_run(args: argparse.Namespace, name: str, logs: tuple[str, ...] = ("log
     barrier()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _on_signal)
+    tensorboard = None
+    if args.tensorboard and env.main:
+        import plot
+
+        tensorboard = plot.TensorBoard(out / "tensorboard", purge_step=start + 1 if resume is not None else None)
     run = Run(args, name, env, out, resume, start, model_path, records, held_out, net, loaded.processor,
-              loaded.frame_kind, loaded.attn_impl, use_fsdp, JsonlLog(out / logs[0], enabled=env.main),
+              loaded.frame_kind, loaded.attn_impl, use_fsdp, JsonlLog(out / logs[0], env.main, tensorboard),
               JsonlLog(out / logs[-1], enabled=env.main and len(logs) > 1))  # fmt: skip
     n_train = sum(p.numel() for p in net.parameters() if p.requires_grad)
     run.say(f"{model_path} ({n_train / 1e6:.2f}M trainable, {env.device}, world {env.world}"

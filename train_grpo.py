@@ -561,6 +561,7 @@ def main(argv: list[str] | None = None) -> dict:
     if run.start < total or run.resume is None:
         run_eval(total)
         save(tr, total, run.out / "final")  # the model, and a checkpoint like the others
+    run.finish()  # plots/*.png, rollouts.html
     return {"last": row, "eval": history}
 
 

@@ -164,6 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
     # ---- final/: the model, and a checkpoint (resume/) like the others
     if run.start < args.max_steps or run.resume is None:
         save(args.max_steps, run.out / "final")
+    run.finish()  # plots/*.png
     return history
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import base64
 import html
-import importlib
 import io
 import json
 import math
@@ -41,27 +40,12 @@ COLORS = {"gt": "#00e5ff", "pred": "#ff8c00", "region": "#76ff03"}  # blue/orang
 PAGE_SIZE = 60
 
 
-# ----------------------------------------------------------------------------- helpers that moved before
-def _find(name: str, modules: tuple[str, ...]) -> Any:
-    """`name` from the first of `modules` that has it (parsing helpers may move out of rewards/data)."""
-    for mod in modules:
-        try:
-            obj = getattr(importlib.import_module(mod), name, None)
-        except ImportError:
-            continue
-        if obj is not None:
-            return obj
-    raise ImportError(f"{name} not found in any of {', '.join(modules)}")
-
-
 def _frame(obj: Any):
     """A Frame from a row's "frame" ({"kind", "image_size", "model_size"}), or None when absent or bad."""
-    if not isinstance(obj, dict):
-        return None
+    from frames import frame_from_json
+
     try:
-        Frame = _find("Frame", ("frames", "data"))
-        return Frame(str(obj["kind"]), tuple(int(v) for v in obj["image_size"]),
-                     tuple(int(v) for v in obj["model_size"]))  # fmt: skip
+        return frame_from_json(obj) if isinstance(obj, dict) else None
     except Exception:
         return None
 
@@ -110,8 +94,8 @@ def predicted_boxes(row: dict) -> tuple[list[list[float]], str | None]:
     if not isinstance(completion, str):
         return [], None
     try:
-        extract_answer = _find("extract_answer", ("parsing", "rewards"))
-        parse_boxes = _find("parse_boxes", ("parsing", "rewards"))
+        from parsing import extract_answer, parse_boxes
+
         frame = _frame(row.get("frame"))
         boxes = [b for b in (_box(x) for x in parse_boxes(extract_answer(completion) or "", frame)) if b]
     except Exception as exc:
@@ -144,7 +128,8 @@ def read_rows(path: str | os.PathLike) -> tuple[list[dict], int]:
 def _records(data: str | os.PathLike | None) -> dict[str, Any]:
     if data is None:
         return {}
-    load_records = _find("load_records", ("data",))
+    from data import load_records
+
     return {r.id: r for r in load_records(data, skip_bad=True)}
 
 

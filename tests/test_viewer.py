@@ -117,7 +117,7 @@ def test_reads_the_predictions_eval_writes(tmp_path):
     ev = importlib.import_module("eval")
     frame = ev.Frame(kind="pixels", image_size=(W, H), model_size=(2 * W, 2 * H))
     samples = [ev.Sample(task="detection", answer=[GT], completion=wrap("[220, 60, 340, 160]"), frame=frame, id="d1")]
-    ev.evaluate(samples, tmp_path, caption_extras=False, quiet=True)
+    ev.score_samples(samples, tmp_path, caption_extras=False, quiet=True)
     Image.new("RGB", (W, H), IMAGE_RGB).save(tmp_path / "plain.png")
     rec = {"id": "d1", "task": "detection", "images": ["plain.png"], "question": "Find all.", "answer": [GT]}
     (tmp_path / "records.jsonl").write_text(json.dumps(rec) + "\n")
