@@ -2,6 +2,8 @@
 
     data_dir()     synthetic EO data (synth.make_dataset, 2000 records, seed 0): train.jsonl, test.jsonl, images/
     base_model()   the tiny Qwen2.5-VL (tiny.build_tiny, seed 0), its tokenizer trained on that data's text
+    sft_model()    base_model() after a short supervised warm-up (SFT_RECIPE): where GRPO and eval start,
+                   because a random-weight model never writes the answer format and GRPO then has no signal
 
 Both live under GEOVLM_CACHE (default ~/.cache/geovlm-r1) and are built on first use, each in a temporary
 folder renamed when whole, so concurrent processes (torchrun ranks) never see half a build and the loser of
@@ -13,6 +15,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -63,3 +67,30 @@ def base_model(cache: Path = CACHE) -> str:
 
     corpus = tokenizer_corpus([data_dir(cache) / "train.jsonl"])
     return str(_build_once(cache / "tiny-qwen2.5-vl", "config.json", lambda tmp: tiny.build_tiny(tmp, corpus, seed=0)))
+
+
+# The warm-up the embedded GRPO start gets (train_sft.py flags): the format and a first grasp of every task,
+# short enough to build in a few CPU minutes. Changing it changes the cache folder's name (a new build).
+SFT_RECIPE = ("--max-steps", "300", "--batch-size", "8", "--seed", "0")
+
+
+def sft_model(cache: Path = CACHE) -> str:
+    """The embedded GRPO / eval start: base_model() after `train_sft.py SFT_RECIPE` on the embedded data.
+
+    Built once, in a separate process (a torchrun rank may call this: the warm-up must not join its process
+    group), with its progress shown; the warm-up's log.jsonl is kept in the model folder (warm-up-log.jsonl)."""
+    name = "tiny-qwen2.5-vl-sft-" + "-".join(a.lstrip("-") for a in SFT_RECIPE)
+    data, base = data_dir(cache), base_model(cache)
+
+    def warm_up(tmp: Path) -> None:
+        print(f"defaults: building the embedded GRPO start once: train_sft.py {' '.join(SFT_RECIPE)} -> {cache / name}",
+              flush=True)  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE",
+                                                                "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK")}  # fmt: skip
+        cmd = [sys.executable, str(Path(__file__).with_name("train_sft.py")), "--model", base, "--data",
+               str(data / "train.jsonl"), "--out", str(tmp.with_name("run")), "--save-every", "0", *SFT_RECIPE]  # fmt: skip
+        subprocess.run(cmd, env=env, check=True)
+        (tmp.with_name("run") / "final").rename(tmp)
+        (tmp.with_name("run") / "log.jsonl").rename(tmp / "warm-up-log.jsonl")
+
+    return str(_build_once(cache / name, "config.json", warm_up))

@@ -621,7 +621,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
     ap = runtime.ArgumentParser(description=__doc__)
     ap.add_argument("--model", help="checkpoint directory or hub id to generate with; None: the embedded tiny model "
-                    "(built on first use)")  # fmt: skip
+                    "after its SFT warm-up (defaults.sft_model, built on first use)")  # fmt: skip
     ap.add_argument("--data", help="benchmark JSONL (records, see data.py); None: the embedded synthetic test split. "
                     "With --predictions: the records their ids refer to")  # fmt: skip
     ap.add_argument("--predictions", help="score this predictions JSONL (this script's, or another system's: one "
@@ -695,7 +695,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     env = runtime.init_distributed()
     with runtime.local_rank0_first(env):  # the embedded defaults, built once (local rank 0 first)
-        model_path = args.model or defaults.base_model()
+        model_path = args.model or defaults.sft_model()
         data_path = args.data or str(defaults.data_dir() / "test.jsonl")
     records = _load_records(data_path, args)[: args.limit or None]
     runtime.check_model(model_path)

@@ -409,11 +409,12 @@ Ctrl-C (SIGINT) or SIGTERM: the step in progress finishes, a checkpoint is writt
 the same command with --resume auto to continue."""
 
 
-def add_run_flags(p: argparse.ArgumentParser, name: str) -> argparse._ArgumentGroup:
+def add_run_flags(p: argparse.ArgumentParser, name: str, default_model: str = "defaults.base_model(): the embedded "
+                  "tiny model") -> argparse._ArgumentGroup:  # fmt: skip
     """--model, --data, --out, checkpoints, resume, seed: the same meaning in both trainers."""
     g = p.add_argument_group("run")
-    g.add_argument("--model", default=None, help="hub id or local checkpoint directory; None: the embedded tiny model "
-                   "(defaults.py, built on first use)")  # fmt: skip
+    g.add_argument("--model", default=None, help=f"hub id or local checkpoint directory; None: {default_model} "
+                   "(built on first use)")  # fmt: skip
     g.add_argument("--data", default=None, help="training JSONL (records, see data.py); None: the embedded synthetic set")
     g.add_argument("--skip-bad", action="store_true", help="skip malformed records (counted and reported) instead of stopping")
     g.add_argument("--out", default=f"runs/{name}", help="log.jsonl, checkpoints/ and final/ go here; a folder that "
@@ -668,7 +669,8 @@ def start_run(args: argparse.Namespace, name: str, logs: tuple[str, ...] = ("log
               loaded.frame_kind, loaded.attn_impl, use_fsdp, JsonlLog(out / logs[0], env.main, tensorboard),
               JsonlLog(out / logs[-1], enabled=env.main and len(logs) > 1))  # fmt: skip
     n_train = sum(p.numel() for p in net.parameters() if p.requires_grad)
-    run.say(f"{model_path} ({n_train / 1e6:.2f}M trainable, {env.device}, world {env.world}"
+    what = "" if args.model else f" (the embedded default: defaults.{(default_model or defaults.base_model).__name__})"
+    run.say(f"{model_path}{what} ({n_train / 1e6:.2f}M trainable, {env.device}, world {env.world}"
             f"{', FSDP' if use_fsdp else ''}, attention {loaded.attn_impl}), {len(records)} records from {data_path}"
             + (f"; resumed from {resume} at step {start}" if resume else ""))  # fmt: skip
     return run

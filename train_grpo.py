@@ -39,6 +39,7 @@ import torch
 from tqdm import tqdm
 
 import data
+import defaults
 import fsdp
 import grpo
 import model as M
@@ -52,7 +53,7 @@ from frames import frame_to_json
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = R.ArgumentParser(description="GRPO post-training of Qwen2.5-VL / Qwen2-VL (equations: grpo.py).",
                          epilog=R.multi_node_help("train_grpo.py", "--prompts-per-step"))
-    g = R.add_run_flags(p, "grpo")
+    g = R.add_run_flags(p, "grpo", default_model="defaults.sft_model(): the embedded tiny model after its SFT warm-up")
     g.add_argument("--task", default="all", help="one task, a comma list (mixed round-robin in every batch), or all")
     g.add_argument("--stages", default=None, help="optimise tasks one after another, e.g. classification:200,"
                    "detection:400 (tasks of one stage joined by +); replaces --task and --max-steps")  # fmt: skip
@@ -168,6 +169,7 @@ class Trainer:
     generators: dict[str, torch.Generator]  # "sample": this rank's sampling, "shuffle": --shuffle-rewards
     banned: torch.Tensor  # vision tokens: never sampled, masked in log-probs too
     turn: int = 0  # round-robin position over the stage's tasks, so that every batch mixes them
+    steps_without_signal: int = 0  # consecutive steps in which every group's rewards were all equal
 
     @property
     def device(self) -> torch.device:
@@ -402,6 +404,26 @@ def update_policy(tr: Trainer, step: int, ro: Rollouts, advantages: torch.Tensor
     return out | {"logprob_s": t1 - t0, "update_s": time.perf_counter() - t1}
 
 
+NO_SIGNAL_STEPS = 5  # consecutive steps of zero reward spread everywhere before the trainer says so
+
+
+def warn_if_no_signal(tr: Trainer, row: dict) -> None:
+    """Say once, naming the likely cause, when every group has had equal rewards for NO_SIGNAL_STEPS steps in a
+    row: every advantage is then 0 and the policy gradient too, so the run is only spending time."""
+    tr.steps_without_signal = tr.steps_without_signal + 1 if row["zero_std_frac"] >= 1.0 else 0
+    if tr.steps_without_signal != NO_SIGNAL_STEPS:
+        return
+    formats = [v for k, v in row.items() if k.startswith("format/")]
+    if formats and max(formats) == 0.0:
+        cause = ("no completion is well-formed (<think>…</think><answer>…</answer>): start from an SFT checkpoint "
+                 "(train_sft.py, or omit --model for the embedded warmed-up one)")  # fmt: skip
+    else:
+        cause = ("every completion of a prompt earns the same reward: the task is too hard or too easy for this model, "
+                 "or the sampling too narrow: raise --temperature, add --drop-zero-std-groups, or pick another task")  # fmt: skip
+    tr.run.say(f"warning: {NO_SIGNAL_STEPS} steps in a row without reward spread in any group (reward "
+               f"{row['reward_mean']:.2f}), so no gradient; likely cause: {cause}")  # fmt: skip
+
+
 def reward_summary(scores: list[dict[str, float]], row_tasks: list[str]) -> dict[str, float]:
     """Mean of each reward component (reward/<name>); per task, acc/<task> (the mean of score's "accuracy":
     rewards.ACCURACY, the same under any weights) and format/<task> (fraction with format reward 1).
@@ -513,7 +535,7 @@ def main(argv: list[str] | None = None) -> dict:
     # ---- set-up: flags, output folder, processes, data, models, optimiser (runtime.start_run, `setup`)
     args = parse_args(argv)
     run = R.start_run(args, "grpo", logs=("log.jsonl", "rollouts.jsonl"), eval_data=args.eval_data,
-                      eval_records=args.eval_records)  # fmt: skip
+                      eval_records=args.eval_records, default_model=defaults.sft_model)  # fmt: skip
     tr = setup(args, run)
     history: list[dict] = []  # the eval rows, also in log.jsonl
     total = len(tr.tasks_at)
@@ -545,6 +567,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         # ---- log
         row = log_step(tr, step, tasks, ro, advantages, info, update, time.perf_counter() - t_step)
+        warn_if_no_signal(tr, row)
         bar.set_postfix(reward=f"{row['reward_mean']:.3f}", kl="-" if row["kl"] is None else f"{row['kl']:.4f}",
                         clip=f"{row['clip_frac']:.3f}", H=f"{row['entropy']:.2f}", len=f"{row['completion_len_mean']:.0f}",
                         gn=f"{row['grad_norm']:.2f}", refresh=False)  # fmt: skip

@@ -210,3 +210,12 @@ def test_logged_accuracy_ignores_the_weights(monkeypatch):
     scores = rewards.score_group("counting", ["<think>x</think><answer>5</answer>"] * 2, 5)
     row = train_grpo.reward_summary(scores, ["counting", "counting"])
     assert row["acc/counting"] == 1.0 and row["reward/total"] == 1.5 and row["reward/count_accuracy"] == 1.0
+
+
+def test_no_reward_spread_is_reported_with_its_cause(tiny_dir, synth_dir, tmp_path, monkeypatch, capsys):
+    # the random-weight tiny model never writes the format: every reward is 0, every advantage 0
+    monkeypatch.setattr(train_grpo, "NO_SIGNAL_STEPS", 2)
+    train_grpo.main(_argv(tiny_dir, synth_dir, tmp_path / "run", "--max-steps", "2", "--beta", "0", "--group-size", "2",
+                          "--max-new-tokens", "8"))  # fmt: skip
+    out = capsys.readouterr().out
+    assert "2 steps in a row without reward spread" in out and "no completion is well-formed" in out
