@@ -17,7 +17,6 @@ final model loads. Only the batch is smaller than the defaults (--prompts-per-st
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
