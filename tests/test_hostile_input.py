@@ -57,6 +57,12 @@ def _seconds(fn, text: str) -> float:
     return time.perf_counter() - start
 
 
+def _linear(t1: float, t2: float) -> bool:
+    """Twice the text, about twice the time (3x, + 50 ms of slack for a loaded machine; a quadratic reader takes
+    4x), and 100k characters in well under the 2 s allowed, whatever the machine."""
+    return t2 <= 3 * t1 + 0.05 and t2 <= 2.0
+
+
 @pytest.fixture(scope="module", autouse=True)
 def warm_up():
     for fn in READERS.values():  # one-off imports (rouge-score, NLTK's stemmer) must not time as a slow parser
@@ -72,9 +78,10 @@ def test_every_reader_is_linear_on_long_runs(opener, run):
             slow.append(f"{name}: {probe:.3f} s at {N // 5} characters")
             continue
         t1, t2 = _seconds(fn, _text(opener, run, N)), _seconds(fn, _text(opener, run, 2 * N))
-        # linear: twice the text takes about twice the time (3x + 50 ms of slack for a loaded machine);
-        # and at 100k characters well under a second, whatever the machine
-        if t2 > 3 * t1 + 0.05 or t2 > 2.0:
+        if not _linear(t1, t2):  # once more, the faster of two: another process may have had the CPU
+            t1 = min(t1, _seconds(fn, _text(opener, run, N)))
+            t2 = min(t2, _seconds(fn, _text(opener, run, 2 * N)))
+        if not _linear(t1, t2):
             slow.append(f"{name}: {t1:.3f} s at {N}, {t2:.3f} s at {2 * N} characters")
     assert not slow, slow
 
