@@ -10,20 +10,29 @@ the same path (`evaluate_model`). Completions are parsed with the task registry'
 boxes back to original pixels through each record's frame), then scored the way the papers score:
 
     classification, temporal_classification   accuracy after normalisation
-    vqa                                        accuracy overall and per meta.type, and the mean of the types
+    vqa                                        accuracy overall and per meta.type ("acc_<type>"), and the mean of the
+                                               types without count and area ("type_average", as RSVQA is reported)
     multilabel                                 micro / macro F1 (macro over the true label vocabulary), sample F1
-    counting                                   exact accuracy, mean absolute error (unparsed counts as 0)
-    grounding                                  acc@0.5, acc@0.25, mean IoU, cumulative IoU (ΣI / ΣU)
+    counting                                   exact accuracy; MAE over the parsed answers, each error capped at
+                                               COUNT_ERROR_CAP; the unparsed rate
+    grounding                                  acc@0.5, acc@0.25, acc@0.7, mean IoU, cumulative IoU (ΣI / ΣU)
     detection, change_detection (boxes)        precision / recall / F1 at IoU 0.5 and 0.25 with one-to-one
-                                               matching; VOC AP@0.5 (all-point; boxes ranked by answer order)
+                                               matching; VOC AP@0.5 (all-point; boxes ranked by answer order);
+                                               empty_accuracy on images with nothing to find
     captions (all four caption tasks)          ROUGE-1 and ROUGE-L F1 (rouge-score, stemmed), averaged over
                                                references; METEOR (NLTK) when WordNet is there; coco-caption
                                                BLEU-1/4, METEOR 1.5, ROUGE-L, CIDEr-D when pycocoevalcap + Java are
-    every task                                 format compliance rate, answer parse rate, mean reward
+    every task                                 well_formed (the completion is exactly <think>…</think><answer>…
+                                               </answer>), answer_parsed (its answer reads as the task's type),
+                                               mean reward
+
+Per data set (meta.dataset) and, for grounding and detection, per split as GeoChat-bench and VRSBench report
+referring: small / medium / large objects (meta.size_group, else the true box's area in COCO's ranges) and single /
+multiple objects of the referred class (meta.single, meta.unique or meta.class_count; detection: the true boxes).
 
 Values are fractions in [0, 1] (published tables print percentages), except mae and cider.
-Outputs in --out: metrics.json (per task, and per task within each meta.dataset), table.md (the markdown
-table printed at the end) and predictions.jsonl (one line a record: id, task, images, completion, parsed answer,
+Outputs in --out: metrics.json ("tasks"; "datasets": per meta.dataset; "splits": per data set or "all"), table.md
+(the markdown table printed at the end) and predictions.jsonl (one line a record: id, task, images, completion, parsed answer,
 reward scores, answer, meta, frame; that file can be fed back with --predictions, or opened in viewer.py).
 """
 
@@ -31,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import shutil
@@ -80,7 +90,8 @@ def label_accuracy(preds: Sequence[str | None], gts: Sequence[str]) -> float:
 
 
 def vqa_metrics(preds: Sequence[str | None], gts: Sequence[str], types: Sequence[str | None]) -> dict[str, float]:
-    """Accuracy overall, per question type ("acc_<type>"), and "type_average" over the types (minus count/area)."""
+    """Accuracy overall, per question type ("acc_<type>", meta.type), and "type_average": the mean of the types'
+    accuracies, count and area left out (VQA_AVERAGE_EXCLUDES, any case) as the RSVQA tables of the field do."""
     out = {"accuracy": label_accuracy(preds, gts)}
     by_type: dict[str, list[int]] = defaultdict(list)
     for i, t in enumerate(types):
@@ -88,7 +99,7 @@ def vqa_metrics(preds: Sequence[str | None], gts: Sequence[str], types: Sequence
             by_type[str(t)].append(i)
     for t, idx in sorted(by_type.items()):
         out[f"acc_{t}"] = label_accuracy([preds[i] for i in idx], [gts[i] for i in idx])
-    averaged = [out[f"acc_{t}"] for t in by_type if t not in VQA_AVERAGE_EXCLUDES]
+    averaged = [out[f"acc_{t}"] for t in by_type if t.strip().lower() not in VQA_AVERAGE_EXCLUDES]
     if averaged:
         out["type_average"] = float(np.mean(averaged))
     return out
@@ -122,22 +133,35 @@ def multilabel_metrics(preds: Sequence[Sequence[str] | None], gts: Sequence[Sequ
     }
 
 
+COUNT_ERROR_CAP = 100.0  # |error| of one count in the MAE is capped here: one runaway answer ("9" × 300 parses
+# to 1e300; 2.3e113 was seen) must not hide every other count. Counting benchmarks' true counts are mostly below it.
+
+
 def counting_metrics(preds: Sequence[float | None], gts: Sequence[float]) -> dict[str, float]:
-    """Exact accuracy and mean absolute error; an unparsed count is taken as 0."""
-    p = np.array([0.0 if x is None else float(x) for x in preds])
-    g = np.array([float(x) for x in gts])
-    if len(g) == 0:
-        return {"accuracy": 0.0, "mae": 0.0}
-    exact = np.array([x is not None for x in preds]) & (p == g)
-    return {"accuracy": float(exact.mean()), "mae": float(np.abs(p - g).mean())}
+    """Exact accuracy over all records (unparsed is wrong); "mae" over the parsed answers only, each |error| capped
+    at COUNT_ERROR_CAP (absent when none parsed); "unparsed": the share of answers that held no number."""
+    if len(gts) == 0:
+        return {"accuracy": 0.0, "unparsed": 0.0}
+    pairs = [(float(p), float(g)) for p, g in zip(preds, gts) if p is not None]
+    out = {"accuracy": _div(sum(p == g for p, g in pairs), len(gts))}
+    if pairs:
+        out["mae"] = float(np.mean([min(abs(p - g), COUNT_ERROR_CAP) for p, g in pairs]))
+    out["unparsed"] = 1.0 - _div(len(pairs), len(gts))
+    return out
 
 
 def _area(b: Sequence[float]) -> float:
     return max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1])
 
 
+GROUNDING_THRESHOLDS = (0.5, 0.25, 0.7)  # acc@t: the share of queries whose box has IoU >= t with the truth
+
+
 def grounding_metrics(preds: Sequence[Sequence[float] | None], gts: Sequence[Sequence[float]]) -> dict[str, float]:
-    """acc@0.5, acc@0.25, mean IoU and cumulative IoU (ΣI / ΣU); a missing box has IoU 0."""
+    """acc@0.5, acc@0.25, acc@0.7, mean IoU and cumulative IoU (ΣI / ΣU over all queries); a missing box has IoU 0
+    and adds the true box's area to ΣU."""
+    if len(gts) == 0:
+        return {**{f"acc@{t}": 0.0 for t in GROUNDING_THRESHOLDS}, "mean_iou": 0.0, "cum_iou": 0.0}
     ious, inters, unions = [], [], []
     for p, g in zip(preds, gts):
         iou = P.box_iou(p, g) if p is not None else 0.0
@@ -146,14 +170,8 @@ def grounding_metrics(preds: Sequence[Sequence[float] | None], gts: Sequence[Seq
         inters.append(inter)
         unions.append(_area(g) + (_area(p) if p is not None else 0.0) - inter)
     ious_a = np.array(ious)
-    if len(ious_a) == 0:
-        return {"acc@0.5": 0.0, "acc@0.25": 0.0, "mean_iou": 0.0, "cum_iou": 0.0}
-    return {
-        "acc@0.5": float((ious_a >= 0.5).mean()),
-        "acc@0.25": float((ious_a >= 0.25).mean()),
-        "mean_iou": float(ious_a.mean()),
-        "cum_iou": _div(sum(inters), sum(unions)),
-    }
+    return {**{f"acc@{t}": float((ious_a >= t).mean()) for t in GROUNDING_THRESHOLDS},
+            "mean_iou": float(ious_a.mean()), "cum_iou": _div(sum(inters), sum(unions))}  # fmt: skip
 
 
 def count_matches(pred: Sequence[Sequence[float]], gt: Sequence[Sequence[float]], thr: float) -> int:
@@ -197,16 +215,27 @@ def average_precision(preds: Sequence[Sequence[Sequence[float]]], gts: Sequence[
     return float(np.sum((mrec[steps + 1] - mrec[steps]) * mpre[steps + 1]))
 
 
-def detection_metrics(preds: Sequence[Sequence[Sequence[float]]], gts: Sequence[Sequence[Sequence[float]]]) -> dict[str, float]:
-    """Precision / recall / F1 at IoU 0.5 and 0.25 (pooled over images, one-to-one), and AP@0.5."""
+def detection_metrics(preds: Sequence[Sequence[Sequence[float]] | None],
+                      gts: Sequence[Sequence[Sequence[float]]]) -> dict[str, float]:  # fmt: skip
+    """Precision / recall / F1 at IoU 0.5 and 0.25 (pooled over images, one-to-one), and AP@0.5.
+
+    A prediction is a list of boxes, [] for an explicit empty answer ("none"), None for no answer. Recall@0.5 is
+    GeoChat's referring accuracy (TP / true boxes). An image with nothing to find adds nothing to recall: each box
+    predicted on it is a false positive, an empty answer is not. "empty_accuracy" (only when there are such images)
+    is the share of them answered explicitly empty: what the reward pays for (rewards._detection).
+    """
+    boxes = [p or [] for p in preds]
     out = {}
-    n_pred, n_gt = sum(len(p) for p in preds), sum(len(g) for g in gts)
+    n_pred, n_gt = sum(len(p) for p in boxes), sum(len(g) for g in gts)
     for thr in (0.5, 0.25):
-        tp = sum(count_matches(p, g, thr) for p, g in zip(preds, gts))
+        tp = sum(count_matches(p, g, thr) for p, g in zip(boxes, gts))
         out[f"precision@{thr}"] = _div(tp, n_pred)
         out[f"recall@{thr}"] = _div(tp, n_gt)
         out[f"f1@{thr}"] = _div(2 * tp, n_pred + n_gt)
-    out["ap@0.5"] = average_precision(preds, gts, 0.5)
+    out["ap@0.5"] = average_precision(boxes, gts, 0.5)
+    empty = [p for p, g in zip(preds, gts) if len(g) == 0]
+    if empty:
+        out["empty_accuracy"] = _div(sum(p is not None and len(p) == 0 for p in empty), len(empty))
     return out
 
 
@@ -330,16 +359,64 @@ def coco_metrics(preds: Sequence[str], refs: Sequence[Sequence[str]], meteor: An
     return out
 
 
+# ----------------------------------------------------------------------------- the referring / grounding splits
+# GeoChat-bench referring and VRSBench report grounding by object size and by single / multiple objects.
+SPLIT_TASKS = ("grounding", "detection")
+SPLITS = ("small", "medium", "large", "single", "multiple")  # in table order
+SMALL_AREA, LARGE_AREA = 32**2, 96**2  # COCO's ranges in original-image pixels: small < 32², medium < 96² <= large
+
+
+def size_split(s: Sample) -> str | None:
+    """small / medium / large: meta.size_group (VRSBench's) when the record has one, else by the area of its true
+    box (the mean area when several) in the COCO ranges SMALL_AREA, LARGE_AREA; None without a box."""
+    given = str(s.meta.get("size_group", "")).strip().lower()
+    if given in SPLITS[:3]:
+        return given
+    boxes = P.answer_boxes(s.answer)
+    if not boxes:
+        return None
+    area = float(np.mean([_area(b) for b in boxes]))
+    return "small" if area < SMALL_AREA else "medium" if area < LARGE_AREA else "large"
+
+
+def multiplicity_split(s: Sample) -> str | None:
+    """single / multiple: one or several objects of the referred class in the image. From meta.single or
+    meta.unique (VRSBench's) when a boolean, or meta.class_count (objects of that class in the image); else, for
+    detection-style referring, the number of true boxes; None when unknown (a grounding record without them)."""
+    for key in ("single", "unique"):
+        if isinstance(s.meta.get(key), bool):
+            return "single" if s.meta[key] else "multiple"
+    count = s.meta.get("class_count")
+    if isinstance(count, int) and not isinstance(count, bool) and count > 0:
+        return "single" if count == 1 else "multiple"
+    if s.task == "detection":
+        n = len(P.answer_boxes(s.answer))
+        return None if n == 0 else "single" if n == 1 else "multiple"
+    return None
+
+
+def reference_splits(s: Sample) -> list[str]:
+    """The splits a grounding / detection record belongs to (at most one size, one multiplicity); [] otherwise."""
+    if s.task not in SPLIT_TASKS:
+        return []
+    return [x for x in (size_split(s), multiplicity_split(s)) if x is not None]
+
+
+def _ordered(metrics: dict) -> None:
+    """Tasks and data sets by name ("all" first), splits in SPLITS order: tables and files read the same each run."""
+    metrics["tasks"] = dict(sorted(metrics["tasks"].items()))
+    metrics["datasets"] = {d: dict(sorted(ts.items())) for d, ts in sorted(metrics["datasets"].items())}
+    metrics["splits"] = {d: {t: {k: by[k] for k in SPLITS if k in by} for t, by in sorted(ts.items())}
+                         for d, ts in sorted(metrics["splits"].items(), key=lambda kv: (kv[0] != "all", kv[0]))}  # fmt: skip
+
+
 # ----------------------------------------------------------------------------- parsing and per-sample scoring
 def parse_sample(s: Sample) -> Any:
     """The sample's parsed answer (tasks.parse_answer), typed to match its ground truth."""
-    if s.task == "change_detection" and isinstance(s.answer, str):
-        return parse_answer("classification", s.completion, s.frame)
+    if s.task == "change_detection":  # read as what its truth is: a label, or boxes (read like detection's)
+        return parse_answer("classification" if isinstance(s.answer, str) else "detection", s.completion, s.frame)
     known = s.answer if s.task == "multilabel" and isinstance(s.answer, list) else ()
-    parsed = parse_answer(s.task, s.completion, s.frame, known_labels=known)
-    if s.task == "change_detection" and isinstance(parsed, str):
-        return []  # boxes expected, only words written
-    return parsed
+    return parse_answer(s.task, s.completion, s.frame, known_labels=known)
 
 
 def task_metrics(task: str, samples: Sequence[Sample], parsed: Sequence[Any], scores: Sequence[dict],
@@ -349,8 +426,8 @@ def task_metrics(task: str, samples: Sequence[Sample], parsed: Sequence[Any], sc
     out: dict[str, float] = {"n": len(samples)}
     if not samples:
         return out
-    out["format"] = float(np.mean([s["format"] for s in scores]))
-    out["parsed"] = float(np.mean([p is not None for p in parsed]))
+    out["well_formed"] = float(np.mean([s["format"] for s in scores]))  # exactly <think>…</think><answer>…</answer>
+    out["answer_parsed"] = float(np.mean([p is not None for p in parsed]))  # readable as the task's answer type
     out["reward"] = float(np.mean([s["total"] for s in scores]))
     answers = [s.answer for s in samples]
     if task in ("classification", "temporal_classification"):
@@ -367,7 +444,7 @@ def task_metrics(task: str, samples: Sequence[Sample], parsed: Sequence[Any], sc
         box_idx = [i for i, a in enumerate(answers) if not isinstance(a, str)]
         label_idx = [i for i, a in enumerate(answers) if isinstance(a, str)]
         if box_idx:
-            out |= detection_metrics([parsed[i] or [] for i in box_idx], [P.answer_boxes(answers[i]) for i in box_idx])
+            out |= detection_metrics([parsed[i] for i in box_idx], [P.answer_boxes(answers[i]) for i in box_idx])
         if label_idx:
             out["label_accuracy"] = label_accuracy([parsed[i] for i in label_idx], [answers[i] for i in label_idx])
     if task in CAPTION_TASKS:
@@ -428,10 +505,11 @@ def score_samples(samples: Sequence[Any], out_dir: str | Path | None = None, cap
     if caption_extras:
         unavailable["spice"] = "SPICE needs Stanford CoreNLP models fetched at run time: not run"
 
-    groups: dict[tuple[str, str | None], list[int]] = defaultdict(list)
+    groups: dict[tuple[str, str | None, str | None], list[int]] = defaultdict(list)  # (task, dataset, split)
     for i, s in enumerate(samples):
-        groups[(s.task, None)].append(i)
-        groups[(s.task, str(s.meta.get("dataset", "unknown")))].append(i)
+        for dataset in (None, str(s.meta.get("dataset", "unknown"))):
+            for split in (None, *reference_splits(s)):
+                groups[(s.task, dataset, split)].append(i)
     if extras["coco"]:
         try:
             from pycocoevalcap.meteor.meteor import Meteor
@@ -439,20 +517,23 @@ def score_samples(samples: Sequence[Any], out_dir: str | Path | None = None, cap
             extras["coco_meteor"] = Meteor()  # one JVM for every caption group of this evaluation
         except Exception as exc:
             unavailable["meteor_coco"] = f"METEOR 1.5 did not start ({exc})"
-    metrics: dict[str, Any] = {"n": len(samples), "tasks": {}, "datasets": {}}
+    metrics: dict[str, Any] = {"n": len(samples), "tasks": {}, "datasets": {}, "splits": {}}
+    done: dict[tuple[int, ...], dict] = {}  # the same samples (a task in one data set only): computed once
     try:
-        for (task, dataset), idx in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
-            if dataset is not None and len(idx) == len(groups[(task, None)]):
-                metrics["datasets"].setdefault(dataset, {})[task] = metrics["tasks"][task]  # same samples: reuse
-                continue
-            m = task_metrics(task, [samples[i] for i in idx], [parsed[i] for i in idx], [scores[i] for i in idx],
-                             extras)
-            if dataset is None:
-                metrics["tasks"][task] = m
+        for (task, dataset, split), idx in groups.items():
+            key = tuple(idx)
+            if key not in done:
+                done[key] = task_metrics(task, [samples[i] for i in idx], [parsed[i] for i in idx],
+                                         [scores[i] for i in idx], extras)  # fmt: skip
+            if split is not None:
+                metrics["splits"].setdefault(dataset or "all", {}).setdefault(task, {})[split] = done[key]
+            elif dataset is None:
+                metrics["tasks"][task] = done[key]
             else:
-                metrics["datasets"].setdefault(dataset, {})[task] = m
+                metrics["datasets"].setdefault(dataset, {})[task] = done[key]
     finally:
         extras["coco_meteor"] = None  # drops the last reference: pycocoevalcap's __del__ stops the JVM
+    _ordered(metrics)
     metrics["unavailable"] = unavailable
 
     if out_dir is not None:
@@ -472,23 +553,48 @@ def score_samples(samples: Sequence[Any], out_dir: str | Path | None = None, cap
     return metrics
 
 
+RATES = ("well_formed", "answer_parsed")  # every task's two rates, columns of their own in the table
+
+
+def footer(tasks: Sequence[str]) -> list[str]:
+    """What the table's columns mean (the lines for the tasks it shows)."""
+    lines = ["- well_formed: the share of completions that are exactly `<think>…</think><answer>…</answer>` (the "
+             "format reward); answer_parsed: the share whose answer could be read as the task's type (a label, a "
+             "number, boxes or an explicit \"none\", a text)."]  # fmt: skip
+    if "counting" in tasks:
+        lines.append(f"- counting: mae over the parsed answers only, each |error| capped at {COUNT_ERROR_CAP:g}; "
+                     "unparsed: the share of answers without a number.")  # fmt: skip
+    if any(t in tasks for t in SPLIT_TASKS):
+        lines.append(f"- grounding / detection splits: small < {math.isqrt(SMALL_AREA)}² px <= medium < "
+                     f"{math.isqrt(LARGE_AREA)}² px <= large (true box area, or meta.size_group); single / multiple "
+                     "objects of the referred class. Detection: recall@0.5 is GeoChat's referring accuracy (true "
+                     "positives / true boxes); empty_accuracy: images with nothing to find answered \"none\".")  # fmt: skip
+    return [*lines, "- values are fractions (published tables print percentages), except mae and cider."]
+
+
 def markdown_table(metrics: dict) -> str:
-    """One row per task, then one per (task, dataset) when a task spans several data sets."""
-    lines = ["| task | dataset | n | format | metrics |", "|---|---|---:|---:|---|"]
+    """One row per task; per data set when a task spans several; per split (size, single / multiple) of grounding
+    and detection; then what was not computed and what the columns mean."""
+    lines = ["| task | dataset | split | n | well_formed | answer_parsed | metrics |", "|---|---|---|---:|---:|---:|---|"]
 
-    def row(task: str, dataset: str, m: dict) -> str:
-        rest = " · ".join(f"{k} {v:.4f}" for k, v in m.items() if k not in ("n", "format"))
-        return f"| {task} | {dataset} | {m['n']} | {m.get('format', 0.0):.4f} | {rest} |"
+    def row(task: str, dataset: str, split: str, m: dict) -> str:
+        rest = " · ".join(f"{k} {v:.4f}" for k, v in m.items() if k not in ("n", *RATES))
+        rates = " | ".join(f"{m.get(k, 0.0):.4f}" for k in RATES)
+        return f"| {task} | {dataset} | {split} | {m['n']} | {rates} | {rest} |"
 
+    splits = metrics.get("splits", {})
     for task, m in metrics["tasks"].items():
-        lines.append(row(task, "all", m))
+        lines.append(row(task, "all", "all", m))
+        lines += [row(task, "all", sp, sm) for sp, sm in splits.get("all", {}).get(task, {}).items()]
         per = [(d, ts[task]) for d, ts in metrics["datasets"].items() if task in ts]
         if len(per) > 1:
-            lines += [row(task, d, dm) for d, dm in per]
+            for d, dm in per:
+                lines.append(row(task, d, "all", dm))
+                lines += [row(task, d, sp, sm) for sp, sm in splits.get(d, {}).get(task, {}).items()]
     if metrics.get("unavailable"):
         lines.append("")
         lines += [f"- not computed: {k}: {v}" for k, v in metrics["unavailable"].items()]
-    lines.append("\n(values are fractions; published tables print percentages)")
+    lines += ["", *footer(list(metrics["tasks"]))]
     return "\n".join(lines)
 
 
@@ -620,42 +726,49 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     import runtime  # the flag types
 
     ap = runtime.ArgumentParser(description=__doc__)
-    ap.add_argument("--model", help="checkpoint directory or hub id to generate with; None: the embedded tiny model "
-                    "after its SFT warm-up (defaults.sft_model, built on first use)")  # fmt: skip
-    ap.add_argument("--data", help="benchmark JSONL (records, see data.py); None: the embedded synthetic test split. "
-                    "With --predictions: the records their ids refer to")  # fmt: skip
-    ap.add_argument("--predictions", help="score this predictions JSONL (this script's, or another system's: one "
-                    "{id, task, answer, completion} a line) instead of generating")  # fmt: skip
-    ap.add_argument("--box-frame", default="original", choices=BOX_FRAMES, help="with --predictions: the units of "
-                    "bracketed boxes in lines without a frame, relative to each record's image (--data)")  # fmt: skip
-    ap.add_argument("--out", default="results", help="folder for metrics.json, predictions.jsonl and table.md")
-    ap.add_argument("--batch-size", type=runtime.positive_int, default=8, help="prompts per greedy generation batch")
-    ap.add_argument("--max-new-tokens", type=runtime.positive_int, default=512, help="completion length limit")
-    ap.add_argument("--limit", type=runtime.count, default=0, help="only the first N records; 0 = all")
-    ap.add_argument("--skip-bad", action="store_true", help="skip malformed records of --data (reported) instead of stopping")
-    ap.add_argument("--no-caption-extras", action="store_true", help="skip METEOR and the coco-caption metrics")
+    ap.add_argument("--model", help="Generate with this checkpoint directory or hub id; unset: the embedded tiny "
+                    "model after its SFT warm-up (defaults.sft_model, built on first use).")  # fmt: skip
+    ap.add_argument("--data", help="Evaluate these records (a benchmark JSONL, see data.py); unset: the embedded "
+                    "synthetic test split. With --predictions: the records their ids refer to (unset: none).")  # fmt: skip
+    ap.add_argument("--predictions", help="Score this predictions JSONL instead of generating (this script's own, or "
+                    "another system's: one {id, task, answer, completion} a line); unset: generate.")  # fmt: skip
+    ap.add_argument("--box-frame", default="original", choices=BOX_FRAMES, help="With --predictions: the units of "
+                    "bracketed boxes in lines without a frame, relative to each record's image (--data).")  # fmt: skip
+    ap.add_argument("--out", default="results", help="Write metrics.json, predictions.jsonl and table.md to this folder.")
+    ap.add_argument("--batch-size", type=runtime.positive_int, default=8, help="Prompts per greedy generation batch.")
+    ap.add_argument("--max-new-tokens", type=runtime.positive_int, default=512, help="Stop each completion after "
+                    "this many tokens.")  # fmt: skip
+    ap.add_argument("--limit", type=runtime.count, default=0, help="Evaluate only the first N records; 0: all.")
+    ap.add_argument("--skip-bad", action="store_true", help="Skip malformed records of --data (counted and reported) "
+                    "instead of stopping at the first.")  # fmt: skip
+    ap.add_argument("--no-caption-extras", action="store_true", help="Skip METEOR and the coco-caption metrics "
+                    "(ROUGE is always computed).")  # fmt: skip
     imagery.add_arguments(ap)
-    ap.add_argument("--compare", nargs="+", metavar="RESULTS", help="print these evaluations (folders with metrics.json) "
-                    "side by side and exit: e.g. an ablation against its baseline")  # fmt: skip
-    ap.add_argument("--all-metrics", action="store_true", help="with --compare: every metric, not only each task's "
-                    "headline metric, reward and format rate")  # fmt: skip
+    ap.add_argument("--compare", nargs="+", metavar="RESULTS", help="Print these evaluations (folders holding "
+                    "metrics.json) side by side and exit, e.g. an ablation against its baseline; unset: evaluate.")  # fmt: skip
+    ap.add_argument("--all-metrics", action="store_true", help="With --compare: show every metric, not only each "
+                    "task's headline metric, mean reward and well_formed rate.")  # fmt: skip
     return ap.parse_args(argv)
+
+
+RENAMED = {"format": "well_formed", "parsed": "answer_parsed"}  # older metrics.json files: compare them all the same
 
 
 def compare(paths: Sequence[str], every_metric: bool = False) -> str:
     """Runs side by side: one row per (task, metric), one column per run (a folder holding metrics.json, or the
-    file), and the change from the first. By default each task's headline metric, reward and format rate."""
+    file), and the change from the first. By default each task's headline metric, reward and well-formed rate."""
     runs = []
     for p in paths:
         f = Path(p) / "metrics.json" if Path(p).is_dir() else Path(p)
         try:
-            runs.append(json.loads(f.read_text())["tasks"])
+            tasks = json.loads(f.read_text())["tasks"]
         except (OSError, ValueError, KeyError) as e:
             raise SystemExit(f"--compare {p}: no readable metrics.json there ({e})") from None
+        runs.append({t: {RENAMED.get(k, k): v for k, v in m.items()} for t, m in tasks.items()})
     lines = ["| task | metric | " + " | ".join(paths) + " | Δ (last - first) |", "|---|---|" + "---:|" * (len(paths) + 1)]
     for task in sorted({t for r in runs for t in r}):
         keys = sorted({k for r in runs for k in r.get(task, {})} - {"n"})
-        shown = keys if every_metric else [k for k in (TASKS[task].metric, "reward", "format") if k in keys]
+        shown = keys if every_metric else [k for k in (TASKS[task].metric, "reward", "well_formed") if k in keys]
         for k in shown:
             vals = [r.get(task, {}).get(k) for r in runs]
             cells = ["–" if v is None else f"{v:.4f}" for v in vals]

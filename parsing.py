@@ -9,7 +9,9 @@
 Every function here is total on any string: the policy writes anything, and a parser that raised
 would end a training run. Adversarial inputs (thousands of unclosed tags, 100k spaces, long digit
 runs) stay linear: tags are scanned one at a time (no lazy ".*?" between them), whitespace runs are
-collapsed before any regex that could backtrack over them, and caches never hold long strings.
+collapsed before any regex that could backtrack over them, no regex lets two whitespace runs meet
+around an optional character, and caches never hold long strings (tests/test_hostile_input.py times
+each parser on such inputs).
 
 Which text is scored: the content of the last complete <answer>...</answer>. Without answer tags,
 what follows the reasoning: the text after the last </think>, or the whole text when there are no
@@ -34,7 +36,7 @@ import os
 import re
 import string
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -64,7 +66,9 @@ _ANSWER_OPEN_RE = re.compile(r"<\s*answer\s*>", re.IGNORECASE)
 _ANSWER_CLOSE_RE = re.compile(r"<\s*/\s*answer\s*>", re.IGNORECASE)
 _THINK_OPEN_RE = re.compile(r"<\s*think\s*>", re.IGNORECASE)
 _THINK_CLOSE_RE = re.compile(r"<\s*/\s*think\s*>", re.IGNORECASE)
-_ANY_TAG_RE = re.compile(r"<\s*/?\s*(?:think|answer)\s*>", re.IGNORECASE)
+# Never two \s* around an optional character ("<\s*/?\s*think"): on "<" + 100k spaces the engine tries every
+# split of the run between them, quadratic. "<\s*(?:/\s*)?" reads the same strings in one pass.
+_ANY_TAG_RE = re.compile(r"<\s*(?:/\s*)?(?:think|answer)\s*>", re.IGNORECASE)
 
 
 def _last(pattern: re.Pattern, text: str) -> re.Match | None:
@@ -234,7 +238,7 @@ def parse_labels(text: str, known: Sequence[str] = ()) -> list[str]:
             items = json.loads(text)
             if isinstance(items, list):
                 fragments = [str(x) for x in items if isinstance(x, (str, int, float))]
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: thousands of nested "[" (json recurses per level)
             pass
     if not fragments:
         fragments = _label_fragments(text)
@@ -262,9 +266,10 @@ def parse_labels(text: str, known: Sequence[str] = ()) -> list[str]:
 #   GeoChat / VRSBench  {<x1><y1><x2><y2>|θ}    (0-100)
 #   brackets            [x1, y1, x2, y2] or [x1, y1, x2, y2, θ] (also inside {"bbox_2d": [...]} and JSON lists)
 #   Qwen2-VL            (x1,y1),(x2,y2)          (box tokens stripped by decoding)
+# GeoChat's θ is "\|\s*(?:<\s*)?NUM", not "\|\s*<?\s*NUM" (quadratic: see _ANY_TAG_RE).
 _N = rf"\s*({_NUM})\s*"
 _BOX_RE = re.compile(
-    rf"\{{\s*<{_N}>\s*<{_N}>\s*<{_N}>\s*<{_N}>\s*(?:\|\s*<?{_N}>?\s*)?\}}"
+    rf"\{{\s*<{_N}>\s*<{_N}>\s*<{_N}>\s*<{_N}>\s*(?:\|\s*(?:<\s*)?({_NUM})\s*(?:>\s*)?)?\}}"
     rf"|\[{_N},{_N},{_N},{_N}(?:,{_N})?\]"
     rf"|\({_N},{_N}\)\s*,\s*\({_N},{_N}\)"
 )
@@ -382,10 +387,22 @@ def rouge_scorer():
 
 
 @functools.lru_cache(maxsize=1)
-def _cached_stem() -> Callable[[str], str]:
+def _porter():
     from nltk.stem import porter  # the stemmer rouge-score uses
 
-    return functools.lru_cache(maxsize=65536)(porter.PorterStemmer().stem)
+    return porter.PorterStemmer()
+
+
+@functools.lru_cache(maxsize=65536)  # words recur in every caption
+def _stem_short(word: str) -> str:
+    return _porter().stem(word)
+
+
+_STEM_CACHED_LEN = 32  # longer "words" are junk a policy wrote: stemmed uncached, so the cache holds short keys only
+
+
+def _stem(word: str) -> str:
+    return _stem_short(word) if len(word) <= _STEM_CACHED_LEN else _porter().stem(word)
 
 
 def _rouge_tokenize(text: str) -> tuple[str, ...]:
@@ -393,7 +410,7 @@ def _rouge_tokenize(text: str) -> tuple[str, ...]:
 
     from rouge_score import tokenize
 
-    return tuple(tokenize.tokenize(text, SimpleNamespace(stem=_cached_stem())))
+    return tuple(tokenize.tokenize(text, SimpleNamespace(stem=_stem)))
 
 
 _rouge_tokens_short = functools.lru_cache(maxsize=16384)(_rouge_tokenize)  # references recur in every group
@@ -486,13 +503,16 @@ def embed_texts(texts: Sequence[str]) -> list[np.ndarray] | None:
     model = _embedder()
     if model is None:
         return None
-    missing = [t for t in dict.fromkeys(texts) if t not in _EMBEDDINGS]
+    known = {t: _EMBEDDINGS[t] for t in texts if t in _EMBEDDINGS}
+    missing = [t for t in dict.fromkeys(texts) if t not in known]
     if missing:
         vectors = model.encode(missing, normalize_embeddings=True, show_progress_bar=False)
-        if len(_EMBEDDINGS) + len(missing) > _EMBEDDINGS_MAX:
+        known |= {t: np.asarray(v, dtype=np.float64) for t, v in zip(missing, vectors)}
+        kept = [t for t in missing if len(t) <= _CACHED_LEN * 4]  # as rouge_tokens: long texts are not kept
+        if len(_EMBEDDINGS) + len(kept) > _EMBEDDINGS_MAX:
             _EMBEDDINGS.clear()  # crude but bounded; a group's texts are re-encoded at most once more
-        _EMBEDDINGS.update((t, np.asarray(v, dtype=np.float64)) for t, v in zip(missing, vectors))
-    return [_EMBEDDINGS[t] for t in texts]
+        _EMBEDDINGS.update((t, known[t]) for t in kept)
+    return [known[t] for t in texts]
 
 
 def prime_embeddings(completions: Sequence[str], answer: Any) -> None:

@@ -172,8 +172,10 @@ def parse_first_box(text: str, frame: Frame | None, known: Sequence[str]) -> lis
     return P.parse_boxes(text, frame)[:1] or None
 
 
-def parse_box_list(text: str, frame: Frame | None, known: Sequence[str]) -> list[list[float]]:
-    return P.parse_boxes(text, frame)
+def parse_box_list(text: str, frame: Frame | None, known: Sequence[str]) -> list[list[float]] | None:
+    # [] only for an explicit empty answer ("none", "[]"): words without a box are no answer, as in the reward
+    boxes = P.parse_boxes(text, frame)
+    return boxes if boxes or P.says_none(text) else None
 
 
 def parse_boxes_or_label(text: str, frame: Frame | None, known: Sequence[str]) -> Any:

@@ -39,6 +39,9 @@ def test_vqa_per_type_and_average():
     assert m["acc_presence"] == 0.5 and m["acc_comparison"] == 1.0 and m["acc_rural_urban"] == 0.5
     assert m["acc_count"] == 0.0
     assert m["type_average"] == pytest.approx((0.5 + 1.0 + 0.5) / 3)  # count left out, as the field does
+    # RSVQA-HR: presence, comparison, count, area; count and area (any case) stay out of the mean
+    m = ev.vqa_metrics(["yes", "no", "3", "10m2"], ["yes", "yes", "3", "10m2"], ["presence", "comp", "Count", "area"])
+    assert m["acc_Count"] == m["acc_area"] == 1.0 and m["type_average"] == pytest.approx((1.0 + 0.0) / 2)
 
 
 # ----------------------------------------------------------------------------- multilabel, counting
@@ -58,8 +61,18 @@ def test_multilabel_micro_macro_by_hand():
 
 def test_counting_metrics():
     m = ev.counting_metrics([3, 5, None, 10], [3, 4, 2, 10])
-    assert m["accuracy"] == 0.5
-    assert m["mae"] == pytest.approx((0 + 1 + 2 + 0) / 4)  # unparsed counts as 0
+    assert m["accuracy"] == 0.5  # unparsed is wrong
+    assert m["mae"] == pytest.approx((0 + 1 + 0) / 3)  # over the parsed answers only
+    assert m["unparsed"] == 0.25
+
+
+def test_counting_mae_is_capped_per_answer():
+    # a runaway number (2.3e113 was seen in a run) costs COUNT_ERROR_CAP, not the whole metric
+    m = ev.counting_metrics([2.3e113, 4, 7], [3, 4, 5])
+    assert ev.COUNT_ERROR_CAP == 100
+    assert m["mae"] == pytest.approx((100 + 0 + 2) / 3) and m["accuracy"] == pytest.approx(1 / 3)
+    assert ev.counting_metrics([None, None], [1, 2]) == {"accuracy": 0.0, "unparsed": 1.0}  # no mae of nothing
+    assert ev.counting_metrics([], []) == {"accuracy": 0.0, "unparsed": 0.0}
 
 
 # ----------------------------------------------------------------------------- boxes
@@ -69,9 +82,77 @@ def test_grounding_metrics_by_hand():
     m = ev.grounding_metrics(preds, gts)
     assert m["acc@0.5"] == 0.5
     assert m["acc@0.25"] == 0.75
+    assert m["acc@0.7"] == 0.25
     assert m["mean_iou"] == pytest.approx((1 + 1 / 3 + 0.6) / 4)
     # ΣI / ΣU = (100 + 50 + 60 + 0) / (100 + 150 + 100 + 100)
     assert m["cum_iou"] == pytest.approx(210 / 450)
+
+
+def test_referring_splits_by_hand():
+    """Size: meta.size_group, else the true box's area (small < 32², medium < 96² <= large, original pixels);
+    single / multiple: meta.unique / meta.single / meta.class_count, else (detection) the number of true boxes."""
+    small, medium, large = [0, 0, 20, 20], [0, 0, 50, 50], [0, 0, 200, 200]  # 400, 2500, 40000 px²
+    g = lambda box, answer, **meta: ("grounding", [box], wrap(str(answer)), None, {"dataset": "D1", **meta})
+    samples = [
+        g(small, small, unique=True),  # small, single, hit
+        g(small, medium, unique=False),  # small, multiple, miss
+        g(medium, medium, class_count=1),  # medium, single, hit
+        g(large, [0, 0, 200, 120], single=False),  # large, multiple, IoU 0.6
+        g(large, large, size_group="Small"),  # meta.size_group wins over the area; multiplicity unknown
+        ("grounding", [medium], wrap("none"), None, {"dataset": "D2"}),  # medium, no box written
+    ]
+    m = ev.score_samples(samples, caption_extras=False, quiet=True)
+    s = m["splits"]["all"]["grounding"]
+    assert list(s) == ["small", "medium", "large", "single", "multiple"]
+    assert {k: v["n"] for k, v in s.items()} == {"small": 3, "medium": 2, "large": 1, "single": 2, "multiple": 2}
+    assert s["small"]["acc@0.5"] == pytest.approx(2 / 3) and s["medium"]["acc@0.5"] == 0.5
+    assert s["large"]["acc@0.5"] == 1.0 and s["large"]["acc@0.7"] == 0.0 and s["large"]["mean_iou"] == pytest.approx(0.6)
+    assert s["single"]["acc@0.5"] == 1.0 and s["multiple"]["acc@0.5"] == 0.5
+    # ΣI / ΣU over the multiple split: (400 + 24000) / (2500 + 40000)
+    assert s["multiple"]["cum_iou"] == pytest.approx(24400 / 42500)
+    assert m["splits"]["D1"]["grounding"]["small"]["n"] == 3 and "D2" in m["splits"]
+    table = ev.markdown_table(m)
+    assert "| grounding | all | small | 3 |" in table and "| grounding | D1 | single | 2 |" in table
+
+    # detection-style referring: single / multiple by the number of true boxes
+    A, B = [0, 0, 10, 10], [20, 20, 30, 30]
+    det = [("detection", [A], wrap(f"{A}"), None, {}), ("detection", [A, B], wrap(f"{A}"), None, {}),
+           ("detection", [], wrap("none"), None, {})]  # fmt: skip
+    s = ev.score_samples(det, caption_extras=False, quiet=True)["splits"]["all"]["detection"]
+    assert s["single"]["recall@0.5"] == 1.0 and s["multiple"]["recall@0.5"] == 0.5  # GeoChat's TP / true boxes
+    assert s["single"]["n"] == s["multiple"]["n"] == 1 and s["small"]["n"] == 2  # the empty image is in no split
+
+
+def test_empty_ground_truth_detection_is_consistent_with_the_reward():
+    A = [0, 0, 10, 10]
+    preds = [[], [A, A], None, [A]]  # explicit "none", two boxes on an empty image, no answer, a hit
+    gts = [[], [], [], [A]]
+    m = ev.detection_metrics(preds, gts)
+    assert m["precision@0.5"] == pytest.approx(1 / 3)  # the two boxes on the empty image are false positives
+    assert m["recall@0.5"] == 1.0 and m["empty_accuracy"] == pytest.approx(1 / 3)
+    assert "empty_accuracy" not in ev.detection_metrics([[A]], [[A]])
+    # through parsing: "none" is an (empty) answer, words without a box are none, as rewards._detection scores them
+    samples = [("detection", [], wrap(x), None, {}) for x in ("none", "[]", "I see nothing of note", "[0, 0, 5, 5]")]
+    m = ev.score_samples(samples, caption_extras=False, quiet=True)["tasks"]["detection"]
+    assert m["empty_accuracy"] == 0.5 and m["answer_parsed"] == 0.75 and m["precision@0.5"] == 0.0
+    rewarded = [rewards.score("detection", c, a)["detection_score"] for _, a, c, _, _ in samples]
+    assert rewarded == [1.0, 1.0, 0.0, 0.0]
+    # change detection with boxes reads its answer the same way
+    m = ev.score_samples([("change_detection", [], wrap("none"), None, {}),
+                          ("change_detection", [], wrap("new roads"), None, {})], caption_extras=False, quiet=True)  # fmt: skip
+    assert m["tasks"]["change_detection"]["empty_accuracy"] == 0.5
+
+
+def test_compare_reads_old_and_new_column_names(tmp_path):
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir(), new.mkdir()
+    (old / "metrics.json").write_text(json.dumps({"tasks": {"vqa": {"n": 2, "accuracy": 0.5, "format": 0.25,
+                                                                    "parsed": 1.0, "reward": 1.0}}}))  # fmt: skip
+    (new / "metrics.json").write_text(json.dumps({"tasks": {"vqa": {"n": 2, "accuracy": 1.0, "well_formed": 0.75,
+                                                                    "answer_parsed": 1.0, "reward": 2.0}}}))  # fmt: skip
+    table = ev.compare([str(old), str(new)])
+    assert "| vqa | well_formed | 0.2500 | 0.7500 | +0.5000 |" in table and "format" not in table
+    assert "| vqa | answer_parsed | 1.0000 | 1.0000 | +0.0000 |" in ev.compare([str(old), str(new)], every_metric=True)
 
 
 def test_count_matches_is_one_to_one():
@@ -181,7 +262,8 @@ def test_evaluate_tuples_per_task_and_dataset(tmp_path):
     ]
     m = ev.score_samples(samples, tmp_path, caption_extras=False, quiet=True)
     assert m["tasks"]["classification"]["accuracy"] == 0.5
-    assert m["tasks"]["classification"]["format"] == 0.5
+    assert m["tasks"]["classification"]["well_formed"] == 0.5
+    assert m["tasks"]["classification"]["answer_parsed"] == 1.0
     assert m["datasets"]["AID"]["classification"]["accuracy"] == 1.0
     assert m["datasets"]["UCM"]["classification"]["accuracy"] == 0.0
     assert m["tasks"]["grounding"]["acc@0.5"] == 1.0  # through the frame
@@ -198,7 +280,10 @@ def test_evaluate_tuples_per_task_and_dataset(tmp_path):
 def test_markdown_table_lists_tasks():
     m = ev.score_samples([("vqa", "yes", wrap("yes"), None, {"type": "presence"})], caption_extras=False, quiet=True)
     table = ev.markdown_table(m)
-    assert table.splitlines()[0].startswith("| task |") and "| vqa | all | 1 | 1.0000 |" in table
+    lines = table.splitlines()
+    assert lines[0] == "| task | dataset | split | n | well_formed | answer_parsed | metrics |"
+    assert "| vqa | all | all | 1 | 1.0000 | 1.0000 | " in table
+    assert any(x.startswith("- well_formed: ") and "answer_parsed: " in x for x in lines)  # the footer says what they are
 
 
 def test_gather_single_process():
@@ -240,13 +325,13 @@ def _prediction_lines() -> tuple[list[dict], dict]:
     ]
     expected = {
         ("classification", "accuracy"): 0.5,
-        ("classification", "format"): 1.0,
+        ("classification", "well_formed"): 1.0,
         ("grounding", "acc@0.5"): 0.5,
         ("detection", "precision@0.5"): 0.5,
         ("detection", "recall@0.5"): 0.5,
         ("detection", "ap@0.5"): 0.5,
         ("counting", "accuracy"): 1.0,
-        ("counting", "format"): 0.0,
+        ("counting", "well_formed"): 0.0,
         ("multilabel", "micro_f1"): 0.5,
         ("caption", "rouge_l"): 8 / 9,
     }
@@ -266,7 +351,7 @@ def test_cli_scores_a_predictions_file(tmp_path):
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "| grounding | all | 2 |" in proc.stdout
+    assert "| grounding | all | all | 2 |" in proc.stdout
     metrics = json.loads((out / "metrics.json").read_text())
     for (task, key), value in expected.items():
         assert metrics["tasks"][task][key] == pytest.approx(value, abs=1e-6), (task, key)
