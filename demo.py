@@ -51,11 +51,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def headline(metrics: dict) -> dict[str, tuple[str, float, float, int]]:
-    """task -> (its headline metric's name, value, format rate, n)."""
+    """task -> (its headline metric's name, value, well-formed rate, n)."""
     out = {}
     for task, m in metrics.items():
         name = TASKS[task].metric if TASKS[task].metric in m else "reward"
-        out[task] = (name, float(m.get(name, 0.0)), float(m.get("format", 0.0)), int(m["n"]))
+        out[task] = (name, float(m.get(name, 0.0)), float(m.get("well_formed", 0.0)), int(m["n"]))
     return out
 
 
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> Path:
     # ---- eval of the GRPO checkpoint, and the table
     print("\n== eval after GRPO ==")
     after = headline(evaluate_checkpoint(out / "grpo" / "final", held_out, out / "eval-grpo"))
-    print("\n| task | n | metric | SFT | SFT+GRPO | format SFT -> GRPO |\n|---|---:|---|---:|---:|---|")
+    print("\n| task | n | metric | SFT | SFT+GRPO | well-formed SFT -> GRPO |\n|---|---:|---|---:|---:|---|")
     for task in before:
         name, b, bf, n = before[task]
         _, a, af, _ = after.get(task, (name, float("nan"), float("nan"), n))

@@ -405,8 +405,11 @@ several GPUs, several nodes (torchrun; the flags are the same as for one process
 With more than one process the model is sharded with FSDP2 (bf16 compute, fp32 master weights on CUDA).
 {batch_flag} is per process: the global batch is world x that, normalised as one batch. --out must be on a
 filesystem every node sees (each rank writes its optimizer shards). Memory: --grad-ckpt, --cpu-offload.
-Ctrl-C (SIGINT) or SIGTERM: the step in progress finishes, a checkpoint is written, the run stops; rerun
-the same command with --resume auto to continue."""
+Ctrl-C (SIGINT) or SIGTERM: the step in progress finishes, a checkpoint is written, the run stops (exit 130);
+rerun the same command with --resume auto to continue. torchrun kills its workers 30 s after a Ctrl-C unless
+given more time (torchrun --shutdown_timeout 600 ...): a big model's last step and checkpoint need it; if they
+are cut short the previous checkpoint is still intact. torchrun prints its own traceback after the "stopped"
+lines: expected."""
 
 
 def add_run_flags(p: argparse.ArgumentParser, name: str, default_model: str = "defaults.base_model(): the embedded "

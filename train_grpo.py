@@ -579,6 +579,7 @@ def main(argv: list[str] | None = None) -> dict:
         if (args.save_every and step % args.save_every == 0) or (stop and step < total):
             save(tr, step, run.out / "checkpoints" / f"step-{step:06d}")  # atomic: a crash keeps the last complete one
         if stop and step < total:
+            bar.close()
             run.stop(step)
 
     if run.start < total or run.resume is None:

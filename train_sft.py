@@ -159,6 +159,7 @@ def main(argv: list[str] | None = None) -> dict:
         if (args.save_every and step % args.save_every == 0) or (stop and step < args.max_steps):
             save(step, run.out / "checkpoints" / f"step-{step:06d}")
         if stop and step < args.max_steps:
+            bar.close()
             run.stop(step)
 
     # ---- final/: the model, and a checkpoint (resume/) like the others
