@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 CACHE = Path(os.environ.get("GEOVLM_CACHE", Path.home() / ".cache" / "geovlm-r1"))
+DATA_VERSION = 2  # bump when synth.py's records change, so that caches built from older data are not reused
 
 
 def tokenizer_corpus(jsonl_paths: list[str | os.PathLike] = ()) -> list[str]:
@@ -58,7 +59,7 @@ def data_dir(cache: Path = CACHE) -> Path:
     """The embedded data set: `synth.py --n 2000 --seed 0`."""
     import synth
 
-    return _build_once(cache / "synth", "test.jsonl", lambda tmp: synth.make_dataset(tmp, n=2000, seed=0))
+    return _build_once(cache / f"synth-v{DATA_VERSION}", "test.jsonl", lambda tmp: synth.make_dataset(tmp, n=2000, seed=0))
 
 
 def base_model(cache: Path = CACHE) -> str:
@@ -66,7 +67,7 @@ def base_model(cache: Path = CACHE) -> str:
     import tiny
 
     corpus = tokenizer_corpus([data_dir(cache) / "train.jsonl"])
-    return str(_build_once(cache / "tiny-qwen2.5-vl", "config.json", lambda tmp: tiny.build_tiny(tmp, corpus, seed=0)))
+    return str(_build_once(cache / f"tiny-qwen2.5-vl-v{DATA_VERSION}", "config.json", lambda tmp: tiny.build_tiny(tmp, corpus, seed=0)))
 
 
 # The warm-up the embedded GRPO start gets (train_sft.py flags): the format and a first grasp of every task,
@@ -79,7 +80,7 @@ def sft_model(cache: Path = CACHE) -> str:
 
     Built once, in a separate process (a torchrun rank may call this: the warm-up must not join its process
     group), with its progress shown; the warm-up's log.jsonl is kept in the model folder (warm-up-log.jsonl)."""
-    name = "tiny-qwen2.5-vl-sft-" + "-".join(a.lstrip("-") for a in SFT_RECIPE)
+    name = f"tiny-qwen2.5-vl-v{DATA_VERSION}-sft-" + "-".join(a.lstrip("-") for a in SFT_RECIPE)
     data, base = data_dir(cache), base_model(cache)
 
     def warm_up(tmp: Path) -> None:

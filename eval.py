@@ -429,6 +429,7 @@ def task_metrics(task: str, samples: Sequence[Sample], parsed: Sequence[Any], sc
     out["well_formed"] = float(np.mean([s["format"] for s in scores]))  # exactly <think>…</think><answer>…</answer>
     out["answer_parsed"] = float(np.mean([p is not None for p in parsed]))  # readable as the task's answer type
     out["reward"] = float(np.mean([s["total"] for s in scores]))
+    out["accuracy_reward"] = float(np.mean([s["accuracy"] for s in scores]))  # the task's reward without format
     answers = [s.answer for s in samples]
     if task in ("classification", "temporal_classification"):
         out["accuracy"] = label_accuracy(parsed, answers)
@@ -744,6 +745,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--no-caption-extras", action="store_true", help="Skip METEOR and the coco-caption metrics "
                     "(ROUGE is always computed).")  # fmt: skip
     imagery.add_arguments(ap)
+    ap.add_argument("--blind", metavar="TRAIN", help="Score the question-only baseline instead of a model: each "
+                    "record of --data answered from TRAIN's answers to the same question alone (baselines.py); no "
+                    "model loads. Unset: off.")  # fmt: skip
+    ap.add_argument("--permute-images", type=runtime.count, default=None, metavar="SEED", help="The mismatched-image "
+                    "control: each record is shown the image(s) of another record of its task (a derangement drawn "
+                    "with SEED; boxes moved to the same relative place). Unset: off.")  # fmt: skip
     ap.add_argument("--compare", nargs="+", metavar="RESULTS", help="Print these evaluations (folders holding "
                     "metrics.json) side by side and exit, e.g. an ablation against its baseline; unset: evaluate.")  # fmt: skip
     ap.add_argument("--all-metrics", action="store_true", help="With --compare: show every metric, not only each "
@@ -783,6 +790,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(compare(args.compare, args.all_metrics))
         return 0
     extras = not args.no_caption_extras
+    if args.blind:  # no model: what the answer prior alone is worth
+        import baselines
+        import defaults
+
+        records = _load_records(args.data or str(defaults.data_dir() / "test.jsonl"), args)[: args.limit or None]
+        metrics = baselines.best_blind(_load_records(args.blind, args), records, args.out)
+        print(baselines.blind_table(metrics))
+        print(f"wrote {Path(args.out) / 'metrics.json'} and table.md")
+        return 0
     if args.predictions:  # no model: score what another run or system wrote
         if _rank_world()[0] != 0:
             return 0  # nothing to shard without a model
@@ -811,6 +827,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         model_path = args.model or defaults.sft_model()
         data_path = args.data or str(defaults.data_dir() / "test.jsonl")
     records = _load_records(data_path, args)[: args.limit or None]
+    if args.permute_images is not None:
+        import baselines
+
+        records = baselines.permute_images(records, args.permute_images)
     runtime.check_model(model_path)
     loaded = model_lib.load(model_path, device=env.device)
     metrics = evaluate_model(loaded.model, loaded.processor, loaded.frame_kind, records, args.max_new_tokens,

@@ -691,9 +691,19 @@ def _classification(rng: np.random.Generator) -> Sample:
     return Sample([render(scene)], q, label, why, _meta("scene"))
 
 
+def _label_set(rng: np.random.Generator) -> tuple[str, list[str]]:
+    """A scene label and the object classes it holds, each class present about as often (~35%) as the others:
+    ships alone a third of the time (no scene holds ships and airplanes), else each land class by a coin flip."""
+    if rng.random() < 1 / 3:
+        return _pick(rng, ("beach", "water")), ["ship"]
+    while not (present := [c for c in CLASSES if c != "ship" and rng.random() < 0.5]):
+        pass
+    return ("airport" if "airplane" in present else _pick(rng, [s for s in SCENES if set(present) <= set(SCENE_OBJECTS[s])])), present
+
+
 def _multilabel(rng: np.random.Generator) -> Sample:
-    scene = _nonempty_scene(rng)
-    present = sorted({o.cls for o in scene.objects})
+    label, present = _label_set(rng)
+    scene = make_scene(rng, label, {c: int(rng.integers(1, 3)) for c in present}, extras=False)
     q = _pick(rng, (
         "Which object categories appear in this image?",
         "List all object types visible in the image.",
@@ -720,6 +730,8 @@ def _vqa(rng: np.random.Generator) -> Sample:
         label = _pick(rng, [s for s in SCENES if len(SCENE_OBJECTS[s]) >= 2])
         a, b = (str(c) for c in rng.permutation(SCENE_OBJECTS[label])[:2])
         ka, kb = int(rng.integers(0, 5)), int(rng.integers(0, 5))
+        if (ka > kb) != (rng.random() < 0.5):  # the answer is a coin flip: "no" must not be the safe guess
+            ka, kb = (kb, ka) if ka != kb else (ka + 1, kb)
         scene = make_scene(rng, label, {a: ka, b: kb})
         q = _pick(rng, (f"Are there more {_plural(a)} than {_plural(b)}?",
                         f"Is the number of {_plural(a)} greater than the number of {_plural(b)}?",

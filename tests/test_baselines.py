@@ -1,0 +1,92 @@
+"""baselines.py and the synthetic set's answer balance: a model that never looks at the image scores chance.
+
+The balance test draws records straight from synth's builders with rendering patched out (the answers do
+not depend on the pixels), fits the best blind baseline on two thirds and scores it on the rest with
+eval's headline metric, next to chance: the same records answered with another record's answer of the
+same question type (for K equally likely labels, 1/K).
+"""
+
+
+import numpy as np
+import pytest
+
+import baselines
+import eval as E
+import synth
+from data import Record
+from frames import Frame
+from tasks import TASKS
+
+# caption tasks have no chance level (every caption is its own answer); every other task is checked
+BALANCED_TASKS = ["classification", "multilabel", "vqa", "counting", "grounding", "detection", "change_detection",
+                  "temporal_classification"]  # fmt: skip
+N_PER_TASK = 600
+
+
+def _records(task: str, n: int, seed: int = 99) -> list[Record]:
+    out = []
+    for i in range(n):
+        s = synth.make_sample(task, seed, i)
+        sizes = [(int(img.shape[1]), int(img.shape[0])) for img in s.images]
+        out.append(Record(id=f"{task}-{i}", task=task, images=[f"{task}-{i}-{k}.png" for k in range(len(sizes))],
+                          question=s.question, answer=s.answer, reasoning=s.reasoning, meta=s.meta,
+                          source=f"synth:{i}", image_sizes=sizes))  # fmt: skip
+    return out
+
+
+def _score(samples) -> dict:
+    return E.score_samples(samples, caption_extras=False, quiet=True)
+
+
+def _chance(records: list[Record], shifts: int = 8) -> float:
+    """The headline metric when each record gets the answer of another record of its question type, averaged
+    over `shifts` such assignments (for K equally likely labels: 1/K)."""
+    rng = np.random.default_rng(0)
+    by_type: dict[str, list[int]] = {}
+    for i, r in enumerate(records):
+        by_type.setdefault(str(r.meta.get("type")), []).append(i)
+    samples = []
+    for idx, shift in ((idx, k) for idx in by_type.values() for k in range(1, shifts + 1)):
+        order = rng.permutation(idx)
+        for i, d in zip(order, np.roll(order, shift)):
+            rec, donor = records[i], baselines._moved(records[d], records[i])  # donor's answer placed on rec's image
+            frame = Frame("pixels", rec.image_sizes[0], rec.image_sizes[0])
+            text = TASKS[rec.task].target(donor.answer, frame)
+            samples.append(E.Sample(task=rec.task, answer=rec.answer, frame=frame, meta=rec.meta,
+                                    completion=f"<think></think><answer>{text}</answer>"))
+    return _score(samples)["tasks"][records[0].task][TASKS[records[0].task].metric]
+
+
+def _flat(rng, h, w, *_):
+    return np.full((h, w, 3), 128, np.float32)
+
+
+@pytest.fixture(scope="module")
+def drawn() -> dict[str, list[Record]]:
+    """N_PER_TASK records per task, fast: no pixels and flat textures (the answers never read them)."""
+    mp = pytest.MonkeyPatch()
+    mp.setattr(synth, "render", lambda scene, objects=None, ground=None: np.zeros((scene.height, scene.width, 3), np.uint8))
+    mp.setattr(synth, "_noise", lambda rng, h, w, *_: np.zeros((h, w), np.float32))
+    mp.setattr(synth, "_grain", lambda rng, h, w, *_: np.zeros((h, w, 3), np.float32))
+    for name in ("_water_tex", "_sand_tex", "_soil_tex", "_farmland", "_water", "_urban", "_forest", "_airport",
+                 "_desert"):  # fmt: skip
+        mp.setattr(synth, name, _flat)
+    try:
+        return {t: _records(t, N_PER_TASK) for t in BALANCED_TASKS}
+    finally:
+        mp.undo()
+
+
+@pytest.mark.parametrize("task", BALANCED_TASKS)
+def test_question_only_baseline_is_within_5_points_of_chance(drawn, task):
+    recs = drawn[task]
+    train, test = recs[: 2 * len(recs) // 3], recs[2 * len(recs) // 3 :]
+    best = baselines.best_blind(train, test)["tasks"][task]
+    metric = TASKS[task].metric
+    chance = _chance(test)
+    if task == "multilabel":  # F1's chance level is the all-positive answer's (2p / (1 + p) at prevalence p)
+        every = ", ".join(synth.CLASSES)
+        chance = max(chance, _score([E.Sample(task=task, answer=r.answer, completion=f"<answer>{every}</answer>")
+                                     for r in test])["tasks"][task][metric])
+    print(task, metric, round(best[metric], 3), best["baseline"], "chance", round(chance, 3))
+    assert best[metric] - chance <= 0.05, f"{task}: blind {best['baseline']} {metric} {best[metric]:.3f} vs chance {chance:.3f}"
