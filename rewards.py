@@ -264,7 +264,8 @@ def score(task: str, completion: str, answer: Any, frame: Frame | None = None, *
     """
     if task not in TASK_REWARDS:
         raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(TASK_REWARDS)}")
-    context = {"record": record, "completion_tokens": completion_tokens, "group": group}
+    context = {k: v for k, v in {"record": record, "completion_tokens": completion_tokens, "group": group}.items()
+               if v is not None}  # what the caller does not know (eval has no tokens): the reward's own default
     out = {"format": call_reward(format_reward, completion, answer, frame)}
     total = FORMAT_WEIGHT * out["format"]
     for entry, weight in TASK_REWARDS[task]:

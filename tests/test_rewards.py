@@ -635,6 +635,16 @@ def test_rewards_get_the_context_they_ask_for(monkeypatch):
     assert scores[0]["total"] == pytest.approx(1 + 1 + 0.1 * (0.75 + 1 + 0.5))
 
 
+def test_context_the_caller_does_not_have_leaves_the_rewards_defaults(monkeypatch):
+    def brevity(completion, answer, frame=None, *, completion_tokens=0):  # eval scores without token counts
+        return 1.0 - min(completion_tokens, 256) / 256
+
+    monkeypatch.setitem(rewards.TASK_REWARDS, "vqa", [("vqa_exact_match", 1.0), (brevity, 0.5)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a TypeError inside the reward would warn and count 0
+        assert rewards.score("vqa", wrap("yes"), "yes")["brevity"] == 1.0
+
+
 def test_score_group_primes_hslr_embeddings_once(monkeypatch):
     calls = []
     monkeypatch.setattr(parsing, "prime_embeddings", lambda completions, answer: calls.append(len(completions)))
