@@ -632,14 +632,15 @@ def start_run(args: argparse.Namespace, name: str, logs: tuple[str, ...] = ("log
     env = init_distributed(group_of_one=args.cpu_offload)
     use_fsdp = env.world > 1 or args.cpu_offload
     seed_everything(args.seed + env.rank)
-    with local_rank0_first(env):  # the embedded defaults are built once, not by every rank at once
-        import defaults
+    import defaults
 
+    with local_rank0_first(env):  # the embedded defaults are built once, not by every rank at once
         data_path = args.data or str(defaults.data_dir() / "train.jsonl")
-        model_path = args.model or (default_model or defaults.base_model)()
     records = load_data(data_path, "--data", args.skip_bad, tasks, imagery_flags(args))
     eval_data = eval_data(data_path) if callable(eval_data) else eval_data  # SFT: test.jsonl beside the data
     held_out = load_data(eval_data, "--eval-data", args.skip_bad, tasks, imagery_flags(args))[: eval_records or None] if eval_data else []
+    with local_rank0_first(env):  # after the data is known good: the default GRPO start is minutes of SFT
+        model_path = args.model or (default_model or defaults.base_model)()
     check_model(model_path)
 
     start = checkpoint_step(resume) if resume is not None else 0
