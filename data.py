@@ -67,8 +67,9 @@ def image_options(meta: dict, paths: list[str], where: str) -> dict:
     return options
 
 
-def parse_record(obj, base_dir: str, where: str) -> Record:
-    """Validate one decoded JSON object into a Record (image paths resolved against `base_dir`)."""
+def parse_record(obj, base_dir: str, where: str, meta_defaults: dict | None = None) -> Record:
+    """Validate one decoded JSON object into a Record (image paths resolved against `base_dir`); `meta_defaults`
+    (e.g. the --bands/--stretch/--nodata flags) fill meta keys the record does not set, and are checked with it."""
     if not isinstance(obj, dict):
         raise RecordError(f"{where}: a record must be a JSON object, got {type(obj).__name__}")
     for key in ("id", "task", "images", "question", "answer"):
@@ -94,6 +95,7 @@ def parse_record(obj, base_dir: str, where: str) -> Record:
     meta = obj.get("meta") or {}
     if not isinstance(meta, dict):
         raise RecordError(f"{where}: field 'meta' must be an object")
+    meta = {**(meta_defaults or {}), **meta}
     image_options(meta, paths, where)
     if "{region}" in question:
         if "region" not in meta:
@@ -121,9 +123,10 @@ def _lines(f, path: str):
 
 
 def load_records(path: str | os.PathLike, skip_bad: bool = False, tasks: list[str] | None = None,
-                 max_reported: int = 5) -> list[Record]:  # fmt: skip
+                 max_reported: int = 5, meta_defaults: dict | None = None) -> list[Record]:  # fmt: skip
     """Validated records of a JSONL file. Stops at the first bad line unless `skip_bad`, which then
-    warns with the count of skipped lines and the first few reasons (never silently)."""
+    warns with the count of skipped lines and the first few reasons (never silently). `meta_defaults`: see
+    `parse_record`."""
     path = os.fspath(path)
     if tasks:
         unknown = [t for t in tasks if t not in TASKS]
@@ -143,7 +146,7 @@ def load_records(path: str | os.PathLike, skip_bad: bool = False, tasks: list[st
                     obj = json.loads(line)
                 except json.JSONDecodeError as e:
                     raise RecordError(f"{where}: bad JSON ({e.msg}, column {e.colno})") from None
-                rec = parse_record(obj, base, where)
+                rec = parse_record(obj, base, where, meta_defaults)
             except RecordError as e:
                 if not skip_bad:
                     raise

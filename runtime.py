@@ -500,20 +500,18 @@ def imagery_flags(args: argparse.Namespace) -> dict:
 def load_data(path: str | os.PathLike, what: str, skip_bad: bool = False, tasks: list[str] | None = None,
               image_options: dict | None = None) -> list:  # fmt: skip
     """Validated records, or one line naming file:line and the field (SystemExit): a user's data, not our bug.
-    image_options (the GeoTIFF flags) become each record's meta.bands / stretch / nodata unless it has its own."""
+    image_options (the GeoTIFF flags) become each record's meta.bands / stretch / nodata unless it has its own, and
+    are checked against its images there (--bands 4,3,2 on a 3-band file is a data error, before any model loads)."""
     import data
 
     try:
-        records = data.load_records(path, skip_bad=skip_bad, tasks=tasks)
+        records = data.load_records(path, skip_bad=skip_bad, tasks=tasks, meta_defaults=image_options)
     except (data.RecordError, ValueError) as e:
         raise SystemExit(f"{what}: {e}") from None
     except OSError as e:
         raise SystemExit(f"{what} {path}: {e.strerror or e}") from None
     if not records:
         raise SystemExit(f"{what} {path}: no records" + (f" of task(s) {', '.join(tasks)}" if tasks else ""))
-    for rec in records:
-        for key, value in (image_options or {}).items():
-            rec.meta.setdefault(key, value)
     return records
 
 

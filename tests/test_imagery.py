@@ -209,3 +209,14 @@ def test_data_load_image_reads_geotiff(tmp_path):
     img = data.load_image(str(path), "x.jsonl:1")
     assert img.mode == "RGB" and img.size == (80, 60)
     assert not_binary(np.asarray(img), np.asarray(img)[..., 0] > 0)
+
+
+def test_a_band_flag_beyond_the_file_is_a_data_error_at_load(tmp_path):
+    import runtime
+
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "a.png")
+    rec = {"id": "a", "task": "classification", "images": ["a.png"], "question": "Which scene?", "answer": "forest"}
+    (tmp_path / "d.jsonl").write_text(json.dumps(rec) + "\n")
+    assert runtime.load_data(tmp_path / "d.jsonl", "--data", image_options={"bands": (3, 2, 1)})[0].meta["bands"] == (3, 2, 1)
+    with pytest.raises(SystemExit, match=r"d\.jsonl:1: .*\(4, 3, 2\).* 3 band"):
+        runtime.load_data(tmp_path / "d.jsonl", "--data", image_options={"bands": (4, 3, 2)})
