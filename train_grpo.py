@@ -83,8 +83,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     g = p.add_argument_group("objective (grpo.py)")
     g.add_argument("--beta", type=R.non_negative, default=0.04, help="KL weight; 0 = no reference model loaded at all")
-    g.add_argument("--clip-eps-low", type=R.non_negative, default=0.2, help="rho is clipped at 1 - eps_low where A < 0")
-    g.add_argument("--clip-eps-high", type=R.non_negative, default=0.28, help="rho is clipped at 1 + eps_high where A > 0")
+    g.add_argument("--ratio-level", default="token", choices=grpo.RATIO_LEVELS, help="importance ratio per token "
+                   "(GRPO/PPO) or per completion, the geometric mean of its token ratios (GSPO); sequence needs "
+                   "--num-iterations >= 2 (on-policy both are exactly 1)")  # fmt: skip
+    g.add_argument("--clip-eps-low", type=R.non_negative, default=None, help="rho is clipped at 1 - eps_low where A < 0; "
+                   "None: 0.2 at token level, 3e-4 at sequence level (GSPO's)")  # fmt: skip
+    g.add_argument("--clip-eps-high", type=R.non_negative, default=None, help="rho is clipped at 1 + eps_high where A > 0; "
+                   "None: 0.28 at token level (DAPO's clip-higher), 4e-4 at sequence level")  # fmt: skip
     g.add_argument("--num-iterations", type=R.positive_int, default=1, help="PPO epochs over each rollout (optimiser steps per "
                    "GRPO step, old log-probs kept); 1 = on-policy: ratio exactly 1, REINFORCE with the group mean "
                    "as baseline")  # fmt: skip
@@ -105,6 +110,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--micro-batch-size {args.micro_batch_size} must be a multiple or a divisor of --group-size {G}")
     if args.group_size < 2:
         p.error("--group-size must be >= 2: advantages compare the completions of a group")
+    if args.ratio_level == "sequence" and args.num_iterations < 2:
+        p.error("--ratio-level sequence changes nothing with --num-iterations 1 (every ratio is exactly 1); "
+                "use --num-iterations >= 2")  # fmt: skip
+    low, high = grpo.CLIP_DEFAULTS[args.ratio_level]
+    args.clip_eps_low = low if args.clip_eps_low is None else args.clip_eps_low
+    args.clip_eps_high = high if args.clip_eps_high is None else args.clip_eps_high
     if args.compile_decode and (args.cpu_offload or R.world_size() > 1):
         p.error("--compile-decode runs on one process only for now (not under FSDP: several GPUs or --cpu-offload)")
     try:
@@ -382,7 +393,8 @@ def update_policy(tr: Trainer, step: int, ro: Rollouts, advantages: torch.Tensor
             ref = ref_logp[mb.rows].to(dev) if ref_logp is not None else None
             loss, stats = grpo.grpo_loss(logp, old, advantages[mb.rows].to(dev), m, ref, beta=a.beta,
                                          clip_eps_low=a.clip_eps_low, clip_eps_high=a.clip_eps_high, agg=a.loss_agg,
-                                         total_tokens=global_tokens, num_seqs=global_seqs, max_len=a.max_new_tokens)  # fmt: skip
+                                         total_tokens=global_tokens, num_seqs=global_seqs, max_len=a.max_new_tokens,
+                                         ratio_level=a.ratio_level)  # fmt: skip
             R.check_finite(step, loss=loss.detach())
             # x world undoes the mean over ranks that FSDP's reduce-scatter applies to gradients
             (loss * env.world).backward()
