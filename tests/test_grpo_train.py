@@ -46,7 +46,8 @@ def test_help_documents_every_flag(capsys):
         "--micro-batch-size", "--max-new-tokens", "--temperature", "--top-p", "--top-k", "--lr", "--beta",
         "--clip-eps-low", "--clip-eps-high", "--num-iterations", "--loss-agg", "--adv-scale",
         "--drop-zero-std-groups", "--mask-truncated", "--max-steps", "--seed", "--save-every",
-        "--log-rollouts-every", "--out", "--shuffle-rewards",
+        "--log-rollouts-every", "--out", "--shuffle-rewards", "--ratio-level", "--lora-rank", "--lora-alpha",
+        "--lora-targets",
     ):  # fmt: skip
         assert flag in text, flag
 
