@@ -38,7 +38,7 @@ _ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
 class LoRALinear(torch.nn.Module):
-    """base(x) + scale * lora_B(lora_A(x)); `enabled` False gives base(x) alone."""
+    """base(x) + lora_B(scale * lora_A(x)); `enabled` False gives base(x) alone."""
 
     def __init__(self, base: torch.nn.Linear, rank: int, alpha: float, generator: torch.Generator | None = None):
         super().__init__()
@@ -54,7 +54,11 @@ class LoRALinear(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
-        return y + self.lora_B(self.lora_A(x)) * self.scale if self.enabled else y
+        if not self.enabled:
+            return y
+        # scale the [.., r] tensor and add in place: autograd then keeps only [.., r] activations for the
+        # adapter, not two more of the layer's output size (nn.Linear's backward never reads its output)
+        return y.add_(self.lora_B(self.lora_A(x) * self.scale))
 
 
 def target_regex(targets: tuple[str, ...]) -> str:
