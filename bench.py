@@ -417,24 +417,24 @@ def update_child(spec: dict) -> dict:
 
 
 def bench_lora(fx: Fixture, size: int, prompts: int, G: int, new_tokens: int, beta: float, reps: int, warmup: int,
-               threads: int | None) -> list[dict]:  # fmt: skip
+               threads: int | None) -> list[dict]:
     """LoRA (rank LORA_RANK, every decoder projection) against full fine-tuning: the same update on the same batch."""
     spec = {"kind": "update", "model_dir": fx.model_dir, "jsonl": str(fx.jsonl), "size": size, "prompts": prompts,
-            "G": G, "T": new_tokens, "beta": beta}  # fmt: skip
+            "G": G, "T": new_tokens, "beta": beta}
     (full, n_full), (low, n_low) = update_step({**spec, "rank": 0}), update_step({**spec, "rank": LORA_RANK})
     t = alternate({"lora": low, "full": full}, reps, warmup)
     mem = {k: measure_child({**spec, "rank": r}, threads) for k, r in (("full", 0), ("lora", LORA_RANK))}
     case = (f"{size} px, B={prompts}, G={G}, T={new_tokens}, beta={beta}: reference log-probs + fwd/bwd + AdamW; "
-            f"LoRA rank {LORA_RANK} ({n_low:,} trainable) vs full ({n_full:,})")  # fmt: skip
+            f"LoRA rank {LORA_RANK} ({n_low:,} trainable) vs full ({n_full:,})")
     gb = {k: v["peak_bytes"] / 1e9 for k, v in mem.items()}
     speed = paired(t["lora"], t["full"], lambda a, b: a / b)
     print(f"  lora {case}: step LoRA/full {fmt_stat(speed, 'x')}, peak {gb['lora']:.3f} GB vs {gb['full']:.3f} GB",
-          flush=True)  # fmt: skip
+          flush=True)
     return [row("update s, LoRA vs full", case, stats(t["lora"]), stats(t["full"]), speed, baseline_name="full",
                 ratio_name="LoRA/full"),
             row("update peak GB, LoRA vs full", case + "; peak RSS growth of a fresh process over its loaded policy",
                 stats([gb["lora"]]), stats([gb["full"]]), stats([gb["lora"] / gb["full"]]), baseline_name="full",
-                ratio_name="LoRA/full")]  # fmt: skip
+                ratio_name="LoRA/full")]
 
 
 # ----------------------------------------------------------------------------- row 4: log-prob peak memory

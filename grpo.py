@@ -99,7 +99,7 @@ def signal_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
 
 def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
                 clip_eps_low: float = 0.2, clip_eps_high: float = 0.28,
-                level: str = "token") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
+                level: str = "token") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """PPO-clip surrogate per token: logp, old_logp [N, T], advantages [N], mask [N, T] -> [N, T].
 
         level="token":     rho_t = exp(logp_t - old_logp_t)
@@ -195,7 +195,7 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tens
               ref_logp: torch.Tensor | None = None, *, beta: float = 0.0, clip_eps_low: float = 0.2,
               clip_eps_high: float = 0.28, agg: str = "token-mean", total_tokens: float | torch.Tensor | None = None,
               num_seqs: int | None = None, max_len: int | None = None,
-              ratio_level: str = "token") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
+              ratio_level: str = "token") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The scalar loss of one micro-batch, exactly as the trainer backpropagates it:
 
         loss = aggregate(policy_loss(logp, old_logp, A, level=ratio_level) + beta * kl_k3(logp, ref_logp))

@@ -124,7 +124,7 @@ def peft_config(rank: int, alpha: float, targets: tuple[str, ...], base: str) ->
     return {"peft_type": "LORA", "task_type": None, "base_model_name_or_path": str(base), "r": rank,
             "lora_alpha": alpha, "lora_dropout": 0.0, "target_modules": target_regex(targets), "bias": "none",
             "fan_in_fan_out": False, "inference_mode": True, "init_lora_weights": True, "use_rslora": False,
-            "use_dora": False, "modules_to_save": None, "rank_pattern": {}, "alpha_pattern": {}}  # fmt: skip
+            "use_dora": False, "modules_to_save": None, "rank_pattern": {}, "alpha_pattern": {}}
 
 
 def save_adapter(out_dir: str | os.PathLike, adapter: dict[str, torch.Tensor], config: dict) -> None:
@@ -147,7 +147,7 @@ def load_adapter(net: torch.nn.Module, adapter_dir: str | os.PathLike, base: str
     config = json.loads((adapter_dir / "adapter_config.json").read_text())
     if config["base_model_name_or_path"] != str(base):
         raise SystemExit(f"--resume: the adapter in {adapter_dir} was trained on {config['base_model_name_or_path']}, "
-                         f"this run's model is {base}: pass the same --model")  # fmt: skip
+                         f"this run's model is {base}: pass the same --model")
     state = {k.removeprefix("base_model.model."): v for k, v in load_file(str(adapter_dir / "adapter_model.safetensors")).items()}
     own = {k for k in net.state_dict() if ".lora_A." in k or ".lora_B." in k}
     if set(state) != own or any(net.get_parameter(k).shape != v.shape for k, v in state.items()):
@@ -174,11 +174,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("LoRA (lora.py)")
     g.add_argument("--lora-rank", type=R.count, default=0, help="train rank-r adapters on the language model's "
                    "projections instead of every weight (vision tower, embeddings, LM head frozen, as --freeze-vision); "
-                   "0 = full fine-tuning. A larger --lr than full fine-tuning's is usual (e.g. 1e-4)")  # fmt: skip
+                   "0 = full fine-tuning. A larger --lr than full fine-tuning's is usual (e.g. 1e-4)")
     g.add_argument("--lora-alpha", type=R.positive, default=None, help="the adapters' scale is alpha / rank; "
-                   "None: 2 x --lora-rank")  # fmt: skip
+                   "None: 2 x --lora-rank")
     g.add_argument("--lora-targets", type=_targets, default=None, help="comma list of the decoder layers' Linears "
-                   f"to adapt, of {','.join(TARGETS)}; None: all of them (attention and MLP)")  # fmt: skip
+                   f"to adapt, of {','.join(TARGETS)}; None: all of them (attention and MLP)")
 
 
 def check_arguments(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:

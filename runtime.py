@@ -238,7 +238,7 @@ CKPT_PATTERN = re.compile(r"step-(\d+)")
 
 def save_checkpoint(path: str | os.PathLike, net: torch.nn.Module, processor, optimizer: torch.optim.Optimizer,
                     env: Dist, state: dict, rank_state: dict, generators: dict | None = None,
-                    keep: int = 0, lora_config: dict | None = None) -> Path:  # fmt: skip
+                    keep: int = 0, lora_config: dict | None = None) -> Path:
     """Write the checkpoint directory `path` (see the module docstring); every rank must call it.
 
     state: the trainer's global position (JSON: step, stream positions, ...); rank_state: this rank's own
@@ -570,7 +570,7 @@ class Run:
         a = self.args
         adapter = lora.peft_config(a.lora_rank, a.lora_alpha, a.lora_targets, self.model_path) if a.lora_rank else None
         save_checkpoint(path, self.net, self.processor, optimizer, self.env, state, rank_state={}, generators=generators,
-                        keep=keep, lora_config=adapter)  # fmt: skip
+                        keep=keep, lora_config=adapter)
         self.say(f"saved step {state['step']}: {path}")
 
     def stop_requested(self) -> bool:
@@ -619,6 +619,22 @@ class Run:
         return None if res is None else res["tasks"]
 
 
+def load_trained_model(args: argparse.Namespace, model_path: str, resume: Path | None, device: torch.device) -> M.Loaded:
+    """The model a run trains, fp32: the checkpoint being resumed, else `model_path`; with --lora-rank the base model
+    `model_path` with adapters (lora.py: everything else frozen), the checkpoint's adapters when resuming (its top
+    level is the merged model). One line (SystemExit) when a checkpoint and the run disagree about LoRA."""
+    if resume is not None and (resume / "adapter").is_dir() != bool(args.lora_rank):
+        raise SystemExit(f"--resume {resume}: saved {'with' if (resume / 'adapter').is_dir() else 'without'} LoRA, "
+                         f"this run is {'with' if args.lora_rank else 'without'}: resume with the same --lora-rank")
+    weights = model_path if args.lora_rank else str(resume or model_path)
+    loaded = M.load(weights, device=device, grad_ckpt=args.grad_ckpt, dtype=torch.float32)
+    if args.lora_rank:  # before FSDP wrapping: FSDP2 keeps requires_grad as it finds it
+        lora.apply(loaded.model, args.lora_rank, args.lora_alpha, args.lora_targets, seed=args.seed)
+        if resume is not None:
+            lora.load_adapter(loaded.model, resume / "adapter", model_path)
+    return loaded
+
+
 def start_run(args: argparse.Namespace, name: str, logs: tuple[str, ...] = ("log.jsonl",), tasks: list[str] | None = None,
               eval_data=None, eval_records: int = 0, default_model=None) -> Run:  # fmt: skip
     """Set up a training run, in the order that finds a user's mistakes before anything slow:
@@ -655,17 +671,8 @@ def start_run(args: argparse.Namespace, name: str, logs: tuple[str, ...] = ("log
     check_model(model_path)
 
     start = checkpoint_step(resume) if resume is not None else 0
-    if resume is not None and (resume / "adapter").is_dir() != bool(args.lora_rank):
-        raise SystemExit(f"--resume {resume}: saved {'with' if (resume / 'adapter').is_dir() else 'without'} LoRA, "
-                         f"this run is {'with' if args.lora_rank else 'without'}: resume with the same --lora-rank")  # fmt: skip
-    # LoRA resumes from the base model + the checkpoint's adapters (its top level is the merged model)
-    weights = model_path if args.lora_rank else str(resume or model_path)
-    loaded = M.load(weights, device=env.device, grad_ckpt=args.grad_ckpt, dtype=torch.float32)
+    loaded = load_trained_model(args, model_path, resume, env.device)
     net = loaded.model
-    if args.lora_rank:  # everything frozen but the adapters (lora.py); before wrapping, like the freezing below
-        lora.apply(net, args.lora_rank, args.lora_alpha, args.lora_targets, seed=args.seed)
-        if resume is not None:
-            lora.load_adapter(net, resume / "adapter", model_path)
     if args.freeze_vision:  # before wrapping: FSDP2 keeps requires_grad as it finds it
         net.model.visual.requires_grad_(False)
     if use_fsdp:

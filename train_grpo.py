@@ -88,11 +88,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--beta", type=R.non_negative, default=0.04, help="KL weight; 0 = no reference model loaded at all")
     g.add_argument("--ratio-level", default="token", choices=grpo.RATIO_LEVELS, help="importance ratio per token "
                    "(GRPO/PPO) or per completion, the geometric mean of its token ratios (GSPO); sequence needs "
-                   "--num-iterations >= 2 (on-policy both are exactly 1)")  # fmt: skip
+                   "--num-iterations >= 2 (on-policy both are exactly 1)")
     g.add_argument("--clip-eps-low", type=R.non_negative, default=None, help="rho is clipped at 1 - eps_low where A < 0; "
-                   "None: 0.2 at token level, 3e-4 at sequence level (GSPO's)")  # fmt: skip
+                   "None: 0.2 at token level, 3e-4 at sequence level (GSPO's)")
     g.add_argument("--clip-eps-high", type=R.non_negative, default=None, help="rho is clipped at 1 + eps_high where A > 0; "
-                   "None: 0.28 at token level (DAPO's clip-higher), 4e-4 at sequence level")  # fmt: skip
+                   "None: 0.28 at token level (DAPO's clip-higher), 4e-4 at sequence level")
     g.add_argument("--num-iterations", type=R.positive_int, default=1, help="PPO epochs over each rollout (optimiser steps per "
                    "GRPO step, old log-probs kept); 1 = on-policy: ratio exactly 1, REINFORCE with the group mean "
                    "as baseline")  # fmt: skip
@@ -117,7 +117,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--group-size must be >= 2: advantages compare the completions of a group")
     if args.ratio_level == "sequence" and args.num_iterations < 2:
         p.error("--ratio-level sequence changes nothing with --num-iterations 1 (every ratio is exactly 1); "
-                "use --num-iterations >= 2")  # fmt: skip
+                "use --num-iterations >= 2")
     low, high = grpo.CLIP_DEFAULTS[args.ratio_level]
     args.clip_eps_low = low if args.clip_eps_low is None else args.clip_eps_low
     args.clip_eps_high = high if args.clip_eps_high is None else args.clip_eps_high
@@ -410,7 +410,7 @@ def update_policy(tr: Trainer, step: int, ro: Rollouts, advantages: torch.Tensor
             loss, stats = grpo.grpo_loss(logp, old, advantages[mb.rows].to(dev), m, ref, beta=a.beta,
                                          clip_eps_low=a.clip_eps_low, clip_eps_high=a.clip_eps_high, agg=a.loss_agg,
                                          total_tokens=global_tokens, num_seqs=global_seqs, max_len=a.max_new_tokens,
-                                         ratio_level=a.ratio_level)  # fmt: skip
+                                         ratio_level=a.ratio_level)
             R.check_finite(step, loss=loss.detach())
             # x world undoes the mean over ranks that FSDP's reduce-scatter applies to gradients
             (loss * env.world).backward()

@@ -232,7 +232,7 @@ def test_ratio_level_sequence_trains_with_gspo_clip_range(tiny_dir, synth_dir, t
     assert "--num-iterations >= 2" in capsys.readouterr().err
     out = tmp_path / "run"
     result = train_grpo.main(_argv(tiny_dir, synth_dir, out, "--max-steps", "1", "--ratio-level", "sequence",
-                                   "--num-iterations", "2", "--beta", "0", "--log-rollouts-every", "0"))  # fmt: skip
+                                   "--num-iterations", "2", "--beta", "0", "--log-rollouts-every", "0"))
     last = result["last"]
     assert last["step"] == 1 and torch.isfinite(torch.tensor(last["loss"])) and 0.0 <= last["clip_frac"] <= 1.0
     assert json.loads((out / "args.json").read_text())["clip_eps_low"] == 3e-4

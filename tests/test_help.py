@@ -13,7 +13,7 @@ SCRIPTS = {
     "train_sft.py": "parse_args", "train_grpo.py": "parse_args", "eval.py": "parse_args", "bench.py": "parse_args",
     "demo.py": "parse_args", "plot.py": "main", "viewer.py": "main", "formats.py": "main", "synth.py": "main",
     "scripts/ablate.py": "main", "scripts/eight_ranks.py": "main", "scripts/reward_throughput.py": "main",
-}  # fmt: skip
+}
 
 
 def _module(script: str, monkeypatch):
