@@ -1,6 +1,6 @@
 """Performance: our rollout, GRPO step and log-probs against the usual tools, side by side in one run.
 
-    python bench.py                          # rows rollout, grpo, logprobs on this machine (several minutes)
+    python bench.py                          # rows rollout, grpo, lora, logprobs on this machine (several minutes)
     python bench.py --quick                  # reduced sizes and repetitions (< 1 min on 2 CPU cores)
     python bench.py --rows rollout --reps 9  # one row, more repetitions
     python bench.py --gpu                    # CUDA: the real Qwen2.5-VL-3B shape (random weights, bf16)
@@ -17,6 +17,9 @@ Rows (each side does exactly the same work):
   grpo      one GRPO step (rollout + rewards + advantages + reference pass + policy loss + AdamW step):
             train_grpo.main itself vs TRL's GRPOTrainer on the same tiny model, prompts, G, lengths, beta, lr,
             clip, loss; TRL only here (pip install -r requirements-bench.txt); the row says so without it.
+  lora      one GRPO update (reference log-probs + policy forward/backward + AdamW) with LoRA (--lora-rank 8)
+            vs full fine-tuning on the same batch: step time alternated in one process, peak memory (RSS
+            growth, weights included) in one fresh subprocess per side.
   logprobs  peak memory of model.chunked_logprobs (the head of token_logprobs) vs the naive full-logits
             computation at Qwen's real vocabulary, forward + backward, one fresh subprocess per measurement,
             in each trainer's precision setting (PRECISIONS).
@@ -51,11 +54,13 @@ import torch
 
 import data
 import defaults
+import grpo
+import lora
 import model as M
 import rewards
 import tiny
 
-ROWS = ("rollout", "grpo", "logprobs", "gpu")
+ROWS = ("rollout", "grpo", "lora", "logprobs", "gpu")
 QWEN_VOCAB = 151_936
 BENCH_PIXELS = 448 * 448  # the tiny processor stops at 280 px; the bench feeds 448 px images unshrunk
 
@@ -350,7 +355,89 @@ def quiet():
         yield
 
 
-# ----------------------------------------------------------------------------- row 3: log-prob peak memory
+# ----------------------------------------------------------------------------- row 3: LoRA vs full update
+
+LORA_RANK = 8
+
+
+def update_step(spec: dict, loaded_hook=None):
+    """One GRPO update as train_grpo runs it at beta > 0, on a fixed batch, as a callable: reference log-probs
+    (full: a second, frozen copy of the model; LoRA: the policy with its adapters off), policy forward +
+    backward, grad clip, AdamW. spec["rank"] 0 = full fine-tuning (every weight trained, as by default).
+    The batch is sampled before any adapter exists, so both sides train on the same completions. loaded_hook():
+    called once the policy's weights (and the libraries) are loaded."""
+    loaded = M.load(spec["model_dir"], device="cpu", dtype=torch.float32)
+    if loaded_hook is not None:
+        loaded_hook()
+    net, proc, G, T, rank = loaded.model.eval(), loaded.processor, spec["G"], spec["T"], spec["rank"]
+    recs = [r for r in data.load_records(spec["jsonl"]) if r.image_sizes[0] == (spec["size"],) * 2][: spec["prompts"]]
+    x = data.collate_prompts(recs, proc, loaded.frame_kind).inputs
+    banned = M.banned_token_ids(net, proc)
+    ro = M.sample(net, x, G, T, generator=torch.Generator().manual_seed(0), eos_ids=[], banned=banned)
+    ids, mask = ro.completion_ids, ro.completion_mask
+    ref = None
+    if rank:
+        lora.apply(net, rank, 2.0 * rank)
+    else:
+        ref = M.load(spec["model_dir"], device="cpu", dtype=torch.float32).model.eval().requires_grad_(False)
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.0)
+    adv = torch.randn(len(ids), generator=torch.Generator().manual_seed(1))
+    logprobs = lambda m: M.token_logprobs(m, x, ids, mask, G, 1.0, banned)  # noqa: E731
+
+    def update() -> None:
+        with torch.no_grad(), (lora.disabled(net) if rank else contextlib.nullcontext()):
+            ref_lp = logprobs(ref if ref is not None else net)
+        net.train()
+        lp = logprobs(net)
+        loss, _ = grpo.grpo_loss(lp, lp.detach(), adv, mask, ref_lp, beta=spec["beta"])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        net.eval()
+
+    return update, sum(p.numel() for p in params)
+
+
+def update_child(spec: dict) -> dict:
+    """Peak RSS growth of one update (the first: AdamW allocates its state there) and its set-up (the batch; full: the reference copy), over the
+    process holding the policy's weights and the libraries (the same on both sides)."""
+    base: list[int] = []
+
+    def mark() -> None:
+        gc.collect()
+        with contextlib.suppress(OSError):  # reset the high-water mark to now (Linux >= 4.0)
+            Path("/proc/self/clear_refs").write_text("5")
+        base.append(_proc_kb("VmRSS"))
+
+    update, trainable = update_step(spec, mark)
+    update()
+    return {"peak_bytes": (_proc_kb("VmHWM") - base[0]) * 1024, "trainable": trainable}
+
+
+def bench_lora(fx: Fixture, size: int, prompts: int, G: int, new_tokens: int, beta: float, reps: int, warmup: int,
+               threads: int | None) -> list[dict]:
+    """LoRA (rank LORA_RANK, every decoder projection) against full fine-tuning: the same update on the same batch."""
+    spec = {"kind": "update", "model_dir": fx.model_dir, "jsonl": str(fx.jsonl), "size": size, "prompts": prompts,
+            "G": G, "T": new_tokens, "beta": beta}
+    (full, n_full), (low, n_low) = update_step({**spec, "rank": 0}), update_step({**spec, "rank": LORA_RANK})
+    t = alternate({"lora": low, "full": full}, reps, warmup)
+    mem = {k: measure_child({**spec, "rank": r}, threads) for k, r in (("full", 0), ("lora", LORA_RANK))}
+    case = (f"{size} px, B={prompts}, G={G}, T={new_tokens}, beta={beta}: reference log-probs + fwd/bwd + AdamW; "
+            f"LoRA rank {LORA_RANK} ({n_low:,} trainable) vs full ({n_full:,})")
+    gb = {k: v["peak_bytes"] / 1e9 for k, v in mem.items()}
+    speed = paired(t["lora"], t["full"], lambda a, b: a / b)
+    print(f"  lora {case}: step LoRA/full {fmt_stat(speed, 'x')}, peak {gb['lora']:.3f} GB vs {gb['full']:.3f} GB",
+          flush=True)
+    return [row("update s, LoRA vs full", case, stats(t["lora"]), stats(t["full"]), speed, baseline_name="full",
+                ratio_name="LoRA/full"),
+            row("update peak GB, LoRA vs full", case + "; peak RSS growth of a fresh process over its loaded policy",
+                stats([gb["lora"]]), stats([gb["full"]]), stats([gb["lora"] / gb["full"]]), baseline_name="full",
+                ratio_name="LoRA/full")]
+
+
+# ----------------------------------------------------------------------------- row 4: log-prob peak memory
 
 
 def _proc_kb(key: str) -> int:
@@ -406,7 +493,8 @@ def logprobs_child(spec: dict) -> dict:
     return {"peak_bytes": (_proc_kb("VmHWM") - base) * 1024, "seconds": seconds}
 
 
-def measure_logprobs(spec: dict, threads: int | None) -> dict:
+def measure_child(spec: dict, threads: int | None) -> dict:
+    """One measurement (logprobs_child, or update_child for spec kind "update") in a fresh process."""
     env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
     cmd = [sys.executable, os.path.abspath(__file__), "--_child", json.dumps(spec)]
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=os.path.dirname(os.path.abspath(__file__)))
@@ -430,8 +518,8 @@ def bench_logprobs(lengths: list[int], hidden: int, threads: int | None) -> list
     cases = [("autocast", n) for n in lengths] + [(p, max(lengths)) for p in PRECISIONS if p != "autocast"]
     for precision, n in cases:
         spec = {"tokens": n, "hidden": hidden, "vocab": QWEN_VOCAB, "precision": precision, "chunk": chunk}
-        naive = measure_logprobs({**spec, "mode": "naive"}, threads)
-        ours = measure_logprobs({**spec, "mode": "fused"}, threads)
+        naive = measure_child({**spec, "mode": "naive"}, threads)
+        ours = measure_child({**spec, "mode": "fused"}, threads)
         case = f"{n} tok, V={QWEN_VOCAB}, d={hidden}, {PRECISIONS[precision]}, fwd+bwd"
         out.append(logprobs_row("log-prob peak GB", case, ours["peak_bytes"] / 1e9, naive["peak_bytes"] / 1e9, n == 4096,
                                 seconds={"ours": ours["seconds"], "naive": naive["seconds"]}))  # fmt: skip
@@ -440,7 +528,7 @@ def bench_logprobs(lengths: list[int], hidden: int, threads: int | None) -> list
     return out
 
 
-# ----------------------------------------------------------------------------- row 4: the GPU check (3B shape)
+# ----------------------------------------------------------------------------- row 5: the GPU check (3B shape)
 
 GPU_SHAPES = {
     # Qwen2.5-VL-3B-Instruct's config.json, random weights
@@ -816,7 +904,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default="runs/bench/bench.json", help="JSON result (a .md copy of the table next to it)")
     p.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    rows = args.rows.split(",") if args.rows else (["gpu"] if args.gpu else ["rollout", "grpo", "logprobs"])
+    rows = args.rows.split(",") if args.rows else (["gpu"] if args.gpu else ["rollout", "grpo", "lora", "logprobs"])
     if args.gpu and "gpu" not in rows:
         rows.append("gpu")
     bad = [r for r in rows if r not in ROWS]
@@ -830,7 +918,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args._child:  # one memory measurement, in its own process
-        print(json.dumps(logprobs_child(json.loads(args._child))))
+        spec = json.loads(args._child)
+        print(json.dumps(update_child(spec) if spec.get("kind") == "update" else logprobs_child(spec)))
         return {}
     gpu_device = None
     if "gpu" in args.rows:
@@ -878,6 +967,9 @@ def main(argv: list[str] | None = None) -> dict:
                 rows += bench_rollout(fx, sizes, groups, args.prompts, args.new_tokens, args.reps, args.warmup)
             elif name == "grpo":
                 rows += bench_grpo(fx, 448, args.prompts, 8, args.new_tokens, args.beta, args.lr, args.reps, args.warmup)
+            elif name == "lora":
+                G, T = (4, 16) if q else (8, args.new_tokens)  # --quick: a smaller batch, so that the row takes seconds
+                rows += bench_lora(fx, 448, args.prompts, G, T, args.beta, args.reps, args.warmup, args.threads)
             elif name == "logprobs":
                 rows += bench_logprobs(lengths, mem_hidden, args.threads)
             elif name == "gpu":

@@ -5,8 +5,9 @@ completions o_1..o_G from the policy that is being trained, score each, and use 
 rest of its group as the advantage of every one of its tokens.
 
     A_i   = (r_i - mean(r_1..r_G)) / (std(r_1..r_G) + eps)          # one number per completion
-    rho_t = exp(log pi_theta(o_t) - log pi_old(o_t))                 # per token
-    L_t   = -min(rho_t A_i, clip(rho_t, 1 - eps_low, 1 + eps_high) A_i) + beta KL_t
+    rho_t = exp(log pi_theta(o_t) - log pi_old(o_t))                 # per token (--ratio-level token)
+    s_i   = exp(mean_{t in o_i} (log pi_theta(o_t) - log pi_old(o_t)))   # per completion (sequence, GSPO)
+    L_t   = -min(rho_t A_i, clip(rho_t, 1 - eps_low, 1 + eps_high) A_i) + beta KL_t   # rho_t := s_i for GSPO
     KL_t  = exp(ref_t - logp_t) - (ref_t - logp_t) - 1               # k3, reference = frozen start
     loss  = sum_t L_t / (completion tokens in the global batch)
 
@@ -33,6 +34,13 @@ Where this differs from TRL's GRPOTrainer (same formulas otherwise, k3 KL and cl
 - "token-mean" divides by the completion tokens of the *global* batch (all micro-batches, all ranks): TRL's
   loss_type "dapo", not "bnpo" (which divides by each local batch's own count, so gradient accumulation and
   rank count change the step).
+- the sequence-level ratio is TRL's importance_sampling_level="sequence" (the masked mean of the log-ratio,
+  differentiated through every token, the same s_i on each of the completion's tokens); see `policy_loss`.
+
+GSPO (Zheng et al., 2025) moves the ratio to the unit the reward is given in: s_i is the geometric mean of the
+completion's token ratios, so one unlikely token cannot swing the update and a whole completion is clipped
+or not. Its ratios stay very close to 1 (a mean over many tokens), hence its tiny clip range (3e-4 / 4e-4).
+With --num-iterations 1 both levels are exactly 1 and give the same gradient, so sequence level needs >= 2.
 """
 
 from __future__ import annotations
@@ -41,6 +49,9 @@ import torch
 
 ADV_SCALES = ("group", "batch", "none")
 LOSS_AGGS = ("token-mean", "seq-mean-token-mean", "dr-grpo")
+RATIO_LEVELS = ("token", "sequence")
+# (eps_low, eps_high) per ratio level: DAPO's clip-higher for tokens; GSPO's paper (section 5.1, TRL's docs) for sequences
+CLIP_DEFAULTS = {"token": (0.2, 0.28), "sequence": (3e-4, 4e-4)}
 
 
 def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group", eps: float = 1e-4,
@@ -87,20 +98,36 @@ def signal_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
 
 
 def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
-                clip_eps_low: float = 0.2, clip_eps_high: float = 0.28) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
+                clip_eps_low: float = 0.2, clip_eps_high: float = 0.28,
+                level: str = "token") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """PPO-clip surrogate per token: logp, old_logp [N, T], advantages [N], mask [N, T] -> [N, T].
 
-        rho_t = exp(logp_t - old_logp_t)
+        level="token":     rho_t = exp(logp_t - old_logp_t)
+        level="sequence":  rho_t = s_i = exp(sum_t m_t (logp_t - old_logp_t) / sum_t m_t)   for every t of o_i
         L_t   = -min(rho_t A, clip(rho_t, 1 - eps_low, 1 + eps_high) A)
 
     For A > 0 the objective stops growing once rho_t > 1 + eps_high (don't push a good token up further
     than the trust region); for A < 0 once rho_t < 1 - eps_low. A larger eps_high than eps_low
     ("clip-higher", DAPO) leaves more room to raise unlikely tokens, which keeps entropy up. Masked
     positions are 0. Stats (0-d tensors): clip_frac, the fraction of real tokens whose clip is active
-    (gradient 0), split into clip_frac_low (A < 0) and clip_frac_high (A > 0).
+    (gradient 0), split into clip_frac_low (A < 0) and clip_frac_high (A > 0); at sequence level a clipped
+    completion counts all its tokens.
+
+    Sequence level is TRL's importance_sampling_level="sequence": s_i keeps its gradient through every
+    token's logp, dL/dlogp_t = -A s_i / |o_i| per completion before aggregation. GSPO-token's
+    s_it = sg[s_i] pi(o_t) / sg[pi(o_t)] has the same value and, since A is one number per completion, the
+    same gradient under every aggregation (tests/test_grpo_math.py checks it); its distinction only
+    matters for per-token advantages, which GRPO does not have. One-token completions, or completions whose
+    token ratios are all equal, get the token-level loss and gradient exactly.
     """
+    if level not in RATIO_LEVELS:
+        raise ValueError(f"unknown ratio level {level!r}; expected one of {RATIO_LEVELS}")
     adv = advantages.unsqueeze(1)  # [N, 1], broadcast over the tokens of each completion
-    ratio = torch.exp(logp - old_logp)  # [N, T]
+    log_ratio = torch.where(mask, logp - old_logp, torch.zeros_like(logp))  # [N, T]
+    if level == "sequence":  # the completion's mean log-ratio, the same on each of its tokens
+        n_i = mask.sum(dim=1, keepdim=True).clamp(min=1)  # [N, 1]; an empty completion gets s_i = 1
+        log_ratio = (log_ratio.sum(dim=1, keepdim=True) / n_i).expand_as(logp)
+    ratio = torch.exp(log_ratio)  # [N, T]
     unclipped = ratio * adv
     clipped = torch.clamp(ratio, 1.0 - clip_eps_low, 1.0 + clip_eps_high) * adv
     per_token = torch.where(mask, -torch.minimum(unclipped, clipped), torch.zeros_like(unclipped))
@@ -167,16 +194,17 @@ def aggregate(per_token: torch.Tensor, mask: torch.Tensor, mode: str = "token-me
 def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
               ref_logp: torch.Tensor | None = None, *, beta: float = 0.0, clip_eps_low: float = 0.2,
               clip_eps_high: float = 0.28, agg: str = "token-mean", total_tokens: float | torch.Tensor | None = None,
-              num_seqs: int | None = None, max_len: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
+              num_seqs: int | None = None, max_len: int | None = None,
+              ratio_level: str = "token") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The scalar loss of one micro-batch, exactly as the trainer backpropagates it:
 
-        loss = aggregate(policy_loss(logp, old_logp, A) + beta * kl_k3(logp, ref_logp))
+        loss = aggregate(policy_loss(logp, old_logp, A, level=ratio_level) + beta * kl_k3(logp, ref_logp))
 
     logp [n, T] (with gradients), old_logp and ref_logp [n, T], advantages [n], mask [n, T]; the normalisers
     are the global batch's (see `aggregate`). ref_logp None (beta = 0, no reference model) drops the KL.
     Stats: policy_loss's clip fractions of this micro-batch, and "kl_sum", the k3 summed over its real tokens.
     """
-    per_token, stats = policy_loss(logp, old_logp, advantages, mask, clip_eps_low, clip_eps_high)  # [n, T]
+    per_token, stats = policy_loss(logp, old_logp, advantages, mask, clip_eps_low, clip_eps_high, ratio_level)  # [n, T]
     if ref_logp is not None:
         kl = kl_k3(logp, ref_logp)  # [n, T]
         per_token = per_token + beta * kl

@@ -102,13 +102,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("GeoTIFF / non-8-bit imagery")
     g.add_argument("--bands", default=None, metavar="R,G,B",
                    help="1-based band numbers shown as red, green, blue (or one band as grey), e.g. 4,3,2; "
-                        "None: bands 1,2,3 (band 1 when the image has fewer than 3)")  # fmt: skip
+                        "None: bands 1,2,3 (band 1 when the image has fewer than 3) (default: %(default)s)")
     g.add_argument("--stretch", default=None, metavar="LOW,HIGH",
                    help="per-band percentile stretch to 0-255; None: 2,98 for non-8-bit data, none for 8-bit "
-                        "data")  # fmt: skip
+                        "data (default: %(default)s)")
     g.add_argument("--nodata", default=None, metavar="VALUE",
                    help="pixel value to mask before the stretch (black in the picture); None: the GeoTIFF's "
-                        "GDAL_NODATA tag, if any")  # fmt: skip
+                        "GDAL_NODATA tag, if any (default: %(default)s)")
 
 
 def options_from_args(args: argparse.Namespace) -> dict:

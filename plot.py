@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", help="run folders holding log.jsonl (or log files, or a folder of runs)")
     p.add_argument("--out", default=None, help="where the PNGs go (default: RUN/plots; only with one run)")
-    p.add_argument("--tensorboard", action="store_true", help="also convert the log to RUN/tensorboard/ event files")
+    p.add_argument("--tensorboard", action="store_true", help="also convert the log to RUN/tensorboard/ event files (default: %(default)s)")
     args = p.parse_args(argv)
     runs = []
     for run in map(Path, args.runs):  # a folder of runs (runs/demo: sft/, grpo/) stands for each of them

@@ -12,6 +12,9 @@ A checkpoint directory (checkpoints/step-N, and final/) is an ordinary HF safete
                            and the trainer's own state (data position)
     resume/state.json      step, world size, the trainer's global state; written last
 
+With --lora-rank the top level is the *merged* model (W + (alpha/r) B A: loads like any other, no PEFT), and
+adapter/ holds the adapters alone in PEFT's layout (lora.py); resuming loads the base model + adapter/.
+
 The whole directory is written under a temporary name (.step-N.tmp-*) and renamed when complete, so a
 crash leaves either the previous checkpoints untouched or a dot-directory that resuming ignores.
 """
@@ -39,6 +42,7 @@ import torch.distributed.checkpoint as dcp
 
 import fsdp
 import imagery
+import lora
 import model as M
 
 
@@ -234,23 +238,29 @@ CKPT_PATTERN = re.compile(r"step-(\d+)")
 
 def save_checkpoint(path: str | os.PathLike, net: torch.nn.Module, processor, optimizer: torch.optim.Optimizer,
                     env: Dist, state: dict, rank_state: dict, generators: dict | None = None,
-                    keep: int = 0) -> Path:  # fmt: skip
+                    keep: int = 0, lora_config: dict | None = None) -> Path:
     """Write the checkpoint directory `path` (see the module docstring); every rank must call it.
 
     state: the trainer's global position (JSON: step, stream positions, ...); rank_state: this rank's own
     (picklable); generators: this rank's torch.Generators, saved with the global RNG states. keep > 0
-    prunes the other checkpoints/step-* directories beside `path` to the newest `keep`."""
+    prunes the other checkpoints/step-* directories beside `path` to the newest `keep`. lora_config (PEFT's
+    adapter_config.json, lora.peft_config): the model has adapters; the merged model and adapter/ are written."""
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
     path = Path(path)
     full = fsdp.full_state_dict(net)  # the whole model on rank 0 (collective under FSDP)
     optim_state = get_optimizer_state_dict(fsdp.unwrap(net), optimizer)  # this rank's shards
+    adapter = None
+    if lora_config is not None and env.main:
+        full, adapter = lora.merge(full if full is not None else fsdp.unwrap(net).state_dict(), lora.adapters(net))
 
     def write_resume(tmp: Path | None) -> None:  # inside the temporary directory, before its rename
         if dist.is_initialized():
             box = [str(tmp) if tmp is not None else None]
             dist.broadcast_object_list(box, src=0)
             tmp = Path(box[0])
+        if adapter is not None:
+            lora.save_adapter(tmp / "adapter", adapter, lora_config)
         resume = tmp / "resume"
         resume.mkdir(exist_ok=True)
         with warnings.catch_warnings():  # one process: "assuming the intent is to save in a single process"
@@ -555,8 +565,10 @@ class Run:
 
     def save(self, path: Path, optimizer: torch.optim.Optimizer, state: dict, generators: dict | None = None,
              keep: int = 0) -> None:  # fmt: skip
+        a = self.args
+        adapter = lora.peft_config(a.lora_rank, a.lora_alpha, a.lora_targets, self.model_path) if a.lora_rank else None
         save_checkpoint(path, self.net, self.processor, optimizer, self.env, state, rank_state={}, generators=generators,
-                        keep=keep)  # fmt: skip
+                        keep=keep, lora_config=adapter)
         self.say(f"saved step {state['step']}: {path}")
 
     def stop_requested(self) -> bool:
@@ -605,6 +617,22 @@ class Run:
         return None if res is None else res["tasks"]
 
 
+def load_trained_model(args: argparse.Namespace, model_path: str, resume: Path | None, device: torch.device) -> M.Loaded:
+    """The model a run trains, fp32: the checkpoint being resumed, else `model_path`; with --lora-rank the base model
+    `model_path` with adapters (lora.py: everything else frozen), the checkpoint's adapters when resuming (its top
+    level is the merged model). One line (SystemExit) when a checkpoint and the run disagree about LoRA."""
+    if resume is not None and (resume / "adapter").is_dir() != bool(args.lora_rank):
+        raise SystemExit(f"--resume {resume}: saved {'with' if (resume / 'adapter').is_dir() else 'without'} LoRA, "
+                         f"this run is {'with' if args.lora_rank else 'without'}: resume with the same --lora-rank")
+    weights = model_path if args.lora_rank else str(resume or model_path)
+    loaded = M.load(weights, device=device, grad_ckpt=args.grad_ckpt, dtype=torch.float32)
+    if args.lora_rank:  # before FSDP wrapping: FSDP2 keeps requires_grad as it finds it
+        lora.apply(loaded.model, args.lora_rank, args.lora_alpha, args.lora_targets, seed=args.seed)
+        if resume is not None:
+            lora.load_adapter(loaded.model, resume / "adapter", model_path)
+    return loaded
+
+
 def start_run(args: argparse.Namespace, name: str, logs: tuple[str, ...] = ("log.jsonl",), tasks: list[str] | None = None,
               eval_data=None, eval_records: int = 0, default_model=None) -> Run:  # fmt: skip
     """Set up a training run, in the order that finds a user's mistakes before anything slow:
@@ -642,7 +670,7 @@ def start_run(args: argparse.Namespace, name: str, logs: tuple[str, ...] = ("log
     check_model(model_path)
 
     start = checkpoint_step(resume) if resume is not None else 0
-    loaded = M.load(str(resume or model_path), device=env.device, grad_ckpt=args.grad_ckpt, dtype=torch.float32)
+    loaded = load_trained_model(args, model_path, resume, env.device)
     net = loaded.model
     if args.freeze_vision:  # before wrapping: FSDP2 keeps requires_grad as it finds it
         net.model.visual.requires_grad_(False)
@@ -671,9 +699,10 @@ def start_run(args: argparse.Namespace, name: str, logs: tuple[str, ...] = ("log
               loaded.frame_kind, loaded.attn_impl, use_fsdp, JsonlLog(out / logs[0], env.main, tensorboard),
               JsonlLog(out / logs[-1], enabled=env.main and len(logs) > 1))  # fmt: skip
     n_train = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    adapted = f", LoRA rank {args.lora_rank} on {len(lora.adapters(net))} Linears" if args.lora_rank else ""
     what = "" if args.model else f" (the embedded default: defaults.{(default_model or defaults.base_model).__name__})"
     run.say(f"{model_path}{what} ({n_train / 1e6:.2f}M trainable, {env.device}, world {env.world}"
-            f"{', FSDP' if use_fsdp else ''}, attention {loaded.attn_impl}), {len(records)} records from {data_path}"
+            f"{', FSDP' if use_fsdp else ''}{adapted}, attention {loaded.attn_impl}), {len(records)} records from {data_path}"
             + (f"; resumed from {resume} at step {start}" if resume else ""))  # fmt: skip
     return run
 

@@ -1119,9 +1119,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
         description="Generate a seeded synthetic Earth-observation data set covering all 12 tasks: "
         "OUT/images/*.png, OUT/train.jsonl and OUT/test.jsonl. The same --seed gives byte-identical files.",
     )
-    p.add_argument("--out", required=True, help="output folder (created if missing)")
-    p.add_argument("--n", type=int, default=2000, help="number of records in total, spread evenly over the tasks")
-    p.add_argument("--seed", type=int, default=0, help="random seed (non-negative integer)")
+    p.add_argument("--out", required=True, help="output folder (created if missing); required")
+    p.add_argument("--n", type=int, default=2000, help="number of records in total, spread evenly over the tasks (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (non-negative integer) (default: %(default)s)")
     p.add_argument("--tasks", default=None, help=f"comma-separated subset of: {','.join(TASKS)} (default: all)")
     p.add_argument("--test-frac", type=float, default=0.2, help="fraction of records in test.jsonl (default 0.2)")
     p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),

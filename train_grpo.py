@@ -20,6 +20,8 @@ Launch:
     python train_grpo.py --shuffle-rewards ...            # control: same rewards, no credit assignment
     torchrun --nproc_per_node=8 train_grpo.py --task detection   # FSDP2 over 8 GPUs (--help: several nodes)
     python train_grpo.py ... --save-every 50 --resume auto      # continue from the newest checkpoint
+    python train_grpo.py --lora-rank 8 --task vqa         # LoRA: adapters only; the KL reference = adapters off
+    python train_grpo.py --ratio-level sequence --num-iterations 2 ...   # GSPO's sequence-level ratio
 
 Outputs in --out: log.jsonl (one row a step: rewards per component, accuracy and format per task, KL, clip
 fraction, entropy, lengths, grad norm, seconds; and {"step", "eval"} rows with --eval-data), rollouts.jsonl
@@ -42,6 +44,7 @@ import data
 import defaults
 import fsdp
 import grpo
+import lora
 import model as M
 import rewards
 import runtime as R
@@ -83,8 +86,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     g = p.add_argument_group("objective (grpo.py)")
     g.add_argument("--beta", type=R.non_negative, default=0.04, help="KL weight; 0 = no reference model loaded at all")
-    g.add_argument("--clip-eps-low", type=R.non_negative, default=0.2, help="rho is clipped at 1 - eps_low where A < 0")
-    g.add_argument("--clip-eps-high", type=R.non_negative, default=0.28, help="rho is clipped at 1 + eps_high where A > 0")
+    g.add_argument("--ratio-level", default="token", choices=grpo.RATIO_LEVELS, help="importance ratio per token "
+                   "(GRPO/PPO) or per completion, the geometric mean of its token ratios (GSPO); sequence needs "
+                   "--num-iterations >= 2 (on-policy both are exactly 1)")
+    g.add_argument("--clip-eps-low", type=R.non_negative, default=None, help="rho is clipped at 1 - eps_low where A < 0; "
+                   "None: 0.2 at token level, 3e-4 at sequence level (GSPO's)")
+    g.add_argument("--clip-eps-high", type=R.non_negative, default=None, help="rho is clipped at 1 + eps_high where A > 0; "
+                   "None: 0.28 at token level (DAPO's clip-higher), 4e-4 at sequence level")
     g.add_argument("--num-iterations", type=R.positive_int, default=1, help="PPO epochs over each rollout (optimiser steps per "
                    "GRPO step, old log-probs kept); 1 = on-policy: ratio exactly 1, REINFORCE with the group mean "
                    "as baseline")  # fmt: skip
@@ -97,7 +105,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--lr-schedule", default="constant", choices=("constant", "cosine"), help="after the warm-up")
     g.add_argument("--micro-batch-size", type=R.positive_int, default=None, help="completions per forward/backward (gradient "
                    "accumulation), a multiple or a divisor of --group-size; None: --group-size")  # fmt: skip
+    lora.add_arguments(p)
     args = p.parse_args(argv)
+    lora.check_arguments(p, args)
 
     G = args.group_size
     args.micro_batch_size = args.micro_batch_size or G
@@ -105,6 +115,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--micro-batch-size {args.micro_batch_size} must be a multiple or a divisor of --group-size {G}")
     if args.group_size < 2:
         p.error("--group-size must be >= 2: advantages compare the completions of a group")
+    if args.ratio_level == "sequence" and args.num_iterations < 2:
+        p.error("--ratio-level sequence changes nothing with --num-iterations 1 (every ratio is exactly 1); "
+                "use --num-iterations >= 2")
+    low, high = grpo.CLIP_DEFAULTS[args.ratio_level]
+    args.clip_eps_low = low if args.clip_eps_low is None else args.clip_eps_low
+    args.clip_eps_high = high if args.clip_eps_high is None else args.clip_eps_high
     if args.compile_decode and (args.cpu_offload or R.world_size() > 1):
         p.error("--compile-decode runs on one process only for now (not under FSDP: several GPUs or --cpu-offload)")
     try:
@@ -160,7 +176,7 @@ class Trainer:
     args: argparse.Namespace
     run: R.Run
     policy: torch.nn.Module  # the model being trained (an fsdp.FSDPRoot under FSDP)
-    ref: torch.nn.Module | None  # the frozen start, for the KL term (None when beta = 0)
+    ref: torch.nn.Module | None  # the frozen start, for the KL term (None when beta = 0, or with LoRA: adapters off)
     optimizer: torch.optim.Optimizer
     lr: float
     by_task: dict[str, list]  # task -> training records
@@ -349,6 +365,17 @@ def all_logprobs(net, tr: Trainer, ro: Rollouts, mbs: list[MicroBatch], mb_input
                           for mb, x in zip(mbs, mb_inputs)])  # fmt: skip
 
 
+def reference_logprobs(tr: Trainer, ro: Rollouts, mbs: list[MicroBatch], mb_inputs: list[dict]) -> torch.Tensor | None:
+    """[N, T] log-probs under the KL reference (None when beta = 0): the frozen copy of the start, or with LoRA the
+    policy itself with its adapters switched off, which *is* the start (B = 0 there), without a second model."""
+    if tr.args.beta == 0:
+        return None
+    if tr.ref is not None:
+        return all_logprobs(tr.ref, tr, ro, mbs, mb_inputs)
+    with lora.disabled(tr.policy):
+        return all_logprobs(tr.policy, tr, ro, mbs, mb_inputs)
+
+
 def update_policy(tr: Trainer, step: int, ro: Rollouts, advantages: torch.Tensor) -> dict[str, float]:
     """--num-iterations optimiser steps on the step's rollouts, each accumulating grpo_loss over micro-batches.
 
@@ -366,7 +393,7 @@ def update_policy(tr: Trainer, step: int, ro: Rollouts, advantages: torch.Tensor
     mbs = micro_batches(len(ro.texts), a.micro_batch_size, a.group_size)
     mb_inputs = micro_batch_inputs(tr, ro, mbs)
     old_logp = all_logprobs(tr.policy, tr, ro, mbs, mb_inputs) if a.num_iterations > 1 else None  # pi_old stays put
-    ref_logp = all_logprobs(tr.ref, tr, ro, mbs, mb_inputs) if tr.ref is not None else None
+    ref_logp = reference_logprobs(tr, ro, mbs, mb_inputs)
     t1 = time.perf_counter()
 
     # ---- the optimiser steps
@@ -382,7 +409,8 @@ def update_policy(tr: Trainer, step: int, ro: Rollouts, advantages: torch.Tensor
             ref = ref_logp[mb.rows].to(dev) if ref_logp is not None else None
             loss, stats = grpo.grpo_loss(logp, old, advantages[mb.rows].to(dev), m, ref, beta=a.beta,
                                          clip_eps_low=a.clip_eps_low, clip_eps_high=a.clip_eps_high, agg=a.loss_agg,
-                                         total_tokens=global_tokens, num_seqs=global_seqs, max_len=a.max_new_tokens)  # fmt: skip
+                                         total_tokens=global_tokens, num_seqs=global_seqs, max_len=a.max_new_tokens,
+                                         ratio_level=a.ratio_level)
             R.check_finite(step, loss=loss.detach())
             # x world undoes the mean over ranks that FSDP's reduce-scatter applies to gradients
             (loss * env.world).backward()
@@ -468,7 +496,7 @@ def log_step(tr: Trainer, step: int, tasks: list[str], ro: Rollouts, advantages:
         "reward_mean": rewards_all.mean().item(), "reward_std": rewards_all.std(correction=0).item(),
         **reward_summary(cat("scores"), [t for t in cat("tasks") for _ in range(G)]),  # reward/, acc/, format/<task>
         "loss": update["loss"],
-        "kl": update["kl"] if tr.ref is not None else None,  # mean k3 per token; None without a reference
+        "kl": update["kl"] if tr.args.beta > 0 else None,  # mean k3 per token; None without a reference
         "clip_frac": update["clip_frac"],
         "entropy": -tot("logp_sum") / tot("logp_n") if tot("logp_n") else 0.0,  # one-sample estimate: -mean log p
         "completion_len_mean": lengths.mean().item(), "completion_len_max": lengths.max().item(),
@@ -492,10 +520,10 @@ def log_step(tr: Trainer, step: int, tasks: list[str], ro: Rollouts, advantages:
 
 
 def setup(args: argparse.Namespace, run: R.Run) -> Trainer:
-    """The reference model, the data plan (stages, per-task streams), the optimiser and the generators; restored
+    """The reference model (none with LoRA: see `reference_logprobs`), the data plan (stages, per-task streams), the optimiser and the generators; restored
     from the checkpoint when resuming."""
     ref = None
-    if args.beta > 0:  # the frozen starting point that the KL term pulls back towards
+    if args.beta > 0 and not args.lora_rank:  # the frozen starting point that the KL term pulls back towards
         ref = M.load(run.model_path, device=run.env.device).model.eval().requires_grad_(False)
         if run.use_fsdp:  # sharded too; it only ever runs without gradients
             ref = fsdp.wrap_fsdp(ref, cpu_offload=args.cpu_offload)

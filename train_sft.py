@@ -3,6 +3,7 @@
     python train_sft.py                                   # embedded defaults: tiny model + synthetic set
     python train_sft.py --model Qwen/Qwen2.5-VL-3B-Instruct --data data/instruct.jsonl --lr 1e-5
     torchrun --nproc_per_node=8 train_sft.py --model Qwen/Qwen2.5-VL-3B-Instruct --data data/instruct.jsonl
+    python train_sft.py --model Qwen/Qwen2.5-VL-3B-Instruct --data data/instruct.jsonl --lora-rank 16 --lr 1e-4
 
 The loss is the mean negative log-likelihood of the assistant tokens (closing <|im_end|> included),
 summed over the global batch and divided explicitly by its token count, so gradient accumulation and
@@ -12,7 +13,8 @@ any number of processes take the same step as one big batch:
 
 Outputs in --out: log.jsonl (step, loss, eval_loss, lr, grad_norm, tokens/s), checkpoints/step-N and
 final/ (HF safetensors directories that `model.load`, eval.py and train_grpo.py read, each with a resume/
-folder: sharded optimizer state, RNG states and data position, so `--resume auto` continues exactly).
+folder: sharded optimizer state, RNG states and data position, so `--resume auto` continues exactly; with
+--lora-rank the model there is the merged one, and adapter/ holds the adapters in PEFT's layout, lora.py).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from tqdm import tqdm
 
 import data
 import fsdp
+import lora
 import model as M
 import runtime as R
 
@@ -43,7 +46,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--eval-records", type=R.count, default=64, help="held-out records used for the eval loss; 0 = none")
     R.add_optimiser_flags(p, lr_help="2e-3 for a small (< 100M parameter) model such as the embedded tiny one, "
                           "1e-5 otherwise", warmup=20)  # fmt: skip
-    return p.parse_args(argv)
+    lora.add_arguments(p)
+    args = p.parse_args(argv)
+    lora.check_arguments(p, args)
+    return args
 
 
 def sft_loss_sum(net: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, int]:

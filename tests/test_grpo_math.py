@@ -113,6 +113,89 @@ def test_policy_loss_masks_padding_and_splits_clip_stats():
     assert float(stats["clip_frac_low"]) == pytest.approx(0.25)
 
 
+# ----------------------------------------------------------------------------- sequence-level ratio (GSPO)
+
+
+def test_sequence_ratio_hand_values():
+    # completion 0: log-ratios 0.1, -0.3 (mean -0.1, s = e^-0.1 = 0.904837); completion 1: 0.5 alone (s = e^0.5)
+    old = torch.zeros(2, 3, dtype=torch.float64)
+    logp = torch.tensor([[0.1, -0.3, 7.0], [0.5, 7.0, 7.0]], dtype=torch.float64, requires_grad=True)
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    adv = torch.tensor([1.0, -1.0], dtype=torch.float64)
+    per_token, stats = policy_loss(logp, old, adv, mask, 0.2, 0.28, level="sequence")
+    s0 = math.exp(-0.1)
+    # every token of completion 0 carries -s0 * A; completion 1 (A < 0, s = 1.6487 > 1.28) takes the unclipped -s A
+    torch.testing.assert_close(per_token, torch.tensor([[-s0, -s0, 0.0], [math.exp(0.5), 0.0, 0.0]], dtype=torch.float64))
+    assert float(stats["clip_frac"]) == 0.0
+    aggregate(per_token, mask, "token-mean").backward()
+    # d/dlogp_t of sum_t (-s0 A) / 3 tokens = -|o_0| s0 A (1/|o_0|) / 3 = -s0 / 3 on each of its tokens
+    expected = torch.tensor([[-s0 / 3, -s0 / 3, 0.0], [math.exp(0.5) / 3, 0.0, 0.0]], dtype=torch.float64)
+    torch.testing.assert_close(logp.grad, expected)
+    # GSPO's clip range, advantages flipped: s0 < 1 - 3e-4 with A < 0 and e^0.5 > 1 + 4e-4 with A > 0 are
+    # both clipped, each completion as a whole (2 tokens low, 1 high)
+    _, stats = policy_loss(logp, old, -adv, mask, *grpo.CLIP_DEFAULTS["sequence"], level="sequence")
+    assert float(stats["clip_frac"]) == 1.0 and float(stats["clip_frac_low"]) == pytest.approx(2 / 3)
+    assert float(stats["clip_frac_high"]) == pytest.approx(1 / 3)
+    with pytest.raises(ValueError):
+        policy_loss(logp, old, adv, mask, level="sentence")
+
+
+def _loss_and_grad(logp, old, adv, mask, agg="token-mean", **kw):
+    logp = logp.detach().clone().requires_grad_()
+    loss, _ = grpo_loss(logp, old, adv, mask, agg=agg, max_len=logp.shape[1], **kw)
+    loss.backward()
+    return loss.detach(), logp.grad
+
+
+def test_sequence_ratio_reduces_to_token_ratio():
+    g = torch.Generator().manual_seed(4)
+    adv = torch.tensor([1.5, -0.5, 0.7, -2.0], dtype=torch.float64)
+    # one-token completions: s_i is that token's ratio
+    logp, old = torch.randn(4, 1, generator=g, dtype=torch.float64) * 0.3, torch.zeros(4, 1, dtype=torch.float64)
+    mask = torch.ones(4, 1, dtype=torch.bool)
+    for agg in grpo.LOSS_AGGS:
+        a = _loss_and_grad(logp, old, adv, mask, agg, ratio_level="token")
+        b = _loss_and_grad(logp, old, adv, mask, agg, ratio_level="sequence")
+        torch.testing.assert_close(a, b)
+    # equal per-token log-ratios within each completion (some outside the clip range): same loss, same gradient
+    delta = torch.tensor([[0.1], [-0.4], [0.02], [0.5]], dtype=torch.float64)
+    old = torch.randn(4, 5, generator=g, dtype=torch.float64) - 1
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0], [1, 1, 0, 0, 0]], dtype=torch.bool)
+    for agg in grpo.LOSS_AGGS:
+        a = _loss_and_grad(old + delta, old, adv, mask, agg, ratio_level="token")
+        b = _loss_and_grad(old + delta, old, adv, mask, agg, ratio_level="sequence")
+        torch.testing.assert_close(a, b)
+    # on-policy (old = current): both ratios are exactly 1, so both give REINFORCE's gradient
+    logp = torch.randn(4, 5, generator=g, dtype=torch.float64)
+    a = _loss_and_grad(logp, logp, adv, mask, ratio_level="token")
+    b = _loss_and_grad(logp, logp, adv, mask, ratio_level="sequence")
+    torch.testing.assert_close(a, b)
+
+
+def test_sequence_ratio_has_gspo_token_gradient():
+    """GSPO-token's s_it = sg[s_i] pi(o_t) / sg[pi(o_t)]: the same value as s_i and, with one advantage per
+    completion, the same gradient as TRL's sequence level (ours) under every aggregation."""
+    g = torch.Generator().manual_seed(5)
+    old = torch.randn(4, 6, generator=g, dtype=torch.float64) - 1
+    logp = old + 0.01 * torch.randn(4, 6, generator=g, dtype=torch.float64)
+    adv = torch.tensor([1.0, -1.0, 0.3, -0.2], dtype=torch.float64)
+    mask = torch.rand(4, 6, generator=g) > 0.3
+    mask[:, 0] = True
+    lo, hi = 3e-4, 4e-4  # some completions clipped, some not
+    for agg in grpo.LOSS_AGGS:
+        ours = _loss_and_grad(logp, old, adv, mask, agg, clip_eps_low=lo, clip_eps_high=hi, ratio_level="sequence")
+        x = logp.detach().clone().requires_grad_()
+        n = mask.sum(1, keepdim=True)
+        s = torch.exp(((x - old) * mask).sum(1, keepdim=True) / n)
+        s_t = s.detach() * torch.exp(x - x.detach())  # [N, T]
+        a = adv[:, None]
+        per_token = torch.where(mask, -torch.minimum(s_t * a, torch.clamp(s_t, 1 - lo, 1 + hi) * a), 0.0)
+        loss = aggregate(per_token, mask, agg, max_len=6)
+        loss.backward()
+        torch.testing.assert_close(ours, (loss.detach(), x.grad))
+        assert ours[1].abs().sum() > 0
+
+
 # ----------------------------------------------------------------------------- KL
 
 

@@ -46,7 +46,8 @@ def test_help_documents_every_flag(capsys):
         "--micro-batch-size", "--max-new-tokens", "--temperature", "--top-p", "--top-k", "--lr", "--beta",
         "--clip-eps-low", "--clip-eps-high", "--num-iterations", "--loss-agg", "--adv-scale",
         "--drop-zero-std-groups", "--mask-truncated", "--max-steps", "--seed", "--save-every",
-        "--log-rollouts-every", "--out", "--shuffle-rewards",
+        "--log-rollouts-every", "--out", "--shuffle-rewards", "--ratio-level", "--lora-rank", "--lora-alpha",
+        "--lora-targets",
     ):  # fmt: skip
         assert flag in text, flag
 
@@ -219,3 +220,19 @@ def test_no_reward_spread_is_reported_with_its_cause(tiny_dir, synth_dir, tmp_pa
                           "--max-new-tokens", "8"))  # fmt: skip
     out = capsys.readouterr().out
     assert "2 steps in a row without reward spread" in out and "no completion is well-formed" in out
+
+
+def test_ratio_level_sequence_trains_with_gspo_clip_range(tiny_dir, synth_dir, tmp_path, capsys):
+    seq = train_grpo.parse_args(["--ratio-level", "sequence", "--num-iterations", "2"])
+    assert (seq.clip_eps_low, seq.clip_eps_high) == grpo.CLIP_DEFAULTS["sequence"] == (3e-4, 4e-4)
+    assert (train_grpo.parse_args([]).clip_eps_low, train_grpo.parse_args([]).clip_eps_high) == (0.2, 0.28)
+    assert train_grpo.parse_args(["--ratio-level", "sequence", "--num-iterations", "2", "--clip-eps-low", "0.01"]).clip_eps_low == 0.01
+    with pytest.raises(SystemExit):  # on-policy the ratio is 1 at either level: a mistake, said before anything loads
+        train_grpo.parse_args(["--ratio-level", "sequence"])
+    assert "--num-iterations >= 2" in capsys.readouterr().err
+    out = tmp_path / "run"
+    result = train_grpo.main(_argv(tiny_dir, synth_dir, out, "--max-steps", "1", "--ratio-level", "sequence",
+                                   "--num-iterations", "2", "--beta", "0", "--log-rollouts-every", "0"))
+    last = result["last"]
+    assert last["step"] == 1 and torch.isfinite(torch.tensor(last["loss"])) and 0.0 <= last["clip_frac"] <= 1.0
+    assert json.loads((out / "args.json").read_text())["clip_eps_low"] == 3e-4
