@@ -123,7 +123,7 @@ def _lines(f, path: str):
 
 
 def load_records(path: str | os.PathLike, skip_bad: bool = False, tasks: list[str] | None = None,
-                 max_reported: int = 5, meta_defaults: dict | None = None) -> list[Record]:  # fmt: skip
+                 max_reported: int = 5, meta_defaults: dict | None = None) -> list[Record]:
     """Validated records of a JSONL file. Stops at the first bad line unless `skip_bad`, which then
     warns with the count of skipped lines and the first few reasons (never silently). `meta_defaults`: see
     `parse_record`."""

@@ -1,6 +1,6 @@
 """`make demo`: the whole method end to end on the embedded defaults, on a laptop CPU, offline.
 
-    synthetic EO data (synth.py) -> tiny Qwen2.5-VL (model.build_tiny) -> SFT warm-up (train_sft.py)
+    synthetic EO data (synth.py) -> tiny Qwen2.5-VL (tiny.build_tiny) -> SFT warm-up (train_sft.py)
     -> greedy eval (eval.py) -> GRPO (train_grpo.py) -> greedy eval -> before/after table per task
 
     python demo.py                       # ~2 minutes on 2 CPU cores after the first-use build of data and model

@@ -24,7 +24,7 @@ boxes back to original pixels through each record's frame), then scored the way 
                                                BLEU-1/4, METEOR 1.5, ROUGE-L, CIDEr-D when pycocoevalcap + Java are
     every task                                 well_formed (the completion is exactly <think>…</think><answer>…
                                                </answer>), answer_parsed (its answer reads as the task's type),
-                                               mean reward
+                                               mean reward, accuracy_reward (the task's reward without format)
 
 Per data set (meta.dataset) and, for grounding and detection, per split as GeoChat-bench and VRSBench report
 referring: small / medium / large objects (meta.size_group, else the true box's area in COCO's ranges) and single /
@@ -747,14 +747,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     imagery.add_arguments(ap)
     ap.add_argument("--blind", metavar="TRAIN", help="Score the question-only baseline instead of a model: each "
                     "record of --data answered from TRAIN's answers to the same question alone (baselines.py); no "
-                    "model loads. Unset: off.")  # fmt: skip
+                    "model loads. Unset: off.")
     ap.add_argument("--permute-images", type=runtime.count, default=None, metavar="SEED", help="The mismatched-image "
                     "control: each record is shown the image(s) of another record of its task (a derangement drawn "
-                    "with SEED; boxes moved to the same relative place). Unset: off.")  # fmt: skip
+                    "with SEED; boxes moved to the same relative place). Unset: off.")
     ap.add_argument("--compare", nargs="+", metavar="RESULTS", help="Print these evaluations (folders holding "
                     "metrics.json) side by side and exit, e.g. an ablation against its baseline; unset: evaluate.")  # fmt: skip
     ap.add_argument("--all-metrics", action="store_true", help="With --compare: show every metric, not only each "
-                    "task's headline metric, mean reward and well_formed rate.")  # fmt: skip
+                    "task's headline metric, accuracy reward, mean reward and well_formed rate.")
     return ap.parse_args(argv)
 
 
@@ -775,7 +775,8 @@ def compare(paths: Sequence[str], every_metric: bool = False) -> str:
     lines = ["| task | metric | " + " | ".join(paths) + " | Δ (last - first) |", "|---|---|" + "---:|" * (len(paths) + 1)]
     for task in sorted({t for r in runs for t in r}):
         keys = sorted({k for r in runs for k in r.get(task, {})} - {"n"})
-        shown = keys if every_metric else [k for k in (TASKS[task].metric, "reward", "well_formed") if k in keys]
+        shown = keys if every_metric else [k for k in (TASKS[task].metric, "accuracy_reward", "reward", "well_formed")
+                                           if k in keys]
         for k in shown:
             vals = [r.get(task, {}).get(k) for r in runs]
             cells = ["–" if v is None else f"{v:.4f}" for v in vals]

@@ -19,7 +19,7 @@ from tasks import TASKS
 
 # caption tasks have no chance level (every caption is its own answer); every other task is checked
 BALANCED_TASKS = ["classification", "multilabel", "vqa", "counting", "grounding", "detection", "change_detection",
-                  "temporal_classification"]  # fmt: skip
+                  "temporal_classification"]
 N_PER_TASK = 600
 
 
@@ -30,7 +30,7 @@ def _records(task: str, n: int, seed: int = 99) -> list[Record]:
         sizes = [(int(img.shape[1]), int(img.shape[0])) for img in s.images]
         out.append(Record(id=f"{task}-{i}", task=task, images=[f"{task}-{i}-{k}.png" for k in range(len(sizes))],
                           question=s.question, answer=s.answer, reasoning=s.reasoning, meta=s.meta,
-                          source=f"synth:{i}", image_sizes=sizes))  # fmt: skip
+                          source=f"synth:{i}", image_sizes=sizes))
     return out
 
 
@@ -69,7 +69,7 @@ def drawn() -> dict[str, list[Record]]:
     mp.setattr(synth, "_noise", lambda rng, h, w, *_: np.zeros((h, w), np.float32))
     mp.setattr(synth, "_grain", lambda rng, h, w, *_: np.zeros((h, w, 3), np.float32))
     for name in ("_water_tex", "_sand_tex", "_soil_tex", "_farmland", "_water", "_urban", "_forest", "_airport",
-                 "_desert"):  # fmt: skip
+                 "_desert"):
         mp.setattr(synth, name, _flat)
     try:
         return {t: _records(t, N_PER_TASK) for t in BALANCED_TASKS}

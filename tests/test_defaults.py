@@ -14,7 +14,7 @@ import train_grpo
 
 
 def test_headline_command_on_the_defaults_has_reward_spread_and_gradient_from_step_one(tiny_dir, synth_dir, tmp_path,
-                                                                                        monkeypatch, capsys):  # fmt: skip
+                                                                                        monkeypatch, capsys):
     monkeypatch.setattr(defaults, "data_dir", lambda cache=None: synth_dir)
     monkeypatch.setattr(defaults, "base_model", lambda cache=None: tiny_dir)
     monkeypatch.setattr(defaults, "SFT_RECIPE", ("--max-steps", "100", "--batch-size", "8", "--seed", "0"))
