@@ -742,6 +742,14 @@ def _detection_records(b: _Builder, txt: str, base: str, index: dict, objects: l
         b.add(rec, txt, boxes.n, boxes.rotated, boxes.clipped)
 
 
+def _label_lines(txt: str):
+    """(file:line, stripped text) of each non-empty line of a label file."""
+    with open(txt, encoding="utf-8", errors="replace") as f:
+        for lineno, line in enumerate(f, 1):
+            if line.strip():
+                yield f"{txt}:{lineno}", line.strip()
+
+
 def read_dota(path, images=None, *, dataset: str | None = None, skip_bad: bool = False,
               meta: dict | None = None) -> Conversion:  # fmt: skip
     """DOTA labelTxt files (`path` a folder of .txt or one): header lines `imagesource:` / `gsd:`, then
@@ -755,28 +763,23 @@ def read_dota(path, images=None, *, dataset: str | None = None, skip_bad: bool =
     b = _Builder(skip_bad, meta)
     for txt in _label_files(path):
         objects, extra = [], {}
-        with open(txt, encoding="utf-8", errors="replace") as f:
-            for lineno, line in enumerate(f, 1):
-                line = line.strip()
-                if not line:
-                    continue
-                where = f"{txt}:{lineno}"
-                if re.match(r"(imagesource|gsd)\s*:", line):
-                    key, _, value = line.partition(":")
-                    try:
-                        extra[key.strip()] = float(value) if key.strip() == "gsd" else value.strip()
-                    except ValueError:
-                        pass  # "gsd:null" in some files
-                    continue
-                tokens = line.split()
+        for where, line in _label_lines(txt):
+            if re.match(r"(imagesource|gsd)\s*:", line):
+                key, _, value = line.partition(":")
                 try:
-                    points = [float(t) for t in tokens[:8]]
-                    cls = tokens[8]
-                    diff = int(tokens[9]) if len(tokens) > 9 else 0
-                except (ValueError, IndexError):
-                    b.bad(where, f"expected 'x1 y1 x2 y2 x3 y3 x4 y4 class difficult', got {line[:80]!r}", "bad DOTA line")
-                    continue
-                objects.append((where, cls, points, diff))
+                    extra[key.strip()] = float(value) if key.strip() == "gsd" else value.strip()
+                except ValueError:
+                    pass  # "gsd:null" in some files
+                continue
+            tokens = line.split()
+            try:
+                points = [float(t) for t in tokens[:8]]
+                cls = tokens[8]
+                diff = int(tokens[9]) if len(tokens) > 9 else 0
+            except (ValueError, IndexError):
+                b.bad(where, f"expected 'x1 y1 x2 y2 x3 y3 x4 y4 class difficult', got {line[:80]!r}", "bad DOTA line")
+                continue
+            objects.append((where, cls, points, diff))
         if objects:
             _detection_records(b, txt, base, index, objects, dataset or "DOTA", extra)
     return b.conv
@@ -797,24 +800,19 @@ def read_nwpu(path, images=None, *, dataset: str | None = None, skip_bad: bool =
     b = _Builder(skip_bad, meta)
     for txt in _label_files(path):
         objects = []
-        with open(txt, encoding="utf-8", errors="replace") as f:
-            for lineno, line in enumerate(f, 1):
-                line = line.strip()
-                if not line:
+        for where, line in _label_lines(txt):
+            m = NWPU_LINE.fullmatch(line)
+            if not m:
+                b.bad(where, f"expected '(x1,y1),(x2,y2),class', got {line[:80]!r}", "bad NWPU line")
+                continue
+            points = [float(v) for v in re.findall(NUM, m.group(1))]
+            cls = m.group(2).strip()
+            if cls.isdigit():
+                if int(cls) not in NWPU_CLASSES:
+                    b.bad(where, f"class {cls} is not one of NWPU VHR-10's 1-10", "unknown class")
                     continue
-                where = f"{txt}:{lineno}"
-                m = NWPU_LINE.fullmatch(line)
-                if not m:
-                    b.bad(where, f"expected '(x1,y1),(x2,y2),class', got {line[:80]!r}", "bad NWPU line")
-                    continue
-                points = [float(v) for v in re.findall(NUM, m.group(1))]
-                cls = m.group(2).strip()
-                if cls.isdigit():
-                    if int(cls) not in NWPU_CLASSES:
-                        b.bad(where, f"class {cls} is not one of NWPU VHR-10's 1-10", "unknown class")
-                        continue
-                    cls = NWPU_CLASSES[int(cls)]
-                objects.append((where, cls, points, 0))
+                cls = NWPU_CLASSES[int(cls)]
+            objects.append((where, cls, points, 0))
         if objects:
             _detection_records(b, txt, base, index, objects, dataset or "NWPU-VHR-10", {})
     return b.conv
