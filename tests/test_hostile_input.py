@@ -78,7 +78,9 @@ def test_every_reader_is_linear_on_long_runs(opener, run):
             slow.append(f"{name}: {probe:.3f} s at {N // 5} characters")
             continue
         t1, t2 = _seconds(fn, _text(opener, run, N)), _seconds(fn, _text(opener, run, 2 * N))
-        if not _linear(t1, t2):  # once more, the faster of two: another process may have had the CPU
+        for _ in range(3):  # again, the fastest of each: another process may have had the CPU
+            if _linear(t1, t2):
+                break
             t1 = min(t1, _seconds(fn, _text(opener, run, N)))
             t2 = min(t2, _seconds(fn, _text(opener, run, 2 * N)))
         if not _linear(t1, t2):
