@@ -72,7 +72,7 @@ def grpo_run(args: argparse.Namespace, sft: str, seed: int, control: bool, eval_
             "--seed", str(seed), "--lr", str(args.lr), "--group-size", str(args.group_size),
             "--prompts-per-step", str(args.prompts), "--max-new-tokens", str(args.max_new_tokens),
             "--beta", str(args.beta), "--temperature", str(args.temperature), "--log-rollouts-every", "0",
-            "--save-every", "0", "--overwrite"]
+            "--save-every", "0"] + (["--overwrite"] if args.overwrite else [])
     argv += args.grpo_args.split() + (["--shuffle-rewards"] if control else [])
     out = train_grpo.main(argv)
     rows = [json.loads(line) for line in open(Path(args.out) / name / "log.jsonl")]
@@ -87,9 +87,9 @@ def mismatched(checkpoint: str, records: list, seed: int, args: argparse.Namespa
     """The checkpoint's held-out metrics with the images deranged among the records."""
     import model as M
 
-    loaded = M.load(checkpoint, device="cpu")
+    loaded = M.load(checkpoint)  # the device train_grpo used
     return E.evaluate_model(loaded.model, loaded.processor, loaded.frame_kind, baselines.permute_images(records, seed),
-                            args.max_new_tokens, "cpu", batch_size=16)["tasks"][args.task]
+                            args.max_new_tokens, loaded.device, batch_size=16)["tasks"][args.task]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -105,6 +105,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-control", action="store_true", help="skip the shuffled-reward control runs (the cheap "
                    "mismatched-image and blind controls always run)")
     p.add_argument("--out", default=None, help="output folder (default: runs/proof-TASK)")
+    p.add_argument("--overwrite", action="store_true", help="replace the runs of an earlier proof in --out (default: "
+                   "refuse, so that nothing is lost; an SFT start already there is reused either way)")
     g = p.add_argument_group("recipe (default: RECIPES[task], printed at start)")
     for flag, kind, what in [("sft-tasks", str, "tasks of the per-seed SFT"), ("sft-steps", int, "steps of the per-seed SFT"),
                              ("train-records", int, "fresh synthetic training records of the task; 0: the embedded set's"),
@@ -120,6 +122,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             setattr(args, key, value)
     args.sft_tasks = args.sft_tasks or args.task
     args.out = args.out or f"runs/proof-{args.task}"
+    earlier = [d.name for d in Path(args.out).glob("*-seed*") if d.name.split("-")[0] in ("grpo", "control")]
+    if earlier and not args.overwrite:
+        raise SystemExit(f"grpo_proof.py: {args.out} holds an earlier proof's runs ({', '.join(sorted(earlier))}); pick another --out or add --overwrite")
     return args
 
 
@@ -161,7 +166,7 @@ def main(argv: list[str] | None = None) -> dict:
             base = ["--model", args.base_model, "--lr", "2e-3"] if args.base_model else []
             train_sft.main([*base, "--data", str(sft_data), "--tasks", args.sft_tasks, "--max-steps",
                             str(args.sft_steps), "--seed", str(seed), "--out", str(out / f"sft-seed{seed}"),
-                            "--eval-every", "1000", "--save-every", "0", "--overwrite"])
+                            "--eval-every", "1000", "--save-every", "0"] + (["--overwrite"] if args.overwrite else []))
             sft = str(out / f"sft-seed{seed}" / "final")
         run = {"grpo": grpo_run(args, sft, seed, False, eval_path, train_path)}
         run["mismatched"] = mismatched(run["grpo"]["final"], held_out, seed, args)
