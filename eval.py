@@ -796,7 +796,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         import defaults
 
         records = _load_records(args.data or str(defaults.data_dir() / "test.jsonl"), args)[: args.limit or None]
-        metrics = baselines.best_blind(_load_records(args.blind, args), records, args.out)
+        try:
+            metrics = baselines.best_blind(_load_records(args.blind, args), records, args.out)
+        except ValueError as e:  # a task of --data that TRAIN never shows
+            raise SystemExit(f"--blind {args.blind}: {e}") from None
         print(baselines.blind_table(metrics))
         print(f"wrote {Path(args.out) / 'metrics.json'} and table.md")
         return 0

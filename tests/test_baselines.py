@@ -7,6 +7,8 @@ same question type (for K equally likely labels, 1/K).
 """
 
 
+import json
+
 import numpy as np
 import pytest
 
@@ -90,3 +92,17 @@ def test_question_only_baseline_is_within_5_points_of_chance(drawn, task):
                                      for r in test])["tasks"][task][metric])
     print(task, metric, round(best[metric], 3), best["baseline"], "chance", round(chance, 3))
     assert best[metric] - chance <= 0.05, f"{task}: blind {best['baseline']} {metric} {best[metric]:.3f} vs chance {chance:.3f}"
+
+
+def test_eval_blind_cli_scores_and_names_a_task_train_lacks(tmp_path, synth_dir, capsys):
+    test_rows = [json.loads(line) for line in open(synth_dir / "test.jsonl")]
+    train_rows = [json.loads(line) for line in open(synth_dir / "train.jsonl")]
+    assert E.main(["--blind", str(synth_dir / "train.jsonl"), "--data", str(synth_dir / "test.jsonl"),
+                   "--out", str(tmp_path / "blind")]) == 0
+    metrics = json.loads((tmp_path / "blind" / "metrics.json").read_text())
+    assert set(metrics["tasks"]) == {r["task"] for r in test_rows} and (tmp_path / "blind" / "table.md").exists()
+    vqa_only = tmp_path / "vqa.jsonl"
+    vqa_only.write_text("".join(json.dumps({**r, "images": [str(synth_dir / p) for p in r["images"]]}) + "\n"
+                                for r in train_rows if r["task"] == "vqa"))
+    with pytest.raises(SystemExit, match="no training record of task"):
+        E.main(["--blind", str(vqa_only), "--data", str(synth_dir / "test.jsonl"), "--out", str(tmp_path / "b2")])
