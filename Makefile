@@ -42,12 +42,14 @@ setup: $(VENV)/.installed $(VENV)/.system-deps
 demo: setup
 	$(PY) demo.py
 
-# one thread per process: the tiny model gains nothing from more, and tests start several processes
+# one thread per process: the tiny model gains nothing from more, and tests start several processes; one
+# pytest worker per core (pytest-xdist; worksteal: an idle worker takes queued tests from a busy one), the slow
+# tests first (tests/conftest.py) so that no core idles at the end
 test: setup
-	OMP_NUM_THREADS=1 $(PY) -m pytest -p no:cacheprovider
+	OMP_NUM_THREADS=1 $(PY) -m pytest -p no:cacheprovider -n auto --dist worksteal
 
 test-fast: setup
-	OMP_NUM_THREADS=1 $(PY) -m pytest -p no:cacheprovider -m "not slow"
+	OMP_NUM_THREADS=1 $(PY) -m pytest -p no:cacheprovider -n auto --dist worksteal -m "not slow"
 
 lint: setup
 	$(VENV)/bin/ruff check .

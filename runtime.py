@@ -4,7 +4,7 @@ the data streams and the checkpoints that resume a run exactly.
 Both trainers run unchanged from 1 process to N: started by torchrun (RANK/WORLD_SIZE set) they join
 a process group (NCCL on CUDA, gloo on CPU); otherwise they run as a world of one.
 
-A checkpoint directory (checkpoints/step-N, and final/) is an ordinary HF safetensors model + processor
+A checkpoint directory (checkpoints/step-NNNNNN, zero-padded to six digits, and final/) is an ordinary HF safetensors model + processor
 (`from_pretrained`, model.load, eval.py) with one extra folder, resume/:
 
     resume/optimizer/      the optimizer state, sharded as it is in memory (torch.distributed.checkpoint)
@@ -15,7 +15,7 @@ A checkpoint directory (checkpoints/step-N, and final/) is an ordinary HF safete
 With --lora-rank the top level is the *merged* model (W + (alpha/r) B A: loads like any other, no PEFT), and
 adapter/ holds the adapters alone in PEFT's layout (lora.py); resuming loads the base model + adapter/.
 
-The whole directory is written under a temporary name (.step-N.tmp-*) and renamed when complete, so a
+The whole directory is written under a temporary name (.step-NNNNNN.tmp-*) and renamed when complete, so a
 crash leaves either the previous checkpoints untouched or a dot-directory that resuming ignores.
 """
 
@@ -303,8 +303,8 @@ def find_checkpoint(out: str | os.PathLike, resume: str) -> Path | None:
 
 
 def prune_checkpoints(ckpt_dir: Path, keep: int = 0) -> None:
-    """Drop what interrupted saves left (.step-N.tmp-*, .final.tmp-*); keep > 0: keep only the newest
-    `keep` step-N checkpoints. Called by rank 0 after a successful save (no other save is in flight)."""
+    """Drop what interrupted saves left (.step-NNNNNN.tmp-*, .final.tmp-*); keep > 0: keep only the newest
+    `keep` step-NNNNNN checkpoints. Called by rank 0 after a successful save (no other save is in flight)."""
     if keep > 0:
         steps = sorted((s, d) for d in ckpt_dir.iterdir()
                        if CKPT_PATTERN.fullmatch(d.name) and (s := checkpoint_step(d)) is not None)  # fmt: skip
@@ -436,7 +436,7 @@ def add_run_flags(p: argparse.ArgumentParser, name: str, default_model: str = "d
                    "logs, checkpoints and final/ are replaced once this run has started (never before)")  # fmt: skip
     g.add_argument("--resume", default=None, help="a checkpoint directory, or auto: the newest complete one in --out; "
                    "continues the step count, data position, RNG states and optimizer exactly")  # fmt: skip
-    g.add_argument("--save-every", type=count, default=50, help="checkpoints/step-N every N steps (and always final/, "
+    g.add_argument("--save-every", type=count, default=50, help="checkpoints/step-NNNNNN every N steps (and always final/, "
                    "and one on Ctrl-C/SIGTERM); 0 = only those")  # fmt: skip
     g.add_argument("--keep", type=count, default=3, help="keep the newest N checkpoints/step-*; 0 = all")
     g.add_argument("--seed", type=count, default=0, help="data order, sampling and initialisation")

@@ -25,7 +25,7 @@ Launch:
 
 Outputs in --out: log.jsonl (one row a step: rewards per component, accuracy and format per task, KL, clip
 fraction, entropy, lengths, grad norm, seconds; and {"step", "eval"} rows with --eval-data), rollouts.jsonl
-(every completion of every --log-rollouts-every-th step, with its rewards and advantage), checkpoints/step-N
+(every completion of every --log-rollouts-every-th step, with its rewards and advantage), checkpoints/step-NNNNNN
 (--save-every) and final/ (HF directories that model.load and eval.py read, each with a resume/ folder:
 sharded optimizer state, step, RNG states and data position, see runtime.py).
 """

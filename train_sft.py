@@ -11,7 +11,7 @@ any number of processes take the same step as one big batch:
 
     loss = Σ_{assistant tokens t of the global batch} -log p(t | prompt, t_<) / (assistant tokens in the global batch)
 
-Outputs in --out: log.jsonl (step, loss, eval_loss, lr, grad_norm, tokens/s), checkpoints/step-N and
+Outputs in --out: log.jsonl (step, loss, eval_loss, lr, grad_norm, tokens/s), checkpoints/step-NNNNNN and
 final/ (HF safetensors directories that `model.load`, eval.py and train_grpo.py read, each with a resume/
 folder: sharded optimizer state, RNG states and data position, so `--resume auto` continues exactly; with
 --lora-rank the model there is the merged one, and adapter/ holds the adapters in PEFT's layout, lora.py).

@@ -129,6 +129,7 @@ STEP_FIELDS = ("step", "prompt_ids", "reward_mean", "reward_std", "loss", "kl", 
                "completion_len_mean")  # fmt: skip
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_equals_uninterrupted(tiny_dir, synth_dir, tmp_path):
     """Real sampling (each rank its own generator), beta > 0. Both ranks are SIGKILLed in step 3 (of 3), after
     the step-2 checkpoint; --resume auto passes over a torn checkpoint; losses, prompts, weights equal bitwise."""

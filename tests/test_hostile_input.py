@@ -44,7 +44,7 @@ READERS = {
 CASES = [("", run) for run in (" ", "\n", "7", "[", "]", "<answer>", "</think>", ",", "1,", "[1,2,3,4],", " and ", "{<1>")]
 CASES += [("<", " "), ("<", "\n"), ("{<1><2><3><4>|", " "), ("{<1><2><3><4>|<5", " "), ("[1, 2, 3, 4", " "),
           ("(1,1)", " "), ("twenty", " "), ("<think>", "7"), ("[", "7")]  # fmt: skip
-N = 50_000  # characters; each case is timed at N and 2N
+N = 25_000  # characters; each case is timed at N and 4N
 
 
 def _text(opener: str, run: str, n: int) -> str:
@@ -57,10 +57,10 @@ def _seconds(fn, text: str) -> float:
     return time.perf_counter() - start
 
 
-def _linear(t1: float, t2: float) -> bool:
-    """Twice the text, about twice the time (3x, + 50 ms of slack for a loaded machine; a quadratic reader takes
-    4x), and 100k characters in well under the 2 s allowed, whatever the machine."""
-    return t2 <= 3 * t1 + 0.05 and t2 <= 2.0
+def _linear(t1: float, t4: float) -> bool:
+    """Four times the text, about four times the time: a quadratic reader takes 16x, so 8x (+ 100 ms of slack)
+    leaves a factor of two for a loaded machine either way; and 100k characters in well under the 3 s allowed."""
+    return t4 <= 8 * t1 + 0.1 and t4 <= 3.0
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -73,18 +73,18 @@ def warm_up():
 def test_every_reader_is_linear_on_long_runs(opener, run):
     slow = []
     for name, fn in READERS.items():
-        probe = _seconds(fn, _text(opener, run, N // 5))  # a quadratic reader fails here in seconds, not minutes
+        probe = _seconds(fn, _text(opener, run, N // 2))  # a quadratic reader fails here in seconds, not minutes
         if probe > 0.5:
-            slow.append(f"{name}: {probe:.3f} s at {N // 5} characters")
+            slow.append(f"{name}: {probe:.3f} s at {N // 2} characters")
             continue
-        t1, t2 = _seconds(fn, _text(opener, run, N)), _seconds(fn, _text(opener, run, 2 * N))
+        t1, t4 = _seconds(fn, _text(opener, run, N)), _seconds(fn, _text(opener, run, 4 * N))
         for _ in range(3):  # again, the fastest of each: another process may have had the CPU
-            if _linear(t1, t2):
+            if _linear(t1, t4):
                 break
             t1 = min(t1, _seconds(fn, _text(opener, run, N)))
-            t2 = min(t2, _seconds(fn, _text(opener, run, 2 * N)))
-        if not _linear(t1, t2):
-            slow.append(f"{name}: {t1:.3f} s at {N}, {t2:.3f} s at {2 * N} characters")
+            t4 = min(t4, _seconds(fn, _text(opener, run, 4 * N)))
+        if not _linear(t1, t4):
+            slow.append(f"{name}: {t1:.3f} s at {N}, {t4:.3f} s at {4 * N} characters")
     assert not slow, slow
 
 
@@ -99,7 +99,7 @@ long_runs = st.lists(st.tuples(st.sampled_from(PIECES), st.integers(1, 3000)), m
 @given(text=long_runs)
 def test_any_mix_of_long_runs_is_cheap(text):
     for name, fn in READERS.items():
-        assert _seconds(fn, text) < 2.0, (name, len(text))
+        assert _seconds(fn, text) < 3.0, (name, len(text))  # a backtracking regex takes minutes
 
 
 CACHES = {"normalize_text": P._normalize_short, "rouge_tokens": P._rouge_tokens_short, "Porter stems": P._stem_short}

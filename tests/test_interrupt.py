@@ -39,6 +39,7 @@ def _steps(log: Path) -> list[int]:
     return [row["step"] for row in map(json.loads, log.read_text().splitlines()) if "step" in row]
 
 
+@pytest.mark.slow
 def test_sigint_stops_two_processes_with_a_checkpoint_and_resume_continues(tiny_dir, synth_dir, tmp_path):
     out = tmp_path / "run"
     args = ["train_sft.py", "--model", str(tiny_dir), "--data", str(synth_dir / "train.jsonl"), "--batch-size", "1",
