@@ -631,7 +631,7 @@ def attention_kernels(model: torch.nn.Module, inputs: dict, device: torch.device
 
 
 def gpu_check(fx: Fixture, shape: str, device: torch.device, reps: int, warmup: int, peak_tflops: float | None,
-              peak_tbs: float | None) -> list[dict]:  # fmt: skip
+              peak_tbs: float | None, prompts_n: int = 8) -> list[dict]:  # fmt: skip
     """The scale-out issue's GPU check: fwd+bwd tokens/s and MFU on ~1k-token rows with images, a 64-sequence
     rollout (ours vs HF generate) with decode bandwidth utilisation, a GRPO update's MFU, peak memory, the
     attention kernel. bf16 parameters and AdamW state (the trainers' fp32 master copy doubles the memory but not
@@ -699,9 +699,9 @@ def gpu_check(fx: Fixture, shape: str, device: torch.device, reps: int, warmup: 
                     note=f"MFU {fmt_pct(m)}, peak {peak:.1f} GB, {fl / 1e12:.1f} TFLOP/step, attention {attn}: {kernels}",
                     target="MFU >= 40%", met=(m >= 0.4) if m is not None else None)]  # fmt: skip
 
-    # ---- 2. rollout: 64 sequences = 8 prompts x G=8, 64 new tokens, ours vs HF generate; decode bandwidth
+    # ---- 2. rollout: 64 sequences = 8 prompts (--quick: 2) x G=8, 64 new tokens, ours vs HF generate; decode bandwidth
     G, T = 8, GPU_SHAPES[shape]["new_tokens"]
-    prompts = (recs448 * 8)[:8]
+    prompts = (recs448 * prompts_n)[:prompts_n]
 
     def section_rollout() -> list[dict]:
         """Eager decoding and the static-cache compiled step (model.sample(static_cache=True)), each against
@@ -749,7 +749,7 @@ def gpu_check(fx: Fixture, shape: str, device: torch.device, reps: int, warmup: 
                            met=(util >= 0.5) if util is not None else None))  # fmt: skip
         return out
 
-    # ---- 3. a GRPO update on 64 rollouts: micro-batches of G rows (train_grpo's default), one AdamW step
+    # ---- 3. a GRPO update on the 64 rollouts (--quick: 16): micro-batches of G rows (train_grpo's default), one AdamW step
     def section_update() -> list[dict]:
         inputs = to_dev(data.collate_prompts(prompts, proc, fk).inputs)
         B = len(prompts)
@@ -975,8 +975,9 @@ def main(argv: list[str] | None = None) -> dict:
             elif name == "logprobs":
                 rows += bench_logprobs(lengths, mem_hidden, args.threads, mem_precisions)
             elif name == "gpu":
-                reps, warmup = (1, 0) if q else (args.reps, args.warmup)  # --quick: a plumbing check
-                rows += gpu_check(fx, args.gpu_shape, gpu_device, reps, warmup, args.peak_tflops, args.peak_tbs)
+                # --quick: a plumbing check (one repetition, 2 prompts in the rollout and update sections, not 8)
+                reps, warmup, n = (1, 0, 2) if q else (args.reps, args.warmup, 8)
+                rows += gpu_check(fx, args.gpu_shape, gpu_device, reps, warmup, args.peak_tflops, args.peak_tbs, n)
                 gc.collect()  # the 3B model is gone with gpu_check's frame; measure the head's memory alone
                 if gpu_device.type == "cuda":
                     text = GPU_SHAPES[args.gpu_shape]["text"]
