@@ -1,7 +1,7 @@
 """Performance: our rollout, GRPO step and log-probs against the usual tools, side by side in one run.
 
     python bench.py                          # rows rollout, grpo, lora, logprobs on this machine (several minutes)
-    python bench.py --quick                  # reduced sizes and repetitions (< 1 min on 2 CPU cores)
+    python bench.py --quick                  # reduced sizes and repetitions: a plumbing check, not a measurement
     python bench.py --rows rollout --reps 9  # one row, more repetitions
     python bench.py --gpu                    # CUDA: the real Qwen2.5-VL-3B shape (random weights, bf16)
 
@@ -887,7 +887,7 @@ def render(meta: dict, rows: list[dict]) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="reduced sizes and repetitions (< 1 min on 2 CPU cores)")
+    p.add_argument("--quick", action="store_true", help="reduced sizes and repetitions: a plumbing check, not a measurement")
     p.add_argument("--rows", default=None, help=f"comma list of {','.join(ROWS)}; default all but gpu (--gpu: gpu)")
     p.add_argument("--gpu", action="store_true", help="the GPU check at the Qwen2.5-VL-3B shape; needs CUDA")
     p.add_argument("--gpu-shape", default="3b", choices=sorted(GPU_SHAPES), help="model shape of the gpu row")
