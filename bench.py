@@ -632,8 +632,8 @@ def attention_kernels(model: torch.nn.Module, inputs: dict, device: torch.device
 
 def gpu_check(fx: Fixture, shape: str, device: torch.device, reps: int, warmup: int, peak_tflops: float | None,
               peak_tbs: float | None, prompts_n: int = 8) -> list[dict]:  # fmt: skip
-    """The scale-out issue's GPU check: fwd+bwd tokens/s and MFU on ~1k-token rows with images, a 64-sequence
-    rollout (ours vs HF generate) with decode bandwidth utilisation, a GRPO update's MFU, peak memory, the
+    """The scale-out issue's GPU check: fwd+bwd tokens/s and MFU on ~1k-token rows with images, a rollout of
+    prompts_n x G=8 sequences (64; bench --quick: 16) (ours vs HF generate) with decode bandwidth utilisation, a GRPO update's MFU, peak memory, the
     attention kernel. bf16 parameters and AdamW state (the trainers' fp32 master copy doubles the memory but not
     the FLOPs; a 3B model with fp32 master weights and AdamW needs ~60 GB before activations)."""
     card, tflops, tbs = card_peaks(device, peak_tflops, peak_tbs)

@@ -4,8 +4,8 @@ the data streams and the checkpoints that resume a run exactly.
 Both trainers run unchanged from 1 process to N: started by torchrun (RANK/WORLD_SIZE set) they join
 a process group (NCCL on CUDA, gloo on CPU); otherwise they run as a world of one.
 
-A checkpoint directory (checkpoints/step-NNNNNN, zero-padded to six digits, and final/) is an ordinary HF safetensors model + processor
-(`from_pretrained`, model.load, eval.py) with one extra folder, resume/:
+A checkpoint directory (checkpoints/step-NNNNNN, the step zero-padded to six digits, and final/) is an
+ordinary HF safetensors model + processor (`from_pretrained`, model.load, eval.py) with one extra folder, resume/:
 
     resume/optimizer/      the optimizer state, sharded as it is in memory (torch.distributed.checkpoint)
     resume/rank-00000.pt   per rank: every RNG state (python, numpy, torch, CUDA, the trainer's generators)

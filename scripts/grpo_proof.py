@@ -87,7 +87,7 @@ def mismatched(checkpoint: str, records: list, seed: int, args: argparse.Namespa
     """The checkpoint's held-out metrics with the images deranged among the records."""
     import model as M
 
-    loaded = M.load(checkpoint)  # the device train_grpo used
+    loaded = M.load(checkpoint)  # model.pick_device(): the device a one-process train_grpo run picks
     return E.evaluate_model(loaded.model, loaded.processor, loaded.frame_kind, baselines.permute_images(records, seed),
                             args.max_new_tokens, loaded.device, batch_size=16)["tasks"][args.task]
 
