@@ -74,16 +74,28 @@ def _train_tokenizer(texts: list[str], vocab_size: int):
     return fast
 
 
-def build_tiny(out_dir: str | os.PathLike, corpus: list[str], seed: int = 0, vocab_size: int = 1024) -> str:
+def build_tiny(
+    out_dir: str | os.PathLike,
+    corpus: list[str],
+    seed: int = 0,
+    vocab_size: int = 1024,
+    rope_theta: float = TINY_TEXT["rope_theta"],
+) -> str:
     """A real Qwen2_5_VLForConditionalGeneration with random weights (sizes above), its tokenizer trained on
-    `corpus` (the texts it will read and write), saved as an HF directory; returns its path."""
+    `corpus` (the texts it will read and write), saved as an HF directory; returns its path.
+
+    `rope_theta` sets where the LM can see in an image. M-RoPE gives an image token's row and column the
+    middle and the lowest of the head's 16 rotary frequencies (mrope_section [4, 6, 6]); at theta 10000 the
+    column frequencies are 3e-3 .. 2e-4 rad a token, so across a 10-token-wide image their angles move by
+    under 0.03 rad and left looks like right. At theta 50 they move by up to 0.8 rad (rows: 3.4), enough to
+    localise (the README's grounding proof); the embedded model keeps 10000, as its measured figures were."""
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
     tokenizer = _train_tokenizer(corpus, vocab_size)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
-    text = dict(TINY_TEXT, vocab_size=len(tokenizer), bos_token_id=ids["<|endoftext|>"],
+    text = dict(TINY_TEXT, rope_theta=rope_theta, vocab_size=len(tokenizer), bos_token_id=ids["<|endoftext|>"],
                 eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
                 rope_scaling={"type": "mrope", "mrope_section": [4, 6, 6]})  # fmt: skip
     vision = dict(TINY_VISION, out_hidden_size=TINY_TEXT["hidden_size"])

@@ -43,14 +43,52 @@ from data import load_records  # noqa: E402
 from tasks import TASKS  # noqa: E402
 
 # per task: how long the SFT start trains and on what, how GRPO runs. train_records > 0: the SFT and GRPO
-# train on that many fresh synthetic records of the task (the embedded set holds ~130 per task)
+# train on that many fresh records of the task (the embedded set holds ~130 per task); images "squares": the
+# localisation probe (square_records) instead of synth's EO scenes; rope_theta: the per-seed SFT starts from a
+# fresh tiny model with that M-RoPE base (tiny.build_tiny: at the embedded 10000 it cannot tell left from right)
 RECIPES: dict[str, dict] = {
     "vqa": dict(sft_tasks="classification,vqa", sft_steps=150, train_records=0, steps=40, eval_every=10, lr=1e-4,
-                group_size=8, prompts=8, temperature=0.5, max_new_tokens=48, beta=0.0),
+                group_size=8, prompts=8, temperature=0.5, max_new_tokens=48, beta=0.0, images="synth", rope_theta=0.0),
     "detection": dict(sft_tasks="detection", sft_steps=400, train_records=1200, steps=40, eval_every=20, lr=1e-4,
-                      group_size=8, prompts=8, temperature=0.7, max_new_tokens=96, beta=0.0),
+                      group_size=8, prompts=8, temperature=0.7, max_new_tokens=96, beta=0.0, images="synth",
+                      rope_theta=0.0),
+    "grounding": dict(sft_tasks="grounding", sft_steps=500, train_records=4000, steps=40, eval_every=20, lr=1e-4,
+                      group_size=8, prompts=8, temperature=0.7, max_new_tokens=48, beta=0.0, images="squares",
+                      rope_theta=50.0),
 }
+SQUARE_SIDE, SQUARE_IMAGE = 56, 224  # pixels
+
+
+def square_records(out: Path, n: int, seed: int) -> Path:
+    """The localisation probe: n grounding records, each one red SQUARE_SIDE-px square on flat grey
+    (SQUARE_IMAGE x SQUARE_IMAGE) at a uniformly random place, one question, the reasoning naming its 3 x 3
+    cell as synth's grounding records do. Nothing but the square's place varies, so only the image can answer.
+    Written once to out/records.jsonl (absolute image paths) and out/images/; returns the JSONL's path."""
+    import numpy as np
+    from PIL import Image
+
+    path = out / "records.jsonl"
+    if path.exists():
+        return path
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    rng, rows = np.random.default_rng(seed), []
+    for i in range(n):
+        x, y = (int(v) for v in rng.integers(0, SQUARE_IMAGE - SQUARE_SIDE, 2))
+        img = np.full((SQUARE_IMAGE, SQUARE_IMAGE, 3), 90, np.uint8)
+        img[y : y + SQUARE_SIDE, x : x + SQUARE_SIDE] = (230, 40, 40)
+        file = (out / "images" / f"{i:06d}.png").resolve()
+        Image.fromarray(img).save(file)
+        cell = synth._cell(x + SQUARE_SIDE / 2, y + SQUARE_SIDE / 2, SQUARE_IMAGE, SQUARE_IMAGE)
+        rows.append({"id": f"square_{seed}_{i:06d}", "task": "grounding", "images": [str(file)],
+                     "question": "Where is the red square?", "answer": [[x, y, x + SQUARE_SIDE, y + SQUARE_SIDE]],
+                     "reasoning": f"The red square lies {synth._AT[cell]}.", "meta": {"dataset": "squares", "type": "unique"}})
+    path.with_suffix(".tmp").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    path.with_suffix(".tmp").rename(path)
+    return path
+
+
 DEFAULT_RECIPE = RECIPES["vqa"] | {"sft_tasks": None}
+RECIPE_KEYS = list(RECIPES["vqa"])
 
 
 def task_split(src: Path, task: str, out: Path) -> Path:
@@ -100,7 +138,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sft", default=None, help="an SFT checkpoint every seed starts from (default: a short SFT per seed)")
     p.add_argument("--base-model", default=None, help="the model the per-seed SFT starts from (default: the embedded tiny model)")
     p.add_argument("--data", default=None, help="folder with train.jsonl/test.jsonl (default: the embedded set)")
-    p.add_argument("--eval-records", type=int, default=100, help="fresh held-out records added to the test split's (default: %(default)s)")
+    p.add_argument("--eval-records", type=int, default=None, help="fresh held-out records: added to the test split's "
+                   "(default 100), or all of them with --images squares (default 200)")
     p.add_argument("--grpo-args", default="", help="more train_grpo.py flags, e.g. '--drop-zero-std-groups' (default: none)")
     p.add_argument("--no-control", action="store_true", help="skip the shuffled-reward control runs (the cheap "
                    "mismatched-image and blind controls always run)")
@@ -113,7 +152,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              ("steps", int, "GRPO steps"), ("eval-every", int, "held-out evaluation every N GRPO steps"),
                              ("lr", float, "GRPO learning rate"), ("group-size", int, "G: completions per prompt"),
                              ("prompts", int, "prompts per GRPO step"), ("temperature", float, "sampling temperature"),
-                             ("max-new-tokens", int, "completion length limit"), ("beta", float, "KL weight")]:
+                             ("max-new-tokens", int, "completion length limit"), ("beta", float, "KL weight"),
+                             ("images", str, "synth (EO scenes) or squares (the localisation probe)"),
+                             ("rope-theta", float, "M-RoPE base of a fresh tiny model for the per-seed SFT; 0: the embedded model")]:
         g.add_argument(f"--{flag}", type=kind, default=None, help=what)
     args = p.parse_args(argv)
     recipe = RECIPES.get(args.task, DEFAULT_RECIPE)
@@ -121,6 +162,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if getattr(args, key) is None:
             setattr(args, key, value)
     args.sft_tasks = args.sft_tasks or args.task
+    args.eval_records = args.eval_records if args.eval_records is not None else (200 if args.images == "squares" else 100)
+    if args.images not in ("synth", "squares"):
+        raise SystemExit(f"grpo_proof.py: --images {args.images}: expected synth or squares")
+    if args.images == "squares" and args.task != "grounding":
+        raise SystemExit("grpo_proof.py: --images squares holds grounding records only: use it with --task grounding")
     args.out = args.out or f"runs/proof-{args.task}"
     earlier = [d.name for d in Path(args.out).glob("*-seed*") if d.name.split("-")[0] in ("grpo", "control")]
     if earlier and not args.overwrite:
@@ -128,12 +174,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    print("recipe:", {k: getattr(args, k) for k in RECIPES["vqa"]}, flush=True)
-    data_dir = Path(args.data) if args.data else defaults.data_dir()
-    out = Path(args.out)
-    # ---- data: held out = the embedded test split's task records + fresh ones; train = embedded or fresh
+def tiny_base(out: Path, rope_theta: float) -> str:
+    """The embedded tiny model's twin (same sizes, seed and tokenizer) with M-RoPE base `rope_theta`, built once."""
+    import tiny
+
+    path = out / f"base-rope-theta-{rope_theta:g}"
+    if not (path / "config.json").exists():
+        corpus = defaults.tokenizer_corpus([defaults.data_dir() / "train.jsonl"])
+        tiny.build_tiny(path, corpus, seed=0, rope_theta=rope_theta)
+    return str(path)
+
+
+def synth_split(args: argparse.Namespace, data_dir: Path, out: Path) -> tuple[Path, Path, Path]:
+    """(held-out, GRPO training, SFT data) JSONL paths from synth's records: held out = the data's test split's
+    task records + args.eval_records fresh ones; training = the data's or args.train_records fresh ones."""
     extra = out / "extra-eval"
     if not (extra / "train.jsonl").exists():
         synth.make_dataset(extra, n=args.eval_records, seed=1000, tasks=[args.task], test_frac=0.5)
@@ -150,20 +204,35 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         train_path = task_split(data_dir / "train.jsonl", args.task, out / "train.jsonl")
         sft_data = data_dir / "train.jsonl"
+    return eval_path, train_path, sft_data
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    print("recipe:", {k: getattr(args, k) for k in RECIPE_KEYS}, flush=True)
+    data_dir = Path(args.data) if args.data else defaults.data_dir()
+    out = Path(args.out)
+    # ---- data: held out = the embedded test split's task records + fresh ones; train = embedded or fresh
+    if args.images == "squares":  # the probe: fresh records only, held out and training of different seeds
+        eval_path = square_records(out / "eval-squares", args.eval_records, seed=1000)
+        train_path = sft_data = square_records(out / f"train-squares-{args.train_records}", args.train_records, seed=2000)
+    else:
+        eval_path, train_path, sft_data = synth_split(args, data_dir, out)
     held_out, train = load_records(eval_path), load_records(train_path)
     metric = TASKS[args.task].metric
     blind = baselines.best_blind(train, held_out)["tasks"][args.task]
     print(f"blind baseline ({blind['baseline']}): {metric} {blind[metric]:.3f}", flush=True)
 
     results: dict = {"task": args.task, "metric": metric, "blind": blind, "seeds": {},
-                     "recipe": {k: getattr(args, k) for k in RECIPES["vqa"]}}
+                     "recipe": {k: getattr(args, k) for k in RECIPE_KEYS}}
     for seed in [int(s) for s in args.seeds.split(",")]:
         t0 = time.time()
         sft = args.sft
         if sft is None and (out / f"sft-seed{seed}" / "final" / "config.json").exists():
             sft = str(out / f"sft-seed{seed}" / "final")  # this seed's SFT is done already: reuse it
         if sft is None:
-            base = ["--model", args.base_model, "--lr", "2e-3"] if args.base_model else []
+            base_model = args.base_model or (tiny_base(out, args.rope_theta) if args.rope_theta else None)
+            base = ["--model", base_model, "--lr", "2e-3"] if base_model else []
             train_sft.main([*base, "--data", str(sft_data), "--tasks", args.sft_tasks, "--max-steps",
                             str(args.sft_steps), "--seed", str(seed), "--out", str(out / f"sft-seed{seed}"),
                             "--eval-every", "1000", "--save-every", "0"] + (["--overwrite"] if args.overwrite else []))
