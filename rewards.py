@@ -61,7 +61,7 @@ TASK_REWARDS: dict[str, list[tuple[str | Callable[..., float], float]]] = {
     "multilabel": [("label_f1", 1.0)],
     "vqa": [("vqa_exact_match", 1.0)],  # or ("vqa_token_jaccard", 1.0): partial credit
     "counting": [("count_accuracy", 1.0)],
-    "grounding": [("grounding_iou", 1.0)],
+    "grounding": [("grounding_iou", 1.0)],  # or ("grounding_hit", 1.0): only IoU >= MATCH_IOU pays
     "detection": [("detection_score", 1.0)],
     "region_caption": [("caption_rouge_l", 1.0)],
     "caption": [("caption_rouge_l", 1.0)],  # or caption_levenshtein, or caption_hslr (sentence embeddings)
@@ -137,6 +137,12 @@ def grounding_iou(completion: str, answer: Any, frame: Frame | None = None) -> f
     """Grounding: IoU of the first predicted box with the true box."""
     pred, gt = P.parse_boxes(P.extract_answer(completion), frame), P.answer_boxes(answer)
     return P.box_iou(pred[0], gt[0]) if pred and gt else 0.0
+
+
+def grounding_hit(completion: str, answer: Any, frame: Frame | None = None) -> float:
+    """Grounding: 1 when the first predicted box has IoU >= MATCH_IOU with the true box (acc@0.5 as a reward,
+    VLM-R1's REC reward). Plain IoU pays a hedged box that overlaps a little; this pays only a hit."""
+    return float(grounding_iou(completion, answer, frame) >= MATCH_IOU)
 
 
 def _detection(text: str, answer: Any, frame: Frame | None) -> float:

@@ -1,6 +1,7 @@
 """Does GRPO learn, and is it the image that explains the gain? SFT -> GRPO on one task, per seed, with controls.
 
     python scripts/grpo_proof.py                           # vqa (answer-balanced), seeds 0,1,2
+    python scripts/grpo_proof.py --task grounding          # localisation: the probe set, M-RoPE base 50
     python scripts/grpo_proof.py --task detection          # the headline task (no result yet on the tiny model)
     python scripts/grpo_proof.py --task counting --sft runs/demo/sft/final --seeds 0
 
@@ -18,9 +19,10 @@ controls in the same table:
 
 The held-out set is the embedded test split's records of the task plus fresh synthetic records of another seed.
 Each task has a recipe (RECIPES: SFT length, GRPO steps, learning rate, ...); every flag overrides it.
-Prints a table and writes --out/proof.json. On the embedded 1.55M-parameter model only vqa has a result (the
-README's table): its detection start has F1@0.5 ~0 after a 200-step SFT, so the detection reward has no spread
-and GRPO learns the format alone; the detection recipe is kept for larger models.
+Prints a table and writes --out/proof.json. The README holds the vqa and grounding tables. The grounding recipe
+runs on the localisation probe (square_records: one red square on grey, fresh held-out records) from a tiny
+model with M-RoPE base 50, because on synth's EO scenes the tiny model does not localise (README); detection's
+start has F1@0.5 ~0 after its SFT, so its reward has no spread: that recipe is kept for larger models.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ RECIPES: dict[str, dict] = {
     "detection": dict(sft_tasks="detection", sft_steps=400, train_records=1200, steps=40, eval_every=20, lr=1e-4,
                       group_size=8, prompts=8, temperature=0.7, max_new_tokens=96, beta=0.0, images="synth",
                       rope_theta=0.0),
-    "grounding": dict(sft_tasks="grounding", sft_steps=500, train_records=4000, steps=40, eval_every=20, lr=1e-4,
+    "grounding": dict(sft_tasks="grounding", sft_steps=500, train_records=4000, steps=150, eval_every=50, lr=1e-4,
                       group_size=8, prompts=8, temperature=0.7, max_new_tokens=48, beta=0.0, images="squares",
                       rope_theta=50.0),
 }
@@ -145,7 +147,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "mismatched-image and blind controls always run)")
     p.add_argument("--out", default=None, help="output folder (default: runs/proof-TASK)")
     p.add_argument("--overwrite", action="store_true", help="replace the runs of an earlier proof in --out (default: "
-                   "refuse, so that nothing is lost; an SFT start already there is reused either way)")
+                   "refuse, so that nothing is lost; an SFT start already there with the same SFT recipe is reused "
+                   "either way)")
     g = p.add_argument_group("recipe (default: RECIPES[task], printed at start)")
     for flag, kind, what in [("sft-tasks", str, "tasks of the per-seed SFT"), ("sft-steps", int, "steps of the per-seed SFT"),
                              ("train-records", int, "fresh synthetic training records of the task; 0: the embedded set's"),
@@ -172,6 +175,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if earlier and not args.overwrite:
         raise SystemExit(f"grpo_proof.py: {args.out} holds an earlier proof's runs ({', '.join(sorted(earlier))}); pick another --out or add --overwrite")
     return args
+
+
+SFT_KEYS = ("sft_tasks", "sft_steps", "train_records", "images", "rope_theta", "base_model")
+
+
+def sft_start(args: argparse.Namespace, seed: int, sft_data: Path, out: Path) -> str:
+    """This seed's SFT start: trained once with the recipe's SFT_KEYS (kept in sft-seedN/recipe.json) and
+    reused by a later run with the same ones; a different recipe there is refused (it would be misread)."""
+    folder, recipe = out / f"sft-seed{seed}", {k: getattr(args, k) for k in SFT_KEYS}
+    if (folder / "final" / "config.json").exists():
+        kept = json.loads((folder / "recipe.json").read_text()) if (folder / "recipe.json").exists() else {}
+        if kept != recipe:
+            diff = {k: (kept.get(k), recipe[k]) for k in recipe if kept.get(k) != recipe[k]}
+            raise SystemExit(f"grpo_proof.py: {folder} was trained with another SFT recipe (there, here: {diff}); "
+                             "pick another --out")
+        return str(folder / "final")  # this seed's SFT is done already: reuse it
+    base_model = args.base_model or (tiny_base(out, args.rope_theta) if args.rope_theta else None)
+    base = ["--model", base_model, "--lr", "2e-3"] if base_model else []
+    train_sft.main([*base, "--data", str(sft_data), "--tasks", args.sft_tasks, "--max-steps", str(args.sft_steps),
+                    "--seed", str(seed), "--out", str(folder), "--eval-every", "1000", "--save-every", "0"]
+                   + (["--overwrite"] if args.overwrite else []))  # fmt: skip
+    (folder / "recipe.json").write_text(json.dumps(recipe) + "\n")
+    return str(folder / "final")
 
 
 def tiny_base(out: Path, rope_theta: float) -> str:
@@ -227,16 +253,7 @@ def main(argv: list[str] | None = None) -> dict:
                      "recipe": {k: getattr(args, k) for k in RECIPE_KEYS}}
     for seed in [int(s) for s in args.seeds.split(",")]:
         t0 = time.time()
-        sft = args.sft
-        if sft is None and (out / f"sft-seed{seed}" / "final" / "config.json").exists():
-            sft = str(out / f"sft-seed{seed}" / "final")  # this seed's SFT is done already: reuse it
-        if sft is None:
-            base_model = args.base_model or (tiny_base(out, args.rope_theta) if args.rope_theta else None)
-            base = ["--model", base_model, "--lr", "2e-3"] if base_model else []
-            train_sft.main([*base, "--data", str(sft_data), "--tasks", args.sft_tasks, "--max-steps",
-                            str(args.sft_steps), "--seed", str(seed), "--out", str(out / f"sft-seed{seed}"),
-                            "--eval-every", "1000", "--save-every", "0"] + (["--overwrite"] if args.overwrite else []))
-            sft = str(out / f"sft-seed{seed}" / "final")
+        sft = args.sft or sft_start(args, seed, sft_data, out)
         run = {"grpo": grpo_run(args, sft, seed, False, eval_path, train_path)}
         run["mismatched"] = mismatched(run["grpo"]["final"], held_out, seed, args)
         if not args.no_control:

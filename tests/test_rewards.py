@@ -23,7 +23,7 @@ from frames import FRAME_KINDS, Frame, to_frame
 TASKS = tuple(rewards.TASK_REWARDS)
 ALL_REWARDS = sorted(
     {rewards.resolve(entry) for entries in rewards.TASK_REWARDS.values() for entry, _ in entries}
-    | {rewards.vqa_token_jaccard, rewards.caption_levenshtein, rewards.caption_hslr},
+    | {rewards.vqa_token_jaccard, rewards.caption_levenshtein, rewards.caption_hslr, rewards.grounding_hit},
     key=lambda f: f.__name__,
 )
 
@@ -399,6 +399,10 @@ def test_grounding_by_hand():
     assert rewards.grounding_iou(wrap("[0, 0, 10, 10]"), gt) == 1.0
     assert rewards.grounding_iou(wrap("[5, 0, 15, 10]"), gt) == pytest.approx(1 / 3)
     assert rewards.grounding_iou(wrap("[5, 0, 15, 10], [0, 0, 10, 10]"), gt) == pytest.approx(1 / 3)  # first box
+    assert rewards.grounding_hit(wrap("[0, 0, 10, 10]"), gt) == 1.0
+    assert rewards.grounding_hit(wrap("[0, 0, 10, 15]"), gt) == 1.0  # IoU 2/3
+    assert rewards.grounding_hit(wrap("[5, 0, 15, 10]"), gt) == 0.0  # IoU 1/3 earns nothing
+    assert rewards.grounding_hit(wrap("no box"), gt) == 0.0
 
 
 def test_detection_by_hand():

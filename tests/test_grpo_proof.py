@@ -1,0 +1,82 @@
+"""scripts/grpo_proof.py's parts that take no training: the localisation probe's records and what the script
+refuses (an SFT start of another recipe, an earlier proof's runs, the probe with a task it does not hold)."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def proof():
+    spec = importlib.util.spec_from_file_location("grpo_proof", ROOT / "scripts" / "grpo_proof.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_square_records_put_the_square_where_answer_and_reasoning_say(proof, tmp_path):
+    import data
+    import synth
+
+    path = proof.square_records(tmp_path / "sq", 40, seed=3)
+    records = data.load_records(path)  # the project's own validation accepts them
+    assert len(records) == 40 and all(r.task == "grounding" for r in records)
+    cells = set()
+    for r in records:
+        img = np.asarray(Image.open(r.images[0]).convert("RGB"))
+        assert img.shape == (proof.SQUARE_IMAGE, proof.SQUARE_IMAGE, 3)
+        red = np.argwhere((img[..., 0] > 200) & (img[..., 1] < 80))
+        (y1, x1), (y2, x2) = red.min(0), red.max(0)
+        assert [[int(x1), int(y1), int(x2) + 1, int(y2) + 1]] == r.answer  # the box is exactly the square
+        cell = synth._cell((x1 + x2 + 1) / 2, (y1 + y2 + 1) / 2, img.shape[1], img.shape[0])
+        assert r.reasoning == f"The red square lies {synth._AT[cell]}."
+        cells.add(cell)
+    assert len(cells) >= 7  # uniform places: nearly every 3 x 3 cell in 40 draws
+    again = proof.square_records(tmp_path / "sq2", 40, seed=3).read_text()
+    assert again.replace("sq2", "sq") == path.read_text()  # seeded: the same records
+    assert proof.square_records(tmp_path / "sq3", 40, seed=4).read_text() != again
+
+
+def test_blind_baseline_on_the_probe_is_far_below_a_localiser(proof, tmp_path):
+    import baselines
+    import data
+
+    train = data.load_records(proof.square_records(tmp_path / "train", 300, seed=2000))
+    held_out = data.load_records(proof.square_records(tmp_path / "eval", 200, seed=1000))
+    blind = baselines.best_blind(train, held_out)["tasks"]["grounding"]
+    assert blind["acc@0.5"] <= 0.08, blind  # the mean box rarely overlaps a randomly placed square by half
+
+
+def test_an_sft_start_of_another_recipe_is_refused(proof, tmp_path, monkeypatch):
+    trained = []
+
+    def fake_sft(argv):  # writes what a finished SFT leaves, so no training runs here
+        out = Path(argv[argv.index("--out") + 1])
+        (out / "final").mkdir(parents=True)
+        (out / "final" / "config.json").write_text("{}")
+        trained.append(argv)
+
+    monkeypatch.setattr(proof.train_sft, "main", fake_sft)
+    args = proof.parse_args(["--task", "grounding", "--out", str(tmp_path / "p"), "--rope-theta", "0"])
+    first = proof.sft_start(args, 0, tmp_path / "train.jsonl", tmp_path / "p")
+    assert proof.sft_start(args, 0, tmp_path / "train.jsonl", tmp_path / "p") == first and len(trained) == 1
+    assert json.loads((tmp_path / "p" / "sft-seed0" / "recipe.json").read_text())["sft_steps"] == args.sft_steps
+    longer = proof.parse_args(["--task", "grounding", "--out", str(tmp_path / "p"), "--rope-theta", "0",
+                               "--sft-steps", "900"])  # fmt: skip
+    with pytest.raises(SystemExit, match="another SFT recipe.*sft_steps"):
+        proof.sft_start(longer, 0, tmp_path / "train.jsonl", tmp_path / "p")
+
+
+def test_the_probe_holds_grounding_only_and_earlier_runs_are_kept(proof, tmp_path):
+    with pytest.raises(SystemExit, match="grounding records only"):
+        proof.parse_args(["--task", "detection", "--images", "squares", "--out", str(tmp_path / "a")])
+    (tmp_path / "b" / "grpo-seed0").mkdir(parents=True)
+    with pytest.raises(SystemExit, match="earlier proof's runs"):
+        proof.parse_args(["--task", "grounding", "--out", str(tmp_path / "b")])
+    assert proof.parse_args(["--task", "grounding", "--out", str(tmp_path / "b"), "--overwrite"]).overwrite
