@@ -43,3 +43,14 @@ def tiny(tiny_dir):
     loaded = model.load(tiny_dir, device="cpu")
     loaded.model.eval()
     return loaded
+
+
+@pytest.fixture(scope="session")
+def grpo_proof():
+    """scripts/grpo_proof.py as a module (scripts/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("grpo_proof", ROOT / "scripts" / "grpo_proof.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

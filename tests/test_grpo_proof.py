@@ -1,7 +1,6 @@
 """scripts/grpo_proof.py's parts that take no training: the localisation probe's records and what the script
 refuses (an SFT start of another recipe, an earlier proof's runs, the probe with a task it does not hold)."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -9,15 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
 
-
-@pytest.fixture(scope="module")
-def proof():
-    spec = importlib.util.spec_from_file_location("grpo_proof", ROOT / "scripts" / "grpo_proof.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def proof(grpo_proof):
+    return grpo_proof
 
 
 def test_square_records_put_the_square_where_answer_and_reasoning_say(proof, tmp_path):
