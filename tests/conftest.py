@@ -13,9 +13,23 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def pytest_collection_modifyitems(config, items):
-    """The slow tests first: with one worker per core (make test: pytest -n auto), the minutes-long ones start at
-    once on different cores instead of meeting at the end of one worker's queue."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: file order otherwise
+    """Spread the slow tests over the workers. make test runs `pytest -n auto --dist worksteal`, which hands
+    worker k the k-th contiguous share of this list and lets an idle worker steal the tail of a busy one's
+    queue: so each share starts with its slow tests (longest first, dealt round-robin by their `minutes`), and
+    a worker never waits at the end for a long test queued behind others on one worker."""
+    workers = getattr(config, "workerinput", {}).get("workercount", 1)
+    slow = sorted((i for i in items if i.get_closest_marker("slow")),
+                  key=lambda i: -i.get_closest_marker("slow").kwargs.get("minutes", 1.0))  # fmt: skip
+    fast = [i for i in items if not i.get_closest_marker("slow")]
+    shares, left = [slow[k::workers] for k in range(workers)], len(items)
+    for k, share in enumerate(shares):
+        size = left // (workers - k)  # what worksteal sends worker k of the `left` items still unsent
+        take = max(0, size - len(share))
+        share += fast[:take]
+        del fast[:take]
+        left -= len(share)
+    shares[-1] += fast
+    items[:] = [i for share in shares for i in share]
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import defaults
 import train_grpo
 
 
-@pytest.mark.slow
+@pytest.mark.slow(minutes=2.6)
 def test_headline_command_on_the_defaults_has_reward_spread_and_gradient_from_step_one(tiny_dir, synth_dir, tmp_path,
                                                                                         monkeypatch, capsys):
     monkeypatch.setattr(defaults, "data_dir", lambda cache=None: synth_dir)

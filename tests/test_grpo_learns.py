@@ -15,7 +15,7 @@ import pytest
 import torch
 
 
-@pytest.mark.slow
+@pytest.mark.slow(minutes=3.7)
 def test_grpo_raises_heldout_accuracy_and_needs_the_image(tmp_path, grpo_proof):
     torch.set_num_threads(1)  # tiny matmuls: one thread is as fast, and immune to a busy machine
     results = grpo_proof.main(["--task", "vqa", "--seeds", "0", "--no-control", "--steps", "20", "--eval-every", "20",

@@ -14,7 +14,7 @@ import torch
 STEPS = 60
 
 
-@pytest.mark.slow
+@pytest.mark.slow(minutes=5.5)
 def test_grpo_raises_grounding_and_only_with_the_right_image(tmp_path, grpo_proof):
     torch.set_num_threads(1)  # tiny matmuls: one thread is as fast, and immune to a busy machine
     results = grpo_proof.main(["--task", "grounding", "--seeds", "0", "--no-control", "--steps", str(STEPS),

@@ -14,7 +14,7 @@ def _argv(tiny_dir, synth_dir, out, *extra):
             "--warmup-steps", "5", "--eval-records", "32", "--seed", "0", *extra]  # fmt: skip
 
 
-@pytest.mark.slow
+@pytest.mark.slow(minutes=1.4)
 def test_short_sft_halves_the_held_out_loss(tiny_dir, synth_dir, tmp_path):
     torch.set_num_threads(1)
     hist = train_sft.main(_argv(tiny_dir, synth_dir, tmp_path / "run", "--max-steps", "60", "--eval-every", "30"))
