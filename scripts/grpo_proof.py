@@ -47,7 +47,7 @@ from tasks import TASKS  # noqa: E402
 # per task: how long the SFT start trains and on what, how GRPO runs. train_records > 0: the SFT and GRPO
 # train on that many fresh records of the task (the embedded set holds ~130 per task); images "squares": the
 # localisation probe (square_records) instead of synth's EO scenes; rope_theta: the per-seed SFT starts from a
-# fresh tiny model with that M-RoPE base (tiny.build_tiny: at the embedded 10000 it cannot tell left from right)
+# fresh tiny model with that M-RoPE base (tiny.build_tiny: at the embedded 10000 it hardly sees left from right)
 RECIPES: dict[str, dict] = {
     "vqa": dict(sft_tasks="classification,vqa", sft_steps=150, train_records=0, steps=40, eval_every=10, lr=1e-4,
                 group_size=8, prompts=8, temperature=0.5, max_new_tokens=48, beta=0.0, images="synth", rope_theta=0.0),
@@ -170,6 +170,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         raise SystemExit(f"grpo_proof.py: --images {args.images}: expected synth or squares")
     if args.images == "squares" and args.task != "grounding":
         raise SystemExit("grpo_proof.py: --images squares holds grounding records only: use it with --task grounding")
+    if args.images == "squares" and (args.train_records < 1 or args.eval_records < 1):
+        raise SystemExit("grpo_proof.py: --images squares has no embedded records: give --train-records and "
+                         "--eval-records of at least 1")
+    if args.eval_records < 0 or args.train_records < 0 or args.rope_theta < 0:
+        raise SystemExit("grpo_proof.py: --eval-records, --train-records and --rope-theta must not be negative")
+    if args.base_model:
+        args.rope_theta = 0.0  # the SFT starts from --base-model as it is (and recipe.json says so)
     args.out = args.out or f"runs/proof-{args.task}"
     earlier = [d.name for d in Path(args.out).glob("*-seed*") if d.name.split("-")[0] in ("grpo", "control")]
     if earlier and not args.overwrite:
@@ -204,17 +211,15 @@ def tiny_base(out: Path, rope_theta: float) -> str:
     """The embedded tiny model's twin (same sizes, seed and tokenizer) with M-RoPE base `rope_theta`, built once."""
     import tiny
 
-    path = out / f"base-rope-theta-{rope_theta:g}"
-    if not (path / "config.json").exists():
-        corpus = defaults.tokenizer_corpus([defaults.data_dir() / "train.jsonl"])
-        tiny.build_tiny(path, corpus, seed=0, rope_theta=rope_theta)
-    return str(path)
+    corpus = defaults.tokenizer_corpus([defaults.data_dir() / "train.jsonl"])
+    build = lambda tmp: tiny.build_tiny(tmp, corpus, seed=0, rope_theta=rope_theta)  # noqa: E731
+    return str(defaults._build_once(out / f"base-rope-theta-{rope_theta:g}", "config.json", build))  # whole or absent
 
 
 def synth_split(args: argparse.Namespace, data_dir: Path, out: Path) -> tuple[Path, Path, Path]:
     """(held-out, GRPO training, SFT data) JSONL paths from synth's records: held out = the data's test split's
     task records + args.eval_records fresh ones; training = the data's or args.train_records fresh ones."""
-    extra = out / "extra-eval"
+    extra = out / f"extra-eval-{args.eval_records}"  # keyed by size: a rerun with another size is not misread
     if not (extra / "train.jsonl").exists():
         synth.make_dataset(extra, n=args.eval_records, seed=1000, tasks=[args.task], test_frac=0.5)
     eval_path = out / "eval.jsonl"
@@ -240,7 +245,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out)
     # ---- data: held out = the embedded test split's task records + fresh ones; train = embedded or fresh
     if args.images == "squares":  # the probe: fresh records only, held out and training of different seeds
-        eval_path = square_records(out / "eval-squares", args.eval_records, seed=1000)
+        eval_path = square_records(out / f"eval-squares-{args.eval_records}", args.eval_records, seed=1000)
         train_path = sft_data = square_records(out / f"train-squares-{args.train_records}", args.train_records, seed=2000)
     else:
         eval_path, train_path, sft_data = synth_split(args, data_dir, out)

@@ -2,10 +2,10 @@
 the image, not the answer prior, explains part of it.
 
 Seed 0 of `scripts/grpo_proof.py --task vqa` on the embedded (answer-balanced) defaults, shortened: a 150-step SFT
-of the tiny model on classification + vqa, deliberately under-trained, then 20 GRPO steps instead of the proof's
-40 (its cosine schedule spans the 20) on vqa (format + exact-match reward, G=8, 8 prompts a step, temperature 0.5, lr 1e-4), evaluated greedily
-on the held-out vqa records before and after, and once more with the images permuted among the records. The
-README reports the full proof (three seeds, the shuffled-reward control) and what each number means.
+of the tiny model on classification + vqa, deliberately under-trained, then 20 GRPO steps on vqa instead of the
+proof's 40 (its cosine schedule spans the 20; format + exact-match reward, G=8, 8 prompts a step, temperature
+0.5, lr 1e-4), evaluated greedily on the held-out vqa records before and after, and once more with the images
+permuted among the records. The README reports the full proof (three seeds, the shuffled-reward control) and what each number means.
 """
 
 import json

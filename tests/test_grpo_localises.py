@@ -3,7 +3,8 @@
 The grounding recipe (the localisation probe: one red square on grey; a 500-step SFT of the tiny model with
 M-RoPE base 50; IoU reward, G=8, 8 prompts a step, temperature 0.7, lr 1e-4) with STEPS GRPO steps instead
 of 150 (its cosine schedule spans the STEPS), evaluated greedily on 100 of its held-out records before and
-after, and once more with the images permuted among the records. The README reports the full proof (three seeds, the shuffled-reward control).
+after, and once more with the images permuted among the records. The README reports the full proof (three
+seeds, the shuffled-reward control).
 """
 
 import json

@@ -74,3 +74,10 @@ def test_the_probe_holds_grounding_only_and_earlier_runs_are_kept(proof, tmp_pat
     with pytest.raises(SystemExit, match="earlier proof's runs"):
         proof.parse_args(["--task", "grounding", "--out", str(tmp_path / "b")])
     assert proof.parse_args(["--task", "grounding", "--out", str(tmp_path / "b"), "--overwrite"]).overwrite
+    for flags, said in ((["--train-records", "0"], "no embedded records"), (["--eval-records", "-1"], "no embedded"),
+                        (["--images", "synth", "--eval-records", "-1"], "must not be negative"),
+                        (["--rope-theta", "-5"], "must not be negative")):  # fmt: skip
+        with pytest.raises(SystemExit, match=said):
+            proof.parse_args(["--task", "grounding", "--out", str(tmp_path / "c"), *flags])
+    kept = proof.parse_args(["--task", "grounding", "--out", str(tmp_path / "c"), "--base-model", "some/model"])
+    assert kept.rope_theta == 0.0  # a given base model is used as it is, not rebuilt with the recipe's base
