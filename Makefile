@@ -40,7 +40,7 @@ system-deps: $(VENV)/.system-deps
 setup: $(VENV)/.installed $(VENV)/.system-deps
 
 demo: setup
-	$(PY) demo.py
+	$(PY) tools/demo.py
 
 # one thread per process: the tiny model gains nothing from more, and tests start several processes; one
 # pytest worker per core (pytest-xdist; worksteal: an idle worker takes queued tests from a busy one), the slow
@@ -55,7 +55,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 
 bench: setup
-	$(PY) bench.py
+	$(PY) tools/bench.py
 
 clean:
 	rm -rf runs results .pytest_cache

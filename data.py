@@ -14,9 +14,11 @@ import os
 import warnings
 from dataclasses import dataclass, field
 
-import imagery
-from frames import FRAME_KINDS, Frame, from_frame, model_size, to_frame  # noqa: F401 - re-exported for readers
-from tasks import TASKS, RecordError, box_text, check_box
+import torch
+
+from geovlm import imagery
+from geovlm.frames import FRAME_KINDS, Frame, from_frame, model_size, to_frame  # noqa: F401 - re-exported for readers
+from geovlm.tasks import TASKS, RecordError, box_text, check_box
 
 
 @dataclass
@@ -243,7 +245,6 @@ def collate_prompts(records: list[Record], processor, frame_kind: str) -> Prompt
 def collate_sft(records: list[Record], processor, frame_kind: str) -> dict:
     """Prompt + target batch (right padded); labels are -100 except on the assistant tokens, closing
     <|im_end|> included. Prompt and target are tokenised apart and joined, exactly as sampling sees them."""
-    import torch  # here, not at the top: rewards/eval import data.py and should start without torch
     enc, frames = _encode_prompts(records, processor, frame_kind, "right")
     tok = processor.tokenizer
     im_end = tok.convert_tokens_to_ids("<|im_end|>")

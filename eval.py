@@ -36,592 +36,45 @@ Outputs in --out: metrics.json ("tasks"; "datasets": per meta.dataset; "splits":
 reward scores, answer, meta, frame; that file can be fed back with --predictions, or opened in viewer.py).
 """
 
+
 from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
-import re
-import shutil
 import sys
-from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from scipy.optimize import linear_sum_assignment
+import torch
+from tqdm import tqdm
+
+import data
+import model as model_lib
+from embedded import defaults
+from geovlm import baselines, fsdp, viewer
+from geovlm.distributed import gather_to_rank0, init_distributed, local_rank0_first, rank_world
+from geovlm.flags import ArgumentParser, add_imagery_flags, count, imagery_flags, positive_int
+from geovlm.frames import Frame, frame_from_json
+from geovlm.metrics import Sample, score_samples
+from geovlm.run import check_model, load_data
+from geovlm.tasks import TASKS
 
-import imagery
-import parsing as P
-import rewards
-from frames import Frame, frame_from_json, frame_to_json
-from tasks import TASKS, parse_answer
 
-CAPTION_TASKS = ("caption", "region_caption", "change_caption", "grounded_caption")
-VQA_AVERAGE_EXCLUDES = ("count", "area")  # GeoChat, EarthDial and GeoVLM-R1 leave these RSVQA types out of the mean
-MATCH_CAP = 500  # boxes per image matched in metrics (more still count as predictions)
-
-
-@dataclass
-class Sample:
-    """One evaluated record: what the model wrote next to what it should have written."""
-
-    task: str
-    answer: Any
-    completion: str
-    frame: Frame | None = None  # None: boxes in the completion are original pixels
-    meta: dict = field(default_factory=dict)
-    id: str = ""
-    images: list = field(default_factory=list)  # the record's image paths (the viewer draws the boxes on them)
-
-
-# ----------------------------------------------------------------------------- metric functions (pure)
-def _div(a: float, b: float) -> float:
-    return float(a) / float(b) if b else 0.0
-
-
-def label_accuracy(preds: Sequence[str | None], gts: Sequence[str]) -> float:
-    """Exact match after P.normalize_text; None (unparsed) is wrong."""
-    hits = [p is not None and P.normalize_text(p) == P.normalize_text(g) for p, g in zip(preds, gts)]
-    return _div(sum(hits), len(hits))
-
-
-def vqa_metrics(preds: Sequence[str | None], gts: Sequence[str], types: Sequence[str | None]) -> dict[str, float]:
-    """Accuracy overall, per question type ("acc_<type>", meta.type), and "type_average": the mean of the types'
-    accuracies, count and area left out (VQA_AVERAGE_EXCLUDES, any case) as the RSVQA tables of the field do."""
-    out = {"accuracy": label_accuracy(preds, gts)}
-    by_type: dict[str, list[int]] = defaultdict(list)
-    for i, t in enumerate(types):
-        if t is not None:
-            by_type[str(t)].append(i)
-    for t, idx in sorted(by_type.items()):
-        out[f"acc_{t}"] = label_accuracy([preds[i] for i in idx], [gts[i] for i in idx])
-    averaged = [out[f"acc_{t}"] for t in by_type if t.strip().lower() not in VQA_AVERAGE_EXCLUDES]
-    if averaged:
-        out["type_average"] = float(np.mean(averaged))
-    return out
-
-
-def multilabel_metrics(preds: Sequence[Sequence[str] | None], gts: Sequence[Sequence[str]]) -> dict[str, float]:
-    """Micro F1 (pooled counts), macro F1 (mean over the labels that occur in the ground truth), sample F1."""
-    tp = n_pred = n_gt = 0
-    per_label: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # tp, fp, fn
-    sample_f1 = []
-    for pred, gt in zip(preds, gts):
-        p = {P.label_key(x) for x in (pred or [])} - {""}
-        g = {P.label_key(x) for x in gt} - {""}
-        tp += len(p & g)
-        n_pred += len(p)
-        n_gt += len(g)
-        sample_f1.append(_div(2 * len(p & g), len(p) + len(g)))
-        for lab in p | g:
-            stats = per_label[lab]
-            stats[0] += lab in p and lab in g
-            stats[1] += lab in p and lab not in g
-            stats[2] += lab in g and lab not in p
-    vocab = {P.label_key(x) for gt in gts for x in gt} - {""}
-    macro = [_div(2 * per_label[lab][0], 2 * per_label[lab][0] + per_label[lab][1] + per_label[lab][2]) for lab in vocab]
-    return {
-        "micro_precision": _div(tp, n_pred),
-        "micro_recall": _div(tp, n_gt),
-        "micro_f1": _div(2 * tp, n_pred + n_gt),
-        "macro_f1": float(np.mean(macro)) if macro else 0.0,
-        "sample_f1": float(np.mean(sample_f1)) if sample_f1 else 0.0,
-    }
-
-
-COUNT_ERROR_CAP = 100.0  # |error| of one count in the MAE is capped here: one runaway answer ("9" × 300 parses
-# to 1e300; 2.3e113 was seen) must not hide every other count. Counting benchmarks' true counts are mostly below it.
-
-
-def counting_metrics(preds: Sequence[float | None], gts: Sequence[float]) -> dict[str, float]:
-    """Exact accuracy over all records (unparsed is wrong); "mae" over the parsed answers only, each |error| capped
-    at COUNT_ERROR_CAP (absent when none parsed); "unparsed": the share of answers that held no number."""
-    if len(gts) == 0:
-        return {"accuracy": 0.0, "unparsed": 0.0}
-    pairs = [(float(p), float(g)) for p, g in zip(preds, gts) if p is not None]
-    out = {"accuracy": _div(sum(p == g for p, g in pairs), len(gts))}
-    if pairs:
-        out["mae"] = float(np.mean([min(abs(p - g), COUNT_ERROR_CAP) for p, g in pairs]))
-    out["unparsed"] = 1.0 - _div(len(pairs), len(gts))
-    return out
-
-
-def _area(b: Sequence[float]) -> float:
-    return max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1])
-
-
-GROUNDING_THRESHOLDS = (0.5, 0.25, 0.7)  # acc@t: the share of queries whose box has IoU >= t with the truth
-
-
-def grounding_metrics(preds: Sequence[Sequence[float] | None], gts: Sequence[Sequence[float]]) -> dict[str, float]:
-    """acc@0.5, acc@0.25, acc@0.7, mean IoU and cumulative IoU (ΣI / ΣU over all queries); a missing box has IoU 0
-    and adds the true box's area to ΣU."""
-    if len(gts) == 0:
-        return {**{f"acc@{t}": 0.0 for t in GROUNDING_THRESHOLDS}, "mean_iou": 0.0, "cum_iou": 0.0}
-    ious, inters, unions = [], [], []
-    for p, g in zip(preds, gts):
-        iou = P.box_iou(p, g) if p is not None else 0.0
-        inter = iou * (_area(p) + _area(g)) / (1 + iou) if p is not None else 0.0  # from IoU = I / (A + B - I)
-        ious.append(iou)
-        inters.append(inter)
-        unions.append(_area(g) + (_area(p) if p is not None else 0.0) - inter)
-    ious_a = np.array(ious)
-    return {**{f"acc@{t}": float((ious_a >= t).mean()) for t in GROUNDING_THRESHOLDS},
-            "mean_iou": float(ious_a.mean()), "cum_iou": _div(sum(inters), sum(unions))}  # fmt: skip
-
-
-def count_matches(pred: Sequence[Sequence[float]], gt: Sequence[Sequence[float]], thr: float) -> int:
-    """Most one-to-one pairs with IoU >= thr (maximum bipartite matching on the thresholded IoUs)."""
-    if len(pred) == 0 or len(gt) == 0:
-        return 0
-    ok = P.iou_matrix(pred[:MATCH_CAP], gt) >= thr
-    rows, cols = linear_sum_assignment(ok.astype(np.float64), maximize=True)
-    return int(ok[rows, cols].sum())
-
-
-def average_precision(preds: Sequence[Sequence[Sequence[float]]], gts: Sequence[Sequence[Sequence[float]]],
-                      thr: float = 0.5) -> float:
-    """VOC AP (all-point interpolation), class-agnostic, over all images.
-
-    Generated answers carry no scores, so boxes are ranked by their position in the answer (every image's first
-    box before any second box, ties in record order). Matching as in the VOC devkit: a box takes its best-IoU
-    ground truth; if that one is already taken, the box is a false positive.
-    """
-    n_pos = sum(len(g) for g in gts)
-    if n_pos == 0:
-        return 0.0
-    dets = sorted(((rank, i) for i, p in enumerate(preds) for rank in range(len(p))))
-    taken = [np.zeros(len(g), dtype=bool) for g in gts]
-    tp = np.zeros(len(dets))
-    for k, (rank, i) in enumerate(dets):
-        if len(gts[i]) == 0:
-            continue
-        ious = P.iou_matrix([preds[i][rank]], gts[i])[0]
-        j = int(ious.argmax())
-        if ious[j] >= thr and not taken[i][j]:
-            taken[i][j] = True
-            tp[k] = 1
-    ctp = np.cumsum(tp)
-    recall = ctp / n_pos
-    precision = ctp / np.arange(1, len(dets) + 1)
-    mrec = np.concatenate([[0.0], recall, [1.0]])
-    mpre = np.concatenate([[0.0], precision, [0.0]])
-    mpre = np.maximum.accumulate(mpre[::-1])[::-1]  # precision envelope, non-increasing in recall
-    steps = np.where(mrec[1:] != mrec[:-1])[0]
-    return float(np.sum((mrec[steps + 1] - mrec[steps]) * mpre[steps + 1]))
-
-
-def detection_metrics(preds: Sequence[Sequence[Sequence[float]] | None],
-                      gts: Sequence[Sequence[Sequence[float]]]) -> dict[str, float]:  # fmt: skip
-    """Precision / recall / F1 at IoU 0.5 and 0.25 (pooled over images, one-to-one), and AP@0.5.
-
-    A prediction is a list of boxes, [] for an explicit empty answer ("none"), None for no answer. Recall@0.5 is
-    GeoChat's referring accuracy (TP / true boxes). An image with nothing to find adds nothing to recall: each box
-    predicted on it is a false positive, an empty answer is not. "empty_accuracy" (only when there are such images)
-    is the share of them answered explicitly empty: what the reward pays for (rewards._detection).
-    """
-    boxes = [p or [] for p in preds]
-    out = {}
-    n_pred, n_gt = sum(len(p) for p in boxes), sum(len(g) for g in gts)
-    for thr in (0.5, 0.25):
-        tp = sum(count_matches(p, g, thr) for p, g in zip(boxes, gts))
-        out[f"precision@{thr}"] = _div(tp, n_pred)
-        out[f"recall@{thr}"] = _div(tp, n_gt)
-        out[f"f1@{thr}"] = _div(2 * tp, n_pred + n_gt)
-    out["ap@0.5"] = average_precision(boxes, gts, 0.5)
-    empty = [p for p, g in zip(preds, gts) if len(g) == 0]
-    if empty:
-        out["empty_accuracy"] = _div(sum(p is not None and len(p) == 0 for p in empty), len(empty))
-    return out
-
-
-def rouge_metrics(preds: Sequence[str], refs: Sequence[Sequence[str]]) -> dict[str, float]:
-    """ROUGE-1 and ROUGE-L F1 (rouge-score, stemmed) per caption averaged over its references, then over captions."""
-    scorer = P.rouge_scorer()
-    r1, rl = [], []
-    for pred, rs in zip(preds, refs):
-        scores = [scorer.score(r, pred or "") for r in rs] or [None]
-        r1.append(np.mean([s["rouge1"].fmeasure if s else 0.0 for s in scores]))
-        rl.append(np.mean([s["rougeL"].fmeasure if s else 0.0 for s in scores]))
-    return {"rouge1": float(np.mean(r1)) if r1 else 0.0, "rouge_l": float(np.mean(rl)) if rl else 0.0}
-
-
-# ---- optional caption metrics: run only where their reference implementations run offline
-_WORD_RE = re.compile(r"\w+")
-_LEXNAMES = ("adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact noun.attribute noun.body "
-             "noun.cognition noun.communication noun.event noun.feeling noun.food noun.group noun.location "
-             "noun.motive noun.object noun.person noun.phenomenon noun.plant noun.possession noun.process "
-             "noun.quantity noun.relation noun.shape noun.state noun.substance noun.time verb.body verb.change "
-             "verb.cognition verb.communication verb.competition verb.consumption verb.contact verb.creation "
-             "verb.emotion verb.motion verb.perception verb.possession verb.social verb.stative verb.weather "
-             "adj.ppl").split()
-_DEBIAN_WORDNET = Path("/usr/share/wordnet")
-
-
-def nltk_wordnet_status() -> str | None:
-    """None when NLTK's WordNet loads (so NLTK METEOR runs), else why not and how to enable it.
-
-    NLTK's own data (`nltk.download('wordnet')`) needs the network. Debian's WordNet 3.0 packages hold the same
-    database; NLTK reads it once it sits in an nltk_data layout with a `lexnames` file, which is built here in
-    a cache folder (a one-off copy of ~30 MB).
-    """
-    try:
-        import nltk
-        from nltk.corpus import wordnet
-    except ImportError:
-        return "nltk is not installed (pip install nltk)"
-    try:
-        wordnet.ensure_loaded()
-        return None
-    except LookupError:
-        pass
-    if not (_DEBIAN_WORDNET / "data.noun").exists() or not (_DEBIAN_WORDNET / "index.sense").exists():
-        return ("no WordNet data for NLTK: apt-get install wordnet-base wordnet-sense-index "
-                "(or nltk.download('wordnet') where there is network)")
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "geovlm-r1" / "nltk_data"
-    target = cache / "corpora" / "wordnet"
-    try:
-        if not (target / "lexnames").exists():
-            target.mkdir(parents=True, exist_ok=True)
-            for pos in ("noun", "verb", "adj", "adv"):
-                for name in (f"data.{pos}", f"index.{pos}", f"{pos}.exc"):
-                    shutil.copyfile(_DEBIAN_WORDNET / name, target / name)  # NLTK refuses symlinked data
-            shutil.copyfile(_DEBIAN_WORDNET / "index.sense", target / "index.sense")
-            pos_id = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}
-            lines = [f"{i:02d}\t{n}\t{pos_id[n.split('.')[0]]}\n" for i, n in enumerate(_LEXNAMES)]
-            (target / "lexnames").write_text("".join(lines))
-        if str(cache) not in nltk.data.path:
-            nltk.data.path.insert(0, str(cache))
-        wordnet.ensure_loaded()
-        return None
-    except Exception as exc:  # an optional metric: report, never fail the evaluation
-        return f"NLTK cannot read Debian's WordNet ({exc})"
-
-
-def nltk_meteor(preds: Sequence[str], refs: Sequence[Sequence[str]]) -> float:
-    """Mean NLTK METEOR (lowercased word tokens; several references: NLTK's own max over them)."""
-    from nltk.translate.meteor_score import meteor_score
-
-    scores = []
-    for pred, rs in zip(preds, refs):
-        hyp = _WORD_RE.findall((pred or "").lower())
-        ref_tokens = [_WORD_RE.findall(r.lower()) for r in rs]
-        scores.append(meteor_score(ref_tokens, hyp) if hyp and any(ref_tokens) else 0.0)
-    return float(np.mean(scores)) if scores else 0.0
-
-
-def coco_status() -> str | None:
-    """None when pycocoevalcap and Java are there (BLEU, METEOR 1.5, ROUGE-L, CIDEr-D), else how to enable them."""
-    try:
-        import pycocoevalcap  # noqa: F401
-    except ImportError:
-        return "pycocoevalcap is not installed (pip install -r requirements-eval.txt)"
-    if shutil.which("java") is None:
-        return "pycocoevalcap needs Java for its tokenizer and METEOR 1.5 (apt-get install default-jre-headless)"
-    return None
-
-
-def coco_metrics(preds: Sequence[str], refs: Sequence[Sequence[str]], meteor: Any = True) -> dict[str, float]:
-    """coco-caption numbers: PTB tokenizer, BLEU-1/4, METEOR 1.5, ROUGE-L (β = 1.2), CIDEr-D (corpus level).
-
-    METEOR 1.5 starts a JVM that loads its paraphrase table (~10 s on 2 cores): meteor=False skips it, and a
-    running pycocoevalcap Meteor passed as `meteor` is reused (evaluate() starts one for all its groups).
-    """
-    from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.meteor.meteor import Meteor
-    from pycocoevalcap.rouge.rouge import Rouge
-    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
-
-    keep = [i for i, rs in enumerate(refs) if rs]
-    # one tokenizer run (one JVM start) for references and hypotheses: keys ("g", i) and ("r", i)
-    both = {("g", i): [{"caption": r} for r in refs[i]] for i in keep}
-    both |= {("r", i): [{"caption": preds[i] or ""}] for i in keep}
-    tokens = PTBTokenizer().tokenize(both)
-    gts = {i: tokens[("g", i)] for i in keep}
-    res = {i: [tokens[("r", i)][0] if tokens[("r", i)][0].strip() else "none"] for i in keep}  # no empty hypotheses
-    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
-    rouge, _ = Rouge().compute_score(gts, res)
-    cider, _ = Cider().compute_score(gts, res)
-    out = {"bleu1": float(bleu[0]), "bleu4": float(bleu[3]), "rouge_l_coco": float(rouge), "cider": float(cider)}
-    if meteor is True:
-        scorer = Meteor()
-        try:
-            out["meteor_coco"] = float(scorer.compute_score(gts, res)[0])
-        finally:
-            del scorer  # stops its Java process
-    elif meteor:
-        out["meteor_coco"] = float(meteor.compute_score(gts, res)[0])
-    return out
-
-
-# ----------------------------------------------------------------------------- the referring / grounding splits
-# GeoChat-bench referring and VRSBench report grounding by object size and by single / multiple objects.
-SPLIT_TASKS = ("grounding", "detection")
-SPLITS = ("small", "medium", "large", "single", "multiple")  # in table order
-SMALL_AREA, LARGE_AREA = 32**2, 96**2  # COCO's ranges in original-image pixels: small < 32², medium < 96² <= large
-
-
-def size_split(s: Sample) -> str | None:
-    """small / medium / large: meta.size_group (VRSBench's) when the record has one, else by the area of its true
-    box (the mean area when several) in the COCO ranges SMALL_AREA, LARGE_AREA; None without a box."""
-    given = str(s.meta.get("size_group", "")).strip().lower()
-    if given in SPLITS[:3]:
-        return given
-    boxes = P.answer_boxes(s.answer)
-    if not boxes:
-        return None
-    area = float(np.mean([_area(b) for b in boxes]))
-    return "small" if area < SMALL_AREA else "medium" if area < LARGE_AREA else "large"
-
-
-def multiplicity_split(s: Sample) -> str | None:
-    """single / multiple: one or several objects of the referred class in the image. From meta.single or
-    meta.unique (VRSBench's) when a boolean, or meta.class_count (objects of that class in the image); else, for
-    detection-style referring, the number of true boxes; None when unknown (a grounding record without them)."""
-    for key in ("single", "unique"):
-        if isinstance(s.meta.get(key), bool):
-            return "single" if s.meta[key] else "multiple"
-    count = s.meta.get("class_count")
-    if isinstance(count, int) and not isinstance(count, bool) and count > 0:
-        return "single" if count == 1 else "multiple"
-    if s.task == "detection":
-        n = len(P.answer_boxes(s.answer))
-        return None if n == 0 else "single" if n == 1 else "multiple"
-    return None
-
-
-def reference_splits(s: Sample) -> list[str]:
-    """The splits a grounding / detection record belongs to (at most one size, one multiplicity); [] otherwise."""
-    if s.task not in SPLIT_TASKS:
-        return []
-    return [x for x in (size_split(s), multiplicity_split(s)) if x is not None]
-
-
-def _ordered(metrics: dict) -> None:
-    """Tasks and data sets by name ("all" first), splits in SPLITS order: tables and files read the same each run."""
-    metrics["tasks"] = dict(sorted(metrics["tasks"].items()))
-    metrics["datasets"] = {d: dict(sorted(ts.items())) for d, ts in sorted(metrics["datasets"].items())}
-    metrics["splits"] = {d: {t: {k: by[k] for k in SPLITS if k in by} for t, by in sorted(ts.items())}
-                         for d, ts in sorted(metrics["splits"].items(), key=lambda kv: (kv[0] != "all", kv[0]))}  # fmt: skip
-
-
-# ----------------------------------------------------------------------------- parsing and per-sample scoring
-def parse_sample(s: Sample) -> Any:
-    """The sample's parsed answer (tasks.parse_answer), typed to match its ground truth."""
-    if s.task == "change_detection":  # read as what its truth is: a label, or boxes (read like detection's)
-        return parse_answer("classification" if isinstance(s.answer, str) else "detection", s.completion, s.frame)
-    known = s.answer if s.task == "multilabel" and isinstance(s.answer, list) else ()
-    return parse_answer(s.task, s.completion, s.frame, known_labels=known)
-
-
-def task_metrics(task: str, samples: Sequence[Sample], parsed: Sequence[Any], scores: Sequence[dict],
-                 caption_extras: dict[str, Any] | None = None) -> dict[str, float]:
-    """Every metric of one task over its samples (see the module docstring)."""
-    extras = caption_extras or {}  # {"meteor": bool, "coco": bool, "coco_meteor": a running Meteor or None}
-    out: dict[str, float] = {"n": len(samples)}
-    if not samples:
-        return out
-    out["well_formed"] = float(np.mean([s["format"] for s in scores]))  # exactly <think>…</think><answer>…</answer>
-    out["answer_parsed"] = float(np.mean([p is not None for p in parsed]))  # readable as the task's answer type
-    out["reward"] = float(np.mean([s["total"] for s in scores]))
-    out["accuracy_reward"] = float(np.mean([s["accuracy"] for s in scores]))  # the task's reward without format
-    answers = [s.answer for s in samples]
-    if task in ("classification", "temporal_classification"):
-        out["accuracy"] = label_accuracy(parsed, answers)
-    elif task == "vqa":
-        out |= vqa_metrics(parsed, answers, [s.meta.get("type") for s in samples])
-    elif task == "multilabel":
-        out |= multilabel_metrics(parsed, answers)
-    elif task == "counting":
-        out |= counting_metrics(parsed, answers)
-    elif task == "grounding":
-        out |= grounding_metrics([p[0] if p else None for p in parsed], [(P.answer_boxes(a) or [[0, 0, 0, 0]])[0] for a in answers])
-    elif task in ("detection", "change_detection"):
-        box_idx = [i for i, a in enumerate(answers) if not isinstance(a, str)]
-        label_idx = [i for i, a in enumerate(answers) if isinstance(a, str)]
-        if box_idx:
-            out |= detection_metrics([parsed[i] for i in box_idx], [P.answer_boxes(answers[i]) for i in box_idx])
-        if label_idx:
-            out["label_accuracy"] = label_accuracy([parsed[i] for i in label_idx], [answers[i] for i in label_idx])
-    if task in CAPTION_TASKS:
-        if task == "grounded_caption":
-            texts = [p["caption"] if p else "" for p in parsed]
-            det = detection_metrics([p["boxes"] if p else [] for p in parsed], [P.answer_boxes(a.get("boxes")) for a in answers])
-            out |= {f"box_{k}": v for k, v in det.items()}
-        else:
-            texts = [p or "" for p in parsed]
-        refs = [P.answer_references(a) for a in answers]
-        out |= rouge_metrics(texts, refs)
-        if extras.get("meteor"):
-            out["meteor"] = nltk_meteor(texts, refs)
-        if extras.get("coco"):
-            try:
-                out |= coco_metrics(texts, refs, meteor=extras["coco_meteor"] if "coco_meteor" in extras else True)
-            except Exception as exc:  # optional: a broken Java must not lose the other numbers
-                print(f"coco-caption metrics failed: {exc}", file=sys.stderr)
-    return out
-
-
-def _as_sample(x: Any) -> Sample:
-    if isinstance(x, Sample):
-        return x
-    if isinstance(x, dict):
-        return Sample(task=x["task"], answer=x["answer"], completion=x.get("completion", ""),
-                      frame=x.get("frame") if isinstance(x.get("frame"), Frame) else frame_from_json(x.get("frame")),
-                      meta=x.get("meta") or {}, id=str(x.get("id", "")))
-    task, answer, completion, frame, meta = x  # a (task, answer, completion, frame, meta) tuple
-    return Sample(task=task, answer=answer, completion=completion, frame=frame, meta=meta or {})
-
-
-def score_samples(samples: Sequence[Any], out_dir: str | Path | None = None, caption_extras: bool = True,
-                  quiet: bool = False) -> dict:
-    """Score samples and compute every metric, per task and per task within each meta.dataset.
-
-    samples: `Sample`s, dicts with the same keys, or (task, answer, completion, frame, meta) tuples.
-    Writes metrics.json and predictions.jsonl under out_dir when given. Returns the metrics dict.
-    """
-    samples = [_as_sample(x) for x in samples]
-    unknown = sorted({s.task for s in samples} - set(TASKS))
-    if unknown:
-        raise ValueError(f"unknown task(s) {unknown}; known tasks: {', '.join(TASKS)}")
-    parsed = [parse_sample(s) for s in samples]
-    scores = [rewards.score(s.task, s.completion, s.answer, s.frame) for s in samples]
-
-    unavailable: dict[str, str] = {}
-    extras: dict[str, Any] = {"meteor": False, "coco": False, "coco_meteor": None}
-    if caption_extras and any(s.task in CAPTION_TASKS for s in samples):
-        reason = nltk_wordnet_status()
-        extras["meteor"] = reason is None
-        if reason:
-            unavailable["meteor"] = reason
-        reason = coco_status()
-        extras["coco"] = reason is None
-        if reason:
-            unavailable["bleu1, bleu4, meteor_coco, rouge_l_coco, cider"] = reason
-    if caption_extras:
-        unavailable["spice"] = "SPICE needs Stanford CoreNLP models fetched at run time: not run"
-
-    groups: dict[tuple[str, str | None, str | None], list[int]] = defaultdict(list)  # (task, dataset, split)
-    for i, s in enumerate(samples):
-        for dataset in (None, str(s.meta.get("dataset", "unknown"))):
-            for split in (None, *reference_splits(s)):
-                groups[(s.task, dataset, split)].append(i)
-    if extras["coco"]:
-        try:
-            from pycocoevalcap.meteor.meteor import Meteor
-
-            extras["coco_meteor"] = Meteor()  # one JVM for every caption group of this evaluation
-        except Exception as exc:
-            unavailable["meteor_coco"] = f"METEOR 1.5 did not start ({exc})"
-    metrics: dict[str, Any] = {"n": len(samples), "tasks": {}, "datasets": {}, "splits": {}}
-    done: dict[tuple[int, ...], dict] = {}  # the same samples (a task in one data set only): computed once
-    try:
-        for (task, dataset, split), idx in groups.items():
-            key = tuple(idx)
-            if key not in done:
-                done[key] = task_metrics(task, [samples[i] for i in idx], [parsed[i] for i in idx],
-                                         [scores[i] for i in idx], extras)  # fmt: skip
-            if split is not None:
-                metrics["splits"].setdefault(dataset or "all", {}).setdefault(task, {})[split] = done[key]
-            elif dataset is None:
-                metrics["tasks"][task] = done[key]
-            else:
-                metrics["datasets"].setdefault(dataset, {})[task] = done[key]
-    finally:
-        extras["coco_meteor"] = None  # drops the last reference: pycocoevalcap's __del__ stops the JVM
-    _ordered(metrics)
-    metrics["unavailable"] = unavailable
-
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=False) + "\n")
-        with open(out / "predictions.jsonl", "w") as f:
-            for s, p, sc in zip(samples, parsed, scores):
-                f.write(json.dumps({"id": s.id, "task": s.task, "images": s.images, "completion": s.completion,
-                                    "parsed": p, "scores": sc, "answer": s.answer, "meta": s.meta,
-                                    "frame": frame_to_json(s.frame)}) + "\n")
-        (out / "table.md").write_text(markdown_table(metrics) + "\n")
-    if not quiet:
-        print(markdown_table(metrics))
-        if out_dir is not None:
-            print(f"wrote {Path(out_dir) / 'metrics.json'}, predictions.jsonl and table.md")
-    return metrics
-
-
-RATES = ("well_formed", "answer_parsed")  # every task's two rates, columns of their own in the table
-
-
-def footer(tasks: Sequence[str]) -> list[str]:
-    """What the table's columns mean (the lines for the tasks it shows)."""
-    lines = ["- well_formed: the share of completions that are exactly `<think>…</think><answer>…</answer>` (the "
-             "format reward); answer_parsed: the share whose answer could be read as the task's type (a label, a "
-             "number, boxes or an explicit \"none\", a text)."]  # fmt: skip
-    if "counting" in tasks:
-        lines.append(f"- counting: mae over the parsed answers only, each |error| capped at {COUNT_ERROR_CAP:g}; "
-                     "unparsed: the share of answers without a number.")  # fmt: skip
-    if any(t in tasks for t in SPLIT_TASKS):
-        lines.append(f"- grounding / detection splits: small < {math.isqrt(SMALL_AREA)}² px <= medium < "
-                     f"{math.isqrt(LARGE_AREA)}² px <= large (true box area, or meta.size_group); single / multiple "
-                     "objects of the referred class. Detection: recall@0.5 is GeoChat's referring accuracy (true "
-                     "positives / true boxes); empty_accuracy: images with nothing to find answered \"none\".")  # fmt: skip
-    return [*lines, "- values are fractions (published tables print percentages), except mae and cider."]
-
-
-def markdown_table(metrics: dict) -> str:
-    """One row per task; per data set when a task spans several; per split (size, single / multiple) of grounding
-    and detection; then what was not computed and what the columns mean."""
-    lines = ["| task | dataset | split | n | well_formed | answer_parsed | metrics |", "|---|---|---|---:|---:|---:|---|"]
-
-    def row(task: str, dataset: str, split: str, m: dict) -> str:
-        rest = " · ".join(f"{k} {v:.4f}" for k, v in m.items() if k not in ("n", *RATES))
-        rates = " | ".join(f"{m.get(k, 0.0):.4f}" for k in RATES)
-        return f"| {task} | {dataset} | {split} | {m['n']} | {rates} | {rest} |"
-
-    splits = metrics.get("splits", {})
-    for task, m in metrics["tasks"].items():
-        lines.append(row(task, "all", "all", m))
-        lines += [row(task, "all", sp, sm) for sp, sm in splits.get("all", {}).get(task, {}).items()]
-        per = [(d, ts[task]) for d, ts in metrics["datasets"].items() if task in ts]
-        if len(per) > 1:
-            for d, dm in per:
-                lines.append(row(task, d, "all", dm))
-                lines += [row(task, d, sp, sm) for sp, sm in splits.get(d, {}).get(task, {}).items()]
-    if metrics.get("unavailable"):
-        lines.append("")
-        lines += [f"- not computed: {k}: {v}" for k, v in metrics["unavailable"].items()]
-    lines += ["", *footer(list(metrics["tasks"]))]
-    return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------- the one greedy-evaluation path
 def generate(net, processor, frame_kind: str, records: Sequence[Any], max_new_tokens: int, device,
              batch_size: int = 16, progress: bool = False) -> tuple[list[str], list[Frame]]:  # fmt: skip
     """Greedy completions for the records, in order, and the frame each record's boxes are written in.
 
     model.sample at temperature 0 with the processor's end and vision tokens, prompts batched by `batch_size`;
     `net` may be an FSDP root (its parameters are gathered once for all batches)."""
-    import torch
-    from tqdm import tqdm
-
-    import data
-    import fsdp
-    import model as model_lib  # lazily: metrics need no model code
-    import runtime
-
     net.eval()
     eos, banned = model_lib.eos_token_ids(net, processor), model_lib.banned_token_ids(net, processor)
     completions: list[str] = []
     frames: list[Frame] = []
-    with torch.no_grad(), fsdp.gathered(net), runtime.autocast(torch.device(device), net):
+    with torch.no_grad(), fsdp.gathered(net), model_lib.autocast(torch.device(device), net):
         for start in tqdm(range(0, len(records), batch_size), desc="eval", unit="batch", disable=not progress):
             batch = data.collate_prompts(list(records[start : start + batch_size]), processor, frame_kind)
-            out = model_lib.sample(net, runtime.to_device(batch.inputs, device), group_size=1, max_new_tokens=max_new_tokens,
+            out = model_lib.sample(net, model_lib.to_device(batch.inputs, device), group_size=1, max_new_tokens=max_new_tokens,
                                    temperature=0.0, eos_ids=eos, banned=banned, pad_id=processor.tokenizer.pad_token_id)  # fmt: skip
             completions += model_lib.decode(processor, out)
             frames += list(batch.frames)
@@ -634,7 +87,7 @@ def evaluate_model(net, processor, frame_kind: str, records: Sequence[Any], max_
     """Generate greedily for `records` and score them (`score_samples`): the path of this CLI, of the trainers'
     --eval-data and of the demo. Under torch.distributed every rank generates its share (records rank::world)
     and rank 0 scores them all; it returns the metrics dict there and None on the other ranks."""
-    rank, world = _rank_world()
+    rank, world = rank_world()
     mine = list(range(rank, len(records), world))
     completions, frames = generate(net, processor, frame_kind, [records[i] for i in mine], max_new_tokens, device,
                                    batch_size, progress and rank == 0)  # fmt: skip
@@ -649,27 +102,6 @@ def evaluate_model(net, processor, frame_kind: str, records: Sequence[Any], max_
 
 
 # ----------------------------------------------------------------------------- multi-process
-def _rank_world() -> tuple[int, int]:
-    dist = sys.modules.get("torch.distributed")  # not imported: no process group (and no torch for --predictions)
-    if dist is not None and dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
-def gather_to_rank0(items: list) -> list | None:
-    """Every rank's list, concatenated in rank order, on rank 0 (None elsewhere); the list itself alone."""
-    rank, world = _rank_world()
-    if world == 1:
-        return items
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        raise RuntimeError("WORLD_SIZE > 1 but torch.distributed is not initialised")
-    parts: list = [None] * world
-    dist.all_gather_object(parts, items)
-    return [x for part in parts for x in part] if rank == 0 else None
-
-
 # ----------------------------------------------------------------------------- predictions files
 BOX_FRAMES = ("original", "0-1000", "0-100")  # how an outside system's bracketed boxes are written
 
@@ -724,9 +156,7 @@ def load_predictions(path: str | Path, records: Sequence[Any] | None = None, box
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    import runtime  # the flag types
-
-    ap = runtime.ArgumentParser(description=__doc__)
+    ap = ArgumentParser(description=__doc__)
     ap.add_argument("--model", help="Generate with this checkpoint directory or hub id; unset: the embedded tiny "
                     "model after its SFT warm-up (defaults.sft_model, built on first use).")  # fmt: skip
     ap.add_argument("--data", help="Evaluate these records (a benchmark JSONL, see data.py); unset: the embedded "
@@ -736,19 +166,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--box-frame", default="original", choices=BOX_FRAMES, help="With --predictions: the units of "
                     "bracketed boxes in lines without a frame, relative to each record's image (--data).")  # fmt: skip
     ap.add_argument("--out", default="results", help="Write metrics.json, predictions.jsonl and table.md to this folder.")
-    ap.add_argument("--batch-size", type=runtime.positive_int, default=8, help="Prompts per greedy generation batch.")
-    ap.add_argument("--max-new-tokens", type=runtime.positive_int, default=512, help="Stop each completion after "
+    ap.add_argument("--batch-size", type=positive_int, default=8, help="Prompts per greedy generation batch.")
+    ap.add_argument("--max-new-tokens", type=positive_int, default=512, help="Stop each completion after "
                     "this many tokens.")  # fmt: skip
-    ap.add_argument("--limit", type=runtime.count, default=0, help="Evaluate only the first N records; 0: all.")
+    ap.add_argument("--limit", type=count, default=0, help="Evaluate only the first N records; 0: all.")
     ap.add_argument("--skip-bad", action="store_true", help="Skip malformed records of --data (counted and reported) "
                     "instead of stopping at the first.")  # fmt: skip
     ap.add_argument("--no-caption-extras", action="store_true", help="Skip METEOR and the coco-caption metrics "
                     "(ROUGE is always computed).")  # fmt: skip
-    imagery.add_arguments(ap)
+    add_imagery_flags(ap)
     ap.add_argument("--blind", metavar="TRAIN", help="Score the question-only baseline instead of a model: each "
                     "record of --data answered from TRAIN's answers to the same question alone (baselines.py); no "
                     "model loads. Unset: off.")
-    ap.add_argument("--permute-images", type=runtime.count, default=None, metavar="SEED", help="The mismatched-image "
+    ap.add_argument("--permute-images", type=count, default=None, metavar="SEED", help="The mismatched-image "
                     "control: each record is shown the image(s) of another record of its task (a derangement drawn "
                     "with SEED; boxes moved to the same relative place). Unset: off.")
     ap.add_argument("--compare", nargs="+", metavar="RESULTS", help="Print these evaluations (folders holding "
@@ -792,10 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     extras = not args.no_caption_extras
     if args.blind:  # no model: what the answer prior alone is worth
-        import baselines
-        import defaults
-
-        records = _load_records(args.data or str(defaults.data_dir() / "test.jsonl"), args)[: args.limit or None]
+        records = _load_records(args.data or defaults.test_data(), args)[: args.limit or None]
         try:
             metrics = baselines.best_blind(_load_records(args.blind, args), records, args.out)
         except ValueError as e:  # a task of --data that TRAIN never shows
@@ -804,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wrote {Path(args.out) / 'metrics.json'} and table.md")
         return 0
     if args.predictions:  # no model: score what another run or system wrote
-        if _rank_world()[0] != 0:
+        if rank_world()[0] != 0:
             return 0  # nothing to shard without a model
         records = _load_records(args.data, args) if args.data else None
         try:
@@ -815,33 +242,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit(f"--predictions: {e}") from None
         score_samples(samples[: args.limit or None], args.out, caption_extras=extras)
         if any(s.images for s in samples):
-            import viewer
-
             print(f"open {viewer.write_viewer(Path(args.out) / 'predictions.jsonl', link_images=True)} in a browser")
         return 0
 
-    import torch
-
-    import defaults
-    import model as model_lib
-    import runtime
-
-    env = runtime.init_distributed()
-    with runtime.local_rank0_first(env):  # the embedded defaults, built once (local rank 0 first)
+    env = init_distributed()
+    with local_rank0_first(env):  # the embedded defaults, built once (local rank 0 first)
         model_path = args.model or defaults.sft_model()
-        data_path = args.data or str(defaults.data_dir() / "test.jsonl")
+        data_path = args.data or defaults.test_data()
     records = _load_records(data_path, args)[: args.limit or None]
     if args.permute_images is not None:
-        import baselines
-
         records = baselines.permute_images(records, args.permute_images)
-    runtime.check_model(model_path)
+    check_model(model_path)
     loaded = model_lib.load(model_path, device=env.device)
     metrics = evaluate_model(loaded.model, loaded.processor, loaded.frame_kind, records, args.max_new_tokens,
                              env.device, args.out, args.batch_size, caption_extras=extras, quiet=False, progress=True)  # fmt: skip
     if metrics is not None:  # rank 0: every completion with its boxes drawn on the image
-        import viewer
-
         page = viewer.write_viewer(Path(args.out) / "predictions.jsonl", link_images=True)
         print(f"open {page} in a browser to see every answer on its image")
     if env.world > 1:
@@ -851,9 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _load_records(path: str, args: argparse.Namespace) -> list:
-    import runtime
-
-    return runtime.load_data(path, "--data", args.skip_bad, image_options=runtime.imagery_flags(args))
+    return load_data(path, "--data", args.skip_bad, image_options=imagery_flags(args))
 
 
 if __name__ == "__main__":

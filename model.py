@@ -11,6 +11,7 @@ Everything here works on a stock HF checkpoint; every function taking a model al
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import shutil
@@ -19,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, StaticCache
 
-from fsdp import FSDPRoot, call, gathered, unwrap
+from geovlm.fsdp import FSDPRoot, call, gathered, unwrap
 
 # Never sampled: emitting one makes the next forward fail ("Image features and image tokens do not match").
 VISION_TOKENS = [
@@ -66,7 +68,6 @@ def load(path_or_id: str, device: torch.device | str | None = None, grad_ckpt: b
          dtype: torch.dtype | None = None) -> Loaded:  # fmt: skip
     """Model + processor for Qwen2-VL / Qwen2.5-VL: bf16 on CUDA, fp32 on CPU (trainers ask for fp32
     master weights and autocast to bf16)."""
-    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
     device = torch.device(device) if device is not None else pick_device()
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
@@ -356,7 +357,6 @@ _STATIC_DECODERS: dict = {}  # (model, rows, cache length, dtype, device) -> (St
 def _static_decoder(model: torch.nn.Module, rows: int, length: int, like: torch.Tensor):
     """A fixed-size KV cache and a torch.compile'd one-token decoder step writing into it (CUDA graphs on
     CUDA), made once per shape and reused by every rollout of that shape, so compiling is paid once."""
-    from transformers import StaticCache
 
     key = (id(model), rows, length, like.dtype, like.device)
     if key not in _STATIC_DECODERS:
@@ -466,3 +466,16 @@ def decode(processor, rollout: Rollout) -> list[str]:
     """Completion texts (special tokens stripped; nothing past the end)."""
     tok = processor.tokenizer
     return [tok.decode(ids[m], skip_special_tokens=True) for ids, m in zip(rollout.completion_ids, rollout.completion_mask)]
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    """The batch's tensors moved to `device` (other values as they are)."""
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def autocast(device: torch.device, net: torch.nn.Module | None = None):
+    """bf16 compute over fp32 master weights on CUDA: autocast on one GPU; under FSDP (an FSDPRoot) the
+    sharded model casts to bf16 itself (its MixedPrecisionPolicy), so no autocast there. Plain fp32 on CPU."""
+    if device.type == "cuda" and not isinstance(net, FSDPRoot):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -48,9 +48,9 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import parsing as P
-from frames import Frame
-from tasks import TASKS
+from geovlm import parsing as P
+from geovlm.frames import Frame
+from geovlm.tasks import TASKS
 
 # ----------------------------------------------------------------------------- the table
 FORMAT_WEIGHT = 1.0  # weight of format_reward in every task's total; 0 ablates it

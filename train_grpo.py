@@ -3,7 +3,7 @@
 The objective (equations, a worked example, where it differs from TRL) is grpo.py; this file is the loop.
 One step, top to bottom in `main`:
 
-    prompts      B per process; tasks round-robin, each task's records in a seeded order (runtime.Stream)
+    prompts      B per process; tasks round-robin, each task's records in a seeded order (Stream)
     rollout      model.sample: G completions per prompt, one prefill per prompt, KV-cached decoding
     rewards      rewards.score_group: format + the task's accuracy rewards, one dict per completion
     advantages   grpo.group_advantages: each reward relative to its group
@@ -41,73 +41,90 @@ import torch
 from tqdm import tqdm
 
 import data
-import defaults
-import fsdp
+import eval as evaluation
 import grpo
-import lora
 import model as M
 import rewards
-import runtime as R
-from frames import frame_to_json
+from embedded import defaults
+from geovlm import fsdp, lora
+from geovlm.distributed import all_gather_list, all_reduce_sum, world_size
+from geovlm.flags import (
+    ArgumentParser,
+    add_lora_flags,
+    add_optimiser_flags,
+    add_run_flags,
+    check_lora_flags,
+    count,
+    multi_node_help,
+    non_negative,
+    positive,
+    positive_int,
+    probability,
+)
+from geovlm.frames import frame_to_json
+from geovlm.logs import check_finite
+from geovlm.run import Run, learning_rate, start_run
+from geovlm.schedule import Stream, lr_at, rank_slice
+from model import autocast, to_device
 
 # ----------------------------------------------------------------------------- flags
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = R.ArgumentParser(description="GRPO post-training of Qwen2.5-VL / Qwen2-VL (equations: grpo.py).",
-                         epilog=R.multi_node_help("train_grpo.py", "--prompts-per-step"))
-    g = R.add_run_flags(p, "grpo", default_model="defaults.sft_model(): the embedded tiny model after its SFT warm-up")
+    p = ArgumentParser(description="GRPO post-training of Qwen2.5-VL / Qwen2-VL (equations: grpo.py).",
+                         epilog=multi_node_help("train_grpo.py", "--prompts-per-step"))
+    g = add_run_flags(p, "grpo", default_model="defaults.sft_model(): the embedded tiny model after its SFT warm-up")
     g.add_argument("--task", default="all", help="one task, a comma list (mixed round-robin in every batch), or all")
     g.add_argument("--stages", default=None, help="optimise tasks one after another, e.g. classification:200,"
                    "detection:400 (tasks of one stage joined by +); replaces --task and --max-steps")  # fmt: skip
-    g.add_argument("--max-steps", type=R.positive_int, default=100, help="GRPO steps (one rollout each)")
+    g.add_argument("--max-steps", type=positive_int, default=100, help="GRPO steps (one rollout each)")
     g.add_argument("--eval-data", default=None, help="held-out JSONL, evaluated greedily (eval.py) at start and end")
-    g.add_argument("--eval-every", type=R.count, default=0, help="also evaluate every N steps; 0 = start and end only")
-    g.add_argument("--eval-records", type=R.count, default=0, help="evaluate the first N held-out records; 0 = all")
-    g.add_argument("--log-rollouts-every", type=R.count, default=10, help="completions to rollouts.jsonl every N steps; 0 = off")
+    g.add_argument("--eval-every", type=count, default=0, help="also evaluate every N steps; 0 = start and end only")
+    g.add_argument("--eval-records", type=count, default=0, help="evaluate the first N held-out records; 0 = all")
+    g.add_argument("--log-rollouts-every", type=count, default=10, help="completions to rollouts.jsonl every N steps; 0 = off")
 
     g = p.add_argument_group("rollout")
-    g.add_argument("--group-size", type=R.positive_int, default=8, help="G: completions sampled per prompt")
-    g.add_argument("--prompts-per-step", type=R.positive_int, default=4, help="B: prompts per step and process (B*G completions)")
-    g.add_argument("--max-new-tokens", type=R.positive_int, default=256, help="completion length limit (Dr. GRPO's constant too)")
-    g.add_argument("--temperature", type=R.positive, default=1.0, help="sampling temperature (> 0); log-probs use it too")
-    g.add_argument("--top-p", type=R.probability, default=1.0, help="nucleus sampling; < 1 only restricts what is drawn, "
+    g.add_argument("--group-size", type=positive_int, default=8, help="G: completions sampled per prompt")
+    g.add_argument("--prompts-per-step", type=positive_int, default=4, help="B: prompts per step and process (B*G completions)")
+    g.add_argument("--max-new-tokens", type=positive_int, default=256, help="completion length limit (Dr. GRPO's constant too)")
+    g.add_argument("--temperature", type=positive, default=1.0, help="sampling temperature (> 0); log-probs use it too")
+    g.add_argument("--top-p", type=probability, default=1.0, help="nucleus sampling; < 1 only restricts what is drawn, "
                    "the ratio still uses the full distribution")  # fmt: skip
-    g.add_argument("--top-k", type=R.count, default=0, help="top-k sampling, 0 = off (same caveat as --top-p)")
+    g.add_argument("--top-k", type=count, default=0, help="top-k sampling, 0 = off (same caveat as --top-p)")
     g.add_argument("--compile-decode", action="store_true", help="decode into a static KV cache with a torch.compile'd "
                    "step (CUDA graphs on CUDA); compiling costs seconds to a minute per new batch shape; one process "
                    "only (not with FSDP yet); see README's bench")  # fmt: skip
     g.add_argument("--drop-zero-std-groups", action="store_true",
                    help="dynamic sampling: replace groups whose rewards are all equal (no signal) by fresh prompts")
-    g.add_argument("--max-resample-tries", type=R.count, default=3, help="bound on extra rollouts per step for the above")
+    g.add_argument("--max-resample-tries", type=count, default=3, help="bound on extra rollouts per step for the above")
     g.add_argument("--mask-truncated", action="store_true", help="no loss on completions cut at --max-new-tokens")
     g.add_argument("--shuffle-rewards", action="store_true", help="control experiment: permute rewards at random "
                    "among the completions of each batch (same reward distribution, no credit assignment)")  # fmt: skip
 
     g = p.add_argument_group("objective (grpo.py)")
-    g.add_argument("--beta", type=R.non_negative, default=0.04, help="KL weight; 0 = no reference model loaded at all")
+    g.add_argument("--beta", type=non_negative, default=0.04, help="KL weight; 0 = no reference model loaded at all")
     g.add_argument("--ratio-level", default="token", choices=grpo.RATIO_LEVELS, help="importance ratio per token "
                    "(GRPO/PPO) or per completion, the geometric mean of its token ratios (GSPO); sequence needs "
                    "--num-iterations >= 2 (on-policy both are exactly 1)")
-    g.add_argument("--clip-eps-low", type=R.non_negative, default=None, help="rho is clipped at 1 - eps_low where A < 0; "
+    g.add_argument("--clip-eps-low", type=non_negative, default=None, help="rho is clipped at 1 - eps_low where A < 0; "
                    "None: 0.2 at token level, 3e-4 at sequence level (GSPO's)")
-    g.add_argument("--clip-eps-high", type=R.non_negative, default=None, help="rho is clipped at 1 + eps_high where A > 0; "
+    g.add_argument("--clip-eps-high", type=non_negative, default=None, help="rho is clipped at 1 + eps_high where A > 0; "
                    "None: 0.28 at token level (DAPO's clip-higher), 4e-4 at sequence level")
-    g.add_argument("--num-iterations", type=R.positive_int, default=1, help="PPO epochs over each rollout (optimiser steps per "
+    g.add_argument("--num-iterations", type=positive_int, default=1, help="PPO epochs over each rollout (optimiser steps per "
                    "GRPO step, old log-probs kept); 1 = on-policy: ratio exactly 1, REINFORCE with the group mean "
                    "as baseline")  # fmt: skip
     g.add_argument("--loss-agg", default="token-mean", choices=grpo.LOSS_AGGS, help="how per-token losses are reduced")
     g.add_argument("--adv-scale", default="group", choices=grpo.ADV_SCALES,
                    help="advantage divided by group std, batch std or none")
 
-    g = R.add_optimiser_flags(p, lr_help="1e-4 for a small (< 100M parameter) model such as the embedded tiny one "
+    g = add_optimiser_flags(p, lr_help="1e-4 for a small (< 100M parameter) model such as the embedded tiny one "
                               "(it learns at ~1e-4 and breaks at 5e-4), 1e-5 otherwise", warmup=0)  # fmt: skip
     g.add_argument("--lr-schedule", default="constant", choices=("constant", "cosine"), help="after the warm-up")
-    g.add_argument("--micro-batch-size", type=R.positive_int, default=None, help="completions per forward/backward (gradient "
+    g.add_argument("--micro-batch-size", type=positive_int, default=None, help="completions per forward/backward (gradient "
                    "accumulation), a multiple or a divisor of --group-size; None: --group-size")  # fmt: skip
-    lora.add_arguments(p)
+    add_lora_flags(p)
     args = p.parse_args(argv)
-    lora.check_arguments(p, args)
+    check_lora_flags(p, args)
 
     G = args.group_size
     args.micro_batch_size = args.micro_batch_size or G
@@ -121,7 +138,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     low, high = grpo.CLIP_DEFAULTS[args.ratio_level]
     args.clip_eps_low = low if args.clip_eps_low is None else args.clip_eps_low
     args.clip_eps_high = high if args.clip_eps_high is None else args.clip_eps_high
-    if args.compile_decode and (args.cpu_offload or R.world_size() > 1):
+    if args.compile_decode and (args.cpu_offload or world_size() > 1):
         p.error("--compile-decode runs on one process only for now (not under FSDP: several GPUs or --cpu-offload)")
     try:
         rewards.check_table()  # an edit of rewards.TASK_REWARDS with a typo fails here, not after the models load
@@ -174,13 +191,13 @@ class Trainer:
     """What every step uses: the run, the models, the optimiser, the data streams and the generators."""
 
     args: argparse.Namespace
-    run: R.Run
+    run: Run
     policy: torch.nn.Module  # the model being trained (an fsdp.FSDPRoot under FSDP)
     ref: torch.nn.Module | None  # the frozen start, for the KL term (None when beta = 0, or with LoRA: adapters off)
     optimizer: torch.optim.Optimizer
     lr: float
     by_task: dict[str, list]  # task -> training records
-    streams: dict[str, R.Stream]  # task -> its records' order; the data position
+    streams: dict[str, Stream]  # task -> its records' order; the data position
     tasks_at: list[list[str]]  # step - 1 -> the tasks of that step's stage
     generators: dict[str, torch.Generator]  # "sample": this rank's sampling, "shuffle": --shuffle-rewards
     banned: torch.Tensor  # vision tokens: never sampled, masked in log-probs too
@@ -192,7 +209,7 @@ class Trainer:
         return self.run.env.device
 
 
-def draw_prompts(streams: dict[str, R.Stream], by_task: dict[str, list], tasks: list[str], turn: int, count: int) -> list:
+def draw_prompts(streams: dict[str, Stream], by_task: dict[str, list], tasks: list[str], turn: int, count: int) -> list:
     """The next `count` prompts of the global batch: tasks round-robin from position `turn`, each task's
     records from its own stream (an explicit (epoch, index) position, so a resumed run draws the same)."""
     picks = [tasks[(turn + i) % len(tasks)] for i in range(count)]
@@ -210,8 +227,8 @@ def sample_group(tr: Trainer, inputs: dict, records: list) -> M.Rollout:
 def rollout(tr: Trainer, records: list) -> Rollouts:
     """The records' prompts processed once, G completions each, decoded (model.sample via `sample_group`)."""
     batch = data.collate_prompts(records, tr.run.processor, tr.run.frame_kind)
-    with torch.no_grad(), R.autocast(tr.device, tr.policy), fsdp.gathered(tr.policy):
-        out = sample_group(tr, R.to_device(batch.inputs, tr.device), records)
+    with torch.no_grad(), autocast(tr.device, tr.policy), fsdp.gathered(tr.policy):
+        out = sample_group(tr, to_device(batch.inputs, tr.device), records)
     return Rollouts(records=list(records), frames=list(batch.frames), completion_ids=out.completion_ids.cpu(),
                     completion_mask=out.completion_mask.bool().cpu(), truncated=out.truncated.bool().cpu(),
                     sample_logp=out.logprobs.float().cpu(), texts=M.decode(tr.run.processor, out),
@@ -270,10 +287,10 @@ def collect_rollouts(tr: Trainer, tasks: list[str], step: int) -> tuple[Rollouts
     with fsdp.gathered(tr.policy):
         for _ in range(1 + (a.max_resample_tries if a.drop_zero_std_groups else 0)):
             need = P - len(kept)
-            needs = R.all_gather_list([need])  # every rank's count: the global batch is drawn in rank order
+            needs = all_gather_list([need])  # every rank's count: the global batch is drawn in rank order
             if sum(needs) == 0:
                 break
-            prompts = R.rank_slice(draw_prompts(tr.streams, tr.by_task, tasks, tr.turn, sum(needs)), needs, tr.run.env.rank)
+            prompts = rank_slice(draw_prompts(tr.streams, tr.by_task, tasks, tr.turn, sum(needs)), needs, tr.run.env.rank)
             tr.turn += sum(needs)
             if need == 0:
                 continue
@@ -283,7 +300,7 @@ def collect_rollouts(tr: Trainer, tasks: list[str], step: int) -> tuple[Rollouts
             part.scores, part.rewards = score_completions(part, G)  # [N]
             info["rollout_s"] += t1 - t0
             info["reward_s"] += time.perf_counter() - t1
-            R.check_finite(step, rewards=part.rewards)
+            check_finite(step, rewards=part.rewards)
             parts.append(part)
             signal = grpo.signal_groups(part.rewards, G)  # [need]
             info["zero_std"] += int((~signal).sum())
@@ -305,7 +322,7 @@ def advantages_of(tr: Trainer, ro: Rollouts) -> torch.Tensor:
         r = r[torch.randperm(len(r), generator=tr.generators["shuffle"])]
     batch_std = None
     if tr.args.adv_scale == "batch" and tr.run.env.world > 1:
-        s1, s2, n = (float(R.all_reduce_sum(v, tr.device)) for v in (float(r.sum()), float((r.double() ** 2).sum()), len(r)))
+        s1, s2, n = (float(all_reduce_sum(v, tr.device)) for v in (float(r.sum()), float((r.double() ** 2).sum()), len(r)))
         batch_std = max(s2 / n - (s1 / n) ** 2, 0.0) ** 0.5
     return grpo.group_advantages(r, tr.args.group_size, scale=tr.args.adv_scale, batch_std=batch_std)
 
@@ -339,9 +356,9 @@ def micro_batch_inputs(tr: Trainer, ro: Rollouts, mbs: list[MicroBatch]) -> list
             x = ro.prompt_inputs
         else:
             x = data.collate_prompts(ro.records[mb.prompts], tr.run.processor, tr.run.frame_kind).inputs
-        out.append(R.to_device(x, tr.device))
+        out.append(to_device(x, tr.device))
         if tr.args.freeze_vision:  # a frozen tower gives the same features to every pass: encode the images once
-            with torch.no_grad(), R.autocast(tr.device, tr.policy):
+            with torch.no_grad(), autocast(tr.device, tr.policy):
                 out[-1]["image_features"] = fsdp.call(tr.policy, M.encode_images, out[-1])
     return out
 
@@ -350,7 +367,7 @@ def completion_logprobs(net, inputs: dict, ro: Rollouts, mb: MicroBatch, banned:
                         device) -> torch.Tensor:  # fmt: skip
     """log pi(o_t | q, o_<t) [n, T] fp32 for one micro-batch (its prompts' `inputs` already on the device);
     differentiable unless under no_grad. `banned` tokens are masked as the sampler masked them."""
-    with R.autocast(device, net):
+    with autocast(device, net):
         lp = M.token_logprobs(net, inputs, ro.completion_ids[mb.rows].to(device), ro.completion_mask[mb.rows].to(device),
                               group_size=mb.per_prompt, temperature=temperature, banned=banned)  # fmt: skip
     return lp.float()
@@ -385,8 +402,8 @@ def update_policy(tr: Trainer, step: int, ro: Rollouts, advantages: torch.Tensor
     loss_mask = ro.completion_mask.clone()  # [N, T]
     if a.mask_truncated:  # a cut-off completion never got to finish its answer: no loss on it
         loss_mask[ro.truncated] = False
-    global_tokens = max(float(R.all_reduce_sum(int(loss_mask.sum()), dev)), 1.0)  # all masked: loss 0, not 0/0
-    global_seqs = int(R.all_reduce_sum(len(ro.texts), dev))
+    global_tokens = max(float(all_reduce_sum(int(loss_mask.sum()), dev)), 1.0)  # all masked: loss 0, not 0/0
+    global_seqs = int(all_reduce_sum(len(ro.texts), dev))
 
     # ---- old and reference log-probs, [N, T] each
     t0 = time.perf_counter()
@@ -404,14 +421,14 @@ def update_policy(tr: Trainer, step: int, ro: Rollouts, advantages: torch.Tensor
         for mb, x in zip(mbs, mb_inputs):
             m = loss_mask[mb.rows].to(dev)  # [n, T]
             logp = completion_logprobs(tr.policy, x, ro, mb, tr.banned, a.temperature, dev)  # [n, T], with gradients
-            R.check_finite(step, logprobs=logp[m].detach())
+            check_finite(step, logprobs=logp[m].detach())
             old = logp.detach() if old_logp is None else old_logp[mb.rows].to(dev)  # 1 iteration: rho = 1
             ref = ref_logp[mb.rows].to(dev) if ref_logp is not None else None
             loss, stats = grpo.grpo_loss(logp, old, advantages[mb.rows].to(dev), m, ref, beta=a.beta,
                                          clip_eps_low=a.clip_eps_low, clip_eps_high=a.clip_eps_high, agg=a.loss_agg,
                                          total_tokens=global_tokens, num_seqs=global_seqs, max_len=a.max_new_tokens,
                                          ratio_level=a.ratio_level)
-            R.check_finite(step, loss=loss.detach())
+            check_finite(step, loss=loss.detach())
             # x world undoes the mean over ranks that FSDP's reduce-scatter applies to gradients
             (loss * env.world).backward()
             sums["loss"] += loss.detach().cpu()
@@ -420,14 +437,14 @@ def update_policy(tr: Trainer, step: int, ro: Rollouts, advantages: torch.Tensor
                 sums["kl"] += (stats["kl_sum"] / global_tokens).cpu()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, a.grad_clip)
         grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm  # FSDP: DTensor
-        R.check_finite(step, grad_norm=grad_norm)
+        check_finite(step, grad_norm=grad_norm)
         for group in tr.optimizer.param_groups:
             opt_step = (step - 1) * a.num_iterations + it
-            group["lr"] = R.lr_at(opt_step, tr.lr, a.warmup_steps, len(tr.tasks_at) * a.num_iterations, a.lr_schedule)
+            group["lr"] = lr_at(opt_step, tr.lr, a.warmup_steps, len(tr.tasks_at) * a.num_iterations, a.lr_schedule)
         tr.optimizer.step()
         tr.optimizer.zero_grad(set_to_none=True)
         sums["grad_norm"] += grad_norm.detach().float().cpu()
-    out = {k: float(R.all_reduce_sum(float(v), dev)) if k != "grad_norm" else float(v) for k, v in sums.items()}
+    out = {k: float(all_reduce_sum(float(v), dev)) if k != "grad_norm" else float(v) for k, v in sums.items()}
     out = {k: v / a.num_iterations for k, v in out.items()}
     return out | {"logprob_s": t1 - t0, "update_s": time.perf_counter() - t1}
 
@@ -486,7 +503,7 @@ def log_step(tr: Trainer, step: int, tasks: list[str], ro: Rollouts, advantages:
     mine = {"ids": [rec.id for rec in ro.records], "tasks": [rec.task for rec in ro.records], "scores": ro.scores,
             "rewards": ro.rewards.tolist(), "lengths": ro.completion_mask.sum(dim=1).tolist(),
             "truncated": ro.truncated.tolist(), "logp_sum": float(sampled.sum()), "logp_n": sampled.numel(), **info}  # fmt: skip
-    every = R.all_gather_list([mine])
+    every = all_gather_list([mine])
     cat = lambda k: [x for m in every for x in m[k]]  # noqa: E731
     tot = lambda k: sum(m[k] for m in every)  # noqa: E731
     rewards_all, lengths = torch.tensor(cat("rewards")), torch.tensor(cat("lengths"), dtype=torch.float32)
@@ -511,7 +528,7 @@ def log_step(tr: Trainer, step: int, tasks: list[str], ro: Rollouts, advantages:
     }  # fmt: skip
     tr.run.log.write(row)
     if tr.args.log_rollouts_every and step % tr.args.log_rollouts_every == 0:
-        for r_row in R.all_gather_list(rollout_rows(step, ro, advantages, G)):
+        for r_row in all_gather_list(rollout_rows(step, ro, advantages, G)):
             tr.run.rollout_log.write(r_row)
     return row
 
@@ -519,7 +536,7 @@ def log_step(tr: Trainer, step: int, tasks: list[str], ro: Rollouts, advantages:
 # ----------------------------------------------------------------------------- set-up
 
 
-def setup(args: argparse.Namespace, run: R.Run) -> Trainer:
+def setup(args: argparse.Namespace, run: Run) -> Trainer:
     """The reference model (none with LoRA: see `reference_logprobs`), the data plan (stages, per-task streams), the optimiser and the generators; restored
     from the checkpoint when resuming."""
     ref = None
@@ -532,9 +549,9 @@ def setup(args: argparse.Namespace, run: R.Run) -> Trainer:
         by_task.setdefault(rec.task, []).append(rec)
     stages = parse_stages(args, sorted(by_task))
     # one stream per task, the same on every rank: each step every rank draws the same global batch and keeps its
-    # own slice (R.rank_slice), so ranks never overlap and N ranks x B prompts see what 1 process x N*B prompts see
-    streams = {task: R.Stream(len(recs), seed=args.seed, name=task) for task, recs in by_task.items()}
-    lr = R.learning_rate(args, run, small=1e-4, large=1e-5)
+    # own slice (rank_slice), so ranks never overlap and N ranks x B prompts see what 1 process x N*B prompts see
+    streams = {task: Stream(len(recs), seed=args.seed, name=task) for task, recs in by_task.items()}
+    lr = learning_rate(args, run, small=1e-4, large=1e-5)
     optimizer = torch.optim.AdamW([p for p in run.net.parameters() if p.requires_grad], lr=lr, weight_decay=args.weight_decay)
     generators = {"sample": torch.Generator(device=run.env.device).manual_seed(args.seed + run.env.rank),
                   "shuffle": torch.Generator().manual_seed(args.seed + run.env.rank)}  # fmt: skip
@@ -560,18 +577,21 @@ def save(tr: Trainer, step: int, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     """Train; returns {"last": the last step's log row, "eval": [{"step", "eval": {task: metrics}}]}."""
-    # ---- set-up: flags, output folder, processes, data, models, optimiser (runtime.start_run, `setup`)
+    # ---- set-up: flags, output folder, processes, data, models, optimiser (start_run, `setup`)
     args = parse_args(argv)
-    run = R.start_run(args, "grpo", logs=("log.jsonl", "rollouts.jsonl"), eval_data=args.eval_data,
-                      eval_records=args.eval_records, default_model=defaults.sft_model)  # fmt: skip
+    run = start_run(args, "grpo", default_data=defaults.train_data, default_model=defaults.sft_model,
+                    logs=("log.jsonl", "rollouts.jsonl"), eval_data=args.eval_data, eval_records=args.eval_records)
     tr = setup(args, run)
     history: list[dict] = []  # the eval rows, also in log.jsonl
     total = len(tr.tasks_at)
 
     def run_eval(step: int) -> None:  # every rank generates its share greedily; rank 0 scores and logs
-        res = run.greedy_eval(tr.policy, run.held_out, args.max_new_tokens, step)
+        if not run.held_out:
+            return
+        res = evaluation.evaluate_model(tr.policy, run.processor, run.frame_kind, run.held_out, args.max_new_tokens,
+                                        run.env.device, out_dir=run.out / "eval" / f"step-{step:06d}")
         if res is not None:
-            history.append({"step": step, "eval": res})
+            history.append({"step": step, "eval": res["tasks"]})
             run.log.write(history[-1])
 
     if run.start == 0:

@@ -27,28 +27,42 @@ import torch
 from tqdm import tqdm
 
 import data
-import fsdp
-import lora
 import model as M
-import runtime as R
+from embedded import defaults
+from geovlm import fsdp
+from geovlm.distributed import Dist, all_reduce_sum
+from geovlm.flags import (
+    ArgumentParser,
+    add_lora_flags,
+    add_optimiser_flags,
+    add_run_flags,
+    check_lora_flags,
+    count,
+    multi_node_help,
+    positive_int,
+)
+from geovlm.logs import check_finite
+from geovlm.run import learning_rate, start_run
+from geovlm.schedule import Stream, lr_at, rank_slice
+from model import autocast, to_device
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = R.ArgumentParser(description=__doc__, epilog=R.multi_node_help("train_sft.py", "--batch-size"))
-    g = R.add_run_flags(p, "sft")
+    p = ArgumentParser(description=__doc__, epilog=multi_node_help("train_sft.py", "--batch-size"))
+    g = add_run_flags(p, "sft")
     g.add_argument("--tasks", default=None, help="comma list of tasks to keep; None: all in the file")
-    g.add_argument("--max-steps", type=R.positive_int, default=300, help="optimiser steps")
-    g.add_argument("--batch-size", type=R.positive_int, default=8, help="records per micro-batch per process")
-    g.add_argument("--grad-accum", type=R.positive_int, default=1, help="micro-batches per optimiser step")
+    g.add_argument("--max-steps", type=positive_int, default=300, help="optimiser steps")
+    g.add_argument("--batch-size", type=positive_int, default=8, help="records per micro-batch per process")
+    g.add_argument("--grad-accum", type=positive_int, default=1, help="micro-batches per optimiser step")
     g.add_argument("--eval-data", default=None, help="held-out JSONL for the eval loss; None: test.jsonl beside --data "
                    "when there is one")  # fmt: skip
-    g.add_argument("--eval-every", type=R.positive_int, default=50, help="held-out loss every N steps (and at the end)")
-    g.add_argument("--eval-records", type=R.count, default=64, help="held-out records used for the eval loss; 0 = none")
-    R.add_optimiser_flags(p, lr_help="2e-3 for a small (< 100M parameter) model such as the embedded tiny one, "
+    g.add_argument("--eval-every", type=positive_int, default=50, help="held-out loss every N steps (and at the end)")
+    g.add_argument("--eval-records", type=count, default=64, help="held-out records used for the eval loss; 0 = none")
+    add_optimiser_flags(p, lr_help="2e-3 for a small (< 100M parameter) model such as the embedded tiny one, "
                           "1e-5 otherwise", warmup=20)  # fmt: skip
-    lora.add_arguments(p)
+    add_lora_flags(p)
     args = p.parse_args(argv)
-    lora.check_arguments(p, args)
+    check_lora_flags(p, args)
     return args
 
 
@@ -69,38 +83,38 @@ def sft_loss_sum(net: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, int]:
 
 @torch.no_grad()
 def eval_loss(net: torch.nn.Module, records: list, processor, frame_kind: str, batch_size: int, device,
-              env: R.Dist | None = None) -> float:  # fmt: skip
+              env: Dist | None = None) -> float:  # fmt: skip
     """Mean NLL of the assistant tokens of `records`; with several processes each scores its share."""
-    env = env or R.Dist(0, 1, 0, torch.device(device))
+    env = env or Dist(0, 1, 0, torch.device(device))
     mine = records[env.rank :: env.world]
     net.eval()
     total, count = 0.0, 0
-    with fsdp.gathered(net), R.autocast(device, net):  # parameters gathered once for the whole pass
+    with fsdp.gathered(net), autocast(device, net):  # parameters gathered once for the whole pass
         for i in range(0, len(mine), batch_size):
-            batch = R.to_device(data.collate_sft(mine[i : i + batch_size], processor, frame_kind), device)
+            batch = to_device(data.collate_sft(mine[i : i + batch_size], processor, frame_kind), device)
             s, n = sft_loss_sum(net, batch)
             total, count = total + float(s), count + n
     net.train()
-    total, count = float(R.all_reduce_sum(total, device)), float(R.all_reduce_sum(count, device))
+    total, count = float(all_reduce_sum(total, device)), float(all_reduce_sum(count, device))
     return total / max(count, 1)
 
 
-def train_step(net: torch.nn.Module, opt: torch.optim.Optimizer, micro: list[dict], env: R.Dist, grad_clip: float,
+def train_step(net: torch.nn.Module, opt: torch.optim.Optimizer, micro: list[dict], env: Dist, grad_clip: float,
                step: int) -> tuple[float, float, float]:  # fmt: skip
     """One optimiser step over the micro-batches: (loss, grad norm, assistant tokens in the global batch)."""
     n_local = sum(int((b["labels"][:, 1:] != -100).sum()) for b in micro)
-    n_global = float(R.all_reduce_sum(n_local, env.device))  # the loss is normalised by the global token count
+    n_global = float(all_reduce_sum(n_local, env.device))  # the loss is normalised by the global token count
     loss_sum = 0.0
     for b in micro:
-        with R.autocast(env.device, net):
+        with autocast(env.device, net):
             s, _ = sft_loss_sum(net, b)
         (s / n_global * env.world).backward()  # FSDP averages gradients over ranks: x world makes it the sum
         loss_sum += float(s.detach())
     params = [p for group in opt.param_groups for p in group["params"]]
     grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
     grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)  # FSDP: DTensor
-    loss = float(R.all_reduce_sum(loss_sum, env.device)) / n_global
-    R.check_finite(step, loss=loss, grad_norm=grad_norm)
+    loss = float(all_reduce_sum(loss_sum, env.device)) / n_global
+    check_finite(step, loss=loss, grad_norm=grad_norm)
     opt.step()
     opt.zero_grad(set_to_none=True)
     return loss, grad_norm, n_global
@@ -108,19 +122,20 @@ def train_step(net: torch.nn.Module, opt: torch.optim.Optimizer, micro: list[dic
 
 def main(argv: list[str] | None = None) -> dict:
     """Train; returns {"loss": [(step, loss)], "eval_loss": [(step, held-out loss)]}."""
-    # ---- set-up: flags, output folder, processes, data, model (runtime.start_run), optimiser, data order
+    # ---- set-up: flags, output folder, processes, data, model (start_run), optimiser, data order
     args = parse_args(argv)
     def held_out_path(data_path: str) -> str | None:  # --eval-data, else test.jsonl beside the data; none at 0 records
         beside = Path(data_path).with_name("test.jsonl")
         return None if not args.eval_records else args.eval_data or (str(beside) if beside.exists() else None)
 
     tasks = args.tasks.split(",") if args.tasks else None
-    run = R.start_run(args, "sft", tasks=tasks, eval_data=held_out_path, eval_records=args.eval_records)
+    run = start_run(args, "sft", default_data=defaults.train_data, default_model=defaults.base_model, tasks=tasks,
+                    eval_data=held_out_path, eval_records=args.eval_records)
     net, env = run.net, run.env
-    lr = R.learning_rate(args, run, small=2e-3, large=1e-5)
+    lr = learning_rate(args, run, small=2e-3, large=1e-5)
     opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=lr, weight_decay=args.weight_decay,
                             betas=(0.9, 0.95))  # fmt: skip
-    stream = R.Stream(len(run.records), seed=args.seed, name="sft")  # one global order; each rank takes its slice
+    stream = Stream(len(run.records), seed=args.seed, name="sft")  # one global order; each rank takes its slice
     if run.resume is not None:
         stream.load_state_dict(run.restore(opt)["stream"])
     run.say(f"lr {lr}, batch {args.batch_size} x {args.grad_accum} x {env.world}")
@@ -142,11 +157,11 @@ def main(argv: list[str] | None = None) -> dict:
         t0 = time.perf_counter()
         micro = []
         for _ in range(args.grad_accum):
-            idx = R.rank_slice(stream.take(env.world * args.batch_size), [args.batch_size] * env.world, env.rank)
-            micro.append(R.to_device(data.collate_sft([run.records[i] for i in idx], run.processor, run.frame_kind),
+            idx = rank_slice(stream.take(env.world * args.batch_size), [args.batch_size] * env.world, env.rank)
+            micro.append(to_device(data.collate_sft([run.records[i] for i in idx], run.processor, run.frame_kind),
                                      env.device))  # fmt: skip
         for g in opt.param_groups:
-            g["lr"] = R.lr_at(step - 1, lr, args.warmup_steps, args.max_steps)
+            g["lr"] = lr_at(step - 1, lr, args.warmup_steps, args.max_steps)
         loss, grad_norm, n_tokens = train_step(net, opt, micro, env, args.grad_clip, step)
 
         # ---- log, eval

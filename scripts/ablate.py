@@ -25,9 +25,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import data  # noqa: E402
-import defaults  # noqa: E402
 import model as M  # noqa: E402
-import runtime as R  # noqa: E402
+from embedded import defaults  # noqa: E402
+from geovlm.flags import ArgumentParser, positive_int  # noqa: E402
 
 
 def timed(fn) -> float:
@@ -48,12 +48,12 @@ def row(name: str, a_name: str, b_name: str, a, b, reps: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = R.ArgumentParser(description=__doc__)
-    p.add_argument("--reps", type=R.positive_int, default=5, help="timed repetitions of each side (after one warm-up)")
-    p.add_argument("--group-size", type=R.positive_int, default=8, help="G: completions per prompt")
-    p.add_argument("--prompts", type=R.positive_int, default=2, help="B: prompts per batch")
-    p.add_argument("--new-tokens", type=R.positive_int, default=64, help="T: tokens decoded per completion")
-    p.add_argument("--threads", type=R.positive_int, default=1, help="torch CPU threads")
+    p = ArgumentParser(description=__doc__)
+    p.add_argument("--reps", type=positive_int, default=5, help="timed repetitions of each side (after one warm-up)")
+    p.add_argument("--group-size", type=positive_int, default=8, help="G: completions per prompt")
+    p.add_argument("--prompts", type=positive_int, default=2, help="B: prompts per batch")
+    p.add_argument("--new-tokens", type=positive_int, default=64, help="T: tokens decoded per completion")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     loaded = M.load(defaults.base_model(), device="cpu")

@@ -28,7 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import runtime as R  # noqa: E402
+from geovlm.checkpoints import checkpoint_step  # noqa: E402
+from geovlm.flags import ArgumentParser, positive_int  # noqa: E402
 
 
 def torchrun(args: list[str], log: Path) -> subprocess.Popen:
@@ -39,10 +40,10 @@ def torchrun(args: list[str], log: Path) -> subprocess.Popen:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = R.ArgumentParser(description=__doc__)
+    p = ArgumentParser(description=__doc__)
     p.add_argument("--out", default="runs/eight-ranks", help="run folder (must not hold a run)")
-    p.add_argument("--steps", type=R.positive_int, default=3, help="GRPO steps in all (the kill comes after the first)")
-    p.add_argument("--timeout", type=R.positive_int, default=1800, help="seconds each torchrun may take")
+    p.add_argument("--steps", type=positive_int, default=3, help="GRPO steps in all (the kill comes after the first)")
+    p.add_argument("--timeout", type=positive_int, default=1800, help="seconds each torchrun may take")
     a = p.parse_args(argv)
     out = Path(a.out)
     common = ["--task", "detection", "--max-steps", str(a.steps), "--save-every", "1", "--keep", "0",
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             break
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    first = [R.checkpoint_step(d) for d in sorted((out / "checkpoints").glob("step-*"))]
+    first = [checkpoint_step(d) for d in sorted((out / "checkpoints").glob("step-*"))]
     print(f"killed after {time.perf_counter() - t0:.0f} s; complete checkpoints at steps {first}", flush=True)
 
     # ---- resume

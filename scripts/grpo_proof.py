@@ -35,14 +35,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import baselines  # noqa: E402
-import defaults  # noqa: E402
+import numpy as np
+from PIL import Image
+
 import eval as E  # noqa: E402
-import synth  # noqa: E402
+import model as M
 import train_grpo  # noqa: E402
 import train_sft  # noqa: E402
 from data import load_records  # noqa: E402
-from tasks import TASKS  # noqa: E402
+from embedded import (
+    defaults,  # noqa: E402
+    synth,  # noqa: E402
+    tiny,
+)
+from geovlm import baselines  # noqa: E402
+from geovlm.tasks import TASKS  # noqa: E402
 
 # per task: how long the SFT start trains and on what, how GRPO runs. train_records > 0: the SFT and GRPO
 # train on that many fresh records of the task (the embedded set holds ~130 per task); images "squares": the
@@ -66,8 +73,6 @@ def square_records(out: Path, n: int, seed: int) -> Path:
     (SQUARE_IMAGE x SQUARE_IMAGE) at a uniformly random place, one question, the reasoning naming its 3 x 3
     cell as synth's grounding records do. Nothing but the square's place varies, so only the image can answer.
     Written once to out/records.jsonl (absolute image paths) and out/images/; returns the JSONL's path."""
-    import numpy as np
-    from PIL import Image
 
     path = out / "records.jsonl"
     if path.exists():
@@ -125,7 +130,6 @@ def grpo_run(args: argparse.Namespace, sft: str, seed: int, control: bool, eval_
 
 def mismatched(checkpoint: str, records: list, seed: int, args: argparse.Namespace) -> dict:
     """The checkpoint's held-out metrics with the images deranged among the records."""
-    import model as M
 
     loaded = M.load(checkpoint)  # model.pick_device(): the device a one-process train_grpo run picks
     return E.evaluate_model(loaded.model, loaded.processor, loaded.frame_kind, baselines.permute_images(records, seed),
@@ -144,7 +148,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "(default 100), or all of them with --images squares (default 200)")
     p.add_argument("--grpo-args", default="", help="more train_grpo.py flags, e.g. '--drop-zero-std-groups' (default: none)")
     p.add_argument("--no-control", action="store_true", help="skip the shuffled-reward control runs (the cheap "
-                   "mismatched-image and blind controls always run)")
+                   "mismatched-image and blind controls always run; default: run them)")
     p.add_argument("--out", default=None, help="output folder (default: runs/proof-TASK)")
     p.add_argument("--overwrite", action="store_true", help="replace the runs of an earlier proof in --out (default: "
                    "refuse, so that nothing is lost; an SFT start already there with the same SFT recipe is reused "
@@ -158,7 +162,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              ("max-new-tokens", int, "completion length limit"), ("beta", float, "KL weight"),
                              ("images", str, "synth (EO scenes) or squares (the localisation probe)"),
                              ("rope-theta", float, "M-RoPE base of a fresh tiny model for the per-seed SFT; 0: the embedded model")]:
-        g.add_argument(f"--{flag}", type=kind, default=None, help=what)
+        g.add_argument(f"--{flag}", type=kind, default=None, help=f"{what} (default: the task's recipe)")
     args = p.parse_args(argv)
     recipe = RECIPES.get(args.task, DEFAULT_RECIPE)
     for key, value in recipe.items():
@@ -209,7 +213,6 @@ def sft_start(args: argparse.Namespace, seed: int, sft_data: Path, out: Path) ->
 
 def tiny_base(out: Path, rope_theta: float) -> str:
     """The embedded tiny model's twin (same sizes, seed and tokenizer) with M-RoPE base `rope_theta`, built once."""
-    import tiny
 
     corpus = defaults.tokenizer_corpus([defaults.data_dir() / "train.jsonl"])
     build = lambda tmp: tiny.build_tiny(tmp, corpus, seed=0, rope_theta=rope_theta)  # noqa: E731

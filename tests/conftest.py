@@ -8,6 +8,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(1, str(ROOT / "tools"))  # tests import tools/bench.py as `bench`
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -34,7 +35,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory) -> Path:
-    import synth
+    from embedded import synth
 
     out = tmp_path_factory.mktemp("synth")
     synth.make_dataset(out, n=240, seed=0)
@@ -43,8 +44,7 @@ def synth_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory, synth_dir) -> str:
-    import defaults
-    import tiny
+    from embedded import defaults, tiny
 
     out = tmp_path_factory.mktemp("tiny") / "model"
     return tiny.build_tiny(out, defaults.tokenizer_corpus([synth_dir / "train.jsonl"]), seed=0)

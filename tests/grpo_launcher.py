@@ -23,8 +23,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import model as M  # noqa: E402
-import runtime as R  # noqa: E402
 import train_grpo  # noqa: E402
+from geovlm.distributed import barrier  # noqa: E402
 
 
 def fixed_sampler(path: str):
@@ -57,7 +57,7 @@ def kill_after_logging(step_to_die: int):
     def log_step(tr, step, *args, **kwargs):
         row = real(tr, step, *args, **kwargs)
         if step == step_to_die:
-            R.barrier()  # every rank has logged its part of this step
+            barrier()  # every rank has logged its part of this step
             os.kill(os.getpid(), signal.SIGKILL)
         return row
 

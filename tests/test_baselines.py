@@ -12,12 +12,12 @@ import json
 import numpy as np
 import pytest
 
-import baselines
 import eval as E
-import synth
 from data import Record
-from frames import Frame
-from tasks import TASKS
+from embedded import synth
+from geovlm import baselines, metrics
+from geovlm.frames import Frame
+from geovlm.tasks import TASKS
 
 # caption tasks have no chance level (every caption is its own answer); every other task is checked
 BALANCED_TASKS = ["classification", "multilabel", "vqa", "counting", "grounding", "detection", "change_detection",
@@ -37,7 +37,7 @@ def _records(task: str, n: int, seed: int = 99) -> list[Record]:
 
 
 def _score(samples) -> dict:
-    return E.score_samples(samples, caption_extras=False, quiet=True)
+    return metrics.score_samples(samples, caption_extras=False, quiet=True)
 
 
 def _chance(records: list[Record], shifts: int = 8) -> float:
@@ -54,7 +54,7 @@ def _chance(records: list[Record], shifts: int = 8) -> float:
             rec, donor = records[i], baselines._moved(records[d], records[i])  # donor's answer placed on rec's image
             frame = Frame("pixels", rec.image_sizes[0], rec.image_sizes[0])
             text = TASKS[rec.task].target(donor.answer, frame)
-            samples.append(E.Sample(task=rec.task, answer=rec.answer, frame=frame, meta=rec.meta,
+            samples.append(metrics.Sample(task=rec.task, answer=rec.answer, frame=frame, meta=rec.meta,
                                     completion=f"<think></think><answer>{text}</answer>"))
     return _score(samples)["tasks"][records[0].task][TASKS[records[0].task].metric]
 
@@ -88,7 +88,7 @@ def test_question_only_baseline_is_within_5_points_of_chance(drawn, task):
     chance = _chance(test)
     if task == "multilabel":  # F1's chance level is the all-positive answer's (2p / (1 + p) at prevalence p)
         every = ", ".join(synth.CLASSES)
-        chance = max(chance, _score([E.Sample(task=task, answer=r.answer, completion=f"<answer>{every}</answer>")
+        chance = max(chance, _score([metrics.Sample(task=task, answer=r.answer, completion=f"<answer>{every}</answer>")
                                      for r in test])["tasks"][task][metric])
     print(task, metric, round(best[metric], 3), best["baseline"], "chance", round(chance, 3))
     assert best[metric] - chance <= 0.05, f"{task}: blind {best['baseline']} {metric} {best[metric]:.3f} vs chance {chance:.3f}"

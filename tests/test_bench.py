@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_bench(*args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(ROOT / "bench.py"), *args]
+    cmd = [sys.executable, str(ROOT / "tools" / "bench.py"), *args]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 

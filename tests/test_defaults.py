@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-import defaults
 import train_grpo
+from embedded import defaults
 
 
 @pytest.mark.slow(minutes=2.6)

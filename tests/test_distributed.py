@@ -17,6 +17,9 @@ import data
 import model as M
 import train_grpo
 import train_sft
+from geovlm.checkpoints import find_checkpoint, prune_checkpoints
+from geovlm.logs import truncate_log
+from geovlm.schedule import Stream, rank_slice
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCHER = str(Path(grpo_launcher.__file__).relative_to(ROOT))  # test hooks: fixed completions, a SIGKILL
@@ -171,10 +174,13 @@ WORKER = r"""
 import json, sys
 import torch, torch.distributed as dist
 sys.path.insert(0, sys.argv[1])
-import data, fsdp, model as M, runtime as R
+import data, model as M
+from geovlm import fsdp
+from geovlm.checkpoints import save_checkpoint
+from geovlm.distributed import all_gather_list, init_distributed
 
 tiny, synth, out = sys.argv[2], sys.argv[3], sys.argv[4]
-env = R.init_distributed()
+env = init_distributed()
 loaded = M.load(tiny, device="cpu", dtype=torch.float32)
 plain = M.load(tiny, device="cpu", dtype=torch.float32).model
 net = fsdp.wrap_fsdp(loaded.model)
@@ -197,7 +203,7 @@ ref = M.sample(plain, x, 2, T, generator=torch.Generator().manual_seed(0), eos_i
 assert ro.completion_ids.shape[1] == T and torch.equal(ro.completion_ids, ref.completion_ids)
 assert torch.allclose(ro.logprobs, ref.logprobs, atol=1e-5)
 units = len(fsdp._fsdp_children(net)) + 1
-counts = R.all_gather_list([gathers["n"]])
+counts = all_gather_list([gathers["n"]])
 assert counts == [units, units], (counts, units)
 
 # 2. one step under FSDP, then log-probs of the trained model and a checkpoint
@@ -208,7 +214,7 @@ lp = M.token_logprobs(net, x, ro.completion_ids, ro.completion_mask, 2, 1.0, ban
 opt.step()
 with torch.no_grad():
     lp = M.token_logprobs(net, x, ro.completion_ids, ro.completion_mask, 2, 1.0, banned)
-R.save_checkpoint(out + "/ckpt", net, loaded.processor, opt, env, state={"step": 1}, rank_state={"rank": env.rank})
+save_checkpoint(out + "/ckpt", net, loaded.processor, opt, env, state={"step": 1}, rank_state={"rank": env.rank})
 if env.main:
     torch.save({"ids": ro.completion_ids, "mask": ro.completion_mask, "lp": lp}, out + "/trained.pt")
 dist.destroy_process_group()
@@ -244,22 +250,18 @@ def test_fsdp_rollout_gathers_once_and_checkpoint_loads_with_from_pretrained(tin
 
 
 def test_stream_position_is_the_whole_state():
-    import runtime as R
-
-    a = R.Stream(5, seed=3, name="counting")
+    a = Stream(5, seed=3, name="counting")
     first = a.take(7)  # crosses an epoch
     assert sorted(first[:5]) == list(range(5)) and a.state_dict()["epoch"] == 1
-    b = R.Stream(5, seed=3, name="counting")
+    b = Stream(5, seed=3, name="counting")
     b.load_state_dict(json.loads(json.dumps(a.state_dict())))
     assert b.take(9) == a.take(9)
-    assert R.rank_slice(list("abcdef"), [2, 4], 1) == list("cdef")
+    assert rank_slice(list("abcdef"), [2, 4], 1) == list("cdef")
     with pytest.raises(SystemExit, match="not the same data"):
-        R.Stream(6, seed=3, name="counting").load_state_dict(a.state_dict())
+        Stream(6, seed=3, name="counting").load_state_dict(a.state_dict())
 
 
 def test_find_and_prune_checkpoints(tmp_path):
-    import runtime as R
-
     ckpts = tmp_path / "checkpoints"
     for step in (1, 2, 3):
         (ckpts / f"step-{step:06d}" / "resume").mkdir(parents=True)
@@ -267,18 +269,16 @@ def test_find_and_prune_checkpoints(tmp_path):
     (ckpts / ".step-000004.tmp-x" / "resume").mkdir(parents=True)  # torn: a crash while saving
     (ckpts / ".step-000004.tmp-x" / "resume" / "state.json").write_text(json.dumps({"step": 4, "world": 1}))
     (ckpts / "step-000005").mkdir()  # not a checkpoint of ours (no resume state)
-    assert R.find_checkpoint(tmp_path, "auto") == ckpts / "step-000003"
-    assert R.find_checkpoint(tmp_path / "nothing", "auto") is None
+    assert find_checkpoint(tmp_path, "auto") == ckpts / "step-000003"
+    assert find_checkpoint(tmp_path / "nothing", "auto") is None
     with pytest.raises(SystemExit, match="not a complete checkpoint"):
-        R.find_checkpoint(tmp_path, str(ckpts / ".step-000004.tmp-x"))
-    R.prune_checkpoints(ckpts, keep=2)  # --keep 2: the two newest complete ones; leftovers of crashes go
+        find_checkpoint(tmp_path, str(ckpts / ".step-000004.tmp-x"))
+    prune_checkpoints(ckpts, keep=2)  # --keep 2: the two newest complete ones; leftovers of crashes go
     assert sorted(p.name for p in ckpts.iterdir()) == ["step-000002", "step-000003", "step-000005"]
 
 
 def test_truncate_log(tmp_path):
-    import runtime as R
-
     log = tmp_path / "log.jsonl"
     log.write_text("".join(json.dumps(r) + "\n" for r in [{"step": 0, "eval": {}}, {"step": 1}, {"step": 2}, {"step": 3}]))
-    R.truncate_log(log, 2)
+    truncate_log(log, 2)
     assert [json.loads(x)["step"] for x in log.read_text().splitlines()] == [0, 1, 2]

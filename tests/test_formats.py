@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 import data
-import formats
 from data import Frame, RecordError
+from geovlm import formats
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -396,7 +396,7 @@ def test_cli_bad_input_is_one_line_without_traceback(tmp_path):
     image(tmp_path / "a.png")
     (tmp_path / "g.json").write_text(json.dumps([{"id": 1, "image": "a.png", "conversations": [
         {"from": "human", "value": "What?"}, {"from": "gpt", "value": "x"}]}, {"id": 2, "conversations": []}]))  # fmt: skip
-    cmd = [sys.executable, str(ROOT / "formats.py"), "--format", "geochat", "--input", str(tmp_path / "g.json"),
+    cmd = [sys.executable, "-m", "geovlm.formats", "--format", "geochat", "--input", str(tmp_path / "g.json"),
            "--out", str(tmp_path / "o.jsonl")]  # fmt: skip
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert res.returncode == 1 and "Traceback" not in res.stderr
@@ -405,7 +405,7 @@ def test_cli_bad_input_is_one_line_without_traceback(tmp_path):
     assert not (tmp_path / "o.jsonl").exists()
     res = subprocess.run([*cmd, "--skip-bad"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert res.returncode == 0 and "kept 1 record(s)" in res.stdout and "1 no image field" in res.stdout
-    res = subprocess.run([*cmd[:5], str(tmp_path / "nope.json"), *cmd[6:]], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    res = subprocess.run([*cmd[:6], str(tmp_path / "nope.json"), *cmd[7:]], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert res.returncode == 2 and res.stderr.strip() == f"formats.py: error: --input {tmp_path / 'nope.json'}: no such file or folder"
 
 

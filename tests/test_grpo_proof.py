@@ -16,7 +16,7 @@ def proof(grpo_proof):
 
 def test_square_records_put_the_square_where_answer_and_reasoning_say(proof, tmp_path):
     import data
-    import synth
+    from embedded import synth
 
     path = proof.square_records(tmp_path / "sq", 40, seed=3)
     records = data.load_records(path)  # the project's own validation accepts them
@@ -38,8 +38,8 @@ def test_square_records_put_the_square_where_answer_and_reasoning_say(proof, tmp
 
 
 def test_blind_baseline_on_the_probe_is_far_below_a_localiser(proof, tmp_path):
-    import baselines
     import data
+    from geovlm import baselines
 
     train = data.load_records(proof.square_records(tmp_path / "train", 300, seed=2000))
     held_out = data.load_records(proof.square_records(tmp_path / "eval", 200, seed=1000))

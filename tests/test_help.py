@@ -9,16 +9,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # script -> how to reach its parser with ["--help"]: the function that parses
-SCRIPTS = {
-    "train_sft.py": "parse_args", "train_grpo.py": "parse_args", "eval.py": "parse_args", "bench.py": "parse_args",
-    "demo.py": "parse_args", "plot.py": "main", "viewer.py": "main", "formats.py": "main", "synth.py": "main",
-    "scripts/ablate.py": "main", "scripts/eight_ranks.py": "main", "scripts/reward_throughput.py": "main",
+SCRIPTS = {  # modules by name (python -m NAME for the library's), files by path
+    "train_sft": "parse_args", "train_grpo": "parse_args", "eval": "parse_args", "tools/bench.py": "parse_args",
+    "tools/demo.py": "parse_args", "geovlm.plot": "main", "geovlm.viewer": "main", "geovlm.formats": "main",
+    "embedded.synth": "main", "scripts/ablate.py": "main",
+    "scripts/eight_ranks.py": "main", "scripts/reward_throughput.py": "main", "scripts/grpo_proof.py": "parse_args",
 }
 
 
 def _module(script: str, monkeypatch):
-    if "/" not in script:
-        return importlib.import_module(Path(script).stem)
+    if not script.endswith(".py"):
+        return importlib.import_module(script)
     spec = importlib.util.spec_from_file_location(f"help_{Path(script).stem}", ROOT / script)
     mod = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, mod)  # dataclasses look their module up while it executes

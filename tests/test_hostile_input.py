@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import parsing as P
 import rewards
-import tasks
+from geovlm import parsing as P
+from geovlm import tasks
 
 TASKS = tuple(tasks.TASKS)
 ANSWERS = {  # a valid answer of each task (the rewards' other input)

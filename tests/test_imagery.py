@@ -10,7 +10,9 @@ import pytest
 from PIL import Image
 
 import data
-import imagery
+from geovlm import imagery
+from geovlm.flags import add_imagery_flags
+from geovlm.run import load_data
 
 tifffile = pytest.importorskip("tifffile")
 
@@ -197,7 +199,7 @@ def test_options_from_meta_and_flags():
         with pytest.raises(imagery.ImageError, match=field):
             imagery.options_from_meta(meta)
     parser = argparse.ArgumentParser()
-    imagery.add_arguments(parser)
+    add_imagery_flags(parser)
     args = parser.parse_args(["--bands", "5,4,3", "--stretch", "1,99", "--nodata", "0"])
     assert imagery.options_from_args(args) == {"bands": (5, 4, 3), "stretch": (1.0, 99.0), "nodata": 0.0}
     assert imagery.options_from_args(parser.parse_args([])) == {}
@@ -212,11 +214,9 @@ def test_data_load_image_reads_geotiff(tmp_path):
 
 
 def test_a_band_flag_beyond_the_file_is_a_data_error_at_load(tmp_path):
-    import runtime
-
     Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "a.png")
     rec = {"id": "a", "task": "classification", "images": ["a.png"], "question": "Which scene?", "answer": "forest"}
     (tmp_path / "d.jsonl").write_text(json.dumps(rec) + "\n")
-    assert runtime.load_data(tmp_path / "d.jsonl", "--data", image_options={"bands": (3, 2, 1)})[0].meta["bands"] == (3, 2, 1)
+    assert load_data(tmp_path / "d.jsonl", "--data", image_options={"bands": (3, 2, 1)})[0].meta["bands"] == (3, 2, 1)
     with pytest.raises(SystemExit, match=r"d\.jsonl:1: .*\(4, 3, 2\).* 3 band"):
-        runtime.load_data(tmp_path / "d.jsonl", "--data", image_options={"bands": (4, 3, 2)})
+        load_data(tmp_path / "d.jsonl", "--data", image_options={"bands": (4, 3, 2)})

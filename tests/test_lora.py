@@ -11,12 +11,12 @@ import torch
 from safetensors.torch import load_file
 
 import data
-import defaults
-import lora
 import model as M
-import runtime as R
 import train_grpo
 import train_sft
+from embedded import defaults
+from geovlm import lora
+from geovlm.run import Run
 
 
 def _logprobs(net, processor, synth_dir, ro=None):
@@ -79,7 +79,7 @@ def test_grpo_lora_on_the_embedded_defaults_saves_peft_adapter_and_merged_model(
     """`python train_grpo.py --lora-rank 8 --task vqa --max-steps 3`, with the embedded defaults standing for
     the session's tiny model and synthetic set (building the real ones takes minutes)."""
     monkeypatch.setattr(defaults, "sft_model", lambda: str(tiny_dir))
-    monkeypatch.setattr(defaults, "data_dir", lambda: Path(synth_dir))
+    monkeypatch.setattr(defaults, "data_dir", lambda cache=None: Path(synth_dir))
     _fixed(synth_dir, tmp_path, monkeypatch)
     loads = []
     real_load = M.load
@@ -138,12 +138,12 @@ def test_grpo_lora_stopped_then_resumed_equals_uninterrupted(tiny_dir, synth_dir
     _fixed(synth_dir, tmp_path, monkeypatch)
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     train_grpo.main(_grpo_argv(tiny_dir, synth_dir, whole, "--max-steps", "3"))
-    real_stop = R.Run.stop_requested
-    monkeypatch.setattr(R.Run, "stop_requested", lambda self: True)  # Ctrl-C during step 1
+    real_stop = Run.stop_requested
+    monkeypatch.setattr(Run, "stop_requested", lambda self: True)  # Ctrl-C during step 1
     with pytest.raises(SystemExit) as e:
         train_grpo.main(_grpo_argv(tiny_dir, synth_dir, broken, "--max-steps", "3"))
     assert e.value.code == 130 and (broken / "checkpoints" / "step-000001" / "adapter").is_dir()
-    monkeypatch.setattr(R.Run, "stop_requested", real_stop)
+    monkeypatch.setattr(Run, "stop_requested", real_stop)
     train_grpo.main(_grpo_argv(tiny_dir, synth_dir, broken, "--max-steps", "3", "--resume", "auto"))
     a = [json.loads(x) for x in (whole / "log.jsonl").read_text().splitlines()]
     b = [json.loads(x) for x in (broken / "log.jsonl").read_text().splitlines()]

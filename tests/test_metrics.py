@@ -16,6 +16,7 @@ import pytest
 import eval as ev
 import rewards
 from data import Frame, to_frame
+from geovlm import distributed, metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,21 +27,21 @@ def wrap(answer: str) -> str:
 
 # ----------------------------------------------------------------------------- classification, vqa
 def test_label_accuracy():
-    assert ev.label_accuracy(["Airport.", "the Forest", None, "river"], ["airport", "forest", "beach", "lake"]) == 0.5
-    assert ev.label_accuracy([], []) == 0.0
+    assert metrics.label_accuracy(["Airport.", "the Forest", None, "river"], ["airport", "forest", "beach", "lake"]) == 0.5
+    assert metrics.label_accuracy([], []) == 0.0
 
 
 def test_vqa_per_type_and_average():
     preds = ["yes", "no", "yes", "rural", "urban", "3"]
     gts = ["yes", "yes", "yes", "rural", "rural", "4"]
     types = ["presence", "presence", "comparison", "rural_urban", "rural_urban", "count"]
-    m = ev.vqa_metrics(preds, gts, types)
+    m = metrics.vqa_metrics(preds, gts, types)
     assert m["accuracy"] == pytest.approx(3 / 6)
     assert m["acc_presence"] == 0.5 and m["acc_comparison"] == 1.0 and m["acc_rural_urban"] == 0.5
     assert m["acc_count"] == 0.0
     assert m["type_average"] == pytest.approx((0.5 + 1.0 + 0.5) / 3)  # count left out, as the field does
     # RSVQA-HR: presence, comparison, count, area; count and area (any case) stay out of the mean
-    m = ev.vqa_metrics(["yes", "no", "3", "10m2"], ["yes", "yes", "3", "10m2"], ["presence", "comp", "Count", "area"])
+    m = metrics.vqa_metrics(["yes", "no", "3", "10m2"], ["yes", "yes", "3", "10m2"], ["presence", "comp", "Count", "area"])
     assert m["acc_Count"] == m["acc_area"] == 1.0 and m["type_average"] == pytest.approx((1.0 + 0.0) / 2)
 
 
@@ -48,7 +49,7 @@ def test_vqa_per_type_and_average():
 def test_multilabel_micro_macro_by_hand():
     preds = [["forest", "river"], ["forest"], ["beach", "lake"]]
     gts = [["forest"], ["forest", "river"], ["lake"]]
-    m = ev.multilabel_metrics(preds, gts)
+    m = metrics.multilabel_metrics(preds, gts)
     # pooled: tp = 1 + 1 + 1 = 3, predicted 5, true 4
     assert m["micro_precision"] == pytest.approx(3 / 5)
     assert m["micro_recall"] == pytest.approx(3 / 4)
@@ -56,11 +57,11 @@ def test_multilabel_micro_macro_by_hand():
     # per true label: forest tp2 fp0 fn0 -> 1; river tp0 fp1 fn1 -> 0; lake tp1 -> 1 (beach is not a true label)
     assert m["macro_f1"] == pytest.approx(2 / 3)
     assert m["sample_f1"] == pytest.approx(np.mean([2 / 3, 2 / 3, 2 / 3]))
-    assert ev.multilabel_metrics([None], [["a"]])["micro_f1"] == 0.0
+    assert metrics.multilabel_metrics([None], [["a"]])["micro_f1"] == 0.0
 
 
 def test_counting_metrics():
-    m = ev.counting_metrics([3, 5, None, 10], [3, 4, 2, 10])
+    m = metrics.counting_metrics([3, 5, None, 10], [3, 4, 2, 10])
     assert m["accuracy"] == 0.5  # unparsed is wrong
     assert m["mae"] == pytest.approx((0 + 1 + 0) / 3)  # over the parsed answers only
     assert m["unparsed"] == 0.25
@@ -68,18 +69,18 @@ def test_counting_metrics():
 
 def test_counting_mae_is_capped_per_answer():
     # a runaway number (2.3e113 was seen in a run) costs COUNT_ERROR_CAP, not the whole metric
-    m = ev.counting_metrics([2.3e113, 4, 7], [3, 4, 5])
-    assert ev.COUNT_ERROR_CAP == 100
+    m = metrics.counting_metrics([2.3e113, 4, 7], [3, 4, 5])
+    assert metrics.COUNT_ERROR_CAP == 100
     assert m["mae"] == pytest.approx((100 + 0 + 2) / 3) and m["accuracy"] == pytest.approx(1 / 3)
-    assert ev.counting_metrics([None, None], [1, 2]) == {"accuracy": 0.0, "unparsed": 1.0}  # no mae of nothing
-    assert ev.counting_metrics([], []) == {"accuracy": 0.0, "unparsed": 0.0}
+    assert metrics.counting_metrics([None, None], [1, 2]) == {"accuracy": 0.0, "unparsed": 1.0}  # no mae of nothing
+    assert metrics.counting_metrics([], []) == {"accuracy": 0.0, "unparsed": 0.0}
 
 
 # ----------------------------------------------------------------------------- boxes
 def test_grounding_metrics_by_hand():
     gts = [[0, 0, 10, 10]] * 4
     preds = [[0, 0, 10, 10], [5, 0, 15, 10], [0, 0, 10, 6], None]  # IoU 1, 1/3, 0.6, 0
-    m = ev.grounding_metrics(preds, gts)
+    m = metrics.grounding_metrics(preds, gts)
     assert m["acc@0.5"] == 0.5
     assert m["acc@0.25"] == 0.75
     assert m["acc@0.7"] == 0.25
@@ -101,7 +102,7 @@ def test_referring_splits_by_hand():
         g(large, large, size_group="Small"),  # meta.size_group wins over the area; multiplicity unknown
         ("grounding", [medium], wrap("none"), None, {"dataset": "D2"}),  # medium, no box written
     ]
-    m = ev.score_samples(samples, caption_extras=False, quiet=True)
+    m = metrics.score_samples(samples, caption_extras=False, quiet=True)
     s = m["splits"]["all"]["grounding"]
     assert list(s) == ["small", "medium", "large", "single", "multiple"]
     assert {k: v["n"] for k, v in s.items()} == {"small": 3, "medium": 2, "large": 1, "single": 2, "multiple": 2}
@@ -111,14 +112,14 @@ def test_referring_splits_by_hand():
     # ΣI / ΣU over the multiple split: (400 + 24000) / (2500 + 40000)
     assert s["multiple"]["cum_iou"] == pytest.approx(24400 / 42500)
     assert m["splits"]["D1"]["grounding"]["small"]["n"] == 3 and "D2" in m["splits"]
-    table = ev.markdown_table(m)
+    table = metrics.markdown_table(m)
     assert "| grounding | all | small | 3 |" in table and "| grounding | D1 | single | 2 |" in table
 
     # detection-style referring: single / multiple by the number of true boxes
     A, B = [0, 0, 10, 10], [20, 20, 30, 30]
     det = [("detection", [A], wrap(f"{A}"), None, {}), ("detection", [A, B], wrap(f"{A}"), None, {}),
            ("detection", [], wrap("none"), None, {})]  # fmt: skip
-    s = ev.score_samples(det, caption_extras=False, quiet=True)["splits"]["all"]["detection"]
+    s = metrics.score_samples(det, caption_extras=False, quiet=True)["splits"]["all"]["detection"]
     assert s["single"]["recall@0.5"] == 1.0 and s["multiple"]["recall@0.5"] == 0.5  # GeoChat's TP / true boxes
     assert s["single"]["n"] == s["multiple"]["n"] == 1 and s["small"]["n"] == 2  # the empty image is in no split
 
@@ -127,18 +128,18 @@ def test_empty_ground_truth_detection_is_consistent_with_the_reward():
     A = [0, 0, 10, 10]
     preds = [[], [A, A], None, [A]]  # explicit "none", two boxes on an empty image, no answer, a hit
     gts = [[], [], [], [A]]
-    m = ev.detection_metrics(preds, gts)
+    m = metrics.detection_metrics(preds, gts)
     assert m["precision@0.5"] == pytest.approx(1 / 3)  # the two boxes on the empty image are false positives
     assert m["recall@0.5"] == 1.0 and m["empty_accuracy"] == pytest.approx(1 / 3)
-    assert "empty_accuracy" not in ev.detection_metrics([[A]], [[A]])
+    assert "empty_accuracy" not in metrics.detection_metrics([[A]], [[A]])
     # through parsing: "none" is an (empty) answer, words without a box are none, as rewards._detection scores them
     samples = [("detection", [], wrap(x), None, {}) for x in ("none", "[]", "I see nothing of note", "[0, 0, 5, 5]")]
-    m = ev.score_samples(samples, caption_extras=False, quiet=True)["tasks"]["detection"]
+    m = metrics.score_samples(samples, caption_extras=False, quiet=True)["tasks"]["detection"]
     assert m["empty_accuracy"] == 0.5 and m["answer_parsed"] == 0.75 and m["precision@0.5"] == 0.0
     rewarded = [rewards.score("detection", c, a)["detection_score"] for _, a, c, _, _ in samples]
     assert rewarded == [1.0, 1.0, 0.0, 0.0]
     # change detection with boxes reads its answer the same way
-    m = ev.score_samples([("change_detection", [], wrap("none"), None, {}),
+    m = metrics.score_samples([("change_detection", [], wrap("none"), None, {}),
                           ("change_detection", [], wrap("new roads"), None, {})], caption_extras=False, quiet=True)  # fmt: skip
     assert m["tasks"]["change_detection"]["empty_accuracy"] == 0.5
 
@@ -157,9 +158,9 @@ def test_compare_reads_old_and_new_column_names(tmp_path):
 
 def test_count_matches_is_one_to_one():
     a, b = [0, 0, 10, 10], [10, 0, 20, 10]
-    assert ev.count_matches([a, a, a], [a], 0.5) == 1
-    assert ev.count_matches([[5, 0, 15, 10], a], [a, b], 0.25) == 2  # a maximum matching, not a greedy one
-    assert ev.count_matches([], [a], 0.5) == 0
+    assert metrics.count_matches([a, a, a], [a], 0.5) == 1
+    assert metrics.count_matches([[5, 0, 15, 10], a], [a, b], 0.25) == 2  # a maximum matching, not a greedy one
+    assert metrics.count_matches([], [a], 0.5) == 0
 
 
 def test_detection_metrics_and_ap_by_hand():
@@ -167,24 +168,24 @@ def test_detection_metrics_and_ap_by_hand():
     junk = [80, 80, 90, 90]
     preds = [[A, junk], [B]]
     gts = [[A], [B, C]]
-    m = ev.detection_metrics(preds, gts)
+    m = metrics.detection_metrics(preds, gts)
     assert m["precision@0.5"] == pytest.approx(2 / 3) and m["recall@0.5"] == pytest.approx(2 / 3)
     assert m["f1@0.5"] == pytest.approx(2 / 3)
     # ranked by answer order: A (TP), B (TP), junk (FP); 3 true boxes -> P = [1, 1, 2/3], R = [1/3, 2/3, 2/3]
     assert m["ap@0.5"] == pytest.approx(2 / 3)
     # a box at IoU 0.4 counts at 0.25 but not at 0.5
     loose = [[0, 0, 10, 4]]
-    m = ev.detection_metrics([loose], [[A]])
+    m = metrics.detection_metrics([loose], [[A]])
     assert m["precision@0.5"] == 0.0 and m["precision@0.25"] == 1.0 and m["recall@0.25"] == 1.0
 
 
 def test_average_precision_voc_rules():
     A, B = [0, 0, 10, 10], [20, 20, 30, 30]
-    assert ev.average_precision([[A]], [[A]]) == 1.0
-    assert ev.average_precision([[A, A]], [[A]]) == 1.0  # duplicate ranked after the hit: P drops after R = 1
-    assert ev.average_precision([[[60, 60, 70, 70], A]], [[A]]) == pytest.approx(0.5)  # miss first: P(R=1) = 1/2
-    assert ev.average_precision([[A], []], [[A], [B]]) == pytest.approx(0.5)  # half the boxes never found
-    assert ev.average_precision([[A]], [[]]) == 0.0
+    assert metrics.average_precision([[A]], [[A]]) == 1.0
+    assert metrics.average_precision([[A, A]], [[A]]) == 1.0  # duplicate ranked after the hit: P drops after R = 1
+    assert metrics.average_precision([[[60, 60, 70, 70], A]], [[A]]) == pytest.approx(0.5)  # miss first: P(R=1) = 1/2
+    assert metrics.average_precision([[A], []], [[A], [B]]) == pytest.approx(0.5)  # half the boxes never found
+    assert metrics.average_precision([[A]], [[]]) == 0.0
 
 
 # ----------------------------------------------------------------------------- captions
@@ -205,7 +206,7 @@ def test_rouge_equals_rouge_score_on_synthetic_captions():
 
     preds = [sentence() for _ in range(40)]
     refs = [[sentence() for _ in range(rng.randint(1, 5))] for _ in range(40)]
-    m = ev.rouge_metrics(preds, refs)
+    m = metrics.rouge_metrics(preds, refs)
     r1 = np.mean([np.mean([ref_scorer.score(r, p)["rouge1"].fmeasure for r in rs]) for p, rs in zip(preds, refs)])
     rl = np.mean([np.mean([ref_scorer.score(r, p)["rougeL"].fmeasure for r in rs]) for p, rs in zip(preds, refs)])
     assert m["rouge1"] == pytest.approx(r1, abs=1e-12) and m["rouge_l"] == pytest.approx(rl, abs=1e-12)
@@ -215,7 +216,7 @@ def test_rouge_equals_rouge_score_on_synthetic_captions():
 
 
 def test_rouge_by_hand():
-    m = ev.rouge_metrics(["a plane on runway"], [["a plane on the runway", "trees"]])
+    m = metrics.rouge_metrics(["a plane on runway"], [["a plane on the runway", "trees"]])
     assert m["rouge_l"] == pytest.approx((8 / 9 + 0) / 2)  # averaged over references
     assert m["rouge1"] == pytest.approx((8 / 9 + 0) / 2)
 
@@ -228,20 +229,20 @@ def require(status: str | None, what: str) -> None:
 
 
 def test_nltk_meteor_matches_nltk():
-    require(ev.nltk_wordnet_status(), "NLTK METEOR")
+    require(metrics.nltk_wordnet_status(), "NLTK METEOR")
     from nltk.translate.meteor_score import meteor_score
 
     preds, refs = ["two planes parked near the runway"], [["two planes are parked beside a runway", "an airport"]]
     expected = meteor_score([r.split() for r in refs[0]], preds[0].split())
-    assert ev.nltk_meteor(preds, refs) == pytest.approx(expected)
-    assert ev.nltk_meteor(["the same words"], [["the same words"]]) > 0.9
+    assert metrics.nltk_meteor(preds, refs) == pytest.approx(expected)
+    assert metrics.nltk_meteor(["the same words"], [["the same words"]]) > 0.9
 
 
 @pytest.mark.slow
 def test_coco_metrics_run_offline():
-    require(ev.coco_status(), "coco-caption (BLEU, METEOR 1.5, ROUGE-L, CIDEr-D)")
+    require(metrics.coco_status(), "coco-caption (BLEU, METEOR 1.5, ROUGE-L, CIDEr-D)")
     # METEOR 1.5's JVM loads its paraphrase table: ~10 s on 2 cores
-    m = ev.coco_metrics(
+    m = metrics.coco_metrics(
         ["two planes parked near the runway", "a river", ""],
         [["two planes parked near the runway"], ["a green field", "many trees"], ["a road"]],
     )
@@ -260,7 +261,7 @@ def test_evaluate_tuples_per_task_and_dataset(tmp_path):
         ("grounding", [[100, 100, 300, 300]], wrap("[50, 50, 150, 150]"), frame, {"dataset": "DIOR-RSVG"}),
         ("counting", 4, wrap("four"), None, {}),
     ]
-    m = ev.score_samples(samples, tmp_path, caption_extras=False, quiet=True)
+    m = metrics.score_samples(samples, tmp_path, caption_extras=False, quiet=True)
     assert m["tasks"]["classification"]["accuracy"] == 0.5
     assert m["tasks"]["classification"]["well_formed"] == 0.5
     assert m["tasks"]["classification"]["answer_parsed"] == 1.0
@@ -274,12 +275,12 @@ def test_evaluate_tuples_per_task_and_dataset(tmp_path):
     assert lines[2]["frame"] == {"kind": "pixels", "image_size": [1000, 1000], "model_size": [500, 500]}
     assert lines[0]["scores"] == {"format": 1.0, "exact_match": 1.0, "accuracy": 1.0, "total": 2.0}
     with pytest.raises(ValueError, match="unknown task"):
-        ev.score_samples([("segmentation", "x", "x", None, {})], quiet=True)
+        metrics.score_samples([("segmentation", "x", "x", None, {})], quiet=True)
 
 
 def test_markdown_table_lists_tasks():
-    m = ev.score_samples([("vqa", "yes", wrap("yes"), None, {"type": "presence"})], caption_extras=False, quiet=True)
-    table = ev.markdown_table(m)
+    m = metrics.score_samples([("vqa", "yes", wrap("yes"), None, {"type": "presence"})], caption_extras=False, quiet=True)
+    table = metrics.markdown_table(m)
     lines = table.splitlines()
     assert lines[0] == "| task | dataset | split | n | well_formed | answer_parsed | metrics |"
     assert "| vqa | all | all | 1 | 1.0000 | 1.0000 | " in table
@@ -287,7 +288,7 @@ def test_markdown_table_lists_tasks():
 
 
 def test_gather_single_process():
-    assert ev.gather_to_rank0([1, 2]) == [1, 2]
+    assert distributed.gather_to_rank0([1, 2]) == [1, 2]
 
 
 # ----------------------------------------------------------------------------- the CLI on a predictions file
@@ -402,9 +403,9 @@ def test_gather_to_rank0_across_processes(tmp_path):
         f"sys.path.insert(0, {str(ROOT)!r})\n"
         "import torch.distributed as dist\n"
         "dist.init_process_group('gloo')\n"
-        "import eval as ev\n"
+        "from geovlm import distributed\n"
         "rank = dist.get_rank()\n"
-        "out = ev.gather_to_rank0([(rank, 'a'), (rank, 'b')])\n"
+        "out = distributed.gather_to_rank0([(rank, 'a'), (rank, 'b')])\n"
         "if rank == 0:\n"
         f"    open({str(tmp_path / 'out.json')!r}, 'w').write(json.dumps(out))\n"
         "else:\n"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-import plot
+from geovlm import plot
 
 # rows as train_grpo.py writes them (step rows, then {"step", "eval"} rows), trimmed from a real run
 GRPO_ROW = {

@@ -15,10 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import data
-import parsing
 import rewards
-import tasks
-from frames import FRAME_KINDS, Frame, to_frame
+from geovlm import parsing, tasks
+from geovlm.frames import FRAME_KINDS, Frame, to_frame
 
 TASKS = tuple(rewards.TASK_REWARDS)
 ALL_REWARDS = sorted(

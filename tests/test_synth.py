@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-import synth
+from embedded import synth
 
 ROOT = Path(__file__).resolve().parents[1]
 PIXEL_TASKS = [
@@ -367,7 +367,7 @@ def test_temporal_sequences_match_pixels(both):
 def test_cli(tmp_path):
     out = tmp_path / "cli"
     res = subprocess.run(
-        [sys.executable, "synth.py", "--out", str(out), "--n", "24", "--seed", "1"],
+        [sys.executable, "-m", "embedded.synth", "--out", str(out), "--n", "24", "--seed", "1"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -376,5 +376,5 @@ def test_cli(tmp_path):
     assert res.returncode == 0, res.stderr
     assert len(records(out)) == 24 and len(read(out / "test.jsonl")) == 5
     assert "wrote 19 train + 5 test" in res.stdout
-    help_ = subprocess.run([sys.executable, "synth.py", "--help"], cwd=ROOT, capture_output=True, text=True)
+    help_ = subprocess.run([sys.executable, "-m", "embedded.synth", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert help_.returncode == 0 and "--seed" in help_.stdout and "--tasks" in help_.stdout

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-import viewer
+from geovlm import viewer
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 IMAGE_RGB = (60, 90, 120)  # a plain colour nothing else on the page has (text and UI greys have r = g = b)

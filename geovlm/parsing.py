@@ -37,13 +37,16 @@ import re
 import string
 import warnings
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 from rapidfuzz import fuzz
+from rouge_score import rouge_scorer as rouge_score_lib
+from rouge_score import tokenize
 from scipy.optimize import linear_sum_assignment
 
-from frames import Frame, from_frame
+from geovlm.frames import Frame, from_frame
 
 # ----------------------------------------------------------------------------- settings
 STRICT_ANSWER_TAGS = False  # True: no <answer> tag -> accuracy 0 (see module docstring)
@@ -381,9 +384,7 @@ def answer_boxes(answer: Any) -> list[list[float]]:
 # ----------------------------------------------------------------------------- text similarity
 @functools.lru_cache(maxsize=1)
 def rouge_scorer():
-    from rouge_score import rouge_scorer  # built once: it sets up the tokenizer and the Porter stemmer
-
-    return rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=True)
+    return rouge_score_lib.RougeScorer(["rouge1", "rougeL"], use_stemmer=True)
 
 
 @functools.lru_cache(maxsize=1)
@@ -406,9 +407,7 @@ def _stem(word: str) -> str:
 
 
 def _rouge_tokenize(text: str) -> tuple[str, ...]:
-    from types import SimpleNamespace
 
-    from rouge_score import tokenize
 
     return tuple(tokenize.tokenize(text, SimpleNamespace(stem=_stem)))
 

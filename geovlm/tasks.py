@@ -30,8 +30,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import parsing as P
-from frames import Frame, round_box, to_frame
+from geovlm import parsing as P
+from geovlm.frames import Frame, round_box, to_frame
 
 
 class RecordError(ValueError):

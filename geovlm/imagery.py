@@ -35,6 +35,7 @@ import math
 import os
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 DEFAULT_STRETCH = (2.0, 98.0)
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
@@ -97,18 +98,6 @@ def options_from_meta(meta: dict | None) -> dict:
     return out
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The GeoTIFF flags (`--bands`, `--stretch`, `--nodata`) for a command that reads images."""
-    g = parser.add_argument_group("GeoTIFF / non-8-bit imagery")
-    g.add_argument("--bands", default=None, metavar="R,G,B",
-                   help="1-based band numbers shown as red, green, blue (or one band as grey), e.g. 4,3,2; "
-                        "None: bands 1,2,3 (band 1 when the image has fewer than 3) (default: %(default)s)")
-    g.add_argument("--stretch", default=None, metavar="LOW,HIGH",
-                   help="per-band percentile stretch to 0-255; None: 2,98 for non-8-bit data, none for 8-bit "
-                        "data (default: %(default)s)")
-    g.add_argument("--nodata", default=None, metavar="VALUE",
-                   help="pixel value to mask before the stretch (black in the picture); None: the GeoTIFF's "
-                        "GDAL_NODATA tag, if any (default: %(default)s)")
 
 
 def options_from_args(args: argparse.Namespace) -> dict:
@@ -198,7 +187,6 @@ def _pil_array(im) -> np.ndarray:
 
 
 def _open_pil(path: str):
-    from PIL import Image, UnidentifiedImageError
 
     try:
         im = Image.open(path)
@@ -310,7 +298,6 @@ def load_image(path: str | os.PathLike, bands=None, stretch=None, nodata=None):
     """The image as a PIL RGB image, fully decoded. 8-bit pictures with no option given are exactly
     PIL's `convert("RGB")`; anything else goes through `to_rgb`. FileNotFoundError if missing,
     ImageError if unreadable or the options do not fit the image."""
-    from PIL import Image
 
     path = os.fspath(path)
     opts = check_options(bands, stretch, nodata)

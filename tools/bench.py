@@ -52,13 +52,26 @@ from pathlib import Path
 
 import torch
 
-import data
-import defaults
-import grpo
-import lora
-import model as M
-import rewards
-import tiny
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: its modules
+
+from importlib.metadata import PackageNotFoundError, version
+
+import numpy as np
+import transformers
+from PIL import Image
+from torch.profiler import ProfilerActivity, profile
+from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, TrainerCallback
+
+import data  # noqa: E402
+import grpo  # noqa: E402
+import model as M  # noqa: E402
+import rewards  # noqa: E402
+import train_grpo as TG
+from embedded import (
+    defaults,  # noqa: E402
+    tiny,  # noqa: E402
+)
+from geovlm import lora  # noqa: E402
 
 ROWS = ("rollout", "grpo", "lora", "logprobs", "gpu")
 QWEN_VOCAB = 151_936
@@ -139,8 +152,6 @@ class Fixture:
 def make_images(out_dir: Path, sizes: list[int], per_size: int, seed: int = 0) -> Path:
     """Square synthetic scenes (smooth ground + a few bright rectangles) and one record per image, mixing
     classification, counting and grounding so the reward functions all do their usual work."""
-    import numpy as np
-    from PIL import Image
 
     rng = np.random.default_rng(seed)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
@@ -264,13 +275,11 @@ def bench_grpo(fx: Fixture, size: int, prompts: int, G: int, new_tokens: int, be
     try:
         import trl
         from datasets import Dataset
-        from transformers import TrainerCallback
         from trl import GRPOConfig, GRPOTrainer
     except ImportError as e:
         msg = f"skipped: TRL not importable ({e}); pip install -r requirements-bench.txt (see its header)"
         print(f"  grpo {msg}\n  {TRL_HINT}", flush=True)
         return [row("GRPO step s", case, None, None, None, note=msg, target="<= 0.5x")]
-    import train_grpo as TG
 
     recs = fx.records_of(size)[:prompts]
     jsonl = fx.dir / "data" / "grpo.jsonl"  # just these prompts, so train_grpo draws exactly them
@@ -497,7 +506,7 @@ def measure_child(spec: dict, threads: int | None) -> dict:
     """One measurement (logprobs_child, or update_child for spec kind "update") in a fresh process."""
     env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
     cmd = [sys.executable, os.path.abspath(__file__), "--_child", json.dumps(spec)]
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=os.path.dirname(os.path.abspath(__file__)))
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[1])
     if res.returncode:
         raise RuntimeError(f"memory child {spec} failed:\n{res.stderr[-2000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -556,7 +565,6 @@ GPU_SHAPES = {
 def gpu_model(shape: str, processor, device: torch.device, attn: str) -> torch.nn.Module:
     """A Qwen2.5-VL of `shape` with random bf16 weights, built directly on `device` (no download, no CPU copy).
     Its special-token ids are the tiny tokenizer's, so the bench's processor drives it."""
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     s, tok = GPU_SHAPES[shape], processor.tokenizer
     ids = {t: tok.convert_tokens_to_ids(t) for t in tiny.QWEN_SPECIAL_TOKENS}
@@ -618,7 +626,6 @@ def card_peaks(device: torch.device, peak_tflops: float | None, peak_tbs: float 
 
 def attention_kernels(model: torch.nn.Module, inputs: dict, device: torch.device) -> str:
     """The attention ops/kernels one forward actually ran, from the profiler (not what we hoped for)."""
-    from torch.profiler import ProfilerActivity, profile
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with torch.no_grad(), profile(activities=acts) as prof:
@@ -845,7 +852,6 @@ def machine() -> dict:
 
 
 def _version(pkg: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
 
     try:
         return version(pkg)
@@ -939,7 +945,6 @@ def main(argv: list[str] | None = None) -> dict:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     warnings.filterwarnings("ignore")
     with contextlib.suppress(ImportError):
-        import transformers
 
         transformers.utils.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()

@@ -37,6 +37,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
 PLOTS_DIR = "plots"
 TENSORBOARD_DIR = "tensorboard"
 FIGURES = ("rewards", "training", "lengths", "eval", "timing", "other")  # file order
@@ -173,7 +177,6 @@ _UNSMOOTHED = {"lr"}  # schedules are not noisy
 
 
 def _draw_panel(ax, title: str, keys: list[str], data, n_steps: int) -> None:
-    import matplotlib
 
     cmap = matplotlib.colormaps["tab10" if len(keys) <= 10 else "tab20"]
     for j, key in enumerate(keys):
@@ -206,8 +209,6 @@ def _draw_panel(ax, title: str, keys: list[str], data, n_steps: int) -> None:
 
 
 def _save_figure(path: Path, title: str, figure_panels: dict[str, list[str]], data, n_steps: int) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
 
     n = len(figure_panels)
     ncols = min(3, n)
@@ -240,12 +241,6 @@ def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
         if not data:
             if not quiet:
                 print(f"plot: nothing to plot in {log} ({'no numeric rows' if log.exists() else 'no such file'})")
-            return written
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            if not quiet:
-                print("plot: matplotlib is not installed (pip install -r requirements.txt): no plots")
             return written
         out = Path(out_dir) if out_dir is not None else run / PLOTS_DIR
         out.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,6 @@ loads it; the trainers' checkpoints also hold the merged model, which needs no P
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import math
@@ -32,6 +31,7 @@ import re
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")  # attention + MLP
 _ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -128,7 +128,6 @@ def peft_config(rank: int, alpha: float, targets: tuple[str, ...], base: str) ->
 
 
 def save_adapter(out_dir: str | os.PathLike, adapter: dict[str, torch.Tensor], config: dict) -> None:
-    from safetensors.torch import save_file
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -139,7 +138,6 @@ def save_adapter(out_dir: str | os.PathLike, adapter: dict[str, torch.Tensor], c
 def load_adapter(net: torch.nn.Module, adapter_dir: str | os.PathLike, base: str) -> None:
     """The adapter weights of `adapter_dir` into the LoRALinears of `net` (already `apply`d, not yet sharded);
     one line (SystemExit) when they were trained on another base model or do not fit."""
-    from safetensors.torch import load_file
 
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / "adapter_config.json").exists():
@@ -155,39 +153,3 @@ def load_adapter(net: torch.nn.Module, adapter_dir: str | os.PathLike, base: str
     with torch.no_grad():
         for k, v in state.items():
             net.get_parameter(k).copy_(v)
-
-
-# ----------------------------------------------------------------------------- flags, both trainers
-
-
-def _targets(text: str) -> tuple[str, ...]:
-    names = tuple(t.strip() for t in text.split(",") if t.strip())
-    unknown = [t for t in names if t not in TARGETS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"expected a comma list of {','.join(TARGETS)}, got {text!r}")
-    return names
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    import runtime as R
-
-    g = p.add_argument_group("LoRA (lora.py)")
-    g.add_argument("--lora-rank", type=R.count, default=0, help="train rank-r adapters on the language model's "
-                   "projections instead of every weight (vision tower, embeddings, LM head frozen, as --freeze-vision); "
-                   "0 = full fine-tuning. A larger --lr than full fine-tuning's is usual (e.g. 1e-4)")
-    g.add_argument("--lora-alpha", type=R.positive, default=None, help="the adapters' scale is alpha / rank; "
-                   "None: 2 x --lora-rank")
-    g.add_argument("--lora-targets", type=_targets, default=None, help="comma list of the decoder layers' Linears "
-                   f"to adapt, of {','.join(TARGETS)}; None: all of them (attention and MLP)")
-
-
-def check_arguments(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Fill the LoRA defaults, or one line (p.error) for --lora-alpha / --lora-targets without --lora-rank."""
-    if not args.lora_rank:
-        given = [f for f, v in (("--lora-alpha", args.lora_alpha), ("--lora-targets", args.lora_targets)) if v is not None]
-        if given:
-            p.error(f"{' and '.join(given)} given without --lora-rank (LoRA is off at rank 0)")
-        return
-    args.lora_alpha = args.lora_alpha or 2.0 * args.lora_rank
-    args.lora_targets = args.lora_targets or TARGETS
-    args.freeze_vision = True  # the tower is frozen under LoRA: its features can be computed once per step

@@ -19,34 +19,36 @@ to plot (sft/log.jsonl, grpo/log.jsonl).
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
+import sys
 import time
 from pathlib import Path
 
-import defaults
-import model as M
-import runtime as R
-import train_grpo
-import train_sft
-import viewer
-from tasks import TASKS
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: its modules
 
-eval_lib = importlib.import_module("eval")  # `eval` is also a builtin name
+import eval as eval_lib  # noqa: E402
+import model as M  # noqa: E402
+import train_grpo  # noqa: E402
+import train_sft  # noqa: E402
+from embedded import defaults  # noqa: E402
+from geovlm import viewer  # noqa: E402
+from geovlm.flags import ArgumentParser, count, non_negative, positive, positive_int  # noqa: E402
+from geovlm.run import load_data  # noqa: E402
+from geovlm.tasks import TASKS  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = R.ArgumentParser(description=__doc__)
+    p = ArgumentParser(description=__doc__)
     p.add_argument("--out", default="runs/demo", help="the demo writes into a new <date-time> folder under this one")
     p.add_argument("--sft-tasks", default="classification,vqa", help="SFT tasks, comma list or all")
-    p.add_argument("--sft-steps", type=R.positive_int, default=150, help="SFT steps")
+    p.add_argument("--sft-steps", type=positive_int, default=150, help="SFT steps")
     p.add_argument("--grpo-task", default="vqa", help="task(s) GRPO optimises, comma list")
-    p.add_argument("--grpo-steps", type=R.positive_int, default=40, help="GRPO steps")
-    p.add_argument("--temperature", type=R.positive, default=0.5, help="GRPO sampling temperature")
-    p.add_argument("--prompts", type=R.positive_int, default=8, help="GRPO prompts per step")
-    p.add_argument("--beta", type=R.non_negative, default=0.0, help="GRPO KL weight to the SFT checkpoint")
-    p.add_argument("--eval-records", type=R.positive_int, default=120, help="held-out records evaluated")
-    p.add_argument("--seed", type=R.count, default=0, help="seed for SFT and GRPO")
+    p.add_argument("--grpo-steps", type=positive_int, default=40, help="GRPO steps")
+    p.add_argument("--temperature", type=positive, default=0.5, help="GRPO sampling temperature")
+    p.add_argument("--prompts", type=positive_int, default=8, help="GRPO prompts per step")
+    p.add_argument("--beta", type=non_negative, default=0.0, help="GRPO KL weight to the SFT checkpoint")
+    p.add_argument("--eval-records", type=positive_int, default=120, help="held-out records evaluated")
+    p.add_argument("--seed", type=count, default=0, help="seed for SFT and GRPO")
     return p.parse_args(argv)
 
 
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> Path:
     data_dir = defaults.data_dir()
     print(f"data: {data_dir}  model: {defaults.base_model()}  outputs: {out}")
     tasks = list(TASKS) if args.sft_tasks == "all" else args.sft_tasks.split(",")
-    test = R.load_data(data_dir / "test.jsonl", "held-out data", tasks=tasks)
+    test = load_data(data_dir / "test.jsonl", "held-out data", tasks=tasks)
     per_task = max(1, args.eval_records // len(tasks))
     held_out = [r for t in tasks for r in [x for x in test if x.task == t][:per_task]]
 

@@ -35,6 +35,7 @@ import argparse
 import functools
 import json
 import math
+import multiprocessing
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -44,8 +45,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 from scipy import ndimage
+from tqdm import tqdm
 
-import tasks
+from geovlm import tasks
 
 TASKS = tuple(tasks.TASKS)  # the registry's order (no torch: tasks.py needs numpy/scipy/rapidfuzz alone)
 SCENES = ("airport", "beach", "desert", "farmland", "forest", "urban", "water")
@@ -1086,7 +1088,6 @@ def make_dataset(out_dir: str | Path, n: int, seed: int, test_frac: float = 0.2,
     jobs = [(str(out), tasks_of[i], seed, i) for i in range(n)]
     pool = None
     if workers > 1 and n > 1:
-        import multiprocessing
 
         # spawn, not fork: callers may hold threads (torch, BLAS) that a forked child would inherit
         pool = multiprocessing.get_context("spawn").Pool(min(workers, n))
@@ -1094,7 +1095,6 @@ def make_dataset(out_dir: str | Path, n: int, seed: int, test_frac: float = 0.2,
     else:
         results = map(_write_record, jobs)
     if progress:
-        from tqdm import tqdm
 
         results = tqdm(results, total=n, desc="synth", unit="rec")
     lines: dict[str, list[str]] = {"train": [], "test": []}

@@ -31,10 +31,10 @@ from typing import Any
 import numpy as np
 
 from data import Record
-from eval import Sample, markdown_table, score_samples
-from frames import Frame
-from parsing import answer_boxes, normalize_text
-from tasks import TASKS
+from geovlm.frames import Frame
+from geovlm.metrics import Sample, markdown_table, score_samples
+from geovlm.parsing import answer_boxes, normalize_text
+from geovlm.tasks import TASKS
 
 BOX_TASKS = ("grounding", "detection", "change_detection")  # answers that are lists of boxes (or, for change, a label)
 

@@ -34,6 +34,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
+from data import load_records
+from geovlm.frames import frame_from_json
+from geovlm.parsing import extract_answer, parse_boxes
+
 BOX_TASKS = ("grounding", "detection", "change_detection", "grounded_caption")
 CHANGE_TASKS = ("change_detection", "change_caption")  # a change is an appearance or a disappearance: boxes on both
 COLORS = {"gt": "#00e5ff", "pred": "#ff8c00", "region": "#76ff03"}  # blue/orange: told apart by most colour-blind eyes
@@ -42,7 +48,6 @@ PAGE_SIZE = 60
 
 def _frame(obj: Any):
     """A Frame from a row's "frame" ({"kind", "image_size", "model_size"}), or None when absent or bad."""
-    from frames import frame_from_json
 
     try:
         return frame_from_json(obj) if isinstance(obj, dict) else None
@@ -94,7 +99,6 @@ def predicted_boxes(row: dict) -> tuple[list[list[float]], str | None]:
     if not isinstance(completion, str):
         return [], None
     try:
-        from parsing import extract_answer, parse_boxes
 
         frame = _frame(row.get("frame"))
         boxes = [b for b in (_box(x) for x in parse_boxes(extract_answer(completion) or "", frame)) if b]
@@ -128,7 +132,6 @@ def read_rows(path: str | os.PathLike) -> tuple[list[dict], int]:
 def _records(data: str | os.PathLike | None) -> dict[str, Any]:
     if data is None:
         return {}
-    from data import load_records
 
     return {r.id: r for r in load_records(data, skip_bad=True)}
 
@@ -146,7 +149,6 @@ class _Images:
         if path in self.keys:
             return self.keys[path], None
         try:
-            from PIL import Image
 
             with Image.open(path) as im:
                 size = im.size

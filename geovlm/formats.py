@@ -45,10 +45,11 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
 import data
-import imagery
 from data import Record
-from frames import Frame, from_frame
-from tasks import RecordError
+from geovlm import imagery
+from geovlm.flags import add_imagery_flags
+from geovlm.frames import Frame, from_frame
+from geovlm.tasks import RecordError
 
 NUM = r"-?\d+(?:\.\d+)?"
 GEOCHAT_BOX = re.compile(rf"\{{\s*<({NUM})>\s*<({NUM})>\s*<({NUM})>\s*<({NUM})>\s*(?:\|\s*<?({NUM})>?)?\s*\}}")
@@ -954,7 +955,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad", action="store_true",
                    help="skip malformed input items and missing or unreadable images, counted in the report; default: stop at the first with one error line")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists; default: refuse")
-    imagery.add_arguments(p)
+    add_imagery_flags(p)
     p.epilog += ("\n\n--bands/--stretch/--nodata are written into every record's meta (meta.bands, meta.stretch, "
                  "meta.nodata): how a GeoTIFF of this data set becomes RGB (see imagery.py).")  # fmt: skip
     return p

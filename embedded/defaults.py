@@ -20,6 +20,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from data import SYSTEM_PROMPT
+from embedded import synth, tiny
+
 CACHE = Path(os.environ.get("GEOVLM_CACHE", Path.home() / ".cache" / "geovlm-r1"))
 DATA_VERSION = 2  # bump when synth.py's records change, so that caches built from older data are not reused
 
@@ -27,7 +30,6 @@ DATA_VERSION = 2  # bump when synth.py's records change, so that caches built fr
 def tokenizer_corpus(jsonl_paths: list[str | os.PathLike] = ()) -> list[str]:
     """Text the tiny model will read and write: the system prompt, answer syntax, numbers, and the records'
     questions, reasoning and answers."""
-    from data import SYSTEM_PROMPT
 
     texts = [SYSTEM_PROMPT, "<think> </think> <answer> </answer> [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]"]
     texts += [" ".join(str(i) for i in range(1000))]
@@ -57,14 +59,22 @@ def _build_once(out: Path, marker: str, build) -> Path:
 
 def data_dir(cache: Path = CACHE) -> Path:
     """The embedded data set: `synth.py --n 2000 --seed 0`."""
-    import synth
 
     return _build_once(cache / f"synth-v{DATA_VERSION}", "test.jsonl", lambda tmp: synth.make_dataset(tmp, n=2000, seed=0))
 
 
+def train_data(cache: Path = CACHE) -> str:
+    """The embedded training split, data_dir()/train.jsonl: what --data means when not given."""
+    return str(data_dir(cache) / "train.jsonl")
+
+
+def test_data(cache: Path = CACHE) -> str:
+    """The embedded test split, data_dir()/test.jsonl: what eval.py's --data means when not given."""
+    return str(data_dir(cache) / "test.jsonl")
+
+
 def base_model(cache: Path = CACHE) -> str:
     """The embedded model: the tiny Qwen2.5-VL with random weights, tokenizer trained on the embedded data."""
-    import tiny
 
     corpus = tokenizer_corpus([data_dir(cache) / "train.jsonl"])
     return str(_build_once(cache / f"tiny-qwen2.5-vl-v{DATA_VERSION}", "config.json", lambda tmp: tiny.build_tiny(tmp, corpus, seed=0)))
@@ -88,7 +98,7 @@ def sft_model(cache: Path = CACHE) -> str:
               flush=True)  # fmt: skip
         env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE",
                                                                 "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK")}  # fmt: skip
-        cmd = [sys.executable, str(Path(__file__).with_name("train_sft.py")), "--model", base, "--data",
+        cmd = [sys.executable, str(Path(__file__).resolve().parents[1] / "train_sft.py"), "--model", base, "--data",
                str(data / "train.jsonl"), "--out", str(tmp.with_name("run")), "--save-every", "0", *SFT_RECIPE]  # fmt: skip
         subprocess.run(cmd, env=env, check=True)
         (tmp.with_name("run") / "final").rename(tmp)
