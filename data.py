@@ -84,8 +84,14 @@ def parse_record(obj, base_dir: str, where: str, meta_defaults: dict | None = No
     if isinstance(images, str):
         images = [images]
     lo, hi = TASKS[task].images
-    if not isinstance(images, list) or not all(isinstance(p, str) for p in images) or not lo <= len(images) <= hi:
-        raise RecordError(f"{where}: field 'images': {task} needs {lo}..{hi} image path(s), got {obj['images']!r}")
+    if (
+        not isinstance(images, list)
+        or not all(isinstance(p, str) for p in images)
+        or not lo <= len(images) <= hi
+    ):
+        raise RecordError(
+            f"{where}: field 'images': {task} needs {lo}..{hi} image path(s), got {obj['images']!r}"
+        )
     paths = [p if os.path.isabs(p) else os.path.normpath(os.path.join(base_dir, p)) for p in images]
     sizes = [image_size(p, where) for p in paths]
     question = obj["question"]
@@ -93,7 +99,9 @@ def parse_record(obj, base_dir: str, where: str, meta_defaults: dict | None = No
         raise RecordError(f"{where}: field 'question' is empty")
     for name in ("question", "reasoning"):
         if isinstance(obj.get(name), str) and len(obj[name]) > MAX_TEXT:
-            raise RecordError(f"{where}: field '{name}' has {len(obj[name]):,} characters; at most {MAX_TEXT:,}")
+            raise RecordError(
+                f"{where}: field '{name}' has {len(obj[name]):,} characters; at most {MAX_TEXT:,}"
+            )
     meta = obj.get("meta") or {}
     if not isinstance(meta, dict):
         raise RecordError(f"{where}: field 'meta' must be an object")
@@ -110,7 +118,9 @@ def parse_record(obj, base_dir: str, where: str, meta_defaults: dict | None = No
     return Record(str(obj["id"]), task, paths, question.strip(), answer, reasoning, meta, where, sizes)
 
 
-MAX_TEXT = 20_000  # characters of a question or reasoning: far beyond any EO instruction, far below a runaway file
+MAX_TEXT = (
+    20_000  # characters of a question or reasoning: far beyond any EO instruction, far below a runaway file
+)
 MAX_LINE = 1_000_000  # characters of one JSONL line (answers with many boxes, long captions included)
 
 
@@ -121,11 +131,18 @@ def _lines(f, path: str):
         for lineno, line in enumerate(f, 1):  # noqa: B007 - lineno is read in the except clause
             yield lineno, line
     except UnicodeDecodeError as e:
-        raise RecordError(f"{path}:{lineno + 1}: not UTF-8 text ({e.reason} at byte {e.start}); save the file as UTF-8") from None
+        raise RecordError(
+            f"{path}:{lineno + 1}: not UTF-8 text ({e.reason} at byte {e.start}); save the file as UTF-8"
+        ) from None
 
 
-def load_records(path: str | os.PathLike, skip_bad: bool = False, tasks: list[str] | None = None,
-                 max_reported: int = 5, meta_defaults: dict | None = None) -> list[Record]:
+def load_records(
+    path: str | os.PathLike,
+    skip_bad: bool = False,
+    tasks: list[str] | None = None,
+    max_reported: int = 5,
+    meta_defaults: dict | None = None,
+) -> list[Record]:
     """Validated records of a JSONL file. Stops at the first bad line unless `skip_bad`, which then
     warns with the count of skipped lines and the first few reasons (never silently). `meta_defaults`: see
     `parse_record`."""
@@ -136,14 +153,18 @@ def load_records(path: str | os.PathLike, skip_bad: bool = False, tasks: list[st
             raise ValueError(f"unknown task(s) {unknown}; known: {', '.join(TASKS)}")
     base = os.path.dirname(os.path.abspath(path))
     records, errors = [], []
-    with open(path, encoding="utf-8-sig") as f:  # -sig: a byte-order mark (Windows editors) is not a JSON error
+    with open(
+        path, encoding="utf-8-sig"
+    ) as f:  # -sig: a byte-order mark (Windows editors) is not a JSON error
         for lineno, line in _lines(f, path):
             if not line.strip():
                 continue
             where = f"{path}:{lineno}"
             try:
                 if len(line) > MAX_LINE:
-                    raise RecordError(f"{where}: the line has {len(line):,} characters; a record holds at most {MAX_LINE:,}")
+                    raise RecordError(
+                        f"{where}: the line has {len(line):,} characters; a record holds at most {MAX_LINE:,}"
+                    )
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as e:
@@ -201,10 +222,14 @@ def to_messages(record: Record, frames: list[Frame], with_answer: bool = False) 
             content.append({"type": "text", "text": f"Image {k + 1}: "})
         content.append({"type": "image"})
     content.append({"type": "text", "text": question_text(record, frames[0])})
-    messages = [{"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
-                {"role": "user", "content": content}]  # fmt: skip
+    messages = [
+        {"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
+        {"role": "user", "content": content},
+    ]
     if with_answer:
-        messages.append({"role": "assistant", "content": [{"type": "text", "text": target_text(record, frames[0])}]})
+        messages.append(
+            {"role": "assistant", "content": [{"type": "text", "text": target_text(record, frames[0])}]}
+        )
     return messages
 
 
@@ -213,15 +238,19 @@ def to_messages(record: Record, frames: list[Frame], with_answer: bool = False) 
 
 @dataclass
 class PromptBatch:
-    inputs: dict  # input_ids/attention_mask/mm_token_type_ids [B, P] (left padded), pixel_values, image_grid_thw
+    inputs: (
+        dict  # input_ids/attention_mask/mm_token_type_ids [B, P] (left padded), pixel_values, image_grid_thw
+    )
     records: list[Record]
     frames: list[Frame]  # one per record: its first image's frame (boxes in answers refer to it)
 
 
 def _encode_prompts(records: list[Record], processor, frame_kind: str, padding_side: str):
     frames = [frames_of(r, frame_kind, processor.image_processor) for r in records]
-    texts = [processor.apply_chat_template(to_messages(r, f), add_generation_prompt=True, tokenize=False)
-             for r, f in zip(records, frames)]  # fmt: skip
+    texts = [
+        processor.apply_chat_template(to_messages(r, f), add_generation_prompt=True, tokenize=False)
+        for r, f in zip(records, frames)
+    ]
     images = [load_image(p, r.source, **imagery.options_from_meta(r.meta)) for r in records for p in r.images]
     enc = processor(text=texts, images=images, padding=True, padding_side=padding_side, return_tensors="pt")
     # the processor resized each image itself; the frames must agree with what it did
@@ -232,7 +261,9 @@ def _encode_prompts(records: list[Record], processor, frame_kind: str, padding_s
         raise RuntimeError(f"processor resized images to {sizes}, frames expected {expected}")
     if "mm_token_type_ids" not in enc:  # older processors: derive it (image 1, video 2, text 0)
         ids = enc["input_ids"]
-        enc["mm_token_type_ids"] = (ids == processor.image_token_id).long() + 2 * (ids == processor.video_token_id).long()
+        enc["mm_token_type_ids"] = (ids == processor.image_token_id).long() + 2 * (
+            ids == processor.video_token_id
+        ).long()
     return dict(enc), frames
 
 
@@ -265,5 +296,11 @@ def collate_sft(records: list[Record], processor, frame_kind: str) -> dict:
         labels[i, len(p) : len(p) + len(t)] = t
         attention[i, : len(p) + len(t)] = 1
         mm_types[i, : len(p)] = ty
-    return {"input_ids": input_ids, "attention_mask": attention, "mm_token_type_ids": mm_types, "labels": labels,
-            "pixel_values": enc["pixel_values"], "image_grid_thw": enc["image_grid_thw"]}  # fmt: skip
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention,
+        "mm_token_type_ids": mm_types,
+        "labels": labels,
+        "pixel_values": enc["pixel_values"],
+        "image_grid_thw": enc["image_grid_thw"],
+    }

@@ -36,7 +36,6 @@ Outputs in --out: metrics.json ("tasks"; "datasets": per meta.dataset; "splits":
 reward scores, answer, meta, frame; that file can be fed back with --predictions, or opened in viewer.py).
 """
 
-
 from __future__ import annotations
 
 import argparse
@@ -61,8 +60,16 @@ from geovlm.run import check_model, load_data
 from geovlm.tasks import TASKS
 
 
-def generate(net, processor, frame_kind: str, records: Sequence[Any], max_new_tokens: int, device,
-             batch_size: int = 16, progress: bool = False) -> tuple[list[str], list[Frame]]:  # fmt: skip
+def generate(
+    net,
+    processor,
+    frame_kind: str,
+    records: Sequence[Any],
+    max_new_tokens: int,
+    device,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> tuple[list[str], list[Frame]]:
     """Greedy completions for the records, in order, and the frame each record's boxes are written in.
 
     model.sample at temperature 0 with the processor's end and vision tokens, prompts batched by `batch_size`;
@@ -72,28 +79,68 @@ def generate(net, processor, frame_kind: str, records: Sequence[Any], max_new_to
     completions: list[str] = []
     frames: list[Frame] = []
     with torch.no_grad(), fsdp.gathered(net), model_lib.autocast(torch.device(device), net):
-        for start in tqdm(range(0, len(records), batch_size), desc="eval", unit="batch", disable=not progress):
+        for start in tqdm(
+            range(0, len(records), batch_size), desc="eval", unit="batch", disable=not progress
+        ):
             batch = data.collate_prompts(list(records[start : start + batch_size]), processor, frame_kind)
-            out = model_lib.sample(net, model_lib.to_device(batch.inputs, device), group_size=1, max_new_tokens=max_new_tokens,
-                                   temperature=0.0, eos_ids=eos, banned=banned, pad_id=processor.tokenizer.pad_token_id)  # fmt: skip
+            out = model_lib.sample(
+                net,
+                model_lib.to_device(batch.inputs, device),
+                group_size=1,
+                max_new_tokens=max_new_tokens,
+                temperature=0.0,
+                eos_ids=eos,
+                banned=banned,
+                pad_id=processor.tokenizer.pad_token_id,
+            )
             completions += model_lib.decode(processor, out)
             frames += list(batch.frames)
     return completions, frames
 
 
-def evaluate_model(net, processor, frame_kind: str, records: Sequence[Any], max_new_tokens: int, device,
-                   out_dir: str | Path | None = None, batch_size: int = 16, caption_extras: bool = False,
-                   quiet: bool = True, progress: bool = False) -> dict | None:  # fmt: skip
+def evaluate_model(
+    net,
+    processor,
+    frame_kind: str,
+    records: Sequence[Any],
+    max_new_tokens: int,
+    device,
+    out_dir: str | Path | None = None,
+    batch_size: int = 16,
+    caption_extras: bool = False,
+    quiet: bool = True,
+    progress: bool = False,
+) -> dict | None:
     """Generate greedily for `records` and score them (`score_samples`): the path of this CLI, of the trainers'
     --eval-data and of the demo. Under torch.distributed every rank generates its share (records rank::world)
     and rank 0 scores them all; it returns the metrics dict there and None on the other ranks."""
     rank, world = rank_world()
     mine = list(range(rank, len(records), world))
-    completions, frames = generate(net, processor, frame_kind, [records[i] for i in mine], max_new_tokens, device,
-                                   batch_size, progress and rank == 0)  # fmt: skip
-    local = [(i, Sample(task=records[i].task, answer=records[i].answer, completion=c, frame=f, meta=records[i].meta,
-                        id=str(records[i].id), images=list(records[i].images)))
-             for i, c, f in zip(mine, completions, frames)]  # fmt: skip
+    completions, frames = generate(
+        net,
+        processor,
+        frame_kind,
+        [records[i] for i in mine],
+        max_new_tokens,
+        device,
+        batch_size,
+        progress and rank == 0,
+    )
+    local = [
+        (
+            i,
+            Sample(
+                task=records[i].task,
+                answer=records[i].answer,
+                completion=c,
+                frame=f,
+                meta=records[i].meta,
+                id=str(records[i].id),
+                images=list(records[i].images),
+            ),
+        )
+        for i, c, f in zip(mine, completions, frames)
+    ]
     gathered = gather_to_rank0(local)
     if gathered is None:
         return None
@@ -117,7 +164,9 @@ def _prediction_frame(obj: dict, rec: Any, box_frame: str) -> Frame | None:
     return Frame("pixels", size, size) if box_frame == "original" else Frame(box_frame, size, size)
 
 
-def load_predictions(path: str | Path, records: Sequence[Any] | None = None, box_frame: str = "original") -> list[Sample]:
+def load_predictions(
+    path: str | Path, records: Sequence[Any] | None = None, box_frame: str = "original"
+) -> list[Sample]:
     """Samples from a predictions JSONL (this script's own, or another system's).
 
     Each line needs "completion" (or "prediction") and either "task" + "answer" or an "id" found in `records`
@@ -144,12 +193,17 @@ def load_predictions(path: str | Path, records: Sequence[Any] | None = None, box
             task = obj.get("task", rec.task if rec else None)
             if task not in TASKS:
                 raise ValueError(f"{where}: field 'task': unknown task {task!r}; known: {', '.join(TASKS)}")
-            samples.append(Sample(task=task, answer=obj["answer"] if "answer" in obj else rec.answer,
-                                  completion=str(obj.get("completion", obj.get("prediction", ""))),
-                                  frame=_prediction_frame(obj, rec, box_frame),
-                                  meta=obj.get("meta") or (rec.meta if rec is not None else {}),
-                                  id=str(obj.get("id", line_no)),
-                                  images=list(obj.get("images") or (rec.images if rec is not None else []))))  # fmt: skip
+            samples.append(
+                Sample(
+                    task=task,
+                    answer=obj["answer"] if "answer" in obj else rec.answer,
+                    completion=str(obj.get("completion", obj.get("prediction", ""))),
+                    frame=_prediction_frame(obj, rec, box_frame),
+                    meta=obj.get("meta") or (rec.meta if rec is not None else {}),
+                    id=str(obj.get("id", line_no)),
+                    images=list(obj.get("images") or (rec.images if rec is not None else [])),
+                )
+            )
     if not samples:
         raise ValueError(f"{path}: no predictions")
     return samples
@@ -157,38 +211,86 @@ def load_predictions(path: str | Path, records: Sequence[Any] | None = None, box
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = ArgumentParser(description=__doc__)
-    ap.add_argument("--model", help="Generate with this checkpoint directory or hub id; unset: the embedded tiny "
-                    "model after its SFT warm-up (defaults.sft_model, built on first use).")  # fmt: skip
-    ap.add_argument("--data", help="Evaluate these records (a benchmark JSONL, see data.py); unset: the embedded "
-                    "synthetic test split. With --predictions: the records their ids refer to (unset: none).")  # fmt: skip
-    ap.add_argument("--predictions", help="Score this predictions JSONL instead of generating (this script's own, or "
-                    "another system's: one {id, task, answer, completion} a line); unset: generate.")  # fmt: skip
-    ap.add_argument("--box-frame", default="original", choices=BOX_FRAMES, help="With --predictions: the units of "
-                    "bracketed boxes in lines without a frame, relative to each record's image (--data).")  # fmt: skip
-    ap.add_argument("--out", default="results", help="Write metrics.json, predictions.jsonl and table.md to this folder.")
+    ap.add_argument(
+        "--model",
+        help="Generate with this checkpoint directory or hub id; unset: the embedded tiny "
+        "model after its SFT warm-up (defaults.sft_model, built on first use).",
+    )
+    ap.add_argument(
+        "--data",
+        help="Evaluate these records (a benchmark JSONL, see data.py); unset: the embedded "
+        "synthetic test split. With --predictions: the records their ids refer to (unset: none).",
+    )
+    ap.add_argument(
+        "--predictions",
+        help="Score this predictions JSONL instead of generating (this script's own, or "
+        "another system's: one {id, task, answer, completion} a line); unset: generate.",
+    )
+    ap.add_argument(
+        "--box-frame",
+        default="original",
+        choices=BOX_FRAMES,
+        help="With --predictions: the units of "
+        "bracketed boxes in lines without a frame, relative to each record's image (--data).",
+    )
+    ap.add_argument(
+        "--out", default="results", help="Write metrics.json, predictions.jsonl and table.md to this folder."
+    )
     ap.add_argument("--batch-size", type=positive_int, default=8, help="Prompts per greedy generation batch.")
-    ap.add_argument("--max-new-tokens", type=positive_int, default=512, help="Stop each completion after "
-                    "this many tokens.")  # fmt: skip
+    ap.add_argument(
+        "--max-new-tokens",
+        type=positive_int,
+        default=512,
+        help="Stop each completion after this many tokens.",
+    )
     ap.add_argument("--limit", type=count, default=0, help="Evaluate only the first N records; 0: all.")
-    ap.add_argument("--skip-bad", action="store_true", help="Skip malformed records of --data (counted and reported) "
-                    "instead of stopping at the first.")  # fmt: skip
-    ap.add_argument("--no-caption-extras", action="store_true", help="Skip METEOR and the coco-caption metrics "
-                    "(ROUGE is always computed).")  # fmt: skip
+    ap.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="Skip malformed records of --data (counted and reported) instead of stopping at the first.",
+    )
+    ap.add_argument(
+        "--no-caption-extras",
+        action="store_true",
+        help="Skip METEOR and the coco-caption metrics (ROUGE is always computed).",
+    )
     add_imagery_flags(ap)
-    ap.add_argument("--blind", metavar="TRAIN", help="Score the question-only baseline instead of a model: each "
-                    "record of --data answered from TRAIN's answers to the same question alone (baselines.py); no "
-                    "model loads. Unset: off.")
-    ap.add_argument("--permute-images", type=count, default=None, metavar="SEED", help="The mismatched-image "
-                    "control: each record is shown the image(s) of another record of its task (a derangement drawn "
-                    "with SEED; boxes moved to the same relative place). Unset: off.")
-    ap.add_argument("--compare", nargs="+", metavar="RESULTS", help="Print these evaluations (folders holding "
-                    "metrics.json) side by side and exit, e.g. an ablation against its baseline; unset: evaluate.")  # fmt: skip
-    ap.add_argument("--all-metrics", action="store_true", help="With --compare: show every metric, not only each "
-                    "task's headline metric, accuracy reward, mean reward and well_formed rate.")
+    ap.add_argument(
+        "--blind",
+        metavar="TRAIN",
+        help="Score the question-only baseline instead of a model: each "
+        "record of --data answered from TRAIN's answers to the same question alone (baselines.py); no "
+        "model loads. Unset: off.",
+    )
+    ap.add_argument(
+        "--permute-images",
+        type=count,
+        default=None,
+        metavar="SEED",
+        help="The mismatched-image "
+        "control: each record is shown the image(s) of another record of its task (a derangement drawn "
+        "with SEED; boxes moved to the same relative place). Unset: off.",
+    )
+    ap.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="RESULTS",
+        help="Print these evaluations (folders holding "
+        "metrics.json) side by side and exit, e.g. an ablation against its baseline; unset: evaluate.",
+    )
+    ap.add_argument(
+        "--all-metrics",
+        action="store_true",
+        help="With --compare: show every metric, not only each "
+        "task's headline metric, accuracy reward, mean reward and well_formed rate.",
+    )
     return ap.parse_args(argv)
 
 
-RENAMED = {"format": "well_formed", "parsed": "answer_parsed"}  # older metrics.json files: compare them all the same
+RENAMED = {
+    "format": "well_formed",
+    "parsed": "answer_parsed",
+}  # older metrics.json files: compare them all the same
 
 
 def compare(paths: Sequence[str], every_metric: bool = False) -> str:
@@ -202,11 +304,17 @@ def compare(paths: Sequence[str], every_metric: bool = False) -> str:
         except (OSError, ValueError, KeyError) as e:
             raise SystemExit(f"--compare {p}: no readable metrics.json there ({e})") from None
         runs.append({t: {RENAMED.get(k, k): v for k, v in m.items()} for t, m in tasks.items()})
-    lines = ["| task | metric | " + " | ".join(paths) + " | Δ (last - first) |", "|---|---|" + "---:|" * (len(paths) + 1)]
+    lines = [
+        "| task | metric | " + " | ".join(paths) + " | Δ (last - first) |",
+        "|---|---|" + "---:|" * (len(paths) + 1),
+    ]
     for task in sorted({t for r in runs for t in r}):
         keys = sorted({k for r in runs for k in r.get(task, {})} - {"n"})
-        shown = keys if every_metric else [k for k in (TASKS[task].metric, "accuracy_reward", "reward", "well_formed")
-                                           if k in keys]
+        shown = (
+            keys
+            if every_metric
+            else [k for k in (TASKS[task].metric, "accuracy_reward", "reward", "well_formed") if k in keys]
+        )
         for k in shown:
             vals = [r.get(task, {}).get(k) for r in runs]
             cells = ["–" if v is None else f"{v:.4f}" for v in vals]
@@ -242,7 +350,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit(f"--predictions: {e}") from None
         score_samples(samples[: args.limit or None], args.out, caption_extras=extras)
         if any(s.images for s in samples):
-            print(f"open {viewer.write_viewer(Path(args.out) / 'predictions.jsonl', link_images=True)} in a browser")
+            print(
+                f"open {viewer.write_viewer(Path(args.out) / 'predictions.jsonl', link_images=True)} in a browser"
+            )
         return 0
 
     env = init_distributed()
@@ -254,8 +364,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         records = baselines.permute_images(records, args.permute_images)
     check_model(model_path)
     loaded = model_lib.load(model_path, device=env.device)
-    metrics = evaluate_model(loaded.model, loaded.processor, loaded.frame_kind, records, args.max_new_tokens,
-                             env.device, args.out, args.batch_size, caption_extras=extras, quiet=False, progress=True)  # fmt: skip
+    metrics = evaluate_model(
+        loaded.model,
+        loaded.processor,
+        loaded.frame_kind,
+        records,
+        args.max_new_tokens,
+        env.device,
+        args.out,
+        args.batch_size,
+        caption_extras=extras,
+        quiet=False,
+        progress=True,
+    )
     if metrics is not None:  # rank 0: every completion with its boxes drawn on the image
         page = viewer.write_viewer(Path(args.out) / "predictions.jsonl", link_images=True)
         print(f"open {page} in a browser to see every answer on its image")

@@ -54,8 +54,13 @@ RATIO_LEVELS = ("token", "sequence")
 CLIP_DEFAULTS = {"token": (0.2, 0.28), "sequence": (3e-4, 4e-4)}
 
 
-def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group", eps: float = 1e-4,
-                     batch_std: float | torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+def group_advantages(
+    rewards: torch.Tensor,
+    group_size: int,
+    scale: str = "group",
+    eps: float = 1e-4,
+    batch_std: float | torch.Tensor | None = None,
+) -> torch.Tensor:
     """Advantage of each completion relative to its group: rewards [B*G] -> advantages [B*G].
 
         scale="group":  A_i = (r_i - mean_group(r)) / (std_group(r) + eps)     (GRPO)
@@ -97,9 +102,15 @@ def signal_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     return ~(r == r[:, :1]).all(dim=1)
 
 
-def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
-                clip_eps_low: float = 0.2, clip_eps_high: float = 0.28,
-                level: str = "token") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def policy_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_eps_low: float = 0.2,
+    clip_eps_high: float = 0.28,
+    level: str = "token",
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """PPO-clip surrogate per token: logp, old_logp [N, T], advantages [N], mask [N, T] -> [N, T].
 
         level="token":     rho_t = exp(logp_t - old_logp_t)
@@ -154,9 +165,14 @@ def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     return torch.exp(d) - d - 1.0
 
 
-def aggregate(per_token: torch.Tensor, mask: torch.Tensor, mode: str = "token-mean",
-              total_tokens: float | torch.Tensor | None = None, num_seqs: int | None = None,
-              max_len: int | None = None) -> torch.Tensor:  # fmt: skip
+def aggregate(
+    per_token: torch.Tensor,
+    mask: torch.Tensor,
+    mode: str = "token-mean",
+    total_tokens: float | torch.Tensor | None = None,
+    num_seqs: int | None = None,
+    max_len: int | None = None,
+) -> torch.Tensor:
     """Reduce a per-token loss [N, T] to the scalar that is backpropagated.
 
         "token-mean":          sum_{i,t} L_it / total_tokens
@@ -176,7 +192,9 @@ def aggregate(per_token: torch.Tensor, mask: torch.Tensor, mode: str = "token-me
     micro-batch on one process.
     """
     maskf = mask.to(per_token.dtype)
-    summed = torch.where(mask, per_token, torch.zeros_like(per_token))  # padding never leaks in, not even a NaN
+    summed = torch.where(
+        mask, per_token, torch.zeros_like(per_token)
+    )  # padding never leaks in, not even a NaN
     if num_seqs is None:
         num_seqs = per_token.shape[0]
     if mode == "token-mean":
@@ -191,11 +209,22 @@ def aggregate(per_token: torch.Tensor, mask: torch.Tensor, mode: str = "token-me
     raise ValueError(f"unknown loss aggregation {mode!r}; expected one of {LOSS_AGGS}")
 
 
-def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
-              ref_logp: torch.Tensor | None = None, *, beta: float = 0.0, clip_eps_low: float = 0.2,
-              clip_eps_high: float = 0.28, agg: str = "token-mean", total_tokens: float | torch.Tensor | None = None,
-              num_seqs: int | None = None, max_len: int | None = None,
-              ratio_level: str = "token") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def grpo_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    ref_logp: torch.Tensor | None = None,
+    *,
+    beta: float = 0.0,
+    clip_eps_low: float = 0.2,
+    clip_eps_high: float = 0.28,
+    agg: str = "token-mean",
+    total_tokens: float | torch.Tensor | None = None,
+    num_seqs: int | None = None,
+    max_len: int | None = None,
+    ratio_level: str = "token",
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The scalar loss of one micro-batch, exactly as the trainer backpropagates it:
 
         loss = aggregate(policy_loss(logp, old_logp, A, level=ratio_level) + beta * kl_k3(logp, ref_logp))
@@ -204,7 +233,9 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tens
     are the global batch's (see `aggregate`). ref_logp None (beta = 0, no reference model) drops the KL.
     Stats: policy_loss's clip fractions of this micro-batch, and "kl_sum", the k3 summed over its real tokens.
     """
-    per_token, stats = policy_loss(logp, old_logp, advantages, mask, clip_eps_low, clip_eps_high, ratio_level)  # [n, T]
+    per_token, stats = policy_loss(
+        logp, old_logp, advantages, mask, clip_eps_low, clip_eps_high, ratio_level
+    )  # [n, T]
     if ref_logp is not None:
         kl = kl_k3(logp, ref_logp)  # [n, T]
         per_token = per_token + beta * kl

@@ -26,9 +26,16 @@ from geovlm.fsdp import FSDPRoot, call, gathered, unwrap
 
 # Never sampled: emitting one makes the next forward fail ("Image features and image tokens do not match").
 VISION_TOKENS = [
-    "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
-    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>",
-]  # fmt: skip
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+]
 
 
 @dataclass
@@ -44,7 +51,11 @@ class Loaded:
 
 
 def pick_device() -> torch.device:
-    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    return (
+        torch.device("cuda", torch.cuda.current_device())
+        if torch.cuda.is_available()
+        else torch.device("cpu")
+    )
 
 
 def attention_backend(device: torch.device) -> str:
@@ -64,8 +75,12 @@ def frame_kind_of(config) -> str:
     return "0-1000" if config.model_type == "qwen2_vl" else "pixels"
 
 
-def load(path_or_id: str, device: torch.device | str | None = None, grad_ckpt: bool = False,
-         dtype: torch.dtype | None = None) -> Loaded:  # fmt: skip
+def load(
+    path_or_id: str,
+    device: torch.device | str | None = None,
+    grad_ckpt: bool = False,
+    dtype: torch.dtype | None = None,
+) -> Loaded:
     """Model + processor for Qwen2-VL / Qwen2.5-VL: bf16 on CUDA, fp32 on CPU (trainers ask for fp32
     master weights and autocast to bf16)."""
 
@@ -84,8 +99,9 @@ def load(path_or_id: str, device: torch.device | str | None = None, grad_ckpt: b
     return Loaded(model, processor, frame_kind_of(config), attn, device)
 
 
-def save(model: torch.nn.Module, processor, out_dir: str | os.PathLike, state_dict: dict | None = None,
-         extra=None) -> Path:  # fmt: skip
+def save(
+    model: torch.nn.Module, processor, out_dir: str | os.PathLike, state_dict: dict | None = None, extra=None
+) -> Path:
     """Write a safetensors HF directory atomically: a temporary sibling, then one rename.
 
     state_dict: the weights to write (e.g. gathered from FSDP shards); default the model's own.
@@ -128,15 +144,19 @@ def banned_token_ids(model: torch.nn.Module, processor=None) -> torch.Tensor:
     """Vision/box special tokens present in the vocabulary: never sampled, masked in log-probs too.
     Without a processor, the ones the model config names (image/video pads, vision start/end)."""
     model = unwrap(model)
-    ids = {getattr(model.config, k, None) for k in ("image_token_id", "video_token_id", "vision_start_token_id",
-                                                     "vision_end_token_id")}  # fmt: skip
+    ids = {
+        getattr(model.config, k, None)
+        for k in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+    }
     unk = None
     if processor is not None:
         tok = processor.tokenizer
         ids |= {tok.convert_tokens_to_ids(t) for t in VISION_TOKENS}
         unk = tok.unk_token_id
     vocab = model.get_output_embeddings().weight.shape[0]
-    return torch.tensor(sorted(i for i in ids if isinstance(i, int) and 0 <= i < vocab and i != unk), dtype=torch.long)
+    return torch.tensor(
+        sorted(i for i in ids if isinstance(i, int) and 0 <= i < vocab and i != unk), dtype=torch.long
+    )
 
 
 def eos_token_ids(model: torch.nn.Module, processor=None) -> list[int]:
@@ -178,8 +198,13 @@ def decoder(model: torch.nn.Module, embeds, position_ids, attention_mask, cache=
     """The decoder stack on embeddings with explicit positions -> (hidden [B, L, D], cache)."""
     lm = model.model.language_model
     cache_kw = _kwarg_name(lm.forward, "cache", "past_key_values")
-    out = lm(inputs_embeds=embeds, position_ids=position_ids, attention_mask=attention_mask,
-             use_cache=use_cache, **{cache_kw: cache})  # fmt: skip
+    out = lm(
+        inputs_embeds=embeds,
+        position_ids=position_ids,
+        attention_mask=attention_mask,
+        use_cache=use_cache,
+        **{cache_kw: cache},
+    )
     return out.last_hidden_state, out.get(cache_kw)  # the output names it as the input does
 
 
@@ -232,12 +257,16 @@ class HeadLogprobs(torch.autograd.Function):
         N, dev = hidden.shape[0], hidden.device
         run_max = torch.full((N,), float("-inf"), device=dev)
         run_sum, picked = torch.zeros(N, device=dev), torch.zeros(N, device=dev)
-        tiles = _tiles(hidden.to(dtype), weight, targets, banned, temperature, dtype, vocab_chunk, token_chunk)
+        tiles = _tiles(
+            hidden.to(dtype), weight, targets, banned, temperature, dtype, vocab_chunk, token_chunk
+        )
         for rows, _, _, _, z, y, here in tiles:
             picked[rows] += torch.where(here, z.gather(-1, y[:, None])[:, 0], 0.0)
             new_max = torch.maximum(run_max[rows], z.amax(-1))
             shift = torch.where(torch.isinf(new_max), 0.0, new_max)  # a slice all banned so far: -inf rows
-            run_sum[rows] = run_sum[rows] * (run_max[rows] - shift).exp() + z.sub_(shift[:, None]).exp_().sum(-1)
+            run_sum[rows] = run_sum[rows] * (run_max[rows] - shift).exp() + z.sub_(shift[:, None]).exp_().sum(
+                -1
+            )
             run_max[rows] = new_max
         lse = torch.where(torch.isinf(run_max), 0.0, run_max) + run_sum.log()
         ctx.save_for_backward(hidden, weight, targets, lse, banned)
@@ -253,7 +282,9 @@ class HeadLogprobs(torch.autograd.Function):
         g = grad_lp.float() / temperature  # the 1/T of dz/d(h W^T) folded in once
         grad_h = torch.zeros(hidden.shape, dtype=torch.float32, device=hidden.device) if want_h else None
         grad_w = torch.zeros_like(weight) if want_w else None
-        for rows, v0, v1, w, z, y, here in _tiles(h, weight, targets, banned, temperature, dtype, vocab_chunk, token_chunk):
+        for rows, v0, v1, w, z, y, here in _tiles(
+            h, weight, targets, banned, temperature, dtype, vocab_chunk, token_chunk
+        ):
             dz = z.sub_(lse[rows, None]).exp_().mul_(-g[rows, None])  # -g p, in place: [n, v]
             at = here.nonzero()[:, 0]  # rows whose target is in this slice
             dz[at, y[at]] += g[rows][at]  # + g at the target
@@ -265,9 +296,15 @@ class HeadLogprobs(torch.autograd.Function):
         return (grad_h.to(hidden.dtype) if want_h else None), grad_w, None, None, None, None, None, None
 
 
-def chunked_logprobs(lm_head, hidden: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
-                     banned: torch.Tensor | None = None, chunk_tokens: int = 1024,
-                     vocab_chunk: int = 16384) -> torch.Tensor:  # fmt: skip
+def chunked_logprobs(
+    lm_head,
+    hidden: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float = 1.0,
+    banned: torch.Tensor | None = None,
+    chunk_tokens: int = 1024,
+    vocab_chunk: int = 16384,
+) -> torch.Tensor:
     """log softmax(lm_head(h) / T)[target] for hidden [N, T, D] -> [N, T] fp32, through `HeadLogprobs`:
     at most [chunk_tokens, vocab_chunk] logits exist at once, forward or backward. The matmuls run in
     autocast's dtype where autocast is on, else in the weight's."""
@@ -278,8 +315,16 @@ def chunked_logprobs(lm_head, hidden: torch.Tensor, targets: torch.Tensor, tempe
     banned = torch.empty(0, dtype=torch.long) if banned is None else banned
     dtype = _compute_dtype(weight)  # read before autocast is switched off below
     with torch.autocast(hidden.device.type, enabled=False):
-        lp = HeadLogprobs.apply(hidden.reshape(n * t, d), weight, targets.reshape(n * t).to(hidden.device),
-                                float(temperature), banned.to(hidden.device), vocab_chunk, chunk_tokens, dtype)  # fmt: skip
+        lp = HeadLogprobs.apply(
+            hidden.reshape(n * t, d),
+            weight,
+            targets.reshape(n * t).to(hidden.device),
+            float(temperature),
+            banned.to(hidden.device),
+            vocab_chunk,
+            chunk_tokens,
+            dtype,
+        )
     return lp.view(n, t)
 
 
@@ -290,9 +335,17 @@ def _recomputes_layers(model: torch.nn.Module) -> bool:
     return model.training and any(getattr(m, "gradient_checkpointing", False) for m in layers)
 
 
-def token_logprobs(model: torch.nn.Module, inputs: dict, completion_ids: torch.Tensor, completion_mask: torch.Tensor,
-                   group_size: int, temperature: float = 1.0, banned: torch.Tensor | None = None,
-                   chunk_tokens: int = 1024, share_prefix: bool = True) -> torch.Tensor:  # fmt: skip
+def token_logprobs(
+    model: torch.nn.Module,
+    inputs: dict,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    group_size: int,
+    temperature: float = 1.0,
+    banned: torch.Tensor | None = None,
+    chunk_tokens: int = 1024,
+    share_prefix: bool = True,
+) -> torch.Tensor:
     """log π(o_t | q, o_<t) of each completion token, [B*G, T]; 0 where completion_mask is False.
 
     inputs: the prompt batch (B prompts, left padded, images); completions are grouped: row b*G+g is
@@ -301,13 +354,25 @@ def token_logprobs(model: torch.nn.Module, inputs: dict, completion_ids: torch.T
     the layers are gradient-checkpointed in training mode (HF drops the cache there), the prompt is
     repeated to every completion."""
     if isinstance(model, FSDPRoot):  # run inside the root's forward (see the FSDP2 section)
-        return call(model, token_logprobs, inputs, completion_ids, completion_mask, group_size, temperature,
-                    banned, chunk_tokens, share_prefix)  # fmt: skip
+        return call(
+            model,
+            token_logprobs,
+            inputs,
+            completion_ids,
+            completion_mask,
+            group_size,
+            temperature,
+            banned,
+            chunk_tokens,
+            share_prefix,
+        )
     G = group_size
     embeds, pos = prompt_embeddings(model, inputs)  # [B, P, D], [3, B, P]
     P, T = embeds.shape[1], completion_ids.shape[1]
     start = (pos.amax(dim=(0, 2)) + 1).repeat_interleave(G)  # [BG] first text position after the prompt
-    cpos = (start[:, None] + torch.arange(T, device=start.device)).unsqueeze(0).expand(3, -1, -1)  # [3, BG, T]
+    cpos = (
+        (start[:, None] + torch.arange(T, device=start.device)).unsqueeze(0).expand(3, -1, -1)
+    )  # [3, BG, T]
     cemb = model.model.get_input_embeddings()(completion_ids)  # [BG, T, D]
     mask = torch.cat([inputs["attention_mask"].repeat_interleave(G, 0), completion_mask.long()], dim=1)
     if share_prefix and not _recomputes_layers(model):
@@ -380,15 +445,29 @@ def _load_static(static, dynamic) -> None:
             s.lazy_initialization(k, v)
         P = k.shape[2]
         s.keys[:, :, :P].copy_(k), s.values[:, :, :P].copy_(v)
-        s.keys[:, :, P:].zero_(), s.values[:, :, P:].zero_()  # a previous rollout's states: masked, but zeroed
+        (
+            s.keys[:, :, P:].zero_(),
+            s.values[:, :, P:].zero_(),
+        )  # a previous rollout's states: masked, but zeroed
         s.cumulative_length.fill_(P)
 
 
 @torch.no_grad()
-def sample(model: torch.nn.Module, inputs: dict, group_size: int, max_new_tokens: int, temperature: float = 1.0,
-           top_p: float = 1.0, top_k: int = 0, generator: torch.Generator | None = None,
-           eos_ids: list[int] | None = None, banned: torch.Tensor | None = None, pad_id: int | None = None,
-           check_every: int = 8, static_cache: bool = False) -> Rollout:  # fmt: skip
+def sample(
+    model: torch.nn.Module,
+    inputs: dict,
+    group_size: int,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    generator: torch.Generator | None = None,
+    eos_ids: list[int] | None = None,
+    banned: torch.Tensor | None = None,
+    pad_id: int | None = None,
+    check_every: int = 8,
+    static_cache: bool = False,
+) -> Rollout:
     """G completions per prompt from a KV-cached decoding loop (temperature 0 = greedy).
 
     Each prompt is prefilled once (images encoded once); the cache, mask, positions and first logits
@@ -407,8 +486,22 @@ def sample(model: torch.nn.Module, inputs: dict, group_size: int, max_new_tokens
     takes seconds to a minute per new (B*G, length); it pays only over many rollouts of the same shape."""
     if isinstance(model, FSDPRoot):
         with gathered(model):
-            return call(model, sample, inputs, group_size, max_new_tokens, temperature, top_p, top_k, generator,
-                        eos_ids, banned, pad_id, check_every, static_cache)  # fmt: skip
+            return call(
+                model,
+                sample,
+                inputs,
+                group_size,
+                max_new_tokens,
+                temperature,
+                top_p,
+                top_k,
+                generator,
+                eos_ids,
+                banned,
+                pad_id,
+                check_every,
+                static_cache,
+            )
     G, T = group_size, max_new_tokens
     eos_ids = eos_token_ids(model) if eos_ids is None else eos_ids
     banned = banned_token_ids(model) if banned is None else banned
@@ -440,7 +533,9 @@ def sample(model: torch.nn.Module, inputs: dict, group_size: int, max_new_tokens
     for t in range(T):
         if banned is not None:
             logits.index_fill_(-1, banned, float("-inf"))
-        logp_all = (logits / temperature if temperature > 0 else logits).log_softmax(-1)  # [BG, V], once a step
+        logp_all = (logits / temperature if temperature > 0 else logits).log_softmax(
+            -1
+        )  # [BG, V], once a step
         if temperature > 0 and top_p >= 1.0 and not top_k:  # plain sampling: draw from the same distribution
             tok = torch.multinomial(logp_all.exp(), 1, generator=generator).squeeze(-1)
         else:
@@ -455,9 +550,13 @@ def sample(model: torch.nn.Module, inputs: dict, group_size: int, max_new_tokens
             break
         p = (next_pos + t).view(1, N, 1).expand(3, N, 1)
         if static_cache:  # the whole [BG, L] mask: slots past the current one are hidden by causality
-            logits = step(ids[:, t : t + 1], p.contiguous(), mask).clone()  # clone: the graph reuses its output
+            logits = step(
+                ids[:, t : t + 1], p.contiguous(), mask
+            ).clone()  # clone: the graph reuses its output
         else:
-            hidden, cache = decoder(model, embed(ids[:, t : t + 1]), p, mask[:, : P + t + 1], cache=cache, use_cache=True)
+            hidden, cache = decoder(
+                model, embed(ids[:, t : t + 1]), p, mask[:, : P + t + 1], cache=cache, use_cache=True
+            )
             logits = head_logits(model.lm_head, hidden[:, -1])
     return Rollout(ids[:, :steps], alive[:, :steps], ~done, logps[:, :steps])
 
@@ -465,7 +564,10 @@ def sample(model: torch.nn.Module, inputs: dict, group_size: int, max_new_tokens
 def decode(processor, rollout: Rollout) -> list[str]:
     """Completion texts (special tokens stripped; nothing past the end)."""
     tok = processor.tokenizer
-    return [tok.decode(ids[m], skip_special_tokens=True) for ids, m in zip(rollout.completion_ids, rollout.completion_mask)]
+    return [
+        tok.decode(ids[m], skip_special_tokens=True)
+        for ids, m in zip(rollout.completion_ids, rollout.completion_mask)
+    ]
 
 
 def to_device(batch: dict, device: torch.device) -> dict:

@@ -241,14 +241,21 @@ def _warn_once(fn: Callable[..., float], what: str, message: str) -> None:
     name = getattr(fn, "__name__", repr(fn))
     if (name, what) not in _warned:
         _warned.add((name, what))
-        warnings.warn(f"reward {name}: {message} (warned once per reward; the run goes on)", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"reward {name}: {message} (warned once per reward; the run goes on)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
-def call_reward(fn: Callable[..., float], completion: str, answer: Any, frame: Frame | None = None,
-                **context: Any) -> float:  # fmt: skip
+def call_reward(
+    fn: Callable[..., float], completion: str, answer: Any, frame: Frame | None = None, **context: Any
+) -> float:
     """fn(completion, answer, frame, + the context it asks for), made total: a finite float in [0, 1]."""
     try:
-        value = float(fn(completion, answer, frame, **{k: v for k, v in context.items() if k in _asks_for(fn)}))
+        value = float(
+            fn(completion, answer, frame, **{k: v for k, v in context.items() if k in _asks_for(fn)})
+        )
     except Exception as exc:  # a reward must never end a run: unreadable means 0
         _warn_once(fn, "raised", f"raised {type(exc).__name__}: {exc}; counted as 0")
         return 0.0
@@ -261,8 +268,16 @@ def call_reward(fn: Callable[..., float], completion: str, answer: Any, frame: F
     return value
 
 
-def score(task: str, completion: str, answer: Any, frame: Frame | None = None, *, record: Any = None,
-          completion_tokens: int | None = None, group: Sequence[str] | None = None) -> dict[str, float]:  # fmt: skip
+def score(
+    task: str,
+    completion: str,
+    answer: Any,
+    frame: Frame | None = None,
+    *,
+    record: Any = None,
+    completion_tokens: int | None = None,
+    group: Sequence[str] | None = None,
+) -> dict[str, float]:
     """Every reward of the task for one completion: "format", one key per table entry, "accuracy", "total".
 
     frame=None means boxes in the completion are already in original pixels. An unknown task raises
@@ -270,8 +285,11 @@ def score(task: str, completion: str, answer: Any, frame: Frame | None = None, *
     """
     if task not in TASK_REWARDS:
         raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(TASK_REWARDS)}")
-    context = {k: v for k, v in {"record": record, "completion_tokens": completion_tokens, "group": group}.items()
-               if v is not None}  # what the caller does not know (eval has no tokens): the reward's own default
+    context = {
+        k: v
+        for k, v in {"record": record, "completion_tokens": completion_tokens, "group": group}.items()
+        if v is not None
+    }  # what the caller does not know (eval has no tokens): the reward's own default
     out = {"format": call_reward(format_reward, completion, answer, frame)}
     total = FORMAT_WEIGHT * out["format"]
     for entry, weight in TASK_REWARDS[task]:
@@ -279,18 +297,29 @@ def score(task: str, completion: str, answer: Any, frame: Frame | None = None, *
         out[fn.__name__] = call_reward(fn, completion, answer, frame, **context)
         total += weight * out[fn.__name__]
     names = ACCURACY.get(task, ())
-    accs = [out[n] if n in out else call_reward(resolve(n), completion, answer, frame, **context) for n in names]
+    accs = [
+        out[n] if n in out else call_reward(resolve(n), completion, answer, frame, **context) for n in names
+    ]
     out["accuracy"] = sum(accs) / len(accs) if accs else 0.0
     out["total"] = total
     return out
 
 
-def score_group(task: str, completions: Sequence[str], answer: Any, frame: Frame | None = None, *,
-                record: Any = None, completion_tokens: Sequence[int] | None = None) -> list[dict[str, float]]:  # fmt: skip
+def score_group(
+    task: str,
+    completions: Sequence[str],
+    answer: Any,
+    frame: Frame | None = None,
+    *,
+    record: Any = None,
+    completion_tokens: Sequence[int] | None = None,
+) -> list[dict[str, float]]:
     """`score` of each of one prompt's G completions (the trainer's call). Rewards that ask for `group` get the
     G texts; caption_hslr's sentence embeddings are computed for the whole group in one batch first."""
     if any(resolve(entry) is caption_hslr for entry, _ in TASK_REWARDS.get(task, ())):
         P.prime_embeddings(completions, answer)
     tokens = list(completion_tokens) if completion_tokens is not None else [None] * len(completions)
-    return [score(task, text, answer, frame, record=record, completion_tokens=n, group=completions)
-            for text, n in zip(completions, tokens)]  # fmt: skip
+    return [
+        score(task, text, answer, frame, record=record, completion_tokens=n, group=completions)
+        for text, n in zip(completions, tokens)
+    ]

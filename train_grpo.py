@@ -71,57 +71,148 @@ from model import autocast, to_device
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = ArgumentParser(description="GRPO post-training of Qwen2.5-VL / Qwen2-VL (equations: grpo.py).",
-                         epilog=multi_node_help("train_grpo.py", "--prompts-per-step"))
-    g = add_run_flags(p, "grpo", default_model="defaults.sft_model(): the embedded tiny model after its SFT warm-up")
-    g.add_argument("--task", default="all", help="one task, a comma list (mixed round-robin in every batch), or all")
-    g.add_argument("--stages", default=None, help="optimise tasks one after another, e.g. classification:200,"
-                   "detection:400 (tasks of one stage joined by +); replaces --task and --max-steps")  # fmt: skip
+    p = ArgumentParser(
+        description="GRPO post-training of Qwen2.5-VL / Qwen2-VL (equations: grpo.py).",
+        epilog=multi_node_help("train_grpo.py", "--prompts-per-step"),
+    )
+    g = add_run_flags(
+        p, "grpo", default_model="defaults.sft_model(): the embedded tiny model after its SFT warm-up"
+    )
+    g.add_argument(
+        "--task", default="all", help="one task, a comma list (mixed round-robin in every batch), or all"
+    )
+    g.add_argument(
+        "--stages",
+        default=None,
+        help="optimise tasks one after another, e.g. classification:200,"
+        "detection:400 (tasks of one stage joined by +); replaces --task and --max-steps",
+    )
     g.add_argument("--max-steps", type=positive_int, default=100, help="GRPO steps (one rollout each)")
-    g.add_argument("--eval-data", default=None, help="held-out JSONL, evaluated greedily (eval.py) at start and end")
-    g.add_argument("--eval-every", type=count, default=0, help="also evaluate every N steps; 0 = start and end only")
-    g.add_argument("--eval-records", type=count, default=0, help="evaluate the first N held-out records; 0 = all")
-    g.add_argument("--log-rollouts-every", type=count, default=10, help="completions to rollouts.jsonl every N steps; 0 = off")
+    g.add_argument(
+        "--eval-data", default=None, help="held-out JSONL, evaluated greedily (eval.py) at start and end"
+    )
+    g.add_argument(
+        "--eval-every", type=count, default=0, help="also evaluate every N steps; 0 = start and end only"
+    )
+    g.add_argument(
+        "--eval-records", type=count, default=0, help="evaluate the first N held-out records; 0 = all"
+    )
+    g.add_argument(
+        "--log-rollouts-every",
+        type=count,
+        default=10,
+        help="completions to rollouts.jsonl every N steps; 0 = off",
+    )
 
     g = p.add_argument_group("rollout")
     g.add_argument("--group-size", type=positive_int, default=8, help="G: completions sampled per prompt")
-    g.add_argument("--prompts-per-step", type=positive_int, default=4, help="B: prompts per step and process (B*G completions)")
-    g.add_argument("--max-new-tokens", type=positive_int, default=256, help="completion length limit (Dr. GRPO's constant too)")
-    g.add_argument("--temperature", type=positive, default=1.0, help="sampling temperature (> 0); log-probs use it too")
-    g.add_argument("--top-p", type=probability, default=1.0, help="nucleus sampling; < 1 only restricts what is drawn, "
-                   "the ratio still uses the full distribution")  # fmt: skip
+    g.add_argument(
+        "--prompts-per-step",
+        type=positive_int,
+        default=4,
+        help="B: prompts per step and process (B*G completions)",
+    )
+    g.add_argument(
+        "--max-new-tokens",
+        type=positive_int,
+        default=256,
+        help="completion length limit (Dr. GRPO's constant too)",
+    )
+    g.add_argument(
+        "--temperature", type=positive, default=1.0, help="sampling temperature (> 0); log-probs use it too"
+    )
+    g.add_argument(
+        "--top-p",
+        type=probability,
+        default=1.0,
+        help="nucleus sampling; < 1 only restricts what is drawn, the ratio still uses the full distribution",
+    )
     g.add_argument("--top-k", type=count, default=0, help="top-k sampling, 0 = off (same caveat as --top-p)")
-    g.add_argument("--compile-decode", action="store_true", help="decode into a static KV cache with a torch.compile'd "
-                   "step (CUDA graphs on CUDA); compiling costs seconds to a minute per new batch shape; one process "
-                   "only (not with FSDP yet); see README's bench")  # fmt: skip
-    g.add_argument("--drop-zero-std-groups", action="store_true",
-                   help="dynamic sampling: replace groups whose rewards are all equal (no signal) by fresh prompts")
-    g.add_argument("--max-resample-tries", type=count, default=3, help="bound on extra rollouts per step for the above")
-    g.add_argument("--mask-truncated", action="store_true", help="no loss on completions cut at --max-new-tokens")
-    g.add_argument("--shuffle-rewards", action="store_true", help="control experiment: permute rewards at random "
-                   "among the completions of each batch (same reward distribution, no credit assignment)")  # fmt: skip
+    g.add_argument(
+        "--compile-decode",
+        action="store_true",
+        help="decode into a static KV cache with a torch.compile'd "
+        "step (CUDA graphs on CUDA); compiling costs seconds to a minute per new batch shape; one process "
+        "only (not with FSDP yet); see README's bench",
+    )
+    g.add_argument(
+        "--drop-zero-std-groups",
+        action="store_true",
+        help="dynamic sampling: replace groups whose rewards are all equal (no signal) by fresh prompts",
+    )
+    g.add_argument(
+        "--max-resample-tries", type=count, default=3, help="bound on extra rollouts per step for the above"
+    )
+    g.add_argument(
+        "--mask-truncated", action="store_true", help="no loss on completions cut at --max-new-tokens"
+    )
+    g.add_argument(
+        "--shuffle-rewards",
+        action="store_true",
+        help="control experiment: permute rewards at random "
+        "among the completions of each batch (same reward distribution, no credit assignment)",
+    )
 
     g = p.add_argument_group("objective (grpo.py)")
-    g.add_argument("--beta", type=non_negative, default=0.04, help="KL weight; 0 = no reference model loaded at all")
-    g.add_argument("--ratio-level", default="token", choices=grpo.RATIO_LEVELS, help="importance ratio per token "
-                   "(GRPO/PPO) or per completion, the geometric mean of its token ratios (GSPO); sequence needs "
-                   "--num-iterations >= 2 (on-policy both are exactly 1)")
-    g.add_argument("--clip-eps-low", type=non_negative, default=None, help="rho is clipped at 1 - eps_low where A < 0; "
-                   "None: 0.2 at token level, 3e-4 at sequence level (GSPO's)")
-    g.add_argument("--clip-eps-high", type=non_negative, default=None, help="rho is clipped at 1 + eps_high where A > 0; "
-                   "None: 0.28 at token level (DAPO's clip-higher), 4e-4 at sequence level")
-    g.add_argument("--num-iterations", type=positive_int, default=1, help="PPO epochs over each rollout (optimiser steps per "
-                   "GRPO step, old log-probs kept); 1 = on-policy: ratio exactly 1, REINFORCE with the group mean "
-                   "as baseline")  # fmt: skip
-    g.add_argument("--loss-agg", default="token-mean", choices=grpo.LOSS_AGGS, help="how per-token losses are reduced")
-    g.add_argument("--adv-scale", default="group", choices=grpo.ADV_SCALES,
-                   help="advantage divided by group std, batch std or none")
+    g.add_argument(
+        "--beta", type=non_negative, default=0.04, help="KL weight; 0 = no reference model loaded at all"
+    )
+    g.add_argument(
+        "--ratio-level",
+        default="token",
+        choices=grpo.RATIO_LEVELS,
+        help="importance ratio per token "
+        "(GRPO/PPO) or per completion, the geometric mean of its token ratios (GSPO); sequence needs "
+        "--num-iterations >= 2 (on-policy both are exactly 1)",
+    )
+    g.add_argument(
+        "--clip-eps-low",
+        type=non_negative,
+        default=None,
+        help="rho is clipped at 1 - eps_low where A < 0; "
+        "None: 0.2 at token level, 3e-4 at sequence level (GSPO's)",
+    )
+    g.add_argument(
+        "--clip-eps-high",
+        type=non_negative,
+        default=None,
+        help="rho is clipped at 1 + eps_high where A > 0; "
+        "None: 0.28 at token level (DAPO's clip-higher), 4e-4 at sequence level",
+    )
+    g.add_argument(
+        "--num-iterations",
+        type=positive_int,
+        default=1,
+        help="PPO epochs over each rollout (optimiser steps per "
+        "GRPO step, old log-probs kept); 1 = on-policy: ratio exactly 1, REINFORCE with the group mean "
+        "as baseline",
+    )
+    g.add_argument(
+        "--loss-agg", default="token-mean", choices=grpo.LOSS_AGGS, help="how per-token losses are reduced"
+    )
+    g.add_argument(
+        "--adv-scale",
+        default="group",
+        choices=grpo.ADV_SCALES,
+        help="advantage divided by group std, batch std or none",
+    )
 
-    g = add_optimiser_flags(p, lr_help="1e-4 for a small (< 100M parameter) model such as the embedded tiny one "
-                              "(it learns at ~1e-4 and breaks at 5e-4), 1e-5 otherwise", warmup=0)  # fmt: skip
-    g.add_argument("--lr-schedule", default="constant", choices=("constant", "cosine"), help="after the warm-up")
-    g.add_argument("--micro-batch-size", type=positive_int, default=None, help="completions per forward/backward (gradient "
-                   "accumulation), a multiple or a divisor of --group-size; None: --group-size")  # fmt: skip
+    g = add_optimiser_flags(
+        p,
+        lr_help="1e-4 for a small (< 100M parameter) model such as the embedded tiny one "
+        "(it learns at ~1e-4 and breaks at 5e-4), 1e-5 otherwise",
+        warmup=0,
+    )
+    g.add_argument(
+        "--lr-schedule", default="constant", choices=("constant", "cosine"), help="after the warm-up"
+    )
+    g.add_argument(
+        "--micro-batch-size",
+        type=positive_int,
+        default=None,
+        help="completions per forward/backward (gradient "
+        "accumulation), a multiple or a divisor of --group-size; None: --group-size",
+    )
     add_lora_flags(p)
     args = p.parse_args(argv)
     check_lora_flags(p, args)
@@ -129,17 +220,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     G = args.group_size
     args.micro_batch_size = args.micro_batch_size or G
     if args.micro_batch_size % G and G % args.micro_batch_size:
-        p.error(f"--micro-batch-size {args.micro_batch_size} must be a multiple or a divisor of --group-size {G}")
+        p.error(
+            f"--micro-batch-size {args.micro_batch_size} must be a multiple or a divisor of --group-size {G}"
+        )
     if args.group_size < 2:
         p.error("--group-size must be >= 2: advantages compare the completions of a group")
     if args.ratio_level == "sequence" and args.num_iterations < 2:
-        p.error("--ratio-level sequence changes nothing with --num-iterations 1 (every ratio is exactly 1); "
-                "use --num-iterations >= 2")
+        p.error(
+            "--ratio-level sequence changes nothing with --num-iterations 1 (every ratio is exactly 1); "
+            "use --num-iterations >= 2"
+        )
     low, high = grpo.CLIP_DEFAULTS[args.ratio_level]
     args.clip_eps_low = low if args.clip_eps_low is None else args.clip_eps_low
     args.clip_eps_high = high if args.clip_eps_high is None else args.clip_eps_high
     if args.compile_decode and (args.cpu_offload or world_size() > 1):
-        p.error("--compile-decode runs on one process only for now (not under FSDP: several GPUs or --cpu-offload)")
+        p.error(
+            "--compile-decode runs on one process only for now (not under FSDP: several GPUs or --cpu-offload)"
+        )
     try:
         rewards.check_table()  # an edit of rewards.TASK_REWARDS with a typo fails here, not after the models load
     except ValueError as e:
@@ -193,7 +290,9 @@ class Trainer:
     args: argparse.Namespace
     run: Run
     policy: torch.nn.Module  # the model being trained (an fsdp.FSDPRoot under FSDP)
-    ref: torch.nn.Module | None  # the frozen start, for the KL term (None when beta = 0, or with LoRA: adapters off)
+    ref: (
+        torch.nn.Module | None
+    )  # the frozen start, for the KL term (None when beta = 0, or with LoRA: adapters off)
     optimizer: torch.optim.Optimizer
     lr: float
     by_task: dict[str, list]  # task -> training records
@@ -209,7 +308,9 @@ class Trainer:
         return self.run.env.device
 
 
-def draw_prompts(streams: dict[str, Stream], by_task: dict[str, list], tasks: list[str], turn: int, count: int) -> list:
+def draw_prompts(
+    streams: dict[str, Stream], by_task: dict[str, list], tasks: list[str], turn: int, count: int
+) -> list:
     """The next `count` prompts of the global batch: tasks round-robin from position `turn`, each task's
     records from its own stream (an explicit (epoch, index) position, so a resumed run draws the same)."""
     picks = [tasks[(turn + i) % len(tasks)] for i in range(count)]
@@ -219,9 +320,20 @@ def draw_prompts(streams: dict[str, Stream], by_task: dict[str, list], tasks: li
 def sample_group(tr: Trainer, inputs: dict, records: list) -> M.Rollout:
     """G completions for each prompt of a processed batch: model.sample with this run's sampling flags."""
     a, net, processor = tr.args, tr.policy, tr.run.processor
-    return M.sample(net, inputs, group_size=a.group_size, max_new_tokens=a.max_new_tokens, temperature=a.temperature,
-                    top_p=a.top_p, top_k=a.top_k, static_cache=a.compile_decode, generator=tr.generators["sample"],
-                    eos_ids=M.eos_token_ids(net, processor), banned=tr.banned, pad_id=processor.tokenizer.pad_token_id)  # fmt: skip
+    return M.sample(
+        net,
+        inputs,
+        group_size=a.group_size,
+        max_new_tokens=a.max_new_tokens,
+        temperature=a.temperature,
+        top_p=a.top_p,
+        top_k=a.top_k,
+        static_cache=a.compile_decode,
+        generator=tr.generators["sample"],
+        eos_ids=M.eos_token_ids(net, processor),
+        banned=tr.banned,
+        pad_id=processor.tokenizer.pad_token_id,
+    )
 
 
 def rollout(tr: Trainer, records: list) -> Rollouts:
@@ -229,10 +341,16 @@ def rollout(tr: Trainer, records: list) -> Rollouts:
     batch = data.collate_prompts(records, tr.run.processor, tr.run.frame_kind)
     with torch.no_grad(), autocast(tr.device, tr.policy), fsdp.gathered(tr.policy):
         out = sample_group(tr, to_device(batch.inputs, tr.device), records)
-    return Rollouts(records=list(records), frames=list(batch.frames), completion_ids=out.completion_ids.cpu(),
-                    completion_mask=out.completion_mask.bool().cpu(), truncated=out.truncated.bool().cpu(),
-                    sample_logp=out.logprobs.float().cpu(), texts=M.decode(tr.run.processor, out),
-                    prompt_inputs=batch.inputs)  # fmt: skip
+    return Rollouts(
+        records=list(records),
+        frames=list(batch.frames),
+        completion_ids=out.completion_ids.cpu(),
+        completion_mask=out.completion_mask.bool().cpu(),
+        truncated=out.truncated.bool().cpu(),
+        sample_logp=out.logprobs.float().cpu(),
+        texts=M.decode(tr.run.processor, out),
+        prompt_inputs=batch.inputs,
+    )
 
 
 def score_completions(ro: Rollouts, group_size: int) -> tuple[list[dict[str, float]], torch.Tensor]:
@@ -241,8 +359,9 @@ def score_completions(ro: Rollouts, group_size: int) -> tuple[list[dict[str, flo
     scores = []
     for b, rec in enumerate(ro.records):
         rows = slice(b * group_size, (b + 1) * group_size)
-        scores += rewards.score_group(rec.task, ro.texts[rows], rec.answer, ro.frames[b], record=rec,
-                                      completion_tokens=lengths[rows])  # fmt: skip
+        scores += rewards.score_group(
+            rec.task, ro.texts[rows], rec.answer, ro.frames[b], record=rec, completion_tokens=lengths[rows]
+        )
     return scores, torch.tensor([s["total"] for s in scores], dtype=torch.float32)
 
 
@@ -264,11 +383,17 @@ def select_groups(parts: list[Rollouts], picks: list[tuple[int, int]], G: int, p
         ts = [getattr(parts[p], name)[rows(b)] for p, b in picks]
         return torch.cat(ts) if pad is None else pad_cat(ts, pad)
 
-    return Rollouts(records=[parts[p].records[b] for p, b in picks], frames=[parts[p].frames[b] for p, b in picks],
-                    completion_ids=cat("completion_ids", pad_id), completion_mask=cat("completion_mask", False),
-                    truncated=cat("truncated"), sample_logp=cat("sample_logp", 0.0),
-                    texts=[parts[p].texts[i] for p, b in picks for i in rows(b)],
-                    scores=[parts[p].scores[i] for p, b in picks for i in rows(b)], rewards=cat("rewards"))  # fmt: skip
+    return Rollouts(
+        records=[parts[p].records[b] for p, b in picks],
+        frames=[parts[p].frames[b] for p, b in picks],
+        completion_ids=cat("completion_ids", pad_id),
+        completion_mask=cat("completion_mask", False),
+        truncated=cat("truncated"),
+        sample_logp=cat("sample_logp", 0.0),
+        texts=[parts[p].texts[i] for p, b in picks for i in rows(b)],
+        scores=[parts[p].scores[i] for p, b in picks for i in rows(b)],
+        rewards=cat("rewards"),
+    )
 
 
 def collect_rollouts(tr: Trainer, tasks: list[str], step: int) -> tuple[Rollouts, dict]:
@@ -290,7 +415,9 @@ def collect_rollouts(tr: Trainer, tasks: list[str], step: int) -> tuple[Rollouts
             needs = all_gather_list([need])  # every rank's count: the global batch is drawn in rank order
             if sum(needs) == 0:
                 break
-            prompts = rank_slice(draw_prompts(tr.streams, tr.by_task, tasks, tr.turn, sum(needs)), needs, tr.run.env.rank)
+            prompts = rank_slice(
+                draw_prompts(tr.streams, tr.by_task, tasks, tr.turn, sum(needs)), needs, tr.run.env.rank
+            )
             tr.turn += sum(needs)
             if need == 0:
                 continue
@@ -309,8 +436,11 @@ def collect_rollouts(tr: Trainer, tasks: list[str], step: int) -> tuple[Rollouts
     picks = (kept + dropped)[:P]
     pad_id = tr.run.processor.tokenizer.pad_token_id
     ro = parts[0] if picks == [(0, b) for b in range(P)] else select_groups(parts, picks, G, pad_id)
-    info |= {"groups": sum(len(p.records) for p in parts), "rollouts": len(parts),
-             "sampled_tokens": sum(int(p.completion_mask.sum()) for p in parts)}  # fmt: skip
+    info |= {
+        "groups": sum(len(p.records) for p in parts),
+        "rollouts": len(parts),
+        "sampled_tokens": sum(int(p.completion_mask.sum()) for p in parts),
+    }
     return ro, info
 
 
@@ -322,7 +452,10 @@ def advantages_of(tr: Trainer, ro: Rollouts) -> torch.Tensor:
         r = r[torch.randperm(len(r), generator=tr.generators["shuffle"])]
     batch_std = None
     if tr.args.adv_scale == "batch" and tr.run.env.world > 1:
-        s1, s2, n = (float(all_reduce_sum(v, tr.device)) for v in (float(r.sum()), float((r.double() ** 2).sum()), len(r)))
+        s1, s2, n = (
+            float(all_reduce_sum(v, tr.device))
+            for v in (float(r.sum()), float((r.double() ** 2).sum()), len(r))
+        )
         batch_std = max(s2 / n - (s1 / n) ** 2, 0.0) ** 0.5
     return grpo.group_advantages(r, tr.args.group_size, scale=tr.args.adv_scale, batch_std=batch_std)
 
@@ -357,32 +490,50 @@ def micro_batch_inputs(tr: Trainer, ro: Rollouts, mbs: list[MicroBatch]) -> list
         else:
             x = data.collate_prompts(ro.records[mb.prompts], tr.run.processor, tr.run.frame_kind).inputs
         out.append(to_device(x, tr.device))
-        if tr.args.freeze_vision:  # a frozen tower gives the same features to every pass: encode the images once
+        if (
+            tr.args.freeze_vision
+        ):  # a frozen tower gives the same features to every pass: encode the images once
             with torch.no_grad(), autocast(tr.device, tr.policy):
                 out[-1]["image_features"] = fsdp.call(tr.policy, M.encode_images, out[-1])
     return out
 
 
-def completion_logprobs(net, inputs: dict, ro: Rollouts, mb: MicroBatch, banned: torch.Tensor, temperature: float,
-                        device) -> torch.Tensor:  # fmt: skip
+def completion_logprobs(
+    net, inputs: dict, ro: Rollouts, mb: MicroBatch, banned: torch.Tensor, temperature: float, device
+) -> torch.Tensor:
     """log pi(o_t | q, o_<t) [n, T] fp32 for one micro-batch (its prompts' `inputs` already on the device);
     differentiable unless under no_grad. `banned` tokens are masked as the sampler masked them."""
     with autocast(device, net):
-        lp = M.token_logprobs(net, inputs, ro.completion_ids[mb.rows].to(device), ro.completion_mask[mb.rows].to(device),
-                              group_size=mb.per_prompt, temperature=temperature, banned=banned)  # fmt: skip
+        lp = M.token_logprobs(
+            net,
+            inputs,
+            ro.completion_ids[mb.rows].to(device),
+            ro.completion_mask[mb.rows].to(device),
+            group_size=mb.per_prompt,
+            temperature=temperature,
+            banned=banned,
+        )
     return lp.float()
 
 
 @torch.no_grad()
-def all_logprobs(net, tr: Trainer, ro: Rollouts, mbs: list[MicroBatch], mb_inputs: list[dict]) -> torch.Tensor:
+def all_logprobs(
+    net, tr: Trainer, ro: Rollouts, mbs: list[MicroBatch], mb_inputs: list[dict]
+) -> torch.Tensor:
     """[N, T] log-probs of every completion under `net` (the old policy or the reference), micro-batch by
     micro-batch, kept on the CPU; under FSDP the parameters are gathered once for all micro-batches."""
     with fsdp.gathered(net):
-        return torch.cat([completion_logprobs(net, x, ro, mb, tr.banned, tr.args.temperature, tr.device).cpu()
-                          for mb, x in zip(mbs, mb_inputs)])  # fmt: skip
+        return torch.cat(
+            [
+                completion_logprobs(net, x, ro, mb, tr.banned, tr.args.temperature, tr.device).cpu()
+                for mb, x in zip(mbs, mb_inputs)
+            ]
+        )
 
 
-def reference_logprobs(tr: Trainer, ro: Rollouts, mbs: list[MicroBatch], mb_inputs: list[dict]) -> torch.Tensor | None:
+def reference_logprobs(
+    tr: Trainer, ro: Rollouts, mbs: list[MicroBatch], mb_inputs: list[dict]
+) -> torch.Tensor | None:
     """[N, T] log-probs under the KL reference (None when beta = 0): the frozen copy of the start, or with LoRA the
     policy itself with its adapters switched off, which *is* the start (B = 0 there), without a second model."""
     if tr.args.beta == 0:
@@ -409,25 +560,45 @@ def update_policy(tr: Trainer, step: int, ro: Rollouts, advantages: torch.Tensor
     t0 = time.perf_counter()
     mbs = micro_batches(len(ro.texts), a.micro_batch_size, a.group_size)
     mb_inputs = micro_batch_inputs(tr, ro, mbs)
-    old_logp = all_logprobs(tr.policy, tr, ro, mbs, mb_inputs) if a.num_iterations > 1 else None  # pi_old stays put
+    old_logp = (
+        all_logprobs(tr.policy, tr, ro, mbs, mb_inputs) if a.num_iterations > 1 else None
+    )  # pi_old stays put
     ref_logp = reference_logprobs(tr, ro, mbs, mb_inputs)
     t1 = time.perf_counter()
 
     # ---- the optimiser steps
     tr.policy.train()
     params = [p for p in tr.policy.parameters() if p.requires_grad]
-    sums = {"loss": torch.zeros(()), "kl": torch.zeros(()), "clip_frac": torch.zeros(()), "grad_norm": torch.zeros(())}
+    sums = {
+        "loss": torch.zeros(()),
+        "kl": torch.zeros(()),
+        "clip_frac": torch.zeros(()),
+        "grad_norm": torch.zeros(()),
+    }
     for it in range(a.num_iterations):
         for mb, x in zip(mbs, mb_inputs):
             m = loss_mask[mb.rows].to(dev)  # [n, T]
-            logp = completion_logprobs(tr.policy, x, ro, mb, tr.banned, a.temperature, dev)  # [n, T], with gradients
+            logp = completion_logprobs(
+                tr.policy, x, ro, mb, tr.banned, a.temperature, dev
+            )  # [n, T], with gradients
             check_finite(step, logprobs=logp[m].detach())
             old = logp.detach() if old_logp is None else old_logp[mb.rows].to(dev)  # 1 iteration: rho = 1
             ref = ref_logp[mb.rows].to(dev) if ref_logp is not None else None
-            loss, stats = grpo.grpo_loss(logp, old, advantages[mb.rows].to(dev), m, ref, beta=a.beta,
-                                         clip_eps_low=a.clip_eps_low, clip_eps_high=a.clip_eps_high, agg=a.loss_agg,
-                                         total_tokens=global_tokens, num_seqs=global_seqs, max_len=a.max_new_tokens,
-                                         ratio_level=a.ratio_level)
+            loss, stats = grpo.grpo_loss(
+                logp,
+                old,
+                advantages[mb.rows].to(dev),
+                m,
+                ref,
+                beta=a.beta,
+                clip_eps_low=a.clip_eps_low,
+                clip_eps_high=a.clip_eps_high,
+                agg=a.loss_agg,
+                total_tokens=global_tokens,
+                num_seqs=global_seqs,
+                max_len=a.max_new_tokens,
+                ratio_level=a.ratio_level,
+            )
             check_finite(step, loss=loss.detach())
             # x world undoes the mean over ranks that FSDP's reduce-scatter applies to gradients
             (loss * env.world).backward()
@@ -436,11 +607,15 @@ def update_policy(tr: Trainer, step: int, ro: Rollouts, advantages: torch.Tensor
             if "kl_sum" in stats:
                 sums["kl"] += (stats["kl_sum"] / global_tokens).cpu()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, a.grad_clip)
-        grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm  # FSDP: DTensor
+        grad_norm = (
+            grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
+        )  # FSDP: DTensor
         check_finite(step, grad_norm=grad_norm)
         for group in tr.optimizer.param_groups:
             opt_step = (step - 1) * a.num_iterations + it
-            group["lr"] = lr_at(opt_step, tr.lr, a.warmup_steps, len(tr.tasks_at) * a.num_iterations, a.lr_schedule)
+            group["lr"] = lr_at(
+                opt_step, tr.lr, a.warmup_steps, len(tr.tasks_at) * a.num_iterations, a.lr_schedule
+            )
         tr.optimizer.step()
         tr.optimizer.zero_grad(set_to_none=True)
         sums["grad_norm"] += grad_norm.detach().float().cpu()
@@ -460,13 +635,19 @@ def warn_if_no_signal(tr: Trainer, row: dict) -> None:
         return
     formats = [v for k, v in row.items() if k.startswith("format/")]
     if formats and max(formats) == 0.0:
-        cause = ("no completion is well-formed (<think>…</think><answer>…</answer>): start from an SFT checkpoint "
-                 "(train_sft.py, or omit --model for the embedded warmed-up one)")  # fmt: skip
+        cause = (
+            "no completion is well-formed (<think>…</think><answer>…</answer>): start from an SFT checkpoint "
+            "(train_sft.py, or omit --model for the embedded warmed-up one)"
+        )
     else:
-        cause = ("every completion of a prompt earns the same reward: the task is too hard or too easy for this model, "
-                 "or the sampling too narrow: raise --temperature, add --drop-zero-std-groups, or pick another task")  # fmt: skip
-    tr.run.say(f"warning: {NO_SIGNAL_STEPS} steps in a row without reward spread in any group (reward "
-               f"{row['reward_mean']:.2f}), so no gradient; likely cause: {cause}")  # fmt: skip
+        cause = (
+            "every completion of a prompt earns the same reward: the task is too hard or too easy for this model, "
+            "or the sampling too narrow: raise --temperature, add --drop-zero-std-groups, or pick another task"
+        )
+    tr.run.say(
+        f"warning: {NO_SIGNAL_STEPS} steps in a row without reward spread in any group (reward "
+        f"{row['reward_mean']:.2f}), so no gradient; likely cause: {cause}"
+    )
 
 
 def reward_summary(scores: list[dict[str, float]], row_tasks: list[str]) -> dict[str, float]:
@@ -487,45 +668,84 @@ def reward_summary(scores: list[dict[str, float]], row_tasks: list[str]) -> dict
 def rollout_rows(step: int, ro: Rollouts, advantages: torch.Tensor, G: int) -> list[dict]:
     """One JSON row per completion, for reading what the policy actually wrote and what it earned."""
     lengths = ro.completion_mask.sum(dim=1).tolist()
-    return [{"step": step, "id": ro.records[i // G].id, "task": ro.records[i // G].task, "sample": i % G,
-             "images": ro.records[i // G].images, "frame": frame_to_json(ro.frames[i // G]),
-             "answer": ro.records[i // G].answer, "completion": ro.texts[i], "rewards": ro.scores[i],
-             "advantage": advantages[i].item(), "length": lengths[i], "truncated": bool(ro.truncated[i])}
-            for i in range(len(ro.texts))]  # fmt: skip
+    return [
+        {
+            "step": step,
+            "id": ro.records[i // G].id,
+            "task": ro.records[i // G].task,
+            "sample": i % G,
+            "images": ro.records[i // G].images,
+            "frame": frame_to_json(ro.frames[i // G]),
+            "answer": ro.records[i // G].answer,
+            "completion": ro.texts[i],
+            "rewards": ro.scores[i],
+            "advantage": advantages[i].item(),
+            "length": lengths[i],
+            "truncated": bool(ro.truncated[i]),
+        }
+        for i in range(len(ro.texts))
+    ]
 
 
-def log_step(tr: Trainer, step: int, tasks: list[str], ro: Rollouts, advantages: torch.Tensor, info: dict,
-             update: dict, seconds: float) -> dict:  # fmt: skip
+def log_step(
+    tr: Trainer,
+    step: int,
+    tasks: list[str],
+    ro: Rollouts,
+    advantages: torch.Tensor,
+    info: dict,
+    update: dict,
+    seconds: float,
+) -> dict:
     """The step's row over the global batch (every rank's rollouts), written to log.jsonl by rank 0, and
     every completion to rollouts.jsonl each --log-rollouts-every steps."""
     G = tr.args.group_size
     sampled = ro.sample_logp[ro.completion_mask]  # log-probs of every sampled token
-    mine = {"ids": [rec.id for rec in ro.records], "tasks": [rec.task for rec in ro.records], "scores": ro.scores,
-            "rewards": ro.rewards.tolist(), "lengths": ro.completion_mask.sum(dim=1).tolist(),
-            "truncated": ro.truncated.tolist(), "logp_sum": float(sampled.sum()), "logp_n": sampled.numel(), **info}  # fmt: skip
+    mine = {
+        "ids": [rec.id for rec in ro.records],
+        "tasks": [rec.task for rec in ro.records],
+        "scores": ro.scores,
+        "rewards": ro.rewards.tolist(),
+        "lengths": ro.completion_mask.sum(dim=1).tolist(),
+        "truncated": ro.truncated.tolist(),
+        "logp_sum": float(sampled.sum()),
+        "logp_n": sampled.numel(),
+        **info,
+    }
     every = all_gather_list([mine])
     cat = lambda k: [x for m in every for x in m[k]]  # noqa: E731
     tot = lambda k: sum(m[k] for m in every)  # noqa: E731
     rewards_all, lengths = torch.tensor(cat("rewards")), torch.tensor(cat("lengths"), dtype=torch.float32)
     row = {
-        "step": step, "tasks": ",".join(tasks),
+        "step": step,
+        "tasks": ",".join(tasks),
         "prompt_ids": ",".join(map(str, cat("ids"))),  # the global batch, rank after rank, in order
-        "reward_mean": rewards_all.mean().item(), "reward_std": rewards_all.std(correction=0).item(),
-        **reward_summary(cat("scores"), [t for t in cat("tasks") for _ in range(G)]),  # reward/, acc/, format/<task>
+        "reward_mean": rewards_all.mean().item(),
+        "reward_std": rewards_all.std(correction=0).item(),
+        **reward_summary(
+            cat("scores"), [t for t in cat("tasks") for _ in range(G)]
+        ),  # reward/, acc/, format/<task>
         "loss": update["loss"],
         "kl": update["kl"] if tr.args.beta > 0 else None,  # mean k3 per token; None without a reference
         "clip_frac": update["clip_frac"],
-        "entropy": -tot("logp_sum") / tot("logp_n") if tot("logp_n") else 0.0,  # one-sample estimate: -mean log p
-        "completion_len_mean": lengths.mean().item(), "completion_len_max": lengths.max().item(),
+        "entropy": -tot("logp_sum") / tot("logp_n")
+        if tot("logp_n")
+        else 0.0,  # one-sample estimate: -mean log p
+        "completion_len_mean": lengths.mean().item(),
+        "completion_len_max": lengths.max().item(),
         "truncated_frac": sum(cat("truncated")) / len(cat("truncated")),
         # of all groups sampled this step, resampled ones included: how much of the batch was dead weight
         "zero_std_frac": tot("zero_std") / tot("groups"),
         "rollouts": max(m["rollouts"] for m in every),
-        "grad_norm": update["grad_norm"], "lr": tr.optimizer.param_groups[0]["lr"],
-        "rollout_s": info["rollout_s"], "reward_s": info["reward_s"], "logprob_s": update["logprob_s"],
-        "update_s": update["update_s"], "step_s": seconds,
+        "grad_norm": update["grad_norm"],
+        "lr": tr.optimizer.param_groups[0]["lr"],
+        "rollout_s": info["rollout_s"],
+        "reward_s": info["reward_s"],
+        "logprob_s": update["logprob_s"],
+        "update_s": update["update_s"],
+        "step_s": seconds,
         "tokens_per_s": tot("sampled_tokens") / max(info["rollout_s"], 1e-9),  # sampled, all ranks
-    }  # fmt: skip
+    }
     tr.run.log.write(row)
     if tr.args.log_rollouts_every and step % tr.args.log_rollouts_every == 0:
         for r_row in all_gather_list(rollout_rows(step, ro, advantages, G)):
@@ -552,18 +772,34 @@ def setup(args: argparse.Namespace, run: Run) -> Trainer:
     # own slice (rank_slice), so ranks never overlap and N ranks x B prompts see what 1 process x N*B prompts see
     streams = {task: Stream(len(recs), seed=args.seed, name=task) for task, recs in by_task.items()}
     lr = learning_rate(args, run, small=1e-4, large=1e-5)
-    optimizer = torch.optim.AdamW([p for p in run.net.parameters() if p.requires_grad], lr=lr, weight_decay=args.weight_decay)
-    generators = {"sample": torch.Generator(device=run.env.device).manual_seed(args.seed + run.env.rank),
-                  "shuffle": torch.Generator().manual_seed(args.seed + run.env.rank)}  # fmt: skip
-    tr = Trainer(args, run, run.net, ref, optimizer, lr, by_task, streams,
-                 [tasks for tasks, steps in stages for _ in range(steps)], generators,
-                 M.banned_token_ids(run.net, run.processor))  # fmt: skip
+    optimizer = torch.optim.AdamW(
+        [p for p in run.net.parameters() if p.requires_grad], lr=lr, weight_decay=args.weight_decay
+    )
+    generators = {
+        "sample": torch.Generator(device=run.env.device).manual_seed(args.seed + run.env.rank),
+        "shuffle": torch.Generator().manual_seed(args.seed + run.env.rank),
+    }
+    tr = Trainer(
+        args,
+        run,
+        run.net,
+        ref,
+        optimizer,
+        lr,
+        by_task,
+        streams,
+        [tasks for tasks, steps in stages for _ in range(steps)],
+        generators,
+        M.banned_token_ids(run.net, run.processor),
+    )
     if run.resume is not None:
         state = run.restore(optimizer, generators)
         tr.turn = state["turn"]
         for task, st in state["streams"].items():
             streams[task].load_state_dict(st)
-    run.say(f"stages {stages}, G={args.group_size} x B={args.prompts_per_step} per process, beta {args.beta}, lr {lr}")
+    run.say(
+        f"stages {stages}, G={args.group_size} x B={args.prompts_per_step} per process, beta {args.beta}, lr {lr}"
+    )
     return tr
 
 
@@ -579,8 +815,15 @@ def main(argv: list[str] | None = None) -> dict:
     """Train; returns {"last": the last step's log row, "eval": [{"step", "eval": {task: metrics}}]}."""
     # ---- set-up: flags, output folder, processes, data, models, optimiser (start_run, `setup`)
     args = parse_args(argv)
-    run = start_run(args, "grpo", default_data=defaults.train_data, default_model=defaults.sft_model,
-                    logs=("log.jsonl", "rollouts.jsonl"), eval_data=args.eval_data, eval_records=args.eval_records)
+    run = start_run(
+        args,
+        "grpo",
+        default_data=defaults.train_data,
+        default_model=defaults.sft_model,
+        logs=("log.jsonl", "rollouts.jsonl"),
+        eval_data=args.eval_data,
+        eval_records=args.eval_records,
+    )
     tr = setup(args, run)
     history: list[dict] = []  # the eval rows, also in log.jsonl
     total = len(tr.tasks_at)
@@ -588,21 +831,36 @@ def main(argv: list[str] | None = None) -> dict:
     def run_eval(step: int) -> None:  # every rank generates its share greedily; rank 0 scores and logs
         if not run.held_out:
             return
-        res = evaluation.evaluate_model(tr.policy, run.processor, run.frame_kind, run.held_out, args.max_new_tokens,
-                                        run.env.device, out_dir=run.out / "eval" / f"step-{step:06d}")
+        res = evaluation.evaluate_model(
+            tr.policy,
+            run.processor,
+            run.frame_kind,
+            run.held_out,
+            args.max_new_tokens,
+            run.env.device,
+            out_dir=run.out / "eval" / f"step-{step:06d}",
+        )
         if res is not None:
             history.append({"step": step, "eval": res["tasks"]})
             run.log.write(history[-1])
 
     if run.start == 0:
         run_eval(0)
-    bar = tqdm(range(run.start + 1, total + 1), desc="grpo", initial=run.start, total=total, disable=not run.env.main,
-               dynamic_ncols=True)  # fmt: skip
+    bar = tqdm(
+        range(run.start + 1, total + 1),
+        desc="grpo",
+        initial=run.start,
+        total=total,
+        disable=not run.env.main,
+        dynamic_ncols=True,
+    )
     row: dict = {}
     for step in bar:
         tasks, t_step = tr.tasks_at[step - 1], time.perf_counter()
         if step == run.start + 1 or tasks != tr.tasks_at[step - 2]:
-            run.say(f"step {step}: training on {'+'.join(tasks)} until step {step - 1 + tr.tasks_at[step - 1:].count(tasks)}")
+            run.say(
+                f"step {step}: training on {'+'.join(tasks)} until step {step - 1 + tr.tasks_at[step - 1 :].count(tasks)}"
+            )
 
         # ---- rollout and rewards: B prompts x G completions, each scored (rewards.py)
         ro, info = collect_rollouts(tr, tasks, step)
@@ -616,16 +874,24 @@ def main(argv: list[str] | None = None) -> dict:
         # ---- log
         row = log_step(tr, step, tasks, ro, advantages, info, update, time.perf_counter() - t_step)
         warn_if_no_signal(tr, row)
-        bar.set_postfix(reward=f"{row['reward_mean']:.3f}", kl="-" if row["kl"] is None else f"{row['kl']:.4f}",
-                        clip=f"{row['clip_frac']:.3f}", H=f"{row['entropy']:.2f}", len=f"{row['completion_len_mean']:.0f}",
-                        gn=f"{row['grad_norm']:.2f}", refresh=False)  # fmt: skip
+        bar.set_postfix(
+            reward=f"{row['reward_mean']:.3f}",
+            kl="-" if row["kl"] is None else f"{row['kl']:.4f}",
+            clip=f"{row['clip_frac']:.3f}",
+            H=f"{row['entropy']:.2f}",
+            len=f"{row['completion_len_mean']:.0f}",
+            gn=f"{row['grad_norm']:.2f}",
+            refresh=False,
+        )
 
         # ---- eval and save; Ctrl-C / SIGTERM: a checkpoint of this step, then stop
         if args.eval_every and step % args.eval_every == 0 and step != total:
             run_eval(step)
         stop = run.stop_requested()
         if (args.save_every and step % args.save_every == 0) or (stop and step < total):
-            save(tr, step, run.out / "checkpoints" / f"step-{step:06d}")  # atomic: a crash keeps the last complete one
+            save(
+                tr, step, run.out / "checkpoints" / f"step-{step:06d}"
+            )  # atomic: a crash keeps the last complete one
         if stop and step < total:
             bar.close()
             run.stop(step)

@@ -54,12 +54,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--max-steps", type=positive_int, default=300, help="optimiser steps")
     g.add_argument("--batch-size", type=positive_int, default=8, help="records per micro-batch per process")
     g.add_argument("--grad-accum", type=positive_int, default=1, help="micro-batches per optimiser step")
-    g.add_argument("--eval-data", default=None, help="held-out JSONL for the eval loss; None: test.jsonl beside --data "
-                   "when there is one")  # fmt: skip
-    g.add_argument("--eval-every", type=positive_int, default=50, help="held-out loss every N steps (and at the end)")
-    g.add_argument("--eval-records", type=count, default=64, help="held-out records used for the eval loss; 0 = none")
-    add_optimiser_flags(p, lr_help="2e-3 for a small (< 100M parameter) model such as the embedded tiny one, "
-                          "1e-5 otherwise", warmup=20)  # fmt: skip
+    g.add_argument(
+        "--eval-data",
+        default=None,
+        help="held-out JSONL for the eval loss; None: test.jsonl beside --data when there is one",
+    )
+    g.add_argument(
+        "--eval-every", type=positive_int, default=50, help="held-out loss every N steps (and at the end)"
+    )
+    g.add_argument(
+        "--eval-records", type=count, default=64, help="held-out records used for the eval loss; 0 = none"
+    )
+    add_optimiser_flags(
+        p,
+        lr_help="2e-3 for a small (< 100M parameter) model such as the embedded tiny one, 1e-5 otherwise",
+        warmup=20,
+    )
     add_lora_flags(p)
     args = p.parse_args(argv)
     check_lora_flags(p, args)
@@ -82,8 +92,15 @@ def sft_loss_sum(net: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, int]:
 
 
 @torch.no_grad()
-def eval_loss(net: torch.nn.Module, records: list, processor, frame_kind: str, batch_size: int, device,
-              env: Dist | None = None) -> float:  # fmt: skip
+def eval_loss(
+    net: torch.nn.Module,
+    records: list,
+    processor,
+    frame_kind: str,
+    batch_size: int,
+    device,
+    env: Dist | None = None,
+) -> float:
     """Mean NLL of the assistant tokens of `records`; with several processes each scores its share."""
     env = env or Dist(0, 1, 0, torch.device(device))
     mine = records[env.rank :: env.world]
@@ -99,8 +116,14 @@ def eval_loss(net: torch.nn.Module, records: list, processor, frame_kind: str, b
     return total / max(count, 1)
 
 
-def train_step(net: torch.nn.Module, opt: torch.optim.Optimizer, micro: list[dict], env: Dist, grad_clip: float,
-               step: int) -> tuple[float, float, float]:  # fmt: skip
+def train_step(
+    net: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    micro: list[dict],
+    env: Dist,
+    grad_clip: float,
+    step: int,
+) -> tuple[float, float, float]:
     """One optimiser step over the micro-batches: (loss, grad norm, assistant tokens in the global batch)."""
     n_local = sum(int((b["labels"][:, 1:] != -100).sum()) for b in micro)
     n_global = float(all_reduce_sum(n_local, env.device))  # the loss is normalised by the global token count
@@ -112,7 +135,9 @@ def train_step(net: torch.nn.Module, opt: torch.optim.Optimizer, micro: list[dic
         loss_sum += float(s.detach())
     params = [p for group in opt.param_groups for p in group["params"]]
     grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
-    grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)  # FSDP: DTensor
+    grad_norm = float(
+        grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
+    )  # FSDP: DTensor
     loss = float(all_reduce_sum(loss_sum, env.device)) / n_global
     check_finite(step, loss=loss, grad_norm=grad_norm)
     opt.step()
@@ -124,18 +149,34 @@ def main(argv: list[str] | None = None) -> dict:
     """Train; returns {"loss": [(step, loss)], "eval_loss": [(step, held-out loss)]}."""
     # ---- set-up: flags, output folder, processes, data, model (start_run), optimiser, data order
     args = parse_args(argv)
-    def held_out_path(data_path: str) -> str | None:  # --eval-data, else test.jsonl beside the data; none at 0 records
+
+    def held_out_path(
+        data_path: str,
+    ) -> str | None:  # --eval-data, else test.jsonl beside the data; none at 0 records
         beside = Path(data_path).with_name("test.jsonl")
         return None if not args.eval_records else args.eval_data or (str(beside) if beside.exists() else None)
 
     tasks = args.tasks.split(",") if args.tasks else None
-    run = start_run(args, "sft", default_data=defaults.train_data, default_model=defaults.base_model, tasks=tasks,
-                    eval_data=held_out_path, eval_records=args.eval_records)
+    run = start_run(
+        args,
+        "sft",
+        default_data=defaults.train_data,
+        default_model=defaults.base_model,
+        tasks=tasks,
+        eval_data=held_out_path,
+        eval_records=args.eval_records,
+    )
     net, env = run.net, run.env
     lr = learning_rate(args, run, small=2e-3, large=1e-5)
-    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=lr, weight_decay=args.weight_decay,
-                            betas=(0.9, 0.95))  # fmt: skip
-    stream = Stream(len(run.records), seed=args.seed, name="sft")  # one global order; each rank takes its slice
+    opt = torch.optim.AdamW(
+        [p for p in net.parameters() if p.requires_grad],
+        lr=lr,
+        weight_decay=args.weight_decay,
+        betas=(0.9, 0.95),
+    )
+    stream = Stream(
+        len(run.records), seed=args.seed, name="sft"
+    )  # one global order; each rank takes its slice
     if run.resume is not None:
         stream.load_state_dict(run.restore(opt)["stream"])
     run.say(f"lr {lr}, batch {args.batch_size} x {args.grad_accum} x {env.world}")
@@ -150,30 +191,51 @@ def main(argv: list[str] | None = None) -> dict:
     if run.held_out and run.start == 0:
         history["eval_loss"].append((0, evaluate()))
         run.log.write({"step": 0, "eval_loss": history["eval_loss"][-1][1]})
-    bar = tqdm(range(run.start + 1, args.max_steps + 1), desc="sft", initial=run.start, total=args.max_steps,
-               disable=not env.main, dynamic_ncols=True)  # fmt: skip
+    bar = tqdm(
+        range(run.start + 1, args.max_steps + 1),
+        desc="sft",
+        initial=run.start,
+        total=args.max_steps,
+        disable=not env.main,
+        dynamic_ncols=True,
+    )
     for step in bar:
         # ---- one step: the global batch drawn in order, each rank its slice, accumulated micro-batches
         t0 = time.perf_counter()
         micro = []
         for _ in range(args.grad_accum):
-            idx = rank_slice(stream.take(env.world * args.batch_size), [args.batch_size] * env.world, env.rank)
-            micro.append(to_device(data.collate_sft([run.records[i] for i in idx], run.processor, run.frame_kind),
-                                     env.device))  # fmt: skip
+            idx = rank_slice(
+                stream.take(env.world * args.batch_size), [args.batch_size] * env.world, env.rank
+            )
+            micro.append(
+                to_device(
+                    data.collate_sft([run.records[i] for i in idx], run.processor, run.frame_kind), env.device
+                )
+            )
         for g in opt.param_groups:
             g["lr"] = lr_at(step - 1, lr, args.warmup_steps, args.max_steps)
         loss, grad_norm, n_tokens = train_step(net, opt, micro, env, args.grad_clip, step)
 
         # ---- log, eval
         dt = time.perf_counter() - t0
-        row = {"step": step, "loss": loss, "lr": opt.param_groups[0]["lr"], "grad_norm": grad_norm,
-               "tokens_per_s": n_tokens / dt, "seconds": dt}  # fmt: skip
+        row = {
+            "step": step,
+            "loss": loss,
+            "lr": opt.param_groups[0]["lr"],
+            "grad_norm": grad_norm,
+            "tokens_per_s": n_tokens / dt,
+            "seconds": dt,
+        }
         history["loss"].append((step, loss))
         if run.held_out and (step % args.eval_every == 0 or step == args.max_steps):
             row["eval_loss"] = evaluate()
             history["eval_loss"].append((step, row["eval_loss"]))
         run.log.write(row)
-        bar.set_postfix(loss=f"{loss:.3f}", lr=f"{row['lr']:.1e}", **({"eval": f"{row['eval_loss']:.3f}"} if "eval_loss" in row else {}))
+        bar.set_postfix(
+            loss=f"{loss:.3f}",
+            lr=f"{row['lr']:.1e}",
+            **({"eval": f"{row['eval_loss']:.3f}"} if "eval_loss" in row else {}),
+        )
 
         # ---- save; Ctrl-C / SIGTERM: a checkpoint of this step, then stop
         stop = run.stop_requested()

@@ -60,7 +60,9 @@ def _build_once(out: Path, marker: str, build) -> Path:
 def data_dir(cache: Path = CACHE) -> Path:
     """The embedded data set: `synth.py --n 2000 --seed 0`."""
 
-    return _build_once(cache / f"synth-v{DATA_VERSION}", "test.jsonl", lambda tmp: synth.make_dataset(tmp, n=2000, seed=0))
+    return _build_once(
+        cache / f"synth-v{DATA_VERSION}", "test.jsonl", lambda tmp: synth.make_dataset(tmp, n=2000, seed=0)
+    )
 
 
 def train_data(cache: Path = CACHE) -> str:
@@ -77,7 +79,13 @@ def base_model(cache: Path = CACHE) -> str:
     """The embedded model: the tiny Qwen2.5-VL with random weights, tokenizer trained on the embedded data."""
 
     corpus = tokenizer_corpus([data_dir(cache) / "train.jsonl"])
-    return str(_build_once(cache / f"tiny-qwen2.5-vl-v{DATA_VERSION}", "config.json", lambda tmp: tiny.build_tiny(tmp, corpus, seed=0)))
+    return str(
+        _build_once(
+            cache / f"tiny-qwen2.5-vl-v{DATA_VERSION}",
+            "config.json",
+            lambda tmp: tiny.build_tiny(tmp, corpus, seed=0),
+        )
+    )
 
 
 # The warm-up the embedded GRPO start gets (train_sft.py flags): the format and a first grasp of every task,
@@ -94,12 +102,37 @@ def sft_model(cache: Path = CACHE) -> str:
     data, base = data_dir(cache), base_model(cache)
 
     def warm_up(tmp: Path) -> None:
-        print(f"defaults: building the embedded GRPO start once: train_sft.py {' '.join(SFT_RECIPE)} -> {cache / name}",
-              flush=True)  # fmt: skip
-        env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE",
-                                                                "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK")}  # fmt: skip
-        cmd = [sys.executable, str(Path(__file__).resolve().parents[1] / "train_sft.py"), "--model", base, "--data",
-               str(data / "train.jsonl"), "--out", str(tmp.with_name("run")), "--save-every", "0", *SFT_RECIPE]  # fmt: skip
+        print(
+            f"defaults: building the embedded GRPO start once: train_sft.py {' '.join(SFT_RECIPE)} -> {cache / name}",
+            flush=True,
+        )
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k
+            not in (
+                "RANK",
+                "WORLD_SIZE",
+                "LOCAL_RANK",
+                "LOCAL_WORLD_SIZE",
+                "MASTER_ADDR",
+                "MASTER_PORT",
+                "GROUP_RANK",
+            )
+        }
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve().parents[1] / "train_sft.py"),
+            "--model",
+            base,
+            "--data",
+            str(data / "train.jsonl"),
+            "--out",
+            str(tmp.with_name("run")),
+            "--save-every",
+            "0",
+            *SFT_RECIPE,
+        ]
         subprocess.run(cmd, env=env, check=True)
         (tmp.with_name("run") / "final").rename(tmp)
         (tmp.with_name("run") / "log.jsonl").rename(tmp / "warm-up-log.jsonl")

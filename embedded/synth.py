@@ -78,9 +78,20 @@ CLASS_RGB = {
     "storage tank": (235, 215, 30),
     "vehicle": (30, 210, 230),
 }
-COLOUR_WORD = {"airplane": "white", "building": "magenta", "ship": "red", "storage tank": "yellow", "vehicle": "cyan"}
-SHAPE_WORD = {"airplane": "cross-shaped", "building": "rectangular", "ship": "pointed", "storage tank": "round",
-              "vehicle": "oblong"}
+COLOUR_WORD = {
+    "airplane": "white",
+    "building": "magenta",
+    "ship": "red",
+    "storage tank": "yellow",
+    "vehicle": "cyan",
+}
+SHAPE_WORD = {
+    "airplane": "cross-shaped",
+    "building": "rectangular",
+    "ship": "pointed",
+    "storage tank": "round",
+    "vehicle": "oblong",
+}
 COLOUR_TOL = 40  # max |channel - base| for a pixel to count as that class
 _SAFE = 60  # background pixels closer than this to any base get darkened
 _OBJ_JITTER, _SHADE, _PIX_NOISE = 12, 12, 5  # 12 + 12 + 5 = 29 < COLOUR_TOL
@@ -98,20 +109,67 @@ _SIZES = {
 }
 _BIG_FIRST = ("ship", "airplane", "building", "storage tank", "vehicle")  # placement order
 
-_NUM = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve")
+_NUM = (
+    "no",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+)
 _DIRS = ("north", "northeast", "east", "southeast", "south", "southwest", "west", "northwest")
 _AXES = ("north-south", "northeast-southwest", "east-west", "northwest-southeast")
-_CELLS = (("top left", "top", "top right"), ("left", "centre", "right"), ("bottom left", "bottom", "bottom right"))
-_AT = {"top left": "in the top left", "top": "at the top", "top right": "in the top right", "left": "on the left",
-       "centre": "in the centre", "right": "on the right", "bottom left": "in the bottom left",
-       "bottom": "at the bottom", "bottom right": "in the bottom right"}
+_CELLS = (
+    ("top left", "top", "top right"),
+    ("left", "centre", "right"),
+    ("bottom left", "bottom", "bottom right"),
+)
+_AT = {
+    "top left": "in the top left",
+    "top": "at the top",
+    "top right": "in the top right",
+    "left": "on the left",
+    "centre": "in the centre",
+    "right": "on the right",
+    "bottom left": "in the bottom left",
+    "bottom": "at the bottom",
+    "bottom right": "in the bottom right",
+}
 
-_SCENE_ADJ = {"airport": "airport", "beach": "beach", "desert": "desert", "farmland": "farmland",
-              "forest": "forest", "urban": "urban", "water": "open-water"}
-_SCENE_NP = {"airport": "an airport", "beach": "a beach", "desert": "a desert", "farmland": "farmland",
-             "forest": "a forest", "urban": "an urban area", "water": "open water"}
-_SCENE_PREP = {"airport": "at an airport", "beach": "on a beach", "desert": "in a desert", "farmland": "on farmland",
-               "forest": "in a forest", "urban": "in an urban area", "water": "on open water"}
+_SCENE_ADJ = {
+    "airport": "airport",
+    "beach": "beach",
+    "desert": "desert",
+    "farmland": "farmland",
+    "forest": "forest",
+    "urban": "urban",
+    "water": "open-water",
+}
+_SCENE_NP = {
+    "airport": "an airport",
+    "beach": "a beach",
+    "desert": "a desert",
+    "farmland": "farmland",
+    "forest": "a forest",
+    "urban": "an urban area",
+    "water": "open water",
+}
+_SCENE_PREP = {
+    "airport": "at an airport",
+    "beach": "on a beach",
+    "desert": "in a desert",
+    "farmland": "on farmland",
+    "forest": "in a forest",
+    "urban": "in an urban area",
+    "water": "on open water",
+}
 _EVIDENCE = {
     "airport": "grey tarmac crossed by long runway strips",
     "beach": "pale sand meeting blue water along a shoreline",
@@ -300,7 +358,11 @@ def _sand_tex(rng: np.random.Generator, h: int, w: int, base: tuple[int, int, in
 
 def _soil_tex(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     # a common brightness shift keeps the hue brown (red well above green) for every seed
-    col = np.array([132, 96, 64], np.float32) + np.float32(rng.uniform(-10, 10)) + rng.uniform(-3, 3, 3).astype(np.float32)
+    col = (
+        np.array([132, 96, 64], np.float32)
+        + np.float32(rng.uniform(-10, 10))
+        + rng.uniform(-3, 3, 3).astype(np.float32)
+    )
     shade = 1 + 0.08 * _noise(rng, h, w, 12) + 0.05 * _noise(rng, h, w, 50)
     return col * shade[..., None] + _grain(rng, h, w, 4)
 
@@ -311,8 +373,18 @@ def _farmland(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     ix, iy = np.searchsorted(xs, np.arange(w), "right"), np.searchsorted(ys, np.arange(h), "right")
     pid = iy[:, None] * (len(xs) + 1) + ix[None, :]
     npar = (len(xs) + 1) * (len(ys) + 1)
-    palette = np.array([[88, 128, 62], [104, 142, 70], [72, 112, 52], [140, 112, 76], [158, 128, 88],
-                        [176, 160, 110], [120, 132, 70]], np.float32)
+    palette = np.array(
+        [
+            [88, 128, 62],
+            [104, 142, 70],
+            [72, 112, 52],
+            [140, 112, 76],
+            [158, 128, 88],
+            [176, 160, 110],
+            [120, 132, 70],
+        ],
+        np.float32,
+    )
     col = palette[rng.integers(0, len(palette), npar)] + rng.uniform(-8, 8, (npar, 3)).astype(np.float32)
     ang, per, amp = rng.uniform(0, np.pi, npar), rng.uniform(5, 12, npar), rng.uniform(0.03, 0.1, npar)
     yy, xx = _grid(h, w)
@@ -414,8 +486,14 @@ def _empty_scene(rng: np.random.Generator, label: str, big: bool = False) -> Sce
         ground, d = _beach(rng, h, w)
         water, land = d > 9, d < -9  # keep objects off the surf line
     else:
-        ground = {"airport": _airport, "desert": _desert, "farmland": _farmland, "forest": _forest,
-                  "urban": _urban, "water": _water}[label](rng, h, w)
+        ground = {
+            "airport": _airport,
+            "desert": _desert,
+            "farmland": _farmland,
+            "forest": _forest,
+            "urban": _urban,
+            "water": _water,
+        }[label](rng, h, w)
         if label == "water":
             water, land = land, water
     sun = (int(_pick(rng, (-3, 3))), int(_pick(rng, (-3, 3))))
@@ -514,8 +592,14 @@ def _occupy(occ: np.ndarray, o: Obj) -> None:
     occ[max(0, y1 - _GAP) : y2 + _GAP, max(0, x1 - _GAP) : x2 + _GAP] = True
 
 
-def _place(rng: np.random.Generator, scene: Scene, cls: str, size: str | None = None,
-           cell: tuple[int, int] | None = None, tries: int = 40) -> Obj | None:
+def _place(
+    rng: np.random.Generator,
+    scene: Scene,
+    cls: str,
+    size: str | None = None,
+    cell: tuple[int, int] | None = None,
+    tries: int = 40,
+) -> Obj | None:
     """Rejection-sample one object that fits its allowed region and clears the others.
 
     It is marked in scene.occ but not added to scene.objects (change tasks keep it elsewhere).
@@ -531,8 +615,14 @@ def _place(rng: np.random.Generator, scene: Scene, cls: str, size: str | None = 
         xlo, xhi, ylo, yhi = _MARGIN, W - w - _MARGIN, _MARGIN, H - h - _MARGIN
         if cell is not None:
             r, c = cell
-            xlo, xhi = max(xlo, math.ceil(c * W / 3 - w / 2)), min(xhi, math.floor((c + 1) * W / 3 - w / 2) - 1)
-            ylo, yhi = max(ylo, math.ceil(r * H / 3 - h / 2)), min(yhi, math.floor((r + 1) * H / 3 - h / 2) - 1)
+            xlo, xhi = (
+                max(xlo, math.ceil(c * W / 3 - w / 2)),
+                min(xhi, math.floor((c + 1) * W / 3 - w / 2) - 1),
+            )
+            ylo, yhi = (
+                max(ylo, math.ceil(r * H / 3 - h / 2)),
+                min(yhi, math.floor((r + 1) * H / 3 - h / 2) - 1),
+            )
         if xlo > xhi or ylo > yhi:
             continue
         x, y = int(rng.integers(xlo, xhi + 1)), int(rng.integers(ylo, yhi + 1))
@@ -548,8 +638,9 @@ def _place(rng: np.random.Generator, scene: Scene, cls: str, size: str | None = 
     return None
 
 
-def _populate(rng: np.random.Generator, scene: Scene, counts: dict[str, int], extras: bool,
-              max_objects: int) -> bool:
+def _populate(
+    rng: np.random.Generator, scene: Scene, counts: dict[str, int], extras: bool, max_objects: int
+) -> bool:
     """Place exactly counts[c] objects of each class c (False if they do not fit), then some extras
     of the scene's other plausible classes up to max_objects in total."""
     for cls in sorted(counts, key=_BIG_FIRST.index):
@@ -571,8 +662,13 @@ def _populate(rng: np.random.Generator, scene: Scene, counts: dict[str, int], ex
     return True
 
 
-def make_scene(rng: np.random.Generator, label: str | None = None, counts: dict[str, int] | None = None,
-               extras: bool = True, max_objects: int = 8) -> Scene:
+def make_scene(
+    rng: np.random.Generator,
+    label: str | None = None,
+    counts: dict[str, int] | None = None,
+    extras: bool = True,
+    max_objects: int = 8,
+) -> Scene:
     """A scene of background `label` (random if None) holding exactly counts[c] objects of class c.
 
     Classes not in `counts` get a few random extras (if `extras`) among those plausible there.
@@ -682,13 +778,16 @@ def _nonempty_scene(rng: np.random.Generator, max_objects: int = 8) -> Scene:
 def _classification(rng: np.random.Generator) -> Sample:
     label = _pick(rng, SCENES)
     scene = make_scene(rng, label)
-    q = _pick(rng, (
-        "What type of scene is this?",
-        "Classify this aerial image into a scene category.",
-        "Which land-cover class best describes this image?",
-        "What kind of area does this remote sensing image show?",
-        f"Classify the scene as one of: {', '.join(SCENES)}.",
-    ))
+    q = _pick(
+        rng,
+        (
+            "What type of scene is this?",
+            "Classify this aerial image into a scene category.",
+            "Which land-cover class best describes this image?",
+            "What kind of area does this remote sensing image show?",
+            f"Classify the scene as one of: {', '.join(SCENES)}.",
+        ),
+    )
     why = f"The image shows {_EVIDENCE[label]}, typical of {_SCENE_NP[label]}."
     return Sample([render(scene)], q, label, why, _meta("scene"))
 
@@ -700,18 +799,25 @@ def _label_set(rng: np.random.Generator) -> tuple[str, list[str]]:
         return _pick(rng, ("beach", "water")), ["ship"]
     while not (present := [c for c in CLASSES if c != "ship" and rng.random() < 0.5]):
         pass
-    return ("airport" if "airplane" in present else _pick(rng, [s for s in SCENES if set(present) <= set(SCENE_OBJECTS[s])])), present
+    return (
+        "airport"
+        if "airplane" in present
+        else _pick(rng, [s for s in SCENES if set(present) <= set(SCENE_OBJECTS[s])])
+    ), present
 
 
 def _multilabel(rng: np.random.Generator) -> Sample:
     label, present = _label_set(rng)
     scene = make_scene(rng, label, {c: int(rng.integers(1, 3)) for c in present}, extras=False)
-    q = _pick(rng, (
-        "Which object categories appear in this image?",
-        "List all object types visible in the image.",
-        "What kinds of objects can be seen? Answer with category names.",
-        f"Which of these categories are present: {', '.join(CLASSES)}?",
-    ))
+    q = _pick(
+        rng,
+        (
+            "Which object categories appear in this image?",
+            "List all object types visible in the image.",
+            "What kinds of objects can be seen? Answer with category names.",
+            f"Which of these categories are present: {', '.join(CLASSES)}?",
+        ),
+    )
     seen = _join([f"{COLOUR_WORD[c]} {_plural(c)}" for c in present])
     return Sample([render(scene)], q, present, f"I can see {seen} in this scene.", _meta("objects"))
 
@@ -722,11 +828,20 @@ def _vqa(rng: np.random.Generator) -> Sample:
         cls = _pick(rng, CLASSES)
         k = int(rng.integers(1, 4)) if rng.random() < 0.5 else 0
         scene = make_scene(rng, _scene_for(rng, cls, k), {cls: k})
-        q = _pick(rng, (f"Is there {_art(cls)} {cls} in the image?", f"Are any {_plural(cls)} visible?",
-                        f"Does this image contain {_art(cls)} {cls}?"))
+        q = _pick(
+            rng,
+            (
+                f"Is there {_art(cls)} {cls} in the image?",
+                f"Are any {_plural(cls)} visible?",
+                f"Does this image contain {_art(cls)} {cls}?",
+            ),
+        )
         ans = "yes" if k else "no"
-        why = (f"I can see {_count_np(k, COLOUR_WORD[cls] + ' ' + cls)}, so the answer is yes." if k
-               else f"No {COLOUR_WORD[cls]} {SHAPE_WORD[cls]} {cls} shapes appear anywhere in the image.")
+        why = (
+            f"I can see {_count_np(k, COLOUR_WORD[cls] + ' ' + cls)}, so the answer is yes."
+            if k
+            else f"No {COLOUR_WORD[cls]} {SHAPE_WORD[cls]} {cls} shapes appear anywhere in the image."
+        )
         return Sample([render(scene)], q, ans, why, _meta("presence", **{"class": cls}))
     if qtype == "comparison":
         label = _pick(rng, [s for s in SCENES if len(SCENE_OBJECTS[s]) >= 2])
@@ -735,16 +850,27 @@ def _vqa(rng: np.random.Generator) -> Sample:
         if (ka > kb) != (rng.random() < 0.5):  # the answer is a coin flip: "no" must not be the safe guess
             ka, kb = (kb, ka) if ka != kb else (ka + 1, kb)
         scene = make_scene(rng, label, {a: ka, b: kb})
-        q = _pick(rng, (f"Are there more {_plural(a)} than {_plural(b)}?",
-                        f"Is the number of {_plural(a)} greater than the number of {_plural(b)}?",
-                        f"Do {_plural(a)} outnumber {_plural(b)} in this image?"))
+        q = _pick(
+            rng,
+            (
+                f"Are there more {_plural(a)} than {_plural(b)}?",
+                f"Is the number of {_plural(a)} greater than the number of {_plural(b)}?",
+                f"Do {_plural(a)} outnumber {_plural(b)} in this image?",
+            ),
+        )
         ans = "yes" if ka > kb else "no"
         why = f"I count {_NUM[ka]} {_plural(a, ka)} and {_NUM[kb]} {_plural(b, kb)}, so the answer is {ans}."
         return Sample([render(scene)], q, ans, why, _meta("comparison", classes=[a, b]))
     label = "urban" if rng.random() < 0.5 else _pick(rng, ("desert", "farmland", "forest"))
     scene = make_scene(rng, label)
-    q = _pick(rng, ("Is this a rural or an urban area?", "Would you describe this area as rural or urban?",
-                    "Is the area shown urban or rural?"))
+    q = _pick(
+        rng,
+        (
+            "Is this a rural or an urban area?",
+            "Would you describe this area as rural or urban?",
+            "Is the area shown urban or rural?",
+        ),
+    )
     ans = RURAL_URBAN[label]
     why = f"The image shows {_EVIDENCE[label]}, which indicates {_art(ans)} {ans} area."
     return Sample([render(scene)], q, ans, why, _meta("rural_urban"))
@@ -755,8 +881,15 @@ def _counting(rng: np.random.Generator) -> Sample:
     k = int(rng.integers(0, 7))
     scene = make_scene(rng, _scene_for(rng, cls, k), {cls: k})
     p = _plural(cls)
-    q = _pick(rng, (f"How many {p} are there?", f"Count the {p} in this image.",
-                    f"What is the number of {p} visible?", f"How many {p} can you see in the image?"))
+    q = _pick(
+        rng,
+        (
+            f"How many {p} are there?",
+            f"Count the {p} in this image.",
+            f"What is the number of {p} visible?",
+            f"How many {p} can you see in the image?",
+        ),
+    )
     desc = f"{COLOUR_WORD[cls]} {SHAPE_WORD[cls]} {_plural(cls, k)}"
     why = f"I count {_NUM[k]} {desc} in the image." if k else f"No {desc} appear in the image."
     return Sample([render(scene)], q, k, why, _meta("count", **{"class": cls}))
@@ -764,9 +897,14 @@ def _counting(rng: np.random.Generator) -> Sample:
 
 def _qualified(objs: list[Obj], qual: str) -> Obj | None:
     """The object `qual` picks out, only if it does so by a clear margin (else None)."""
-    key = {"largest": lambda o: -o.area, "smallest": lambda o: o.area, "leftmost": lambda o: o.centre[0],
-           "rightmost": lambda o: -o.centre[0], "topmost": lambda o: o.centre[1],
-           "bottommost": lambda o: -o.centre[1]}[qual]
+    key = {
+        "largest": lambda o: -o.area,
+        "smallest": lambda o: o.area,
+        "leftmost": lambda o: o.centre[0],
+        "rightmost": lambda o: -o.centre[0],
+        "topmost": lambda o: o.centre[1],
+        "bottommost": lambda o: -o.centre[1],
+    }[qual]
     first, second = sorted(objs, key=key)[:2]
     if qual in ("largest", "smallest"):
         big, small = (first, second) if qual == "largest" else (second, first)
@@ -793,8 +931,15 @@ def _grounding(rng: np.random.Generator) -> Sample:
     else:
         raise RuntimeError("no unambiguous grounding target")
     name = cls if qual is None else f"{qual} {cls}"
-    q = _pick(rng, (f"Where is the {name}?", f"Locate the {name}.", f"Give the bounding box of the {name}.",
-                    f"Find the {name} in the image."))
+    q = _pick(
+        rng,
+        (
+            f"Where is the {name}?",
+            f"Locate the {name}.",
+            f"Give the bounding box of the {name}.",
+            f"Find the {name} in the image.",
+        ),
+    )
     where = _AT[_where(target, scene)]
     if qual is None:
         why = f"The only {COLOUR_WORD[cls]} {SHAPE_WORD[cls]} {cls} lies {where}."
@@ -808,11 +953,20 @@ def _detection(rng: np.random.Generator) -> Sample:
     k = int(rng.integers(1, 6))
     scene = make_scene(rng, _scene_for(rng, cls, k), {cls: k})
     p = _plural(cls)
-    q = _pick(rng, (f"Detect all {p}.", f"Find every {cls} and give its bounding box.",
-                    f"Locate all {p} in the image.", f"Output a bounding box for each {cls}."))
+    q = _pick(
+        rng,
+        (
+            f"Detect all {p}.",
+            f"Find every {cls} and give its bounding box.",
+            f"Locate all {p} in the image.",
+            f"Output a bounding box for each {cls}.",
+        ),
+    )
     boxes = [o.box for o in _by_position([o for o in scene.objects if o.cls == cls])]
-    why = f"There {'is' if k == 1 else 'are'} {_NUM[k]} {COLOUR_WORD[cls]} {SHAPE_WORD[cls]} {_plural(cls, k)}; " + (
-        "it gets a box." if k == 1 else "each gets its own box.")
+    why = (
+        f"There {'is' if k == 1 else 'are'} {_NUM[k]} {COLOUR_WORD[cls]} {SHAPE_WORD[cls]} {_plural(cls, k)}; "
+        + ("it gets a box." if k == 1 else "each gets its own box.")
+    )
     return Sample([render(scene)], q, boxes, why, _meta("detect", **{"class": cls}))
 
 
@@ -830,9 +984,15 @@ def _describe(o: Obj) -> str:
 def _region_caption(rng: np.random.Generator) -> Sample:
     scene = _nonempty_scene(rng)
     o = _pick(rng, scene.objects)
-    q = _pick(rng, ("Describe the object in region {region}.", "What is in the region {region}?",
-                    "Give a short description of the area {region}.",
-                    "Briefly describe what is inside {region}."))
+    q = _pick(
+        rng,
+        (
+            "Describe the object in region {region}.",
+            "What is in the region {region}?",
+            "Give a short description of the area {region}.",
+            "Briefly describe what is inside {region}.",
+        ),
+    )
     size = "" if o.size == "medium" or o.cls == "vehicle" else f"{o.size} "
     why = f"The region holds one {size}{COLOUR_WORD[o.cls]} {SHAPE_WORD[o.cls]} shape, {_art(o.cls)} {o.cls}."
     return Sample([render(scene)], q, _describe(o), why, _meta("region", region=o.box, **{"class": o.cls}))
@@ -841,19 +1001,29 @@ def _region_caption(rng: np.random.Generator) -> Sample:
 def _caption_text(rng: np.random.Generator, label: str, objs: list[Obj]) -> str:
     lst = _join([_count_np(k, c) for c, k in _inventory(objs)])
     adj = _SCENE_ADJ[label]
-    return _pick(rng, (
-        f"{_cap(_art(adj))} {adj} scene with {lst}.",
-        f"Aerial view of {_SCENE_NP[label]} with {lst}.",
-        f"{_cap(lst)} {_SCENE_PREP[label]}.",
-        f"This image shows {lst} {_SCENE_PREP[label]}.",
-    ))
+    return _pick(
+        rng,
+        (
+            f"{_cap(_art(adj))} {adj} scene with {lst}.",
+            f"Aerial view of {_SCENE_NP[label]} with {lst}.",
+            f"{_cap(lst)} {_SCENE_PREP[label]}.",
+            f"This image shows {lst} {_SCENE_PREP[label]}.",
+        ),
+    )
 
 
 def _caption(rng: np.random.Generator) -> Sample:
     scene = _nonempty_scene(rng)
     text = _caption_text(rng, scene.label, scene.objects)
-    q = _pick(rng, ("Describe this image in one sentence.", "Write a short caption for this aerial image.",
-                    "What does this image show?", "Give a one-sentence description of the scene."))
+    q = _pick(
+        rng,
+        (
+            "Describe this image in one sentence.",
+            "Write a short caption for this aerial image.",
+            "What does this image show?",
+            "Give a one-sentence description of the scene.",
+        ),
+    )
     why = f"The background is {_EVIDENCE[scene.label]}; I count the objects of each colour."
     return Sample([render(scene)], q, text, why, _meta("caption"))
 
@@ -862,11 +1032,19 @@ def _grounded_caption(rng: np.random.Generator) -> Sample:
     scene = _nonempty_scene(rng, max_objects=6)
     text = _caption_text(rng, scene.label, scene.objects)
     # boxes in the order the caption mentions them: class by class, each class left to right
-    boxes = [o.box for c, _ in _inventory(scene.objects)
-             for o in sorted((o for o in scene.objects if o.cls == c), key=lambda o: (o.box[0], o.box[1]))]
-    q = _pick(rng, ("Describe the image and give a bounding box for every object you mention.",
-                    "Write a grounded caption: a sentence plus the box of each mentioned object.",
-                    "Caption this scene and localise each object in the caption."))
+    boxes = [
+        o.box
+        for c, _ in _inventory(scene.objects)
+        for o in sorted((o for o in scene.objects if o.cls == c), key=lambda o: (o.box[0], o.box[1]))
+    ]
+    q = _pick(
+        rng,
+        (
+            "Describe the image and give a bounding box for every object you mention.",
+            "Write a grounded caption: a sentence plus the box of each mentioned object.",
+            "Caption this scene and localise each object in the caption.",
+        ),
+    )
     why = f"The background is {_EVIDENCE[scene.label]}; each coloured object gets a box."
     return Sample([render(scene)], q, {"caption": text, "boxes": boxes}, why, _meta("grounded"))
 
@@ -888,7 +1066,9 @@ class _Change:
     objects: list[Obj]
 
 
-def _change_pair(rng: np.random.Generator, allow_none: bool) -> tuple[Scene, list[Obj], list[Obj], list[_Change]]:
+def _change_pair(
+    rng: np.random.Generator, allow_none: bool
+) -> tuple[Scene, list[Obj], list[Obj], list[_Change]]:
     """A scene and its before/after object lists: groups of one class added or removed in one cell."""
     if allow_none and rng.random() < 0.1:
         scene = _nonempty_scene(rng, max_objects=6)
@@ -918,11 +1098,23 @@ def _change_pair(rng: np.random.Generator, allow_none: bool) -> tuple[Scene, lis
 
 def _change_caption(rng: np.random.Generator) -> Sample:
     scene, before, after, changes = _change_pair(rng, allow_none=True)
-    q = _pick(rng, ("Describe the changes between the two images.", "What changed from the first image to the second?",
-                    "Summarise the difference between these two images of the same area."))
+    q = _pick(
+        rng,
+        (
+            "Describe the changes between the two images.",
+            "What changed from the first image to the second?",
+            "Summarise the difference between these two images of the same area.",
+        ),
+    )
     if not changes:
-        text = _pick(rng, ("There is no change between the two images.", "Nothing has changed in this area.",
-                           "The two images show no difference."))
+        text = _pick(
+            rng,
+            (
+                "There is no change between the two images.",
+                "Nothing has changed in this area.",
+                "The two images show no difference.",
+            ),
+        )
         why = "Every coloured object sits at the same place in both images."
         kind = "none"
     else:
@@ -942,7 +1134,9 @@ def _change_caption(rng: np.random.Generator) -> Sample:
             text = f"Compared with the first image, {_count_np(k, new + ch.cls)} {verb} {_AT[ch.cell]}."
         kind = changes[0].kind if len(changes) == 1 else "mixed"
         cw = _join(sorted({COLOUR_WORD[ch.cls] for ch in changes}))
-        why = f"Comparing both images, {cw} objects change " + ("in one area." if len(changes) == 1 else "in two areas.")
+        why = f"Comparing both images, {cw} objects change " + (
+            "in one area." if len(changes) == 1 else "in two areas."
+        )
     imgs = [render(scene, before), render(scene, after)]
     return Sample(imgs, q, text, why, _meta(kind))
 
@@ -950,9 +1144,14 @@ def _change_caption(rng: np.random.Generator) -> Sample:
 def _change_detection(rng: np.random.Generator) -> Sample:
     scene, before, after, changes = _change_pair(rng, allow_none=False)
     changed = _by_position([o for ch in changes for o in ch.objects])
-    q = _pick(rng, ("Mark the objects that changed between the two images.",
-                    "Give the bounding boxes of all objects that appeared or disappeared.",
-                    "Detect the changed objects between the first and the second image."))
+    q = _pick(
+        rng,
+        (
+            "Mark the objects that changed between the two images.",
+            "Give the bounding boxes of all objects that appeared or disappeared.",
+            "Detect the changed objects between the first and the second image.",
+        ),
+    )
     n_add = sum(len(ch.objects) for ch in changes if ch.kind == "added")
     n_rem = len(changed) - n_add
     why = f"{_cap(_NUM[len(changed)])} objects differ: {_NUM[n_add]} appeared and {_NUM[n_rem]} disappeared."
@@ -966,11 +1165,19 @@ def _temporal(rng: np.random.Generator) -> Sample:
     T = int(rng.integers(3, 5))
     if label in ("construction", "demolition"):
         for _ in range(20):
-            scene = make_scene(rng, _pick(rng, ("desert", "farmland", "forest", "urban")),
-                               {"building": int(rng.integers(0, 3))}, max_objects=4)
+            scene = make_scene(
+                rng,
+                _pick(rng, ("desert", "farmland", "forest", "urban")),
+                {"building": int(rng.integers(0, 3))},
+                max_objects=4,
+            )
             frames, added = [list(scene.objects)], []
             for _ in range(T - 1):
-                step = [o for o in (_place(rng, scene, "building", tries=25) for _ in range(rng.integers(1, 3))) if o]
+                step = [
+                    o
+                    for o in (_place(rng, scene, "building", tries=25) for _ in range(rng.integers(1, 3)))
+                    if o
+                ]
                 added += step
                 frames.append(scene.objects + added)
             if all(len(b) > len(a) for a, b in zip(frames, frames[1:])):
@@ -1001,24 +1208,37 @@ def _temporal(rng: np.random.Generator) -> Sample:
         n = _noise(rng, scene.height, scene.width, 45)
         soil = _soil_tex(rng, scene.height, scene.width)
         qs = np.linspace(rng.uniform(0.0, 0.08), rng.uniform(0.4, 0.65), T)
-        imgs = [render(scene, ground=np.where((n < np.quantile(n, q))[..., None], soil, scene.ground)) for q in qs]
+        imgs = [
+            render(scene, ground=np.where((n < np.quantile(n, q))[..., None], soil, scene.ground)) for q in qs
+        ]
         why = "Dark green canopy is replaced by bare brown soil over a growing area in each frame."
     else:
         scene = make_scene(rng)
         imgs = [render(scene)] * T
         why = "The ground cover and every coloured object stay the same in all frames."
-    q = _pick(rng, (
-        f"These {_NUM[T]} images show the same area at successive dates. What change is happening?",
-        f"Classify the change across this image time series as one of: {', '.join(TEMPORAL_LABELS)}.",
-        "What kind of change does this sequence of satellite images show?",
-    ))
+    q = _pick(
+        rng,
+        (
+            f"These {_NUM[T]} images show the same area at successive dates. What change is happening?",
+            f"Classify the change across this image time series as one of: {', '.join(TEMPORAL_LABELS)}.",
+            "What kind of change does this sequence of satellite images show?",
+        ),
+    )
     return Sample(imgs, q, label, why, _meta("temporal", frames=T))
 
 
 BUILDERS: dict[str, Callable[[np.random.Generator], Sample]] = {
-    "classification": _classification, "multilabel": _multilabel, "vqa": _vqa, "counting": _counting,
-    "grounding": _grounding, "detection": _detection, "region_caption": _region_caption, "caption": _caption,
-    "grounded_caption": _grounded_caption, "change_caption": _change_caption, "change_detection": _change_detection,
+    "classification": _classification,
+    "multilabel": _multilabel,
+    "vqa": _vqa,
+    "counting": _counting,
+    "grounding": _grounding,
+    "detection": _detection,
+    "region_caption": _region_caption,
+    "caption": _caption,
+    "grounded_caption": _grounded_caption,
+    "change_caption": _change_caption,
+    "change_detection": _change_detection,
     "temporal_classification": _temporal,
 }
 
@@ -1059,13 +1279,27 @@ def _write_record(job: tuple[str, str, int, int]) -> str:
         name = f"images/{i:06d}_{k}.png"
         Image.fromarray(img).save(Path(out) / name, format="PNG", compress_level=1)  # no metadata chunks
         names.append(name)
-    rec = {"id": f"synth_{i:06d}", "task": task, "images": names, "question": s.question, "answer": s.answer,
-           "reasoning": s.reasoning, "meta": s.meta}
+    rec = {
+        "id": f"synth_{i:06d}",
+        "task": task,
+        "images": names,
+        "question": s.question,
+        "answer": s.answer,
+        "reasoning": s.reasoning,
+        "meta": s.meta,
+    }
     return json.dumps(rec)
 
 
-def make_dataset(out_dir: str | Path, n: int, seed: int, test_frac: float = 0.2, tasks: Sequence[str] | None = None,
-                 progress: bool = False, workers: int = 1) -> dict:
+def make_dataset(
+    out_dir: str | Path,
+    n: int,
+    seed: int,
+    test_frac: float = 0.2,
+    tasks: Sequence[str] | None = None,
+    progress: bool = False,
+    workers: int = 1,
+) -> dict:
     """Write n records spread round-robin over `tasks` (default: all 12) to out_dir.
 
     Files: out_dir/images/{i:06d}_{k}.png, out_dir/train.jsonl, out_dir/test.jsonl. `workers` > 1
@@ -1088,14 +1322,12 @@ def make_dataset(out_dir: str | Path, n: int, seed: int, test_frac: float = 0.2,
     jobs = [(str(out), tasks_of[i], seed, i) for i in range(n)]
     pool = None
     if workers > 1 and n > 1:
-
         # spawn, not fork: callers may hold threads (torch, BLAS) that a forked child would inherit
         pool = multiprocessing.get_context("spawn").Pool(min(workers, n))
         results = pool.imap(_write_record, jobs, chunksize=8)  # ordered, so the files do not depend on timing
     else:
         results = map(_write_record, jobs)
     if progress:
-
         results = tqdm(results, total=n, desc="synth", unit="rec")
     lines: dict[str, list[str]] = {"train": [], "test": []}
     try:
@@ -1109,9 +1341,14 @@ def make_dataset(out_dir: str | Path, n: int, seed: int, test_frac: float = 0.2,
     for split, ls in lines.items():
         paths[split] = out / f"{split}.jsonl"
         paths[split].write_text("".join(line + "\n" for line in ls))
-    return {"train": str(paths["train"]), "test": str(paths["test"]), "images": str(out / "images"),
-            "n_train": len(lines["train"]), "n_test": len(lines["test"]),
-            "tasks": {t: tasks_of.count(t) for t in tasks}}
+    return {
+        "train": str(paths["train"]),
+        "test": str(paths["test"]),
+        "images": str(out / "images"),
+        "n_train": len(lines["train"]),
+        "n_test": len(lines["test"]),
+        "tasks": {t: tasks_of.count(t) for t in tasks},
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -1120,12 +1357,27 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "OUT/images/*.png, OUT/train.jsonl and OUT/test.jsonl. The same --seed gives byte-identical files.",
     )
     p.add_argument("--out", required=True, help="output folder (created if missing); required")
-    p.add_argument("--n", type=int, default=2000, help="number of records in total, spread evenly over the tasks (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (non-negative integer) (default: %(default)s)")
-    p.add_argument("--tasks", default=None, help=f"comma-separated subset of: {','.join(TASKS)} (default: all)")
-    p.add_argument("--test-frac", type=float, default=0.2, help="fraction of records in test.jsonl (default 0.2)")
-    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
-                   help="processes building records (default: CPU count, at most 8); output is the same for any value")
+    p.add_argument(
+        "--n",
+        type=int,
+        default=2000,
+        help="number of records in total, spread evenly over the tasks (default: %(default)s)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="random seed (non-negative integer) (default: %(default)s)"
+    )
+    p.add_argument(
+        "--tasks", default=None, help=f"comma-separated subset of: {','.join(TASKS)} (default: all)"
+    )
+    p.add_argument(
+        "--test-frac", type=float, default=0.2, help="fraction of records in test.jsonl (default 0.2)"
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=min(8, os.cpu_count() or 1),
+        help="processes building records (default: CPU count, at most 8); output is the same for any value",
+    )
     a = p.parse_args(argv)
     tasks = [t.strip() for t in a.tasks.split(",") if t.strip()] if a.tasks else None
     info = make_dataset(a.out, a.n, a.seed, a.test_frac, tasks, progress=True, workers=a.workers)

@@ -30,10 +30,21 @@ import model as model_lib
 # Qwen's special tokens, in Qwen's order. The tiny tokenizer carries all of them so that the
 # processor, the chat template and the model config see the same ids as on a real checkpoint.
 QWEN_SPECIAL_TOKENS = [
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
-    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
-    "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
-]  # fmt: skip
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
 
 # Qwen2-VL / Qwen2.5-VL chat template (the stock one, "Picture N:" labels off by default).
 CHAT_TEMPLATE = (
@@ -53,12 +64,27 @@ CHAT_TEMPLATE = (
 )
 
 
-TINY_TEXT = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
-                 num_key_value_heads=2, max_position_embeddings=4096, rms_norm_eps=1e-6,
-                 rope_theta=10000.0)  # fmt: skip
-TINY_VISION = dict(depth=2, hidden_size=96, intermediate_size=192, num_heads=4, patch_size=14,
-                   spatial_merge_size=2, temporal_patch_size=2, window_size=112,
-                   fullatt_block_indexes=[1])  # fmt: skip
+TINY_TEXT = dict(
+    hidden_size=128,
+    intermediate_size=384,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=4096,
+    rms_norm_eps=1e-6,
+    rope_theta=10000.0,
+)
+TINY_VISION = dict(
+    depth=2,
+    hidden_size=96,
+    intermediate_size=192,
+    num_heads=4,
+    patch_size=14,
+    spatial_merge_size=2,
+    temporal_patch_size=2,
+    window_size=112,
+    fullatt_block_indexes=[1],
+)
 TINY_MIN_PIXELS = 16 * 28 * 28  # 16 merged tokens at least
 TINY_MAX_PIXELS = 100 * 28 * 28  # ~280 x 280: at most 100 image tokens per image, fast on a CPU
 
@@ -70,9 +96,11 @@ def _train_tokenizer(texts: list[str], vocab_size: int):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=2, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        vocab_size=vocab_size,
+        min_frequency=2,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
-    )  # fmt: skip
+    )
     tok.train_from_iterator(texts, trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, clean_up_tokenization_spaces=False)
     fast.add_special_tokens({"additional_special_tokens": QWEN_SPECIAL_TOKENS})
@@ -99,22 +127,41 @@ def build_tiny(
 
     tokenizer = _train_tokenizer(corpus, vocab_size)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
-    text = dict(TINY_TEXT, rope_theta=rope_theta, vocab_size=len(tokenizer), bos_token_id=ids["<|endoftext|>"],
-                eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
-                rope_scaling={"type": "mrope", "mrope_section": [4, 6, 6]})  # fmt: skip
+    text = dict(
+        TINY_TEXT,
+        rope_theta=rope_theta,
+        vocab_size=len(tokenizer),
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
+        rope_scaling={"type": "mrope", "mrope_section": [4, 6, 6]},
+    )
     vision = dict(TINY_VISION, out_hidden_size=TINY_TEXT["hidden_size"])
     config = Qwen2_5_VLConfig(
-        text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=False,
-    )  # fmt: skip
+        text_config=text,
+        vision_config=vision,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=False,
+    )
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(config)
     model.generation_config.eos_token_id = [ids["<|im_end|>"], ids["<|endoftext|>"]]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
-    image_processor = Qwen2VLImageProcessor(min_pixels=TINY_MIN_PIXELS, max_pixels=TINY_MAX_PIXELS,
-                                            patch_size=14, merge_size=2, temporal_patch_size=2)  # fmt: skip
+    image_processor = Qwen2VLImageProcessor(
+        min_pixels=TINY_MIN_PIXELS,
+        max_pixels=TINY_MAX_PIXELS,
+        patch_size=14,
+        merge_size=2,
+        temporal_patch_size=2,
+    )
     video_processor = Qwen2VLVideoProcessor(min_pixels=TINY_MIN_PIXELS, max_pixels=TINY_MAX_PIXELS)
-    processor = Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                                    video_processor=video_processor, chat_template=CHAT_TEMPLATE)  # fmt: skip
+    processor = Qwen2_5_VLProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=video_processor,
+        chat_template=CHAT_TEMPLATE,
+    )
     return str(model_lib.save(model, processor, out_dir))

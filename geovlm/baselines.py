@@ -36,7 +36,11 @@ from geovlm.metrics import Sample, markdown_table, score_samples
 from geovlm.parsing import answer_boxes, normalize_text
 from geovlm.tasks import TASKS
 
-BOX_TASKS = ("grounding", "detection", "change_detection")  # answers that are lists of boxes (or, for change, a label)
+BOX_TASKS = (
+    "grounding",
+    "detection",
+    "change_detection",
+)  # answers that are lists of boxes (or, for change, a label)
 
 
 def _is_boxes(task: str, answer: Any) -> bool:
@@ -67,7 +71,9 @@ def _answer_for(prior: tuple[str, Any], rec: Record) -> Any:
     return [_absolute(value, rec.image_sizes[0])] if kind == "box" else value
 
 
-def blind_samples(train: Sequence[Record], records: Sequence[Record], by_question: bool = True) -> list[Sample]:
+def blind_samples(
+    train: Sequence[Record], records: Sequence[Record], by_question: bool = True
+) -> list[Sample]:
     """Each record answered from its question alone (see the module docstring), as eval Samples whose boxes
     are written in original pixels. by_question=False: the task's constant answer for every record."""
     by_task: dict[str, list[Record]] = defaultdict(list)
@@ -82,15 +88,26 @@ def blind_samples(train: Sequence[Record], records: Sequence[Record], by_questio
         rows = by_q.get(key) if by_question else None
         rows = rows or by_task.get(rec.task)
         if rows is None:
-            raise ValueError(f"{rec.source}: no training record of task {rec.task!r} to take a blind answer from")
+            raise ValueError(
+                f"{rec.source}: no training record of task {rec.task!r} to take a blind answer from"
+            )
         pkey = key if rows is by_q.get(key) else rec.task
         if pkey not in priors:
             priors[pkey] = _prior(rows)
         size = tuple(rec.image_sizes[0])
         frame = Frame("pixels", size, size)  # written in original pixels: nothing is resized
         text = TASKS[rec.task].target(_answer_for(priors[pkey], rec), frame)
-        out.append(Sample(task=rec.task, answer=rec.answer, completion=f"<think></think><answer>{text}</answer>",
-                          frame=frame, meta=dict(rec.meta), id=rec.id, images=list(rec.images)))
+        out.append(
+            Sample(
+                task=rec.task,
+                answer=rec.answer,
+                completion=f"<think></think><answer>{text}</answer>",
+                frame=frame,
+                meta=dict(rec.meta),
+                id=rec.id,
+                images=list(rec.images),
+            )
+        )
     return out
 
 
@@ -133,8 +150,9 @@ def _moved(rec: Record, donor: Record) -> Record:
         answer = {**answer, "boxes": _scale_boxes(answer["boxes"], old, new)}
     if isinstance(meta.get("region"), list) and len(meta["region"]) >= 4:
         meta["region"] = _scale_boxes([meta["region"]], old, new)[0]
-    return dataclasses.replace(rec, images=list(donor.images), image_sizes=list(donor.image_sizes), answer=answer,
-                               meta=meta)
+    return dataclasses.replace(
+        rec, images=list(donor.images), image_sizes=list(donor.image_sizes), answer=answer, meta=meta
+    )
 
 
 def permute_images(records: Sequence[Record], seed: int = 0) -> list[Record]:

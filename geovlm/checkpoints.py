@@ -37,9 +37,18 @@ from geovlm.rng import rng_state, set_rng_state
 CKPT_PATTERN = re.compile(r"step-(\d+)")
 
 
-def save_checkpoint(path: str | os.PathLike, net: torch.nn.Module, processor, optimizer: torch.optim.Optimizer,
-                    env: Dist, state: dict, rank_state: dict, generators: dict | None = None,
-                    keep: int = 0, lora_config: dict | None = None) -> Path:
+def save_checkpoint(
+    path: str | os.PathLike,
+    net: torch.nn.Module,
+    processor,
+    optimizer: torch.optim.Optimizer,
+    env: Dist,
+    state: dict,
+    rank_state: dict,
+    generators: dict | None = None,
+    keep: int = 0,
+    lora_config: dict | None = None,
+) -> Path:
     """Write the checkpoint directory `path` (see the module docstring); every rank must call it.
 
     state: the trainer's global position (JSON: step, stream positions, ...); rank_state: this rank's own
@@ -51,7 +60,9 @@ def save_checkpoint(path: str | os.PathLike, net: torch.nn.Module, processor, op
     optim_state = get_optimizer_state_dict(fsdp.unwrap(net), optimizer)  # this rank's shards
     adapter = None
     if lora_config is not None and env.main:
-        full, adapter = lora.merge(full if full is not None else fsdp.unwrap(net).state_dict(), lora.adapters(net))
+        full, adapter = lora.merge(
+            full if full is not None else fsdp.unwrap(net).state_dict(), lora.adapters(net)
+        )
 
     def write_resume(tmp: Path | None) -> None:  # inside the temporary directory, before its rename
         if dist.is_initialized():
@@ -64,7 +75,11 @@ def save_checkpoint(path: str | os.PathLike, net: torch.nn.Module, processor, op
         resume.mkdir(exist_ok=True)
         with warnings.catch_warnings():  # one process: "assuming the intent is to save in a single process"
             warnings.simplefilter("ignore", UserWarning)
-            dcp.save({"optimizer": optim_state}, checkpoint_id=str(resume / "optimizer"), no_dist=not dist.is_initialized())
+            dcp.save(
+                {"optimizer": optim_state},
+                checkpoint_id=str(resume / "optimizer"),
+                no_dist=not dist.is_initialized(),
+            )
         torch.save({"rng": rng_state(generators), "trainer": rank_state}, resume / f"rank-{env.rank:05d}.pt")
         barrier()
         if env.main:
@@ -92,12 +107,17 @@ def find_checkpoint(out: str | os.PathLike, resume: str) -> Path | None:
     out/final (None: start fresh). Temporary dot-directories of an interrupted save are never picked."""
     if resume != "auto":
         if checkpoint_step(Path(resume)) is None or re.fullmatch(r"\..*\.tmp-.*", Path(resume).name):
-            raise SystemExit(f"--resume {resume}: not a complete checkpoint (no resume/state.json, or the "
-                             "temporary directory of an interrupted save)")  # fmt: skip
+            raise SystemExit(
+                f"--resume {resume}: not a complete checkpoint (no resume/state.json, or the "
+                "temporary directory of an interrupted save)"
+            )
         return Path(resume)
     out = Path(out)
-    found = [(s, d) for d in [*sorted((out / "checkpoints").glob("step-*")), out / "final"]
-             if (s := checkpoint_step(d)) is not None]  # fmt: skip
+    found = [
+        (s, d)
+        for d in [*sorted((out / "checkpoints").glob("step-*")), out / "final"]
+        if (s := checkpoint_step(d)) is not None
+    ]
     return max(found, key=lambda t: t[0])[1] if found else None
 
 
@@ -105,8 +125,11 @@ def prune_checkpoints(ckpt_dir: Path, keep: int = 0) -> None:
     """Drop what interrupted saves left (.step-NNNNNN.tmp-*, .final.tmp-*); keep > 0: keep only the newest
     `keep` step-NNNNNN checkpoints. Called by rank 0 after a successful save (no other save is in flight)."""
     if keep > 0:
-        steps = sorted((s, d) for d in ckpt_dir.iterdir()
-                       if CKPT_PATTERN.fullmatch(d.name) and (s := checkpoint_step(d)) is not None)  # fmt: skip
+        steps = sorted(
+            (s, d)
+            for d in ckpt_dir.iterdir()
+            if CKPT_PATTERN.fullmatch(d.name) and (s := checkpoint_step(d)) is not None
+        )
         for _, d in steps[:-keep]:
             shutil.rmtree(d, ignore_errors=True)
     for pattern in (".step-*.tmp-*", ".final.tmp-*"):
@@ -121,19 +144,30 @@ def discard_torn(out: str | os.PathLike) -> None:
             prune_checkpoints(d, keep=0)
 
 
-def load_checkpoint(path: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer, env: Dist,
-                    generators: dict | None = None) -> tuple[dict, dict]:  # fmt: skip
+def load_checkpoint(
+    path: Path,
+    net: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    env: Dist,
+    generators: dict | None = None,
+) -> tuple[dict, dict]:
     """Restore the optimizer and this rank's RNG states from `path` (the model weights were loaded from
     it already: it is an HF directory). Returns (the trainer's global state, this rank's own state)."""
     path = Path(path)
     state = json.loads((path / "resume" / "state.json").read_text())
     if state["world"] != env.world:
-        raise SystemExit(f"--resume {path}: saved by {state['world']} processes, now {env.world}; "
-                         "resume with the same number of processes")  # fmt: skip
+        raise SystemExit(
+            f"--resume {path}: saved by {state['world']} processes, now {env.world}; "
+            "resume with the same number of processes"
+        )
     optim_state = get_optimizer_state_dict(fsdp.unwrap(net), optimizer)  # the layout to load into
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        dcp.load({"optimizer": optim_state}, checkpoint_id=str(path / "resume" / "optimizer"), no_dist=not dist.is_initialized())
+        dcp.load(
+            {"optimizer": optim_state},
+            checkpoint_id=str(path / "resume" / "optimizer"),
+            no_dist=not dist.is_initialized(),
+        )
     set_optimizer_state_dict(fsdp.unwrap(net), optimizer, optim_state)
     mine = torch.load(path / "resume" / f"rank-{env.rank:05d}.pt", weights_only=False)
     set_rng_state(mine["rng"], generators)

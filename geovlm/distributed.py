@@ -39,8 +39,9 @@ def init_distributed(group_of_one: bool = False) -> Dist:
 
     group_of_one: without torchrun, still make a one-process group (FSDP needs one, e.g. --cpu-offload)."""
     if "RANK" not in os.environ and group_of_one:
-        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
-                          MASTER_PORT=str(_free_port()))  # fmt: skip
+        os.environ.update(
+            RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port())
+        )
     if "RANK" not in os.environ:
         dev = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
         return Dist(0, 1, 0, dev)

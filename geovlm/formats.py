@@ -52,15 +52,22 @@ from geovlm.frames import Frame, from_frame
 from geovlm.tasks import RecordError
 
 NUM = r"-?\d+(?:\.\d+)?"
-GEOCHAT_BOX = re.compile(rf"\{{\s*<({NUM})>\s*<({NUM})>\s*<({NUM})>\s*<({NUM})>\s*(?:\|\s*<?({NUM})>?)?\s*\}}")
+GEOCHAT_BOX = re.compile(
+    rf"\{{\s*<({NUM})>\s*<({NUM})>\s*<({NUM})>\s*<({NUM})>\s*(?:\|\s*<?({NUM})>?)?\s*\}}"
+)
 EARTHDIAL_BOX = re.compile(rf"\[\s*({NUM})\s*,\s*({NUM})\s*,\s*({NUM})\s*,\s*({NUM})\s*(?:,\s*({NUM})\s*)?\]")
 TAG = re.compile(r"\[([a-z][a-z0-9_.]*)\]")
 TASK_TAGS = {"refer": "grounding", "grounding": "grounded_caption", "identify": "region_caption"}
 MARKERS = re.compile(r"</?(?:p|ref|box|delim|image)>|<delim>", re.I)
 CLASSIFY = re.compile(
     r"\bclassify\b|\bclassification\b|\b(?:following|given|these|below) (?:classes|categories|options|labels)\b"
-    r"|\b(?:classes|categories|options)\s*:", re.I)  # fmt: skip
-MULTILABEL = re.compile(r"one or more|multi-?label|multiple (?:classes|labels|categories)|all (?:the )?(?:classes|labels|categories) that", re.I)
+    r"|\b(?:classes|categories|options)\s*:",
+    re.I,
+)
+MULTILABEL = re.compile(
+    r"one or more|multi-?label|multiple (?:classes|labels|categories)|all (?:the )?(?:classes|labels|categories) that",
+    re.I,
+)
 CAPTION = re.compile(r"\b(?:describe|description|caption)\b", re.I)
 IMAGE_EXTS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".TIF", ".PNG", ".JPG")
 
@@ -80,9 +87,11 @@ class Conversion:
     first: dict = field(default_factory=dict)  # reason -> where it first happened
 
     def summary(self) -> str:
-        parts = [f"kept {len(self.records)} record(s)",
-                 f"converted {self.boxes} box(es) to original pixels ({self.rotated} rotated -> enclosing "
-                 f"horizontal box, {self.clipped} clipped to the image)"]  # fmt: skip
+        parts = [
+            f"kept {len(self.records)} record(s)",
+            f"converted {self.boxes} box(es) to original pixels ({self.rotated} rotated -> enclosing "
+            f"horizontal box, {self.clipped} clipped to the image)",
+        ]
         n = sum(self.skipped.values())
         if n:
             why = "; ".join(f"{c} {r} (first: {self.first[r]})" for r, c in self.skipped.most_common())
@@ -135,11 +144,17 @@ class _Builder:
                 for p in obj["images"]:
                     n = imagery.band_count(p)
                     if max(self.bands) > n:
-                        raise RecordError(f"{where}: field 'meta.bands': band {max(self.bands)} requested but {p} has {n} band(s)")
+                        raise RecordError(
+                            f"{where}: field 'meta.bands': band {max(self.bands)} requested but {p} has {n} band(s)"
+                        )
             rec = data.parse_record(obj, "/", where)
         except (RecordError, imagery.ImageError, OSError) as e:
             m = re.search(r"field '([^']+)'", str(e))
-            self.bad(where, str(e).removeprefix(f"{where}: "), f"invalid record (field '{m.group(1) if m else '?'}')")
+            self.bad(
+                where,
+                str(e).removeprefix(f"{where}: "),
+                f"invalid record (field '{m.group(1) if m else '?'}')",
+            )
             return False
         self.ids.add(rec.id)
         self.conv.records.append(rec)
@@ -173,7 +188,12 @@ def polygon_box(points) -> list[float]:
 def clip_box(box, size: tuple[int, int]) -> tuple[list[float], bool] | None:
     """(box clipped to the image and rounded to 0.01 px, whether it was clipped), or None if nothing is left."""
     w, h = size
-    out = [min(max(box[0], 0.0), w), min(max(box[1], 0.0), h), min(max(box[2], 0.0), w), min(max(box[3], 0.0), h)]
+    out = [
+        min(max(box[0], 0.0), w),
+        min(max(box[1], 0.0), h),
+        min(max(box[2], 0.0), w),
+        min(max(box[3], 0.0), h),
+    ]
     out = [round(v, 2) for v in out]
     if out[2] <= out[0] or out[3] <= out[1]:
         return None
@@ -207,7 +227,11 @@ class _Boxes:
         box = polygon_box(points)
         box = [box[0] * scale[0], box[1] * scale[1], box[2] * scale[0], box[3] * scale[1]]
         flat = [float(v) for p in points for v in (p if isinstance(p, (list, tuple)) else [p])]
-        axis_aligned = len(flat) == 4 or len({round(x, 6) for x in flat[0::2]}) <= 2 and len({round(y, 6) for y in flat[1::2]}) <= 2
+        axis_aligned = (
+            len(flat) == 4
+            or len({round(x, 6) for x in flat[0::2]}) <= 2
+            and len({round(y, 6) for y in flat[1::2]}) <= 2
+        )
         return self._finish(box, not axis_aligned)
 
     def _finish(self, box, rotated: bool) -> list[float] | None:
@@ -268,7 +292,11 @@ def _json_items(path: str) -> list[tuple[str, object]]:
         return out
     if isinstance(items, dict):
         for key in ("annotations", "data", "items", "images"):  # common wrappers around the list of items
-            if isinstance(items.get(key), list) and items[key] and all(isinstance(v, dict) for v in items[key]):
+            if (
+                isinstance(items.get(key), list)
+                and items[key]
+                and all(isinstance(v, dict) for v in items[key])
+            ):
                 items = items[key]
                 break
         else:
@@ -302,7 +330,9 @@ def _image_index(images: str) -> dict:
         return out
     for name in names:
         stem, ext = os.path.splitext(name)
-        if ext in IMAGE_EXTS and (stem not in out or IMAGE_EXTS.index(ext) < IMAGE_EXTS.index(os.path.splitext(out[stem])[1])):
+        if ext in IMAGE_EXTS and (
+            stem not in out or IMAGE_EXTS.index(ext) < IMAGE_EXTS.index(os.path.splitext(out[stem])[1])
+        ):
             out[stem] = name
     return out
 
@@ -335,7 +365,9 @@ def _item_images(item: dict, base: str) -> list[str] | None:
         value = [item[k] for k in keys] or None
     if isinstance(value, str):
         whole = _image_path(base, value)
-        value = [value] if os.path.exists(whole) or "," not in value else [v.strip() for v in value.split(",")]
+        value = (
+            [value] if os.path.exists(whole) or "," not in value else [v.strip() for v in value.split(",")]
+        )
     if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
         return None
     return [_image_path(base, v) for v in value]
@@ -407,14 +439,20 @@ def _llava_turn(b: _Builder, q: str, a, paths, sizes, where: str, rid: str, data
             return b.skip("[refer] answer without a box", where)
         task, answer = ("grounding" if len(answer_boxes) == 1 else "detection"), answer_boxes
     elif task_tag == "grounding" or answer_boxes:
-        task, answer = ("grounded_caption", {"caption": caption, "boxes": answer_boxes}) if caption else ("detection", answer_boxes)
+        task, answer = (
+            ("grounded_caption", {"caption": caption, "boxes": answer_boxes})
+            if caption
+            else ("detection", answer_boxes)
+        )
     elif task_tag == "identify":
         if "region" not in meta:
             return b.skip("[identify] question without a region", where)
         task, answer = "region_caption", caption
     elif CLASSIFY.search(q):
         labels = [s.strip() for s in re.split(r"[,;]", caption) if s.strip()]
-        task, answer = ("multilabel", labels) if MULTILABEL.search(q) and labels else ("classification", caption)
+        task, answer = (
+            ("multilabel", labels) if MULTILABEL.search(q) and labels else ("classification", caption)
+        )
     elif CAPTION.search(q) and "region" not in meta:
         task, answer = "caption", [strip_markup(r) for r in refs] if refs else caption
     else:
@@ -425,8 +463,15 @@ def _llava_turn(b: _Builder, q: str, a, paths, sizes, where: str, rid: str, data
     b.add(obj, where, boxes.n, boxes.rotated, boxes.clipped)
 
 
-def read_llava(path, images=None, *, dataset: str | None = None, skip_bad: bool = False, meta: dict | None = None,
-               default_dataset: str = "GeoChat") -> Conversion:  # fmt: skip
+def read_llava(
+    path,
+    images=None,
+    *,
+    dataset: str | None = None,
+    skip_bad: bool = False,
+    meta: dict | None = None,
+    default_dataset: str = "GeoChat",
+) -> Conversion:
     """GeoChat / EarthDial / LLaVA-style files (a JSON list, one object, or JSONL) -> records, one per
     human/gpt turn pair (or per flat question/answer item: GeoChat bench `{"question_id", "image",
     "text", "ground_truth"}`, EarthDial `{"question", "groundtruth"}` or `groundtruth0..4` references).
@@ -450,11 +495,19 @@ def read_llava(path, images=None, *, dataset: str | None = None, skip_bad: bool 
             continue
         paths = _item_images(item, base)
         if paths is None:
-            b.bad(where, "field 'image': missing or not a path (or list of paths, or jpg_A/jpg_B keys)", "no image field")
+            b.bad(
+                where,
+                "field 'image': missing or not a path (or list of paths, or jpg_A/jpg_B keys)",
+                "no image field",
+            )
             continue
         turns = _item_turns(item)
         if turns is None:
-            b.bad(where, "field 'conversations' is missing (nor 'question' and 'ground_truth')", "no conversations")
+            b.bad(
+                where,
+                "field 'conversations' is missing (nor 'question' and 'ground_truth')",
+                "no conversations",
+            )
             continue
         sizes = [b.size(p, where) for p in paths]
         if None in sizes:
@@ -462,23 +515,39 @@ def read_llava(path, images=None, *, dataset: str | None = None, skip_bad: bool 
         src_id = str(item.get("id", item.get("question_id", i)))
         for k, (human, gpt) in enumerate(turns):
             here = f"{where} turn {k}" if len(turns) > 1 else where
-            if not isinstance(human, dict) or not isinstance(gpt, dict) or human.get("from") != "human" or gpt.get("from") != "gpt":
-                b.bad(here, f"field 'conversations[{2 * k}]': expected a human turn then a gpt turn", "conversation not human/gpt pairs")
+            if (
+                not isinstance(human, dict)
+                or not isinstance(gpt, dict)
+                or human.get("from") != "human"
+                or gpt.get("from") != "gpt"
+            ):
+                b.bad(
+                    here,
+                    f"field 'conversations[{2 * k}]': expected a human turn then a gpt turn",
+                    "conversation not human/gpt pairs",
+                )
                 continue
             q, a = human.get("value"), gpt.get("value")
             if not isinstance(q, str) or a is None or (isinstance(a, str) and not a.strip()):
-                b.bad(here, f"field 'conversations[{2 * k}].value': empty question or answer", "empty question or answer")
+                b.bad(
+                    here,
+                    f"field 'conversations[{2 * k}].value': empty question or answer",
+                    "empty question or answer",
+                )
                 continue
             rid = src_id if len(turns) == 1 else f"{src_id}_{k}"
-            _llava_turn(b, q, a, paths, sizes, here, rid, dataset or str(item.get("dataset", default_dataset)))
+            _llava_turn(
+                b, q, a, paths, sizes, here, rid, dataset or str(item.get("dataset", default_dataset))
+            )
     return b.conv
 
 
 # ----------------------------------------------------------------------------- VRSBench
 
 
-def read_vrsbench(path, images=None, *, dataset: str | None = None, skip_bad: bool = False,
-                  meta: dict | None = None) -> Conversion:  # fmt: skip
+def read_vrsbench(
+    path, images=None, *, dataset: str | None = None, skip_bad: bool = False, meta: dict | None = None
+) -> Conversion:
     """VRSBench eval files (VRSBench_EVAL_Cap.json, _referring.json, _vqa.json: a JSON list of
     `{"image_id", "question", "ground_truth", "question_id", "type"}`) -> caption, grounding and vqa records.
 
@@ -509,20 +578,32 @@ def read_vrsbench(path, images=None, *, dataset: str | None = None, skip_bad: bo
         question = str(item.get("question", "")).strip()
         boxes = _Boxes(size)
         if kind == "caption":
-            obj = {"task": "caption", "question": question or "Describe the image in detail.", "answer": _answer_text(item["ground_truth"])}
+            obj = {
+                "task": "caption",
+                "question": question or "Describe the image in detail.",
+                "answer": _answer_text(item["ground_truth"]),
+            }
         elif "obj_corner" in item or kind in ("ref", "referring", "grounding"):
             corner = item.get("obj_corner")
             if corner is not None:
                 try:
                     box = boxes.from_polygon(corner, scale=size)
                 except (TypeError, ValueError, IndexError):
-                    b.bad(where, f"field 'obj_corner': expected 8 numbers on 0-1, got {corner!r}", "bad obj_corner")
+                    b.bad(
+                        where,
+                        f"field 'obj_corner': expected 8 numbers on 0-1, got {corner!r}",
+                        "bad obj_corner",
+                    )
                     continue
                 m["obj_corner"] = corner
             else:
                 found = find_boxes(str(item["ground_truth"]))
                 if not found:
-                    b.bad(where, f"field 'ground_truth': no {{<x1><y1><x2><y2>}} box in {item['ground_truth']!r}", "no box")
+                    b.bad(
+                        where,
+                        f"field 'ground_truth': no {{<x1><y1><x2><y2>}} box in {item['ground_truth']!r}",
+                        "no box",
+                    )
                     continue
                 box = boxes.from_0_100(found[0][2], found[0][3])
             if box is None:
@@ -548,7 +629,9 @@ def _rsvqa_triples(path: str, split: str | None) -> list[tuple[str, str, str, st
     else:
         m = re.fullmatch(r"(.*)(questions|answers|images)\.json", os.path.basename(path))
         if not m:
-            raise RecordError(f"{path}: not an RSVQA file (expected *_questions.json, *_answers.json or *_images.json)")
+            raise RecordError(
+                f"{path}: not an RSVQA file (expected *_questions.json, *_answers.json or *_images.json)"
+            )
         qfiles = [os.path.join(os.path.dirname(path), m.group(1) + "questions.json")]
     out = []
     for q in qfiles:
@@ -574,8 +657,15 @@ def _rsvqa_list(path: str, key: str) -> list:
     return items
 
 
-def read_rsvqa(path, images=None, *, split: str | None = None, dataset: str | None = None, skip_bad: bool = False,
-               meta: dict | None = None) -> Conversion:  # fmt: skip
+def read_rsvqa(
+    path,
+    images=None,
+    *,
+    split: str | None = None,
+    dataset: str | None = None,
+    skip_bad: bool = False,
+    meta: dict | None = None,
+) -> Conversion:
     """RSVQA-LR / RSVQA-HR (`{LR|USGS}_split_{split}_{questions,answers,images}.json`; `path` one of the
     three files or a folder holding triples, `split` picks one) -> vqa records.
 
@@ -590,8 +680,18 @@ def read_rsvqa(path, images=None, *, split: str | None = None, dataset: str | No
     for qfile, afile, ifile, prefix in _rsvqa_triples(path, split):
         questions = _rsvqa_list(qfile, "questions")
         answers = {a.get("id"): a for a in _rsvqa_list(afile, "answers") if isinstance(a, dict)}
-        imgs = {im.get("id"): im for im in _rsvqa_list(ifile, "images") if isinstance(im, dict)} if os.path.exists(ifile) else {}
-        name = dataset or ("RSVQA-LR" if prefix.startswith("LR") else "RSVQA-HR" if prefix.startswith(("USGS", "HR")) else "RSVQA")
+        imgs = (
+            {im.get("id"): im for im in _rsvqa_list(ifile, "images") if isinstance(im, dict)}
+            if os.path.exists(ifile)
+            else {}
+        )
+        name = dataset or (
+            "RSVQA-LR"
+            if prefix.startswith("LR")
+            else "RSVQA-HR"
+            if prefix.startswith(("USGS", "HR"))
+            else "RSVQA"
+        )
         s = re.search(r"_split_(.+?)_?$", prefix)
         for i, q in enumerate(questions):
             where = f"{qfile}:item {i}"
@@ -611,17 +711,35 @@ def read_rsvqa(path, images=None, *, split: str | None = None, dataset: str | No
             ids = q["answers_ids"] if isinstance(q["answers_ids"], list) else [q["answers_ids"]]
             ans = answers.get(ids[0]) if ids else None
             if ans is None or "answer" not in ans:
-                b.bad(where, f"field 'answers_ids': answer {ids[0] if ids else None!r} is not in {os.path.basename(afile)}", "answer id not found")
+                b.bad(
+                    where,
+                    f"field 'answers_ids': answer {ids[0] if ids else None!r} is not in {os.path.basename(afile)}",
+                    "answer id not found",
+                )
                 continue
             img = _find_image(base, str(q["img_id"]), index)
             if img is None:
-                b.bad(where, f"field 'img_id': no image {q['img_id']}.tif/.png/.jpg in {base}", "image not found")
+                b.bad(
+                    where,
+                    f"field 'img_id': no image {q['img_id']}.tif/.png/.jpg in {base}",
+                    "image not found",
+                )
                 continue
             if b.size(img, where) is None:
                 continue
-            m = {"dataset": name, "type": str(q.get("type", "")).strip() or None, "split": s.group(1) if s else None}
-            obj = {"id": f"{prefix}{q['id']}", "task": "vqa", "images": [img], "question": str(q["question"]),
-                   "answer": _answer_text(ans["answer"]), "meta": {k: v for k, v in m.items() if v is not None}}  # fmt: skip
+            m = {
+                "dataset": name,
+                "type": str(q.get("type", "")).strip() or None,
+                "split": s.group(1) if s else None,
+            }
+            obj = {
+                "id": f"{prefix}{q['id']}",
+                "task": "vqa",
+                "images": [img],
+                "question": str(q["question"]),
+                "answer": _answer_text(ans["answer"]),
+                "meta": {k: v for k, v in m.items() if v is not None},
+            }
             b.add(obj, where)
     return b.conv
 
@@ -634,8 +752,15 @@ def _numeric_key(p: str):
     return (0, int(stem), "") if stem.isdigit() else (1, 0, stem)
 
 
-def read_dior_rsvg(path, images=None, *, split_file: str | None = None, dataset: str | None = None,
-                   skip_bad: bool = False, meta: dict | None = None) -> Conversion:  # fmt: skip
+def read_dior_rsvg(
+    path,
+    images=None,
+    *,
+    split_file: str | None = None,
+    dataset: str | None = None,
+    skip_bad: bool = False,
+    meta: dict | None = None,
+) -> Conversion:
     """DIOR-RSVG (VOC xml per image: `filename`, `object/name`, `object/bndbox/{xmin,ymin,xmax,ymax}`,
     `object/description`; `path` a folder of xml files or one) -> grounding records, one per object
     with a description ("Locate the object described: <description>").
@@ -646,7 +771,11 @@ def read_dior_rsvg(path, images=None, *, split_file: str | None = None, dataset:
     path = os.fspath(path)
     base = _default_images(path, images)
     b = _Builder(skip_bad, meta)
-    files = sorted((os.path.join(path, n) for n in os.listdir(path) if n.endswith(".xml")), key=_numeric_key) if os.path.isdir(path) else [path]
+    files = (
+        sorted((os.path.join(path, n) for n in os.listdir(path) if n.endswith(".xml")), key=_numeric_key)
+        if os.path.isdir(path)
+        else [path]
+    )
     wanted = None
     if split_file:
         try:
@@ -662,7 +791,9 @@ def read_dior_rsvg(path, images=None, *, split_file: str | None = None, dataset:
             b.bad(xml, f"bad XML: {e}", "bad XML")
             continue
         objects = root.findall("object")
-        fname = (root.findtext("filename") or "").strip() or os.path.splitext(os.path.basename(xml))[0] + ".jpg"
+        fname = (root.findtext("filename") or "").strip() or os.path.splitext(os.path.basename(xml))[
+            0
+        ] + ".jpg"
         img, size, size_failed = _image_path(base, fname), None, False
         for k, obj in enumerate(objects):
             count += 1
@@ -691,16 +822,32 @@ def read_dior_rsvg(path, images=None, *, split_file: str | None = None, dataset:
                 continue
             name = (obj.findtext("name") or "").strip()
             m = {"dataset": dataset or "DIOR-RSVG", "class": name, "description": desc, "object_index": count}
-            rec = {"id": f"diorrsvg_{count}", "task": "grounding", "images": [img],
-                   "question": f"Locate the object described: {desc}", "answer": [px], "meta": m}  # fmt: skip
+            rec = {
+                "id": f"diorrsvg_{count}",
+                "task": "grounding",
+                "images": [img],
+                "question": f"Locate the object described: {desc}",
+                "answer": [px],
+                "meta": m,
+            }
             b.add(rec, where, boxes.n, boxes.rotated, boxes.clipped)
     return b.conv
 
 
 # ----------------------------------------------------------------------------- DOTA / NWPU VHR-10
 
-NWPU_CLASSES = {1: "airplane", 2: "ship", 3: "storage tank", 4: "baseball diamond", 5: "tennis court",
-                6: "basketball court", 7: "ground track field", 8: "harbor", 9: "bridge", 10: "vehicle"}  # fmt: skip
+NWPU_CLASSES = {
+    1: "airplane",
+    2: "ship",
+    3: "storage tank",
+    4: "baseball diamond",
+    5: "tennis court",
+    6: "basketball court",
+    7: "ground track field",
+    8: "harbor",
+    9: "bridge",
+    10: "vehicle",
+}
 
 
 def _label_files(path: str) -> list[str]:
@@ -709,7 +856,9 @@ def _label_files(path: str) -> list[str]:
     return [path]
 
 
-def _detection_records(b: _Builder, txt: str, base: str, index: dict, objects: list, dataset: str, extra: dict) -> None:
+def _detection_records(
+    b: _Builder, txt: str, base: str, index: dict, objects: list, dataset: str, extra: dict
+) -> None:
     """objects: [(where, class, polygon points, difficult)] of one image -> one detection record per class."""
     stem = os.path.splitext(os.path.basename(txt))[0]
     img = _find_image(base, stem, index)
@@ -738,8 +887,14 @@ def _detection_records(b: _Builder, txt: str, base: str, index: dict, objects: l
         m = {"dataset": dataset, "class": cls, "polygons": polygons, **extra}
         if difficult:
             m["difficult"] = difficult
-        rec = {"id": f"{dataset.lower()}_{stem}_{cls}", "task": "detection", "images": [img],
-               "question": f"Locate every {label} in the image.", "answer": answer, "meta": m}  # fmt: skip
+        rec = {
+            "id": f"{dataset.lower()}_{stem}_{cls}",
+            "task": "detection",
+            "images": [img],
+            "question": f"Locate every {label} in the image.",
+            "answer": answer,
+            "meta": m,
+        }
         b.add(rec, txt, boxes.n, boxes.rotated, boxes.clipped)
 
 
@@ -751,8 +906,9 @@ def _label_lines(txt: str):
                 yield f"{txt}:{lineno}", line.strip()
 
 
-def read_dota(path, images=None, *, dataset: str | None = None, skip_bad: bool = False,
-              meta: dict | None = None) -> Conversion:  # fmt: skip
+def read_dota(
+    path, images=None, *, dataset: str | None = None, skip_bad: bool = False, meta: dict | None = None
+) -> Conversion:
     """DOTA labelTxt files (`path` a folder of .txt or one): header lines `imagesource:` / `gsd:`, then
     `x1 y1 x2 y2 x3 y3 x4 y4 class difficult` per object -> detection records, one per image and class,
     each polygon replaced by its enclosing horizontal box (polygons kept in `meta.polygons`, the count
@@ -778,7 +934,11 @@ def read_dota(path, images=None, *, dataset: str | None = None, skip_bad: bool =
                 cls = tokens[8]
                 diff = int(tokens[9]) if len(tokens) > 9 else 0
             except (ValueError, IndexError):
-                b.bad(where, f"expected 'x1 y1 x2 y2 x3 y3 x4 y4 class difficult', got {line[:80]!r}", "bad DOTA line")
+                b.bad(
+                    where,
+                    f"expected 'x1 y1 x2 y2 x3 y3 x4 y4 class difficult', got {line[:80]!r}",
+                    "bad DOTA line",
+                )
                 continue
             objects.append((where, cls, points, diff))
         if objects:
@@ -789,8 +949,9 @@ def read_dota(path, images=None, *, dataset: str | None = None, skip_bad: bool =
 NWPU_LINE = re.compile(rf"((?:\(\s*{NUM}\s*,\s*{NUM}\s*\)\s*,\s*){{2,}})\s*([^,()\s][^,()]*)\s*$")
 
 
-def read_nwpu(path, images=None, *, dataset: str | None = None, skip_bad: bool = False,
-              meta: dict | None = None) -> Conversion:  # fmt: skip
+def read_nwpu(
+    path, images=None, *, dataset: str | None = None, skip_bad: bool = False, meta: dict | None = None
+) -> Conversion:
     """NWPU VHR-10 ground truth (`path` the "ground truth" folder of .txt or one file): lines
     `(x1,y1),(x2,y2),class` (class 1-10 or a name; more points are read as a polygon) -> detection
     records, one per image and class. Images: `images/<stem>.jpg` ("positive image set"; default: the
@@ -824,8 +985,15 @@ def read_nwpu(path, images=None, *, dataset: str | None = None, skip_bad: bool =
 CHANGE_QUESTION = "What has changed between the two images?"
 
 
-def read_levir_cc(path, images=None, *, split: str | None = None, dataset: str | None = None,
-                  skip_bad: bool = False, meta: dict | None = None) -> Conversion:  # fmt: skip
+def read_levir_cc(
+    path,
+    images=None,
+    *,
+    split: str | None = None,
+    dataset: str | None = None,
+    skip_bad: bool = False,
+    meta: dict | None = None,
+) -> Conversion:
     """LEVIR-CC (LevirCCcaptions.json: `{"images": [{"filepath", "filename", "split", "sentences": [{"raw"}],
     "changeflag"}]}`) -> change_caption records: images `images/{filepath}/A/{filename}` and `.../B/...`
     (default: the json's folder), the first sentence as the answer, all of them in `meta.references`
@@ -863,8 +1031,14 @@ def read_levir_cc(path, images=None, *, split: str | None = None, dataset: str |
         if "changeflag" in item:
             m["changeflag"] = item["changeflag"]
         stem = os.path.splitext(str(item["filename"]))[0]
-        rec = {"id": f"levircc_{stem}", "task": "change_caption", "images": pair, "question": CHANGE_QUESTION,
-               "answer": refs[0], "meta": m}  # fmt: skip
+        rec = {
+            "id": f"levircc_{stem}",
+            "task": "change_caption",
+            "images": pair,
+            "question": CHANGE_QUESTION,
+            "answer": refs[0],
+            "meta": m,
+        }
         b.add(rec, where)
     return b.conv
 
@@ -872,17 +1046,34 @@ def read_levir_cc(path, images=None, *, split: str | None = None, dataset: str |
 # ----------------------------------------------------------------------------- the command
 
 FORMATS = {  # name: (reader, what --input is, what --images is)
-    "geochat": (read_llava, "GeoChat / LLaVA json or jsonl (conversations, or question + ground_truth items)",
-                "the folder the items' image names are relative to"),
+    "geochat": (
+        read_llava,
+        "GeoChat / LLaVA json or jsonl (conversations, or question + ground_truth items)",
+        "the folder the items' image names are relative to",
+    ),
     "llava": (read_llava, "same as geochat", "same as geochat"),
-    "earthdial": (read_llava, "as geochat, with EarthDial's [[x1, y1, x2, y2, θ]] boxes, <box> regions, jpg_A/jpg_B pairs",
-                  "as geochat"),
-    "vrsbench": (read_vrsbench, "VRSBench_EVAL_{Cap,referring,vqa}.json", "Images_val (files named by image_id)"),
-    "rsvqa": (read_rsvqa, "an RSVQA *_questions.json / _answers.json / _images.json, or their folder",
-              "Images_LR (LR) or Data (HR): files {img_id}.tif"),
+    "earthdial": (
+        read_llava,
+        "as geochat, with EarthDial's [[x1, y1, x2, y2, θ]] boxes, <box> regions, jpg_A/jpg_B pairs",
+        "as geochat",
+    ),
+    "vrsbench": (
+        read_vrsbench,
+        "VRSBench_EVAL_{Cap,referring,vqa}.json",
+        "Images_val (files named by image_id)",
+    ),
+    "rsvqa": (
+        read_rsvqa,
+        "an RSVQA *_questions.json / _answers.json / _images.json, or their folder",
+        "Images_LR (LR) or Data (HR): files {img_id}.tif",
+    ),
     "dior-rsvg": (read_dior_rsvg, "DIOR-RSVG's Annotations folder of VOC xml (or one xml)", "JPEGImages"),
     "dota": (read_dota, "a DOTA labelTxt folder (or one .txt)", "the images folder: {stem}.png"),
-    "nwpu": (read_nwpu, "NWPU VHR-10's 'ground truth' folder (or one .txt)", "'positive image set': {stem}.jpg"),
+    "nwpu": (
+        read_nwpu,
+        "NWPU VHR-10's 'ground truth' folder (or one .txt)",
+        "'positive image set': {stem}.jpg",
+    ),
     "levir-cc": (read_levir_cc, "LevirCCcaptions.json", "the images folder holding {train,val,test}/{A,B}/"),
 }
 DEFAULT_DATASET = {"earthdial": "EarthDial", "llava": "LLaVA"}
@@ -890,8 +1081,13 @@ DEFAULT_DATASET = {"earthdial": "EarthDial", "llava": "LLaVA"}
 
 def record_json(rec: Record, out_dir: str) -> dict:
     """A Record as one JSONL object, image paths relative to the output file's folder."""
-    obj = {"id": rec.id, "task": rec.task, "images": [os.path.relpath(p, out_dir) for p in rec.images],
-           "question": rec.question, "answer": rec.answer}  # fmt: skip
+    obj = {
+        "id": rec.id,
+        "task": rec.task,
+        "images": [os.path.relpath(p, out_dir) for p in rec.images],
+        "question": rec.question,
+        "answer": rec.answer,
+    }
     if rec.reasoning is not None:
         obj["reasoning"] = rec.reasoning
     if rec.meta:
@@ -914,8 +1110,9 @@ def write_jsonl(records: list[Record], out: str) -> None:
             os.remove(tmp)
 
 
-def convert(fmt: str, input_path, images=None, *, split=None, split_file=None, dataset=None, skip_bad=False,
-            meta=None) -> Conversion:  # fmt: skip
+def convert(
+    fmt: str, input_path, images=None, *, split=None, split_file=None, dataset=None, skip_bad=False, meta=None
+) -> Conversion:
     """Run the reader of `fmt` with the options it takes."""
     reader = FORMATS[fmt][0]
     kwargs = {"dataset": dataset, "skip_bad": skip_bad, "meta": meta}
@@ -931,33 +1128,65 @@ def convert(fmt: str, input_path, images=None, *, split=None, split_file=None, d
 def build_parser() -> argparse.ArgumentParser:
     formats = "\n".join(f"  {k:10s} --input: {v[1]}\n  {'':10s} --images: {v[2]}" for k, v in FORMATS.items())
     p = argparse.ArgumentParser(
-        prog="formats.py", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="formats.py",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Convert an EO data set in its own format to GeoVLM-R1's JSONL (one validated record a "
-                    "line, boxes in original pixels, image paths relative to --out), and report what was kept, "
-                    "converted and skipped.",
+        "line, boxes in original pixels, image paths relative to --out), and report what was kept, "
+        "converted and skipped.",
         epilog=f"formats:\n{formats}\n\nexamples:\n"
-               "  python formats.py --format rsvqa --input RSVQA_LR/ --images RSVQA_LR/Images_LR --split test --out data/rsvqa_lr_test.jsonl\n"
-               "  python formats.py --format dota --input DOTA/val/labelTxt --images DOTA/val/images --out data/dota_val.jsonl\n"
-               "  python formats.py --format geochat --input GeoChat_Instruct.json --images GeoChat/images --out data/geochat.jsonl\n"
-               "  python formats.py --format dior-rsvg --input DIOR-RSVG/Annotations --images DIOR-RSVG/JPEGImages "
-               "--split-file DIOR-RSVG/test.txt --out data/dior_rsvg_test.jsonl")  # fmt: skip
-    p.add_argument("--format", required=True, choices=sorted(FORMATS), help="the input's format (see the list below); required")
-    p.add_argument("--input", required=True, help="the annotation file or folder to read (what each format takes is listed below); required")
-    p.add_argument("--images", default=None,
-                   help="folder the input's image names are relative to; default: the folder of --input (--input itself when it is a folder)")
-    p.add_argument("--out", required=True, help="the JSONL file to write; required; an existing file is kept unless --force")
-    p.add_argument("--split", default=None,
-                   help="rsvqa: which triple to read (train, val, test, test_phili); levir-cc: keep this split only; default: all")
-    p.add_argument("--split-file", default=None,
-                   help="dior-rsvg: the data set's train.txt/val.txt/test.txt of object indices to keep; default: every object")
-    p.add_argument("--dataset", default=None,
-                   help="meta.dataset of every record (eval reports per data set); default: the format's name, e.g. RSVQA-LR, DOTA")
-    p.add_argument("--skip-bad", action="store_true",
-                   help="skip malformed input items and missing or unreadable images, counted in the report; default: stop at the first with one error line")
+        "  python formats.py --format rsvqa --input RSVQA_LR/ --images RSVQA_LR/Images_LR --split test --out data/rsvqa_lr_test.jsonl\n"
+        "  python formats.py --format dota --input DOTA/val/labelTxt --images DOTA/val/images --out data/dota_val.jsonl\n"
+        "  python formats.py --format geochat --input GeoChat_Instruct.json --images GeoChat/images --out data/geochat.jsonl\n"
+        "  python formats.py --format dior-rsvg --input DIOR-RSVG/Annotations --images DIOR-RSVG/JPEGImages "
+        "--split-file DIOR-RSVG/test.txt --out data/dior_rsvg_test.jsonl",
+    )
+    p.add_argument(
+        "--format",
+        required=True,
+        choices=sorted(FORMATS),
+        help="the input's format (see the list below); required",
+    )
+    p.add_argument(
+        "--input",
+        required=True,
+        help="the annotation file or folder to read (what each format takes is listed below); required",
+    )
+    p.add_argument(
+        "--images",
+        default=None,
+        help="folder the input's image names are relative to; default: the folder of --input (--input itself when it is a folder)",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        help="the JSONL file to write; required; an existing file is kept unless --force",
+    )
+    p.add_argument(
+        "--split",
+        default=None,
+        help="rsvqa: which triple to read (train, val, test, test_phili); levir-cc: keep this split only; default: all",
+    )
+    p.add_argument(
+        "--split-file",
+        default=None,
+        help="dior-rsvg: the data set's train.txt/val.txt/test.txt of object indices to keep; default: every object",
+    )
+    p.add_argument(
+        "--dataset",
+        default=None,
+        help="meta.dataset of every record (eval reports per data set); default: the format's name, e.g. RSVQA-LR, DOTA",
+    )
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="skip malformed input items and missing or unreadable images, counted in the report; default: stop at the first with one error line",
+    )
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists; default: refuse")
     add_imagery_flags(p)
-    p.epilog += ("\n\n--bands/--stretch/--nodata are written into every record's meta (meta.bands, meta.stretch, "
-                 "meta.nodata): how a GeoTIFF of this data set becomes RGB (see imagery.py).")  # fmt: skip
+    p.epilog += (
+        "\n\n--bands/--stretch/--nodata are written into every record's meta (meta.bands, meta.stretch, "
+        "meta.nodata): how a GeoTIFF of this data set becomes RGB (see imagery.py)."
+    )
     return p
 
 
@@ -983,8 +1212,16 @@ def main(argv=None) -> int:
         return 2
     meta = {k: list(v) if isinstance(v, tuple) else v for k, v in opts.items()}
     try:
-        conv = convert(args.format, args.input, args.images, split=args.split, split_file=args.split_file,
-                       dataset=args.dataset, skip_bad=args.skip_bad, meta=meta)  # fmt: skip
+        conv = convert(
+            args.format,
+            args.input,
+            args.images,
+            split=args.split,
+            split_file=args.split_file,
+            dataset=args.dataset,
+            skip_bad=args.skip_bad,
+            meta=meta,
+        )
         write_jsonl(conv.records, args.out)
     except RecordError as e:
         print(f"{prog} {e}", file=sys.stderr)

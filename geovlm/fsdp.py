@@ -21,7 +21,13 @@ import contextlib
 
 import torch
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy, OffloadPolicy, fully_shard
+from torch.distributed.fsdp import (
+    CPUOffloadPolicy,
+    FSDPModule,
+    MixedPrecisionPolicy,
+    OffloadPolicy,
+    fully_shard,
+)
 
 
 class FSDPRoot(torch.nn.Module):
@@ -80,7 +86,9 @@ def gathered(model: torch.nn.Module):
         return
     children = _fsdp_children(model)
     with torch.no_grad():
-        model(_noop)  # the first forward through the root picks it as FSDP root (lazy init) and gathers its own
+        model(
+            _noop
+        )  # the first forward through the root picks it as FSDP root (lazy init) and gathers its own
         for m in children:
             m.set_reshard_after_forward(False, recurse=False)
             m.unshard()
@@ -95,8 +103,12 @@ def gathered(model: torch.nn.Module):
         model.reshard()
 
 
-def wrap_fsdp(model: torch.nn.Module, mixed_precision: bool | None = None, activation_checkpointing: bool = False,
-              cpu_offload: bool = False) -> FSDPRoot:  # fmt: skip
+def wrap_fsdp(
+    model: torch.nn.Module,
+    mixed_precision: bool | None = None,
+    activation_checkpointing: bool = False,
+    cpu_offload: bool = False,
+) -> FSDPRoot:
     """Shard a Qwen2-VL / Qwen2.5-VL model with FSDP2 over the default process group; returns the FSDPRoot.
 
     mixed_precision (default: on CUDA): parameters all-gathered and computed in bf16, gradients reduced in
@@ -107,7 +119,11 @@ def wrap_fsdp(model: torch.nn.Module, mixed_precision: bool | None = None, activ
     device = next(model.parameters()).device
     if mixed_precision is None:
         mixed_precision = device.type == "cuda"
-    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if mixed_precision else MixedPrecisionPolicy()
+    mp = (
+        MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        if mixed_precision
+        else MixedPrecisionPolicy()
+    )
     offload = CPUOffloadPolicy(pin_memory=device.type == "cuda") if cpu_offload else OffloadPolicy()
     kw = {"mp_policy": mp, "offload_policy": offload}
     if activation_checkpointing:

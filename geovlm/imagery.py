@@ -39,7 +39,22 @@ from PIL import Image, UnidentifiedImageError
 
 DEFAULT_STRETCH = (2.0, 98.0)
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
-EIGHT_BIT_MODES = {"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"}
+EIGHT_BIT_MODES = {
+    "1",
+    "L",
+    "LA",
+    "La",
+    "P",
+    "PA",
+    "RGB",
+    "RGBA",
+    "RGBa",
+    "RGBX",
+    "CMYK",
+    "YCbCr",
+    "LAB",
+    "HSV",
+}
 GDAL_NODATA = 42113
 _SAMPLE_CAP = 1 << 22  # percentiles are taken on at most ~4M values per band (a regular subsample)
 
@@ -98,11 +113,11 @@ def options_from_meta(meta: dict | None) -> dict:
     return out
 
 
-
-
 def options_from_args(args: argparse.Namespace) -> dict:
     """`load_image` keyword arguments from the flags of `add_arguments` (None ones left out)."""
-    opts = check_options(getattr(args, "bands", None), getattr(args, "stretch", None), getattr(args, "nodata", None))
+    opts = check_options(
+        getattr(args, "bands", None), getattr(args, "stretch", None), getattr(args, "nodata", None)
+    )
     return {k: v for k, v in opts.items() if v is not None}
 
 
@@ -172,7 +187,9 @@ class _Tiff:
             raise
         except Exception as e:
             if _missing_codec(e):
-                raise ImageError(f"this TIFF's compression needs imagecodecs: pip install imagecodecs ({e})") from None
+                raise ImageError(
+                    f"this TIFF's compression needs imagecodecs: pip install imagecodecs ({e})"
+                ) from None
             raise ImageError(f"unreadable TIFF: {e}") from None
 
 
@@ -193,7 +210,9 @@ def _open_pil(path: str):
         im.load()  # decode fully: a truncated or corrupt file fails here
         return im
     except Image.DecompressionBombError as e:  # PIL refuses > 2 x MAX_IMAGE_PIXELS (DOTA-v2 scenes can be)
-        raise ImageError(f"{e} Tile the scene, or raise PIL.Image.MAX_IMAGE_PIXELS in the calling script.") from None
+        raise ImageError(
+            f"{e} Tile the scene, or raise PIL.Image.MAX_IMAGE_PIXELS in the calling script."
+        ) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         if isinstance(e, FileNotFoundError):
             raise

@@ -30,7 +30,11 @@ def truncate_log(path: str | os.PathLike, step: int) -> None:
     """Drop the rows after `step` (written by the run being resumed after its last checkpoint)."""
     path = Path(path)
     if path.exists():
-        rows = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
+        rows = [
+            line
+            for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= step
+        ]
         path.write_text("".join(r + "\n" for r in rows))
 
 
@@ -39,5 +43,7 @@ def check_finite(step: int, **values) -> None:
     for name, v in values.items():
         t = torch.as_tensor(v)
         if not torch.isfinite(t).all():
-            raise FloatingPointError(f"step {step}: {name} is not finite ({t.flatten()[:4].tolist()}...); "
-                                     "the step was not applied and the last checkpoint on disk is intact")  # fmt: skip
+            raise FloatingPointError(
+                f"step {step}: {name} is not finite ({t.flatten()[:4].tolist()}...); "
+                "the step was not applied and the last checkpoint on disk is intact"
+            )

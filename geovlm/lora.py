@@ -40,7 +40,9 @@ _ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 class LoRALinear(torch.nn.Module):
     """base(x) + lora_B(scale * lora_A(x)); `enabled` False gives base(x) alone."""
 
-    def __init__(self, base: torch.nn.Linear, rank: int, alpha: float, generator: torch.Generator | None = None):
+    def __init__(
+        self, base: torch.nn.Linear, rank: int, alpha: float, generator: torch.Generator | None = None
+    ):
         super().__init__()
         self.base = base.requires_grad_(False)
         self.lora_A = torch.nn.Linear(base.in_features, rank, bias=False, dtype=base.weight.dtype)
@@ -65,19 +67,29 @@ def target_regex(targets: tuple[str, ...]) -> str:
     """The module paths adapted, as one regex (PEFT full-matches a string target_modules against module names)."""
     attn = [t for t in targets if t in _ATTENTION]
     mlp = [t for t in targets if t not in _ATTENTION]
-    parts = ([rf"self_attn\.({'|'.join(attn)})"] if attn else []) + ([rf"mlp\.({'|'.join(mlp)})"] if mlp else [])
+    parts = ([rf"self_attn\.({'|'.join(attn)})"] if attn else []) + (
+        [rf"mlp\.({'|'.join(mlp)})"] if mlp else []
+    )
     return rf".*language_model\.layers\.\d+\.({'|'.join(parts)})"
 
 
-def apply(net: torch.nn.Module, rank: int, alpha: float, targets: tuple[str, ...] = TARGETS, seed: int = 0) -> int:
+def apply(
+    net: torch.nn.Module, rank: int, alpha: float, targets: tuple[str, ...] = TARGETS, seed: int = 0
+) -> int:
     """Freeze the whole (HF, unwrapped) model and wrap its targeted decoder Linears in LoRALinear; returns how
     many were wrapped. Before FSDP wrapping: the adapters are then sharded with their decoder layer. `seed`
     draws every A, so all ranks (whose global seeds differ) start from the same adapters."""
     net.requires_grad_(False)
     pattern = re.compile(target_regex(targets))
-    found = [(name, m) for name, m in net.named_modules() if isinstance(m, torch.nn.Linear) and pattern.fullmatch(name)]
+    found = [
+        (name, m)
+        for name, m in net.named_modules()
+        if isinstance(m, torch.nn.Linear) and pattern.fullmatch(name)
+    ]
     if not found:
-        raise SystemExit(f"--lora-targets {','.join(targets)}: no module of this model matches {pattern.pattern}")
+        raise SystemExit(
+            f"--lora-targets {','.join(targets)}: no module of this model matches {pattern.pattern}"
+        )
     generator = torch.Generator().manual_seed(seed)
     for name, m in found:
         parent, _, child = name.rpartition(".")
@@ -110,7 +122,11 @@ def merge(state: dict[str, torch.Tensor], mods: dict[str, LoRALinear]) -> tuple[
     W + (alpha/r) B A in place of each adapted weight; PEFT's adapter state dict)."""
     merged, adapter = dict(state), {}
     for path, m in mods.items():
-        a, b, w = merged.pop(f"{path}.lora_A.weight"), merged.pop(f"{path}.lora_B.weight"), merged.pop(f"{path}.base.weight")
+        a, b, w = (
+            merged.pop(f"{path}.lora_A.weight"),
+            merged.pop(f"{path}.lora_B.weight"),
+            merged.pop(f"{path}.base.weight"),
+        )
         merged[f"{path}.weight"] = (w.float() + m.scale * (b.float() @ a.float())).to(w.dtype)
         if f"{path}.base.bias" in merged:
             merged[f"{path}.bias"] = merged.pop(f"{path}.base.bias")
@@ -121,17 +137,35 @@ def merge(state: dict[str, torch.Tensor], mods: dict[str, LoRALinear]) -> tuple[
 
 def peft_config(rank: int, alpha: float, targets: tuple[str, ...], base: str) -> dict:
     """adapter_config.json as PEFT writes it (the fields it would fill with these same defaults are left out)."""
-    return {"peft_type": "LORA", "task_type": None, "base_model_name_or_path": str(base), "r": rank,
-            "lora_alpha": alpha, "lora_dropout": 0.0, "target_modules": target_regex(targets), "bias": "none",
-            "fan_in_fan_out": False, "inference_mode": True, "init_lora_weights": True, "use_rslora": False,
-            "use_dora": False, "modules_to_save": None, "rank_pattern": {}, "alpha_pattern": {}}
+    return {
+        "peft_type": "LORA",
+        "task_type": None,
+        "base_model_name_or_path": str(base),
+        "r": rank,
+        "lora_alpha": alpha,
+        "lora_dropout": 0.0,
+        "target_modules": target_regex(targets),
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "inference_mode": True,
+        "init_lora_weights": True,
+        "use_rslora": False,
+        "use_dora": False,
+        "modules_to_save": None,
+        "rank_pattern": {},
+        "alpha_pattern": {},
+    }
 
 
 def save_adapter(out_dir: str | os.PathLike, adapter: dict[str, torch.Tensor], config: dict) -> None:
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().cpu() for k, v in adapter.items()}, str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
+    save_file(
+        {k: v.detach().cpu() for k, v in adapter.items()},
+        str(out / "adapter_model.safetensors"),
+        metadata={"format": "pt"},
+    )
     (out / "adapter_config.json").write_text(json.dumps(config, indent=2))
 
 
@@ -144,12 +178,19 @@ def load_adapter(net: torch.nn.Module, adapter_dir: str | os.PathLike, base: str
         raise SystemExit(f"--resume: {adapter_dir.parent} holds no adapter/ (saved without --lora-rank)")
     config = json.loads((adapter_dir / "adapter_config.json").read_text())
     if config["base_model_name_or_path"] != str(base):
-        raise SystemExit(f"--resume: the adapter in {adapter_dir} was trained on {config['base_model_name_or_path']}, "
-                         f"this run's model is {base}: pass the same --model")
-    state = {k.removeprefix("base_model.model."): v for k, v in load_file(str(adapter_dir / "adapter_model.safetensors")).items()}
+        raise SystemExit(
+            f"--resume: the adapter in {adapter_dir} was trained on {config['base_model_name_or_path']}, "
+            f"this run's model is {base}: pass the same --model"
+        )
+    state = {
+        k.removeprefix("base_model.model."): v
+        for k, v in load_file(str(adapter_dir / "adapter_model.safetensors")).items()
+    }
     own = {k for k in net.state_dict() if ".lora_A." in k or ".lora_B." in k}
     if set(state) != own or any(net.get_parameter(k).shape != v.shape for k, v in state.items()):
-        raise SystemExit(f"--resume: the adapter in {adapter_dir} does not fit this run's --lora-rank / --lora-targets")
+        raise SystemExit(
+            f"--resume: the adapter in {adapter_dir} does not fit this run's --lora-rank / --lora-targets"
+        )
     with torch.no_grad():
         for k, v in state.items():
             net.get_parameter(k).copy_(v)

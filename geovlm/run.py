@@ -23,14 +23,29 @@ from tqdm import tqdm
 import data
 import model as M
 from geovlm import fsdp, lora, plot, viewer
-from geovlm.checkpoints import checkpoint_step, discard_torn, find_checkpoint, load_checkpoint, save_checkpoint
+from geovlm.checkpoints import (
+    checkpoint_step,
+    discard_torn,
+    find_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from geovlm.distributed import Dist, all_reduce_sum, barrier, init_distributed, local_rank0_first
 from geovlm.flags import imagery_flags
 from geovlm.logs import JsonlLog, truncate_log
 from geovlm.rng import seed_everything
 
-RUN_FILES = ("log.jsonl", "rollouts.jsonl", "rollouts.html", "args.json", "checkpoints", "final", "eval", "plots",
-             "tensorboard")
+RUN_FILES = (
+    "log.jsonl",
+    "rollouts.jsonl",
+    "rollouts.html",
+    "args.json",
+    "checkpoints",
+    "final",
+    "eval",
+    "plots",
+    "tensorboard",
+)
 
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
@@ -46,25 +61,38 @@ def check_model(path_or_id: str) -> None:
     before anything loads. Offline (HF_HUB_OFFLINE=1), a hub id must already be in the Hugging Face cache."""
     if os.path.isdir(path_or_id):
         if not (Path(path_or_id) / "config.json").exists():
-            raise SystemExit(f"--model {path_or_id}: this directory holds no config.json (not an HF model directory)")
+            raise SystemExit(
+                f"--model {path_or_id}: this directory holds no config.json (not an HF model directory)"
+            )
         return
     if os.path.exists(path_or_id) or not _HUB_ID.fullmatch(path_or_id):
-        raise SystemExit(f"--model {path_or_id}: no such directory (and not a hub id like Qwen/Qwen2.5-VL-3B-Instruct)")
+        raise SystemExit(
+            f"--model {path_or_id}: no such directory (and not a hub id like Qwen/Qwen2.5-VL-3B-Instruct)"
+        )
 
     if isinstance(try_to_load_from_cache(path_or_id, "config.json"), str):
         return
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False"):
-        raise SystemExit(f"--model {path_or_id}: not in the Hugging Face cache and HF_HUB_OFFLINE is set; download it "
-                         "where there is network (huggingface-cli download ...) or pass a local directory")  # fmt: skip
+        raise SystemExit(
+            f"--model {path_or_id}: not in the Hugging Face cache and HF_HUB_OFFLINE is set; download it "
+            "where there is network (huggingface-cli download ...) or pass a local directory"
+        )
     try:
         socket.create_connection(("huggingface.co", 443), timeout=3).close()
     except OSError:
-        raise SystemExit(f"--model {path_or_id}: not in the Hugging Face cache and huggingface.co cannot be reached; "
-                         "pass a local directory, or download it where there is network") from None  # fmt: skip
+        raise SystemExit(
+            f"--model {path_or_id}: not in the Hugging Face cache and huggingface.co cannot be reached; "
+            "pass a local directory, or download it where there is network"
+        ) from None
 
 
-def load_data(path: str | os.PathLike, what: str, skip_bad: bool = False, tasks: list[str] | None = None,
-              image_options: dict | None = None) -> list:  # fmt: skip
+def load_data(
+    path: str | os.PathLike,
+    what: str,
+    skip_bad: bool = False,
+    tasks: list[str] | None = None,
+    image_options: dict | None = None,
+) -> list:
     """Validated records, or one line naming file:line and the field (SystemExit): a user's data, not our bug.
     image_options (the GeoTIFF flags) become each record's meta.bands / stretch / nodata unless it has its own, and
     are checked against its images there (--bands 4,3,2 on a 3-band file is a data error, before any model loads)."""
@@ -88,7 +116,10 @@ VIEWER_ROWS = 2000  # the newest completions in rollouts.html (each image is emb
 def _on_signal(signum, frame) -> None:
     if not _INTERRUPTED:  # one line per process, however many signals arrive
         rank = f"rank {dist.get_rank()}: " if dist.is_initialized() else ""
-        print(f"{rank}{signal.Signals(signum).name}: finishing this step, then a checkpoint, then stop", flush=True)
+        print(
+            f"{rank}{signal.Signals(signum).name}: finishing this step, then a checkpoint, then stop",
+            flush=True,
+        )
     _INTERRUPTED.append(signum)
 
 
@@ -118,12 +149,32 @@ class Run:
         state, _ = load_checkpoint(self.resume, self.net, optimizer, self.env, generators)
         return state
 
-    def save(self, path: Path, optimizer: torch.optim.Optimizer, state: dict, generators: dict | None = None,
-             keep: int = 0) -> None:  # fmt: skip
+    def save(
+        self,
+        path: Path,
+        optimizer: torch.optim.Optimizer,
+        state: dict,
+        generators: dict | None = None,
+        keep: int = 0,
+    ) -> None:
         a = self.args
-        adapter = lora.peft_config(a.lora_rank, a.lora_alpha, a.lora_targets, self.model_path) if a.lora_rank else None
-        save_checkpoint(path, self.net, self.processor, optimizer, self.env, state, rank_state={}, generators=generators,
-                        keep=keep, lora_config=adapter)
+        adapter = (
+            lora.peft_config(a.lora_rank, a.lora_alpha, a.lora_targets, self.model_path)
+            if a.lora_rank
+            else None
+        )
+        save_checkpoint(
+            path,
+            self.net,
+            self.processor,
+            optimizer,
+            self.env,
+            state,
+            rank_state={},
+            generators=generators,
+            keep=keep,
+            lora_config=adapter,
+        )
         self.say(f"saved step {state['step']}: {path}")
 
     def stop_requested(self) -> bool:
@@ -139,15 +190,24 @@ class Run:
         plot.plot_run(self.out, quiet=True)
         if self.rollout_log.enabled and self.rollout_log.path.exists():
             viewer.write_viewer(self.rollout_log.path, max_rows=VIEWER_ROWS)
-        self.say(f"curves in {self.out / 'plots'}/" + (f", completions in {self.rollout_log.path.with_suffix('.html')}"
-                                                       if self.rollout_log.path.with_suffix(".html").exists() else ""))
+        self.say(
+            f"curves in {self.out / 'plots'}/"
+            + (
+                f", completions in {self.rollout_log.path.with_suffix('.html')}"
+                if self.rollout_log.path.with_suffix(".html").exists()
+                else ""
+            )
+        )
 
     def stop(self, step: int) -> None:
         """After the interrupt's checkpoint: the pictures, one line per process, then exit 130 (as after Ctrl-C)."""
         self.finish()
         barrier()
         rank = f"rank {self.env.rank}: " if self.env.world > 1 else ""
-        print(f"{self.name}: {rank}stopped after step {step}; continue with the same command and --resume auto", flush=True)
+        print(
+            f"{self.name}: {rank}stopped after step {step}; continue with the same command and --resume auto",
+            flush=True,
+        )
         raise SystemExit(130)
 
     def say(self, message: str) -> None:
@@ -156,14 +216,17 @@ class Run:
             tqdm.write(f"{self.name}: {message}")
 
 
-
-def load_trained_model(args: argparse.Namespace, model_path: str, resume: Path | None, device: torch.device) -> M.Loaded:
+def load_trained_model(
+    args: argparse.Namespace, model_path: str, resume: Path | None, device: torch.device
+) -> M.Loaded:
     """The model a run trains, fp32: the checkpoint being resumed, else `model_path`; with --lora-rank the base model
     `model_path` with adapters (lora.py: everything else frozen), the checkpoint's adapters when resuming (its top
     level is the merged model). One line (SystemExit) when a checkpoint and the run disagree about LoRA."""
     if resume is not None and (resume / "adapter").is_dir() != bool(args.lora_rank):
-        raise SystemExit(f"--resume {resume}: saved {'with' if (resume / 'adapter').is_dir() else 'without'} LoRA, "
-                         f"this run is {'with' if args.lora_rank else 'without'}: resume with the same --lora-rank")
+        raise SystemExit(
+            f"--resume {resume}: saved {'with' if (resume / 'adapter').is_dir() else 'without'} LoRA, "
+            f"this run is {'with' if args.lora_rank else 'without'}: resume with the same --lora-rank"
+        )
     weights = model_path if args.lora_rank else str(resume or model_path)
     loaded = M.load(weights, device=device, grad_ckpt=args.grad_ckpt, dtype=torch.float32)
     if args.lora_rank:  # before FSDP wrapping: FSDP2 keeps requires_grad as it finds it
@@ -173,9 +236,16 @@ def load_trained_model(args: argparse.Namespace, model_path: str, resume: Path |
     return loaded
 
 
-def start_run(args: argparse.Namespace, name: str, default_data: Callable[[], str], default_model: Callable[[], str],
-              logs: tuple[str, ...] = ("log.jsonl",), tasks: list[str] | None = None, eval_data=None,
-              eval_records: int = 0) -> Run:
+def start_run(
+    args: argparse.Namespace,
+    name: str,
+    default_data: Callable[[], str],
+    default_model: Callable[[], str],
+    logs: tuple[str, ...] = ("log.jsonl",),
+    tasks: list[str] | None = None,
+    eval_data=None,
+    eval_records: int = 0,
+) -> Run:
     """Set up a training run, in the order that finds a user's mistakes before anything slow:
 
     default_data / default_model: what --data / --model mean when not given (the trainer's embedded defaults,
@@ -194,11 +264,15 @@ def start_run(args: argparse.Namespace, name: str, default_data: Callable[[], st
     if args.resume:
         resume = find_checkpoint(out, args.resume)
         if resume is None and holds_run(out) and not args.overwrite:
-            raise SystemExit(f"--resume auto: {out} holds a run but no complete checkpoint to resume; its files are "
-                             "left as they are. Add --overwrite to start over there, or pick another --out")  # fmt: skip
+            raise SystemExit(
+                f"--resume auto: {out} holds a run but no complete checkpoint to resume; its files are "
+                "left as they are. Add --overwrite to start over there, or pick another --out"
+            )
     elif holds_run(out) and not args.overwrite:
-        raise SystemExit(f"{out} already holds a run (log, checkpoints or final/); nothing was changed. Continue it "
-                         "with --resume auto, start over there with --overwrite, or pick another --out")  # fmt: skip
+        raise SystemExit(
+            f"{out} already holds a run (log, checkpoints or final/); nothing was changed. Continue it "
+            "with --resume auto, start over there with --overwrite, or pick another --out"
+        )
     if args.model:  # a path or hub id that cannot be had is known from the flag alone
         check_model(args.model)
     env = init_distributed(group_of_one=args.cpu_offload)
@@ -208,7 +282,11 @@ def start_run(args: argparse.Namespace, name: str, default_data: Callable[[], st
         data_path = args.data or default_data()
     records = load_data(data_path, "--data", args.skip_bad, tasks, imagery_flags(args))
     eval_data = eval_data(data_path) if callable(eval_data) else eval_data  # SFT: test.jsonl beside the data
-    held_out = load_data(eval_data, "--eval-data", args.skip_bad, tasks, imagery_flags(args))[: eval_records or None] if eval_data else []
+    held_out = (
+        load_data(eval_data, "--eval-data", args.skip_bad, tasks, imagery_flags(args))[: eval_records or None]
+        if eval_data
+        else []
+    )
     with local_rank0_first(env):  # after the data is known good: the default GRPO start is minutes of SFT
         model_path = args.model or default_model()
 
@@ -224,7 +302,9 @@ def start_run(args: argparse.Namespace, name: str, default_data: Callable[[], st
         out.mkdir(parents=True, exist_ok=True)
         if resume is None:
             for entry in RUN_FILES if args.overwrite else logs:
-                shutil.rmtree(out / entry) if (out / entry).is_dir() else (out / entry).unlink(missing_ok=True)
+                shutil.rmtree(out / entry) if (out / entry).is_dir() else (out / entry).unlink(
+                    missing_ok=True
+                )
         else:
             discard_torn(out)
             for entry in logs:  # what the interrupted run logged after its checkpoint is done again
@@ -235,16 +315,37 @@ def start_run(args: argparse.Namespace, name: str, default_data: Callable[[], st
         signal.signal(signum, _on_signal)
     tensorboard = None
     if args.tensorboard and env.main:
-        tensorboard = plot.TensorBoard(out / "tensorboard", purge_step=start + 1 if resume is not None else None)
-    run = Run(args, name, env, out, resume, start, model_path, records, held_out, net, loaded.processor,
-              loaded.frame_kind, loaded.attn_impl, use_fsdp, JsonlLog(out / logs[0], env.main, tensorboard),
-              JsonlLog(out / logs[-1], enabled=env.main and len(logs) > 1))  # fmt: skip
+        tensorboard = plot.TensorBoard(
+            out / "tensorboard", purge_step=start + 1 if resume is not None else None
+        )
+    run = Run(
+        args,
+        name,
+        env,
+        out,
+        resume,
+        start,
+        model_path,
+        records,
+        held_out,
+        net,
+        loaded.processor,
+        loaded.frame_kind,
+        loaded.attn_impl,
+        use_fsdp,
+        JsonlLog(out / logs[0], env.main, tensorboard),
+        JsonlLog(out / logs[-1], enabled=env.main and len(logs) > 1),
+    )
     n_train = sum(p.numel() for p in net.parameters() if p.requires_grad)
     adapted = f", LoRA rank {args.lora_rank} on {len(lora.adapters(net))} Linears" if args.lora_rank else ""
-    what = "" if args.model else f" (the embedded default: {default_model.__module__}.{default_model.__name__})"
-    run.say(f"{model_path}{what} ({n_train / 1e6:.2f}M trainable, {env.device}, world {env.world}"
-            f"{', FSDP' if use_fsdp else ''}{adapted}, attention {loaded.attn_impl}), {len(records)} records from {data_path}"
-            + (f"; resumed from {resume} at step {start}" if resume else ""))  # fmt: skip
+    what = (
+        "" if args.model else f" (the embedded default: {default_model.__module__}.{default_model.__name__})"
+    )
+    run.say(
+        f"{model_path}{what} ({n_train / 1e6:.2f}M trainable, {env.device}, world {env.world}"
+        f"{', FSDP' if use_fsdp else ''}{adapted}, attention {loaded.attn_impl}), {len(records)} records from {data_path}"
+        + (f"; resumed from {resume} at step {start}" if resume else "")
+    )
     return run
 
 

@@ -7,7 +7,9 @@ import math
 import random
 
 
-def lr_at(step: int, base_lr: float, warmup: int, total: int, schedule: str = "cosine", min_ratio: float = 0.1) -> float:
+def lr_at(
+    step: int, base_lr: float, warmup: int, total: int, schedule: str = "cosine", min_ratio: float = 0.1
+) -> float:
     """Linear warm-up to base_lr over `warmup` steps, then cosine to min_ratio·base_lr at `total` (or constant)."""
     if warmup > 0 and step < warmup:
         return base_lr * (step + 1) / warmup
@@ -52,8 +54,10 @@ class Stream:
 
     def load_state_dict(self, state: dict) -> None:
         if (state["n"], state["seed"], state["name"]) != (self.n, self.seed, self.name):
-            raise SystemExit(f"resume: data stream {self.name!r} was {state['n']} items, seed {state['seed']}; "
-                             f"now {self.n} items, seed {self.seed}: not the same data / --seed")  # fmt: skip
+            raise SystemExit(
+                f"resume: data stream {self.name!r} was {state['n']} items, seed {state['seed']}; "
+                f"now {self.n} items, seed {self.seed}: not the same data / --seed"
+            )
         self.epoch, self.index, self._order = state["epoch"], state["index"], None
 
 

@@ -45,7 +45,9 @@ def _is_num(v: Any) -> bool:
 def check_box(box: Any, size: tuple[int, int], where: str) -> list[float]:
     """A valid original-pixel box [x1, y1, x2, y2(, θ)] inside an image of `size`, or RecordError."""
     if not isinstance(box, (list, tuple)) or len(box) not in (4, 5) or not all(_is_num(v) for v in box):
-        raise RecordError(f"{where}: a box must be [x1, y1, x2, y2] or [x1, y1, x2, y2, θ] of finite numbers, got {box!r}")
+        raise RecordError(
+            f"{where}: a box must be [x1, y1, x2, y2] or [x1, y1, x2, y2, θ] of finite numbers, got {box!r}"
+        )
     x1, y1, x2, y2 = box[:4]
     if x2 <= x1 or y2 <= y1:
         raise RecordError(f"{where}: box {list(box)} has x2<=x1 or y2<=y1")
@@ -205,25 +207,70 @@ _TEXT = dict(check=check_label, target=write_text, parse=parse_label, metric="ac
 _CAPTION = dict(check=check_label, target=write_text, parse=parse_caption, metric="rouge_l")
 _BOXES = dict(target=write_boxes_or_label, parse=parse_box_list, metric="f1@0.5")
 
-TASKS: dict[str, Task] = {t.name: t for t in [
-    Task("classification", (1, 1), **_TEXT),
-    Task("multilabel", (1, 1), check=check_labels, target=write_labels, parse=parse_label_list, metric="micro_f1"),
-    Task("vqa", (1, 1), check=check_short_answer, target=write_text, parse=parse_short_answer, metric="accuracy"),
-    Task("counting", (1, 1), check=check_count, target=write_text, parse=parse_count, metric="accuracy"),
-    Task("grounding", (1, 1), check=check_one_box, target=write_boxes_or_label, parse=parse_first_box, metric="acc@0.5"),
-    Task("detection", (1, 1), check=check_boxes, **_BOXES),
-    Task("region_caption", (1, 1), **_CAPTION),
-    Task("caption", (1, 1), check=check_captions, target=write_caption, parse=parse_caption, metric="rouge_l"),
-    Task("grounded_caption", (1, 1), check=check_grounded_caption, target=write_grounded_caption,
-         parse=parse_grounded_caption, metric="rouge_l"),
-    Task("change_caption", (2, 2), **_CAPTION),
-    Task("change_detection", (2, 2), check=check_boxes_or_label, target=write_boxes_or_label,
-         parse=parse_boxes_or_label, metric="f1@0.5"),
-    Task("temporal_classification", (2, 64), **_TEXT),
-]}  # fmt: skip
+TASKS: dict[str, Task] = {
+    t.name: t
+    for t in [
+        Task("classification", (1, 1), **_TEXT),
+        Task(
+            "multilabel",
+            (1, 1),
+            check=check_labels,
+            target=write_labels,
+            parse=parse_label_list,
+            metric="micro_f1",
+        ),
+        Task(
+            "vqa",
+            (1, 1),
+            check=check_short_answer,
+            target=write_text,
+            parse=parse_short_answer,
+            metric="accuracy",
+        ),
+        Task("counting", (1, 1), check=check_count, target=write_text, parse=parse_count, metric="accuracy"),
+        Task(
+            "grounding",
+            (1, 1),
+            check=check_one_box,
+            target=write_boxes_or_label,
+            parse=parse_first_box,
+            metric="acc@0.5",
+        ),
+        Task("detection", (1, 1), check=check_boxes, **_BOXES),
+        Task("region_caption", (1, 1), **_CAPTION),
+        Task(
+            "caption",
+            (1, 1),
+            check=check_captions,
+            target=write_caption,
+            parse=parse_caption,
+            metric="rouge_l",
+        ),
+        Task(
+            "grounded_caption",
+            (1, 1),
+            check=check_grounded_caption,
+            target=write_grounded_caption,
+            parse=parse_grounded_caption,
+            metric="rouge_l",
+        ),
+        Task("change_caption", (2, 2), **_CAPTION),
+        Task(
+            "change_detection",
+            (2, 2),
+            check=check_boxes_or_label,
+            target=write_boxes_or_label,
+            parse=parse_boxes_or_label,
+            metric="f1@0.5",
+        ),
+        Task("temporal_classification", (2, 64), **_TEXT),
+    ]
+}
 
 
-def parse_answer(task: str, completion: str, frame: Frame | None = None, known_labels: Sequence[str] = ()) -> Any:
+def parse_answer(
+    task: str, completion: str, frame: Frame | None = None, known_labels: Sequence[str] = ()
+) -> Any:
     """The completion's answer in the record's types (boxes in original pixels), or None when unreadable.
 
     Text answers come back normalised (what exact match compares); captions as written. `known_labels` helps

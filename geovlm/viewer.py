@@ -41,8 +41,15 @@ from geovlm.frames import frame_from_json
 from geovlm.parsing import extract_answer, parse_boxes
 
 BOX_TASKS = ("grounding", "detection", "change_detection", "grounded_caption")
-CHANGE_TASKS = ("change_detection", "change_caption")  # a change is an appearance or a disappearance: boxes on both
-COLORS = {"gt": "#00e5ff", "pred": "#ff8c00", "region": "#76ff03"}  # blue/orange: told apart by most colour-blind eyes
+CHANGE_TASKS = (
+    "change_detection",
+    "change_caption",
+)  # a change is an appearance or a disappearance: boxes on both
+COLORS = {
+    "gt": "#00e5ff",
+    "pred": "#ff8c00",
+    "region": "#76ff03",
+}  # blue/orange: told apart by most colour-blind eyes
 PAGE_SIZE = 60
 
 
@@ -99,14 +106,15 @@ def predicted_boxes(row: dict) -> tuple[list[list[float]], str | None]:
     if not isinstance(completion, str):
         return [], None
     try:
-
         frame = _frame(row.get("frame"))
         boxes = [b for b in (_box(x) for x in parse_boxes(extract_answer(completion) or "", frame)) if b]
     except Exception as exc:
         return [], f"could not parse the boxes: {type(exc).__name__}: {exc}"
     if task == "grounding":
         boxes = boxes[:1]  # what the grounding reward scores
-    note = None if frame is not None or not boxes else "no frame in this row: predicted boxes drawn as written"
+    note = (
+        None if frame is not None or not boxes else "no frame in this row: predicted boxes drawn as written"
+    )
     return boxes, note
 
 
@@ -149,7 +157,6 @@ class _Images:
         if path in self.keys:
             return self.keys[path], None
         try:
-
             with Image.open(path) as im:
                 size = im.size
                 if self.link:
@@ -208,7 +215,9 @@ def card(i: int, row: dict, record: Any, images: _Images, base_dir: Path) -> dic
             keys.append(key)
         if err:
             notes.append(err)
-    meta = row.get("meta") if isinstance(row.get("meta"), dict) else (record.meta if record is not None else {})
+    meta = (
+        row.get("meta") if isinstance(row.get("meta"), dict) else (record.meta if record is not None else {})
+    )
     answer = row.get("answer", record.answer if record is not None else None)
     pred, note = predicted_boxes(row)
     if note:
@@ -243,12 +252,23 @@ def card(i: int, row: dict, record: Any, images: _Images, base_dir: Path) -> dic
 
 def _script_json(obj: Any) -> str:
     """JSON safe inside <script>: no "</script>", no HTML comment openers."""
-    return json.dumps(obj, ensure_ascii=True, separators=(",", ":")).replace("<", "\\u003c").replace(">", "\\u003e")
+    return (
+        json.dumps(obj, ensure_ascii=True, separators=(",", ":"))
+        .replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+    )
 
 
-def write_viewer(rows_path: str | os.PathLike, out_html: str | os.PathLike | None = None,
-                 data: str | os.PathLike | None = None, *, link_images: bool = False, max_side: int = 640,
-                 max_rows: int | None = None, title: str | None = None) -> Path:  # fmt: skip
+def write_viewer(
+    rows_path: str | os.PathLike,
+    out_html: str | os.PathLike | None = None,
+    data: str | os.PathLike | None = None,
+    *,
+    link_images: bool = False,
+    max_side: int = 640,
+    max_rows: int | None = None,
+    title: str | None = None,
+) -> Path:
     """Write the viewer page of a rollouts/predictions JSONL file; returns its path.
 
     out_html: default beside the rows file, same name with .html. data: a records JSONL to look up images
@@ -266,8 +286,15 @@ def write_viewer(rows_path: str | os.PathLike, out_html: str | os.PathLike | Non
     base_dir = rows_path.parent.resolve()
     cards = [card(i, row, records.get(str(row.get("id"))), images, base_dir) for i, row in enumerate(rows)]
     kind = "rollouts" if any("advantage" in r for r in rows) else "predictions"
-    info = {"title": title or f"{rows_path.name} ({kind})", "source": str(rows_path), "kind": kind,
-            "rows": len(cards), "bad_lines": bad, "colors": COLORS, "page_size": PAGE_SIZE}  # fmt: skip
+    info = {
+        "title": title or f"{rows_path.name} ({kind})",
+        "source": str(rows_path),
+        "kind": kind,
+        "rows": len(cards),
+        "bad_lines": bad,
+        "colors": COLORS,
+        "page_size": PAGE_SIZE,
+    }
     fields = {
         "TITLE": html.escape(info["title"]),
         "COLOR_GT": COLORS["gt"],
@@ -287,14 +314,30 @@ def write_viewer(rows_path: str | os.PathLike, out_html: str | os.PathLike | Non
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("rows", help="rollouts.jsonl or predictions.jsonl")
-    p.add_argument("--data", default=None, help="records JSONL to find images by id (rows without 'images'); default: none")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="records JSONL to find images by id (rows without 'images'); default: none",
+    )
     p.add_argument("--out", default=None, help="the HTML file (default: beside ROWS, .html)")
-    p.add_argument("--link-images", action="store_true", help="refer to images by relative path, do not embed (default: embed them)")
-    p.add_argument("--max-side", type=int, default=640, help="embedded images: longer side in pixels (default 640)")
+    p.add_argument(
+        "--link-images",
+        action="store_true",
+        help="refer to images by relative path, do not embed (default: embed them)",
+    )
+    p.add_argument(
+        "--max-side", type=int, default=640, help="embedded images: longer side in pixels (default 640)"
+    )
     p.add_argument("--max-rows", type=int, default=None, help="only the last N rows (default: all)")
     args = p.parse_args(argv)
-    out = write_viewer(args.rows, args.out, args.data, link_images=args.link_images, max_side=args.max_side,
-                       max_rows=args.max_rows)  # fmt: skip
+    out = write_viewer(
+        args.rows,
+        args.out,
+        args.data,
+        link_images=args.link_images,
+        max_side=args.max_side,
+        max_rows=args.max_rows,
+    )
     mb = out.stat().st_size / 1e6
     hint = " (large: try --link-images or --max-rows)" if mb > 50 else ""
     print(f"viewer: {out} ({mb:.1f} MB){hint}")

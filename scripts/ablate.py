@@ -43,13 +43,17 @@ def row(name: str, a_name: str, b_name: str, a, b, reps: int) -> str:
         ta.append(timed(a))
         tb.append(timed(b))
     ma, mb = statistics.median(ta), statistics.median(tb)
-    return (f"| {name} | {a_name}: {ma:.3f} s [{min(ta):.3f}-{max(ta):.3f}] | {b_name}: {mb:.3f} s "
-            f"[{min(tb):.3f}-{max(tb):.3f}] | {mb / ma:.2f}x |")  # fmt: skip
+    return (
+        f"| {name} | {a_name}: {ma:.3f} s [{min(ta):.3f}-{max(ta):.3f}] | {b_name}: {mb:.3f} s "
+        f"[{min(tb):.3f}-{max(tb):.3f}] | {mb / ma:.2f}x |"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     p = ArgumentParser(description=__doc__)
-    p.add_argument("--reps", type=positive_int, default=5, help="timed repetitions of each side (after one warm-up)")
+    p.add_argument(
+        "--reps", type=positive_int, default=5, help="timed repetitions of each side (after one warm-up)"
+    )
     p.add_argument("--group-size", type=positive_int, default=8, help="G: completions per prompt")
     p.add_argument("--prompts", type=positive_int, default=2, help="B: prompts per batch")
     p.add_argument("--new-tokens", type=positive_int, default=64, help="T: tokens decoded per completion")
@@ -58,30 +62,57 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     loaded = M.load(defaults.base_model(), device="cpu")
     net, G, T = loaded.model.eval(), args.group_size, args.new_tokens
-    recs = [r for r in data.load_records(defaults.data_dir() / "test.jsonl") if r.task == "counting"][: args.prompts]
+    recs = [r for r in data.load_records(defaults.data_dir() / "test.jsonl") if r.task == "counting"][
+        : args.prompts
+    ]
     x = data.collate_prompts(recs, loaded.processor, loaded.frame_kind).inputs
     xg = data.collate_prompts([r for r in recs for _ in range(G)], loaded.processor, loaded.frame_kind).inputs
     gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     no_eos = {"eos_ids": []}  # the same number of tokens on both sides
-    print(f"# ablate: tiny Qwen2.5-VL, CPU, {args.threads} thread(s), B={args.prompts}, G={G}, T={T}, "
-          f"reps {args.reps}, torch {torch.__version__}\n")  # fmt: skip
+    print(
+        f"# ablate: tiny Qwen2.5-VL, CPU, {args.threads} thread(s), B={args.prompts}, G={G}, T={T}, "
+        f"reps {args.reps}, torch {torch.__version__}\n"
+    )
     print("| optimisation | on | off | off/on |\n|---|---|---|---:|")
-    print(row("shared prefill (images encoded once per prompt)", "shared",
-              "per sample", lambda: M.sample(net, x, G, T, generator=gen(), **no_eos),
-              lambda: M.sample(net, xg, 1, T, generator=gen(), **no_eos), args.reps))  # fmt: skip
-    print(row("EOS checked every 8 tokens", "every 8", "every token",
-              lambda: M.sample(net, x, G, T, generator=gen(), check_every=8),
-              lambda: M.sample(net, x, G, T, generator=gen(), check_every=1), args.reps))  # fmt: skip
-    print(row("static KV cache + compiled decode step", "compiled", "eager",
-              lambda: M.sample(net, x, G, T, generator=gen(), static_cache=True, **no_eos),
-              lambda: M.sample(net, x, G, T, generator=gen(), **no_eos), args.reps))  # fmt: skip
+    print(
+        row(
+            "shared prefill (images encoded once per prompt)",
+            "shared",
+            "per sample",
+            lambda: M.sample(net, x, G, T, generator=gen(), **no_eos),
+            lambda: M.sample(net, xg, 1, T, generator=gen(), **no_eos),
+            args.reps,
+        )
+    )
+    print(
+        row(
+            "EOS checked every 8 tokens",
+            "every 8",
+            "every token",
+            lambda: M.sample(net, x, G, T, generator=gen(), check_every=8),
+            lambda: M.sample(net, x, G, T, generator=gen(), check_every=1),
+            args.reps,
+        )
+    )
+    print(
+        row(
+            "static KV cache + compiled decode step",
+            "compiled",
+            "eager",
+            lambda: M.sample(net, x, G, T, generator=gen(), static_cache=True, **no_eos),
+            lambda: M.sample(net, x, G, T, generator=gen(), **no_eos),
+            args.reps,
+        )
+    )
     ro = M.sample(net, x, G, T, generator=gen(), **no_eos)
     with torch.no_grad():
         feats = M.encode_images(net, x)
     xf = {**x, "image_features": feats}
 
     def logprob_pass(inputs, share_prefix=True):
-        lp = M.token_logprobs(net, inputs, ro.completion_ids, ro.completion_mask, G, share_prefix=share_prefix)
+        lp = M.token_logprobs(
+            net, inputs, ro.completion_ids, ro.completion_mask, G, share_prefix=share_prefix
+        )
         lp.sum().backward()
         net.zero_grad(set_to_none=True)
 
@@ -89,12 +120,36 @@ def main(argv: list[str] | None = None) -> None:
     def logprob_forward(share_prefix):
         M.token_logprobs(net, x, ro.completion_ids, ro.completion_mask, G, share_prefix=share_prefix)
 
-    print(row("frozen vision: features reused by a log-prob pass (fwd+bwd)", "reused", "re-encoded",
-              lambda: logprob_pass(xf), lambda: logprob_pass(x), args.reps))  # fmt: skip
-    print(row("shared prefix: log-prob pass, fwd+bwd (policy update)", "once per group", "once per completion",
-              lambda: logprob_pass(x, True), lambda: logprob_pass(x, False), args.reps))  # fmt: skip
-    print(row("shared prefix: log-prob pass, no grad (reference, old policy)", "once per group",
-              "once per completion", lambda: logprob_forward(True), lambda: logprob_forward(False), args.reps))  # fmt: skip
+    print(
+        row(
+            "frozen vision: features reused by a log-prob pass (fwd+bwd)",
+            "reused",
+            "re-encoded",
+            lambda: logprob_pass(xf),
+            lambda: logprob_pass(x),
+            args.reps,
+        )
+    )
+    print(
+        row(
+            "shared prefix: log-prob pass, fwd+bwd (policy update)",
+            "once per group",
+            "once per completion",
+            lambda: logprob_pass(x, True),
+            lambda: logprob_pass(x, False),
+            args.reps,
+        )
+    )
+    print(
+        row(
+            "shared prefix: log-prob pass, no grad (reference, old policy)",
+            "once per group",
+            "once per completion",
+            lambda: logprob_forward(True),
+            lambda: logprob_forward(False),
+            args.reps,
+        )
+    )
 
 
 if __name__ == "__main__":

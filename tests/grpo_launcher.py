@@ -45,7 +45,9 @@ def fixed_sampler(path: str):
             ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), True
         truncated = torch.tensor([r[-1] != eos for r in rows])
         dev = inputs["input_ids"].device
-        logp = M.token_logprobs(tr.policy, inputs, ids.to(dev), mask.to(dev), G, tr.args.temperature, tr.banned)
+        logp = M.token_logprobs(
+            tr.policy, inputs, ids.to(dev), mask.to(dev), G, tr.args.temperature, tr.banned
+        )
         return M.Rollout(ids, mask, truncated, logp)
 
     return sample_group

@@ -20,8 +20,17 @@ def run_bench(*args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_quick_rows_and_tiny_gpu_path(tmp_path):
     out = tmp_path / "bench.json"
-    res = run_bench("--quick", "--rows", "rollout,logprobs,gpu", "--gpu-shape", "tiny", "--device", "cpu",
-                    "--out", str(out))  # fmt: skip
+    res = run_bench(
+        "--quick",
+        "--rows",
+        "rollout,logprobs,gpu",
+        "--gpu-shape",
+        "tiny",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
     result = json.loads(out.read_text())
     rows = result["rows"]
@@ -71,7 +80,11 @@ def test_train_flops_count_the_shared_prompt_once(tiny):
     x = {"input_ids": torch.zeros(B, P, dtype=torch.long)}  # text only: no vision term
     f = lambda g: bench.train_flops(model, x, g, T)  # noqa: E731
     # one completion per prompt is a plain causal pass over P + T tokens: 3 x (linear + attention)
-    plain = 2 * c["decoder"] * B * (P + T) + 2 * c["lm_head"] * B * T + 2 * tc.num_hidden_layers * tc.hidden_size * B * (P + T) ** 2
+    plain = (
+        2 * c["decoder"] * B * (P + T)
+        + 2 * c["lm_head"] * B * T
+        + 2 * tc.num_hidden_layers * tc.hidden_size * B * (P + T) ** 2
+    )
     assert f(1) == pytest.approx(3 * plain)
     assert f(3) - f(2) == pytest.approx(f(2) - f(1))  # each completion adds the same work...
     assert f(8) < 0.3 * 8 * f(1)  # ...and the 1000-token prompt is counted once, not 8 times

@@ -22,8 +22,13 @@ def img_dir(tmp_path):
 
 
 def good(**over):
-    rec = {"id": "r1", "task": "grounding", "images": ["images/a.png"], "question": "Where is the ship?",
-           "answer": [[10, 10, 50, 40]]}
+    rec = {
+        "id": "r1",
+        "task": "grounding",
+        "images": ["images/a.png"],
+        "question": "Where is the ship?",
+        "answer": [[10, 10, 50, 40]],
+    }
     rec.update(over)
     return rec
 
@@ -64,7 +69,9 @@ def test_skip_bad_reports_count_and_reasons(img_dir):
 
 
 def test_record_fields_and_normalisation(img_dir):
-    path = write_jsonl(img_dir / "d.jsonl", [good(answer=[10, 10, 50, 40]), good(task="caption", answer="a port")])
+    path = write_jsonl(
+        img_dir / "d.jsonl", [good(answer=[10, 10, 50, 40]), good(task="caption", answer="a port")]
+    )
     g, c = data.load_records(path)
     assert g.answer == [[10, 10, 50, 40]] and g.image_sizes == [(200, 120)] and g.source.endswith("d.jsonl:1")
     assert c.answer == ["a port"] and g.images[0].startswith(str(img_dir))

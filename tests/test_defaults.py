@@ -14,8 +14,9 @@ from embedded import defaults
 
 
 @pytest.mark.slow(minutes=2.6)
-def test_headline_command_on_the_defaults_has_reward_spread_and_gradient_from_step_one(tiny_dir, synth_dir, tmp_path,
-                                                                                        monkeypatch, capsys):
+def test_headline_command_on_the_defaults_has_reward_spread_and_gradient_from_step_one(
+    tiny_dir, synth_dir, tmp_path, monkeypatch, capsys
+):
     monkeypatch.setattr(defaults, "data_dir", lambda cache=None: synth_dir)
     monkeypatch.setattr(defaults, "base_model", lambda cache=None: tiny_dir)
     monkeypatch.setattr(defaults, "SFT_RECIPE", ("--max-steps", "100", "--batch-size", "8", "--seed", "0"))
@@ -39,7 +40,9 @@ def test_headline_command_on_the_defaults_has_reward_spread_and_gradient_from_st
 def test_bad_data_is_reported_before_the_default_start_is_built(tmp_path, monkeypatch):
     bad = tmp_path / "train.jsonl"
     bad.write_text('{"id": "a", "task": "vqa"\n')
-    monkeypatch.setattr(defaults, "sft_model", lambda cache=None: pytest.fail("built the GRPO start before reading --data"))
+    monkeypatch.setattr(
+        defaults, "sft_model", lambda cache=None: pytest.fail("built the GRPO start before reading --data")
+    )
     with pytest.raises(SystemExit) as stop:
         train_grpo.main(["--data", str(bad), "--out", str(tmp_path / "run")])
     assert f"{bad}:1" in str(stop.value) and not (tmp_path / "run").exists()

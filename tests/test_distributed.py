@@ -23,7 +23,9 @@ from geovlm.schedule import Stream, rank_slice
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCHER = str(Path(grpo_launcher.__file__).relative_to(ROOT))  # test hooks: fixed completions, a SIGKILL
-TIMEOUT = 240  # seconds for one torchrun; a hang (a collective one rank never joins) fails instead of blocking
+TIMEOUT = (
+    240  # seconds for one torchrun; a hang (a collective one rank never joins) fails instead of blocking
+)
 
 
 def _free_port() -> int:
@@ -33,14 +35,28 @@ def _free_port() -> int:
 
 
 def _env(**extra) -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **extra}
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        **extra,
+    }
 
 
 def _torchrun(script: str, *args: str, env: dict | None = None, **popen) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
-           script, *args]  # fmt: skip
-    return subprocess.Popen(cmd, cwd=ROOT, env=env or _env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, **popen)  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={_free_port()}",
+        script,
+        *args,
+    ]
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env=env or _env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen
+    )
 
 
 def _run2(script: str, *args: str, env: dict | None = None) -> str:
@@ -69,8 +85,22 @@ def _max_diff(a: Path, b: Path) -> float:
 
 
 def test_sft_two_processes_equal_one(tiny_dir, synth_dir, tmp_path):
-    common = ["--model", str(tiny_dir), "--data", str(synth_dir / "train.jsonl"), "--max-steps", "2",
-              "--lr", "1e-4", "--warmup-steps", "0", "--eval-records", "4", "--eval-every", "1"]  # fmt: skip
+    common = [
+        "--model",
+        str(tiny_dir),
+        "--data",
+        str(synth_dir / "train.jsonl"),
+        "--max-steps",
+        "2",
+        "--lr",
+        "1e-4",
+        "--warmup-steps",
+        "0",
+        "--eval-records",
+        "4",
+        "--eval-every",
+        "1",
+    ]
     train_sft.main([*common, "--out", str(tmp_path / "one"), "--batch-size", "4"])
     _run2("train_sft.py", *common, "--out", str(tmp_path / "two"), "--batch-size", "2")
     one, two = _rows(tmp_path / "one" / "log.jsonl"), _rows(tmp_path / "two" / "log.jsonl")
@@ -89,10 +119,14 @@ def test_sft_two_processes_equal_one(tiny_dir, synth_dir, tmp_path):
 def _fixed_completions(synth_dir: Path, path: Path) -> str:
     """Varied rewards per group: a right answer, a wrong one, no format, a half-formatted right one."""
     table = {
-        r.id: [f"<think>it is {r.answer}</think><answer>{r.answer}</answer>", "<think>unsure</think><answer>zzz</answer>",
-               "no idea at all", f"<answer>{r.answer}</answer> maybe"]
+        r.id: [
+            f"<think>it is {r.answer}</think><answer>{r.answer}</answer>",
+            "<think>unsure</think><answer>zzz</answer>",
+            "no idea at all",
+            f"<answer>{r.answer}</answer> maybe",
+        ]
         for r in data.load_records(synth_dir / "train.jsonl")
-    }  # fmt: skip
+    }
     path.write_text(json.dumps(table))
     return str(path)
 
@@ -103,12 +137,41 @@ def test_grpo_two_processes_equal_one(tiny_dir, synth_dir, tmp_path, monkeypatch
     reference computed with the adapters off): the same step on 2 processes as on 1."""
     fixed = _fixed_completions(synth_dir, tmp_path / "fixed.json")
     monkeypatch.setattr(train_grpo, "sample_group", grpo_launcher.fixed_sampler(fixed))
-    common = ["--model", str(tiny_dir), "--data", str(synth_dir / "train.jsonl"), "--task", "classification,counting",
-              "--group-size", "4", "--max-new-tokens", "16", "--max-steps", "2", "--lr", "1e-4",
-              "--num-iterations", "2", "--micro-batch-size", "2", "--log-rollouts-every", "0", *lora]
+    common = [
+        "--model",
+        str(tiny_dir),
+        "--data",
+        str(synth_dir / "train.jsonl"),
+        "--task",
+        "classification,counting",
+        "--group-size",
+        "4",
+        "--max-new-tokens",
+        "16",
+        "--max-steps",
+        "2",
+        "--lr",
+        "1e-4",
+        "--num-iterations",
+        "2",
+        "--micro-batch-size",
+        "2",
+        "--log-rollouts-every",
+        "0",
+        *lora,
+    ]
     train_grpo.main([*common, "--out", str(tmp_path / "one"), "--prompts-per-step", "4"])
-    _run2(LAUNCHER, "--fixed-completions", fixed, "--", *common, "--out", str(tmp_path / "two"),
-          "--prompts-per-step", "2")  # fmt: skip
+    _run2(
+        LAUNCHER,
+        "--fixed-completions",
+        fixed,
+        "--",
+        *common,
+        "--out",
+        str(tmp_path / "two"),
+        "--prompts-per-step",
+        "2",
+    )
     one, two = _rows(tmp_path / "one" / "log.jsonl"), _rows(tmp_path / "two" / "log.jsonl")
     assert [r["step"] for r in one] == [r["step"] for r in two] == [1, 2]
     for a, b in zip(one, two):
@@ -118,34 +181,69 @@ def test_grpo_two_processes_equal_one(tiny_dir, synth_dir, tmp_path, monkeypatch
             assert b[k] == pytest.approx(a[k], rel=1e-4, abs=1e-7), (a["step"], k)
     diff = _max_diff(tmp_path / "one" / "final", tmp_path / "two" / "final")
     moved = _max_diff(tmp_path / "one" / "final", Path(tiny_dir))
-    print(f"GRPO 1 vs 2 processes{' (LoRA)' if lora else ''}: max |param diff| {diff:.2e} (parameters moved up to "
-          f"{moved:.2e})")
+    print(
+        f"GRPO 1 vs 2 processes{' (LoRA)' if lora else ''}: max |param diff| {diff:.2e} (parameters moved up to "
+        f"{moved:.2e})"
+    )
     assert moved > 1e-5 and diff < 1e-5  # as above (seen: ~6e-8)
     if lora:  # the adapters themselves, as PEFT reads them
-        x, y = (load_file(tmp_path / run / "final" / "adapter" / "adapter_model.safetensors") for run in ("one", "two"))
+        x, y = (
+            load_file(tmp_path / run / "final" / "adapter" / "adapter_model.safetensors")
+            for run in ("one", "two")
+        )
         assert x.keys() == y.keys() and max((x[k] - y[k]).abs().max().item() for k in x) < 1e-5
 
 
 # ----------------------------------------------------------------------------- kill and resume
 
-STEP_FIELDS = ("step", "prompt_ids", "reward_mean", "reward_std", "loss", "kl", "clip_frac", "grad_norm", "entropy",
-               "completion_len_mean")  # fmt: skip
+STEP_FIELDS = (
+    "step",
+    "prompt_ids",
+    "reward_mean",
+    "reward_std",
+    "loss",
+    "kl",
+    "clip_frac",
+    "grad_norm",
+    "entropy",
+    "completion_len_mean",
+)
 
 
 @pytest.mark.slow
 def test_sigkill_then_resume_equals_uninterrupted(tiny_dir, synth_dir, tmp_path):
     """Real sampling (each rank its own generator), beta > 0. Both ranks are SIGKILLed in step 3 (of 3), after
     the step-2 checkpoint; --resume auto passes over a torn checkpoint; losses, prompts, weights equal bitwise."""
-    args = ["--model", str(tiny_dir), "--data", str(synth_dir / "train.jsonl"),
-            "--task", "classification,counting", "--group-size", "2", "--prompts-per-step", "2",
-            "--max-new-tokens", "8", "--max-steps", "3", "--save-every", "2", "--lr", "1e-3",
-            "--log-rollouts-every", "0"]  # fmt: skip
+    args = [
+        "--model",
+        str(tiny_dir),
+        "--data",
+        str(synth_dir / "train.jsonl"),
+        "--task",
+        "classification,counting",
+        "--group-size",
+        "2",
+        "--prompts-per-step",
+        "2",
+        "--max-new-tokens",
+        "8",
+        "--max-steps",
+        "3",
+        "--save-every",
+        "2",
+        "--lr",
+        "1e-3",
+        "--log-rollouts-every",
+        "0",
+    ]
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     proc = _torchrun(LAUNCHER, "--sigkill-at-step", "3", "--", *args, "--out", str(broken))
     _run2("train_grpo.py", *args, "--out", str(whole))  # the uninterrupted run, meanwhile
     out, _ = proc.communicate(timeout=TIMEOUT)
     assert proc.returncode != 0 and "SIGKILL" in out, out[-3000:]
-    assert [p.name for p in (broken / "checkpoints").iterdir()] == ["step-000002"] and not (broken / "final").exists()
+    assert [p.name for p in (broken / "checkpoints").iterdir()] == ["step-000002"] and not (
+        broken / "final"
+    ).exists()
     assert [r["step"] for r in _rows(broken / "log.jsonl")] == [1, 2, 3]  # step 3 was logged, then lost
     # what a crash while writing a checkpoint leaves: a temporary directory, here claiming a newer step
     torn = broken / "checkpoints" / ".step-000003.tmp-crashed"
@@ -159,9 +257,13 @@ def test_sigkill_then_resume_equals_uninterrupted(tiny_dir, synth_dir, tmp_path)
     a, b = _rows(whole / "log.jsonl"), _rows(broken / "log.jsonl")
     assert [r["step"] for r in b] == [1, 2, 3]  # the lost step-3 row was dropped and redone
     for ra, rb in zip(a, b):
-        assert {k: ra[k] for k in STEP_FIELDS} == {k: rb[k] for k in STEP_FIELDS}  # bitwise: floats compare equal
+        assert {k: ra[k] for k in STEP_FIELDS} == {
+            k: rb[k] for k in STEP_FIELDS
+        }  # bitwise: floats compare equal
     ids = [i for r in b for i in r["prompt_ids"].split(",")]
-    assert len(ids) == 3 * 2 * 2 and len(set(ids)) == len(ids)  # every prompt once: none repeated, none skipped
+    assert len(ids) == 3 * 2 * 2 and len(set(ids)) == len(
+        ids
+    )  # every prompt once: none repeated, none skipped
     for name in ("final", "checkpoints/step-000002"):
         x, y = load_file(whole / name / "model.safetensors"), load_file(broken / name / "model.safetensors")
         assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x), name
@@ -229,8 +331,12 @@ def test_fsdp_rollout_gathers_once_and_checkpoint_loads_with_from_pretrained(tin
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     ckpt = tmp_path / "ckpt"
-    assert sorted(p.name for p in (ckpt / "resume").iterdir()) == ["optimizer", "rank-00000.pt", "rank-00001.pt",
-                                                                   "state.json"]  # fmt: skip
+    assert sorted(p.name for p in (ckpt / "resume").iterdir()) == [
+        "optimizer",
+        "rank-00000.pt",
+        "rank-00001.pt",
+        "state.json",
+    ]
     model, info = AutoModelForImageTextToText.from_pretrained(ckpt, output_loading_info=True)
     assert not any(info.values()), info  # no missing / unexpected / mismatched weights
     processor = AutoProcessor.from_pretrained(ckpt)
@@ -238,12 +344,26 @@ def test_fsdp_rollout_gathers_once_and_checkpoint_loads_with_from_pretrained(tin
     recs = data.load_records(synth_dir / "test.jsonl")[:2]
     x = data.collate_prompts(recs, processor, "pixels").inputs
     with torch.no_grad():
-        lp = M.token_logprobs(model.eval(), x, saved["ids"], saved["mask"], 2, 1.0, M.banned_token_ids(model, processor))
+        lp = M.token_logprobs(
+            model.eval(), x, saved["ids"], saved["mask"], 2, 1.0, M.banned_token_ids(model, processor)
+        )
     diff = (lp - saved["lp"]).abs().max().item()
-    print(f"log-probs, FSDP-trained model vs its checkpoint loaded with from_pretrained: max |diff| {diff:.1e}")
+    print(
+        f"log-probs, FSDP-trained model vs its checkpoint loaded with from_pretrained: max |diff| {diff:.1e}"
+    )
     assert diff < 1e-5
-    assert (lp - M.token_logprobs(M.load(str(tiny_dir), device="cpu").model, x, saved["ids"], saved["mask"], 2, 1.0,
-                                  M.banned_token_ids(model, processor))).abs().max() > 1e-4  # it did train  # fmt: skip
+    assert (
+        lp
+        - M.token_logprobs(
+            M.load(str(tiny_dir), device="cpu").model,
+            x,
+            saved["ids"],
+            saved["mask"],
+            2,
+            1.0,
+            M.banned_token_ids(model, processor),
+        )
+    ).abs().max() > 1e-4  # it did train
 
 
 # ----------------------------------------------------------------------------- the plumbing, in one process
@@ -265,7 +385,9 @@ def test_find_and_prune_checkpoints(tmp_path):
     ckpts = tmp_path / "checkpoints"
     for step in (1, 2, 3):
         (ckpts / f"step-{step:06d}" / "resume").mkdir(parents=True)
-        (ckpts / f"step-{step:06d}" / "resume" / "state.json").write_text(json.dumps({"step": step, "world": 1}))
+        (ckpts / f"step-{step:06d}" / "resume" / "state.json").write_text(
+            json.dumps({"step": step, "world": 1})
+        )
     (ckpts / ".step-000004.tmp-x" / "resume").mkdir(parents=True)  # torn: a crash while saving
     (ckpts / ".step-000004.tmp-x" / "resume" / "state.json").write_text(json.dumps({"step": 4, "world": 1}))
     (ckpts / "step-000005").mkdir()  # not a checkpoint of ours (no resume state)
@@ -279,6 +401,10 @@ def test_find_and_prune_checkpoints(tmp_path):
 
 def test_truncate_log(tmp_path):
     log = tmp_path / "log.jsonl"
-    log.write_text("".join(json.dumps(r) + "\n" for r in [{"step": 0, "eval": {}}, {"step": 1}, {"step": 2}, {"step": 3}]))
+    log.write_text(
+        "".join(
+            json.dumps(r) + "\n" for r in [{"step": 0, "eval": {}}, {"step": 1}, {"step": 2}, {"step": 3}]
+        )
+    )
     truncate_log(log, 2)
     assert [json.loads(x)["step"] for x in log.read_text().splitlines()] == [0, 1, 2]

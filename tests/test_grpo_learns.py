@@ -18,8 +18,21 @@ import torch
 @pytest.mark.slow(minutes=3.7)
 def test_grpo_raises_heldout_accuracy_and_needs_the_image(tmp_path, grpo_proof):
     torch.set_num_threads(1)  # tiny matmuls: one thread is as fast, and immune to a busy machine
-    results = grpo_proof.main(["--task", "vqa", "--seeds", "0", "--no-control", "--steps", "20", "--eval-every", "20",
-                          "--out", str(tmp_path / "proof")])  # fmt: skip
+    results = grpo_proof.main(
+        [
+            "--task",
+            "vqa",
+            "--seeds",
+            "0",
+            "--no-control",
+            "--steps",
+            "20",
+            "--eval-every",
+            "20",
+            "--out",
+            str(tmp_path / "proof"),
+        ]
+    )
     run, metric = results["seeds"][0], results["metric"]
     (base_step, base), (last_step, final) = run["grpo"]["curve"][0], run["grpo"]["curve"][-1]
     assert (base_step, last_step) == (0, 20)
@@ -28,5 +41,7 @@ def test_grpo_raises_heldout_accuracy_and_needs_the_image(tmp_path, grpo_proof):
     # of 2026-12-04 (with transformers 5.24 and 5.25 alike): the bar is a margin that holds across such numerics
     assert final[metric] - base[metric] >= 0.05, f"GRPO gain {final[metric] - base[metric]:+.3f}: {summary}"
     assert run["grpo"]["format_rate"] >= 0.85, summary
-    assert final[metric] > run["mismatched"][metric], "as good with another record's image: the image explains nothing"
+    assert final[metric] > run["mismatched"][metric], (
+        "as good with another record's image: the image explains nothing"
+    )
     assert os.path.exists(tmp_path / "proof" / "grpo-seed0" / "final" / "model.safetensors")

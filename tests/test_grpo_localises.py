@@ -18,8 +18,23 @@ STEPS = 60
 @pytest.mark.slow(minutes=5.5)
 def test_grpo_raises_grounding_and_only_with_the_right_image(tmp_path, grpo_proof):
     torch.set_num_threads(1)  # tiny matmuls: one thread is as fast, and immune to a busy machine
-    results = grpo_proof.main(["--task", "grounding", "--seeds", "0", "--no-control", "--steps", str(STEPS),
-                          "--eval-every", str(STEPS), "--eval-records", "100", "--out", str(tmp_path / "proof")])  # fmt: skip
+    results = grpo_proof.main(
+        [
+            "--task",
+            "grounding",
+            "--seeds",
+            "0",
+            "--no-control",
+            "--steps",
+            str(STEPS),
+            "--eval-every",
+            str(STEPS),
+            "--eval-records",
+            "100",
+            "--out",
+            str(tmp_path / "proof"),
+        ]
+    )
     run, blind = results["seeds"][0], results["blind"]
     (base_step, base), (last_step, final) = run["grpo"]["curve"][0], run["grpo"]["curve"][-1]
     assert (base_step, last_step) == (0, STEPS)

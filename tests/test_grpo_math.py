@@ -42,7 +42,9 @@ def test_batch_and_none_scaling():
     centered = torch.tensor([0.5, -0.5, 1.0, -1.0])
     torch.testing.assert_close(group_advantages(rewards, 2, scale="none"), centered)
     # batch: population std of [1, 0, 3, 1] = sqrt(1.1875)
-    torch.testing.assert_close(group_advantages(rewards, 2, scale="batch", eps=0.0), centered / math.sqrt(1.1875))
+    torch.testing.assert_close(
+        group_advantages(rewards, 2, scale="batch", eps=0.0), centered / math.sqrt(1.1875)
+    )
     # group: each group scaled to unit std, so both groups become +-1
     torch.testing.assert_close(
         group_advantages(rewards, 2, scale="group", eps=0.0), torch.tensor([1.0, -1.0, 1.0, -1.0])
@@ -107,7 +109,9 @@ def test_policy_loss_masks_padding_and_splits_clip_stats():
     mask = torch.tensor([[True, True, False], [True, True, False]])
     loss, stats = policy_loss(logp, old, torch.tensor([1.0, -1.0]), mask, 0.2, 0.2)
     assert loss[:, 2].eq(0).all()  # padding contributes nothing, even with a wild ratio there
-    assert all(isinstance(v, torch.Tensor) for v in stats.values())  # statistics stay on the device: no host sync
+    assert all(
+        isinstance(v, torch.Tensor) for v in stats.values()
+    )  # statistics stay on the device: no host sync
     assert float(stats["clip_frac"]) == pytest.approx(0.5)  # tokens (0,0) and (1,0) out of 4
     assert float(stats["clip_frac_high"]) == pytest.approx(0.25)
     assert float(stats["clip_frac_low"]) == pytest.approx(0.25)
@@ -125,7 +129,9 @@ def test_sequence_ratio_hand_values():
     per_token, stats = policy_loss(logp, old, adv, mask, 0.2, 0.28, level="sequence")
     s0 = math.exp(-0.1)
     # every token of completion 0 carries -s0 * A; completion 1 (A < 0, s = 1.6487 > 1.28) takes the unclipped -s A
-    torch.testing.assert_close(per_token, torch.tensor([[-s0, -s0, 0.0], [math.exp(0.5), 0.0, 0.0]], dtype=torch.float64))
+    torch.testing.assert_close(
+        per_token, torch.tensor([[-s0, -s0, 0.0], [math.exp(0.5), 0.0, 0.0]], dtype=torch.float64)
+    )
     assert float(stats["clip_frac"]) == 0.0
     aggregate(per_token, mask, "token-mean").backward()
     # d/dlogp_t of sum_t (-s0 A) / 3 tokens = -|o_0| s0 A (1/|o_0|) / 3 = -s0 / 3 on each of its tokens
@@ -151,7 +157,10 @@ def test_sequence_ratio_reduces_to_token_ratio():
     g = torch.Generator().manual_seed(4)
     adv = torch.tensor([1.5, -0.5, 0.7, -2.0], dtype=torch.float64)
     # one-token completions: s_i is that token's ratio
-    logp, old = torch.randn(4, 1, generator=g, dtype=torch.float64) * 0.3, torch.zeros(4, 1, dtype=torch.float64)
+    logp, old = (
+        torch.randn(4, 1, generator=g, dtype=torch.float64) * 0.3,
+        torch.zeros(4, 1, dtype=torch.float64),
+    )
     mask = torch.ones(4, 1, dtype=torch.bool)
     for agg in grpo.LOSS_AGGS:
         a = _loss_and_grad(logp, old, adv, mask, agg, ratio_level="token")
@@ -160,7 +169,9 @@ def test_sequence_ratio_reduces_to_token_ratio():
     # equal per-token log-ratios within each completion (some outside the clip range): same loss, same gradient
     delta = torch.tensor([[0.1], [-0.4], [0.02], [0.5]], dtype=torch.float64)
     old = torch.randn(4, 5, generator=g, dtype=torch.float64) - 1
-    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0], [1, 1, 0, 0, 0]], dtype=torch.bool)
+    mask = torch.tensor(
+        [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0], [1, 1, 0, 0, 0]], dtype=torch.bool
+    )
     for agg in grpo.LOSS_AGGS:
         a = _loss_and_grad(old + delta, old, adv, mask, agg, ratio_level="token")
         b = _loss_and_grad(old + delta, old, adv, mask, agg, ratio_level="sequence")
@@ -183,7 +194,9 @@ def test_sequence_ratio_has_gspo_token_gradient():
     mask[:, 0] = True
     lo, hi = 3e-4, 4e-4  # some completions clipped, some not
     for agg in grpo.LOSS_AGGS:
-        ours = _loss_and_grad(logp, old, adv, mask, agg, clip_eps_low=lo, clip_eps_high=hi, ratio_level="sequence")
+        ours = _loss_and_grad(
+            logp, old, adv, mask, agg, clip_eps_low=lo, clip_eps_high=hi, ratio_level="sequence"
+        )
         x = logp.detach().clone().requires_grad_()
         n = mask.sum(1, keepdim=True)
         s = torch.exp(((x - old) * mask).sum(1, keepdim=True) / n)
@@ -220,7 +233,14 @@ def test_one_iteration_is_reinforce_with_baseline():
     adv = group_advantages(rewards, group_size=3)
     logp = (-torch.rand(6, 5, generator=g) * 3).requires_grad_()
     mask = torch.tensor(
-        [[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 0], [1, 1, 1, 1, 1]],
+        [
+            [1, 1, 1, 1, 1],
+            [1, 1, 0, 0, 0],
+            [1, 1, 1, 0, 0],
+            [1, 0, 0, 0, 0],
+            [1, 1, 1, 1, 0],
+            [1, 1, 1, 1, 1],
+        ],
         dtype=torch.bool,
     )
     old = logp.detach()  # --num-iterations 1: the sampling policy is the current one
@@ -258,7 +278,9 @@ def test_micro_batches_with_global_normaliser_equal_one_batch():
     for mode in ("token-mean", "seq-mean-token-mean", "dr-grpo"):
         full = aggregate(per_token_w, mask, mode, max_len=6)
         parts = sum(
-            aggregate(per_token_w[i : i + 2], mask[i : i + 2], mode, total_tokens=mask.sum(), num_seqs=4, max_len=6)
+            aggregate(
+                per_token_w[i : i + 2], mask[i : i + 2], mode, total_tokens=mask.sum(), num_seqs=4, max_len=6
+            )
             for i in (0, 2)
         )
         torch.testing.assert_close(parts, full)
@@ -297,14 +319,23 @@ def test_grpo_loss_is_the_documented_combination():
     """grpo_loss = aggregate(policy_loss + beta * kl_k3), with the global normalisers, as the trainer calls it."""
     g = torch.Generator().manual_seed(3)
     logp = (torch.randn(4, 5, generator=g) - 1).requires_grad_()
-    old, ref = logp.detach() + 0.1 * torch.randn(4, 5, generator=g), logp.detach() + 0.2 * torch.randn(4, 5, generator=g)
+    old, ref = (
+        logp.detach() + 0.1 * torch.randn(4, 5, generator=g),
+        logp.detach() + 0.2 * torch.randn(4, 5, generator=g),
+    )
     adv, mask = torch.tensor([1.0, -0.5, 0.0, 2.0]), torch.rand(4, 5, generator=g) > 0.2
     for agg in grpo.LOSS_AGGS:
-        loss, stats = grpo_loss(logp, old, adv, mask, ref, beta=0.04, agg=agg, total_tokens=30.0, num_seqs=8, max_len=5)
+        loss, stats = grpo_loss(
+            logp, old, adv, mask, ref, beta=0.04, agg=agg, total_tokens=30.0, num_seqs=8, max_len=5
+        )
         per_token, _ = policy_loss(logp, old, adv, mask)
-        expected = aggregate(per_token + 0.04 * kl_k3(logp, ref), mask, agg, total_tokens=30.0, num_seqs=8, max_len=5)
+        expected = aggregate(
+            per_token + 0.04 * kl_k3(logp, ref), mask, agg, total_tokens=30.0, num_seqs=8, max_len=5
+        )
         torch.testing.assert_close(loss, expected)
-        assert float(stats["kl_sum"]) == pytest.approx(float((kl_k3(logp, ref) * mask).sum().detach()), rel=1e-6)
+        assert float(stats["kl_sum"]) == pytest.approx(
+            float((kl_k3(logp, ref) * mask).sum().detach()), rel=1e-6
+        )
     no_ref, stats = grpo_loss(logp, old, adv, mask)
     torch.testing.assert_close(no_ref, aggregate(policy_loss(logp, old, adv, mask)[0], mask))
     assert "kl_sum" not in stats
@@ -314,7 +345,9 @@ def test_batch_scale_takes_the_global_std():
     r = torch.tensor([1.0, 0.0, 2.0, 2.0])
     local = group_advantages(r, 2, scale="batch")
     torch.testing.assert_close(local, (r - torch.tensor([0.5, 0.5, 2.0, 2.0])) / (r.std(correction=0) + 1e-4))
-    torch.testing.assert_close(group_advantages(r, 2, scale="batch", batch_std=2.0), torch.tensor([0.5, -0.5, 0, 0]) / 2.0001)
+    torch.testing.assert_close(
+        group_advantages(r, 2, scale="batch", batch_std=2.0), torch.tensor([0.5, -0.5, 0, 0]) / 2.0001
+    )
 
 
 def test_grpo_docstring_examples():

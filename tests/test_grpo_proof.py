@@ -60,9 +60,12 @@ def test_an_sft_start_of_another_recipe_is_refused(proof, tmp_path, monkeypatch)
     args = proof.parse_args(["--task", "grounding", "--out", str(tmp_path / "p"), "--rope-theta", "0"])
     first = proof.sft_start(args, 0, tmp_path / "train.jsonl", tmp_path / "p")
     assert proof.sft_start(args, 0, tmp_path / "train.jsonl", tmp_path / "p") == first and len(trained) == 1
-    assert json.loads((tmp_path / "p" / "sft-seed0" / "recipe.json").read_text())["sft_steps"] == args.sft_steps
-    longer = proof.parse_args(["--task", "grounding", "--out", str(tmp_path / "p"), "--rope-theta", "0",
-                               "--sft-steps", "900"])  # fmt: skip
+    assert (
+        json.loads((tmp_path / "p" / "sft-seed0" / "recipe.json").read_text())["sft_steps"] == args.sft_steps
+    )
+    longer = proof.parse_args(
+        ["--task", "grounding", "--out", str(tmp_path / "p"), "--rope-theta", "0", "--sft-steps", "900"]
+    )
     with pytest.raises(SystemExit, match="another SFT recipe.*sft_steps"):
         proof.sft_start(longer, 0, tmp_path / "train.jsonl", tmp_path / "p")
 
@@ -74,10 +77,15 @@ def test_the_probe_holds_grounding_only_and_earlier_runs_are_kept(proof, tmp_pat
     with pytest.raises(SystemExit, match="earlier proof's runs"):
         proof.parse_args(["--task", "grounding", "--out", str(tmp_path / "b")])
     assert proof.parse_args(["--task", "grounding", "--out", str(tmp_path / "b"), "--overwrite"]).overwrite
-    for flags, said in ((["--train-records", "0"], "no embedded records"), (["--eval-records", "-1"], "no embedded"),
-                        (["--images", "synth", "--eval-records", "-1"], "must not be negative"),
-                        (["--rope-theta", "-5"], "must not be negative")):  # fmt: skip
+    for flags, said in (
+        (["--train-records", "0"], "no embedded records"),
+        (["--eval-records", "-1"], "no embedded"),
+        (["--images", "synth", "--eval-records", "-1"], "must not be negative"),
+        (["--rope-theta", "-5"], "must not be negative"),
+    ):
         with pytest.raises(SystemExit, match=said):
             proof.parse_args(["--task", "grounding", "--out", str(tmp_path / "c"), *flags])
-    kept = proof.parse_args(["--task", "grounding", "--out", str(tmp_path / "c"), "--base-model", "some/model"])
+    kept = proof.parse_args(
+        ["--task", "grounding", "--out", str(tmp_path / "c"), "--base-model", "some/model"]
+    )
     assert kept.rope_theta == 0.0  # a given base model is used as it is, not rebuilt with the recipe's base

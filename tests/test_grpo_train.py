@@ -14,18 +14,52 @@ import train_grpo
 
 # every step's log row has these (plus reward/<component>, acc/<task>, format/<task>)
 STEP_KEYS = {
-    "step", "tasks", "reward_mean", "reward_std", "loss", "kl", "clip_frac", "entropy", "completion_len_mean",
-    "completion_len_max", "truncated_frac", "zero_std_frac", "rollouts", "grad_norm", "lr", "rollout_s",
-    "reward_s", "logprob_s", "update_s", "step_s", "tokens_per_s",
-}  # fmt: skip
+    "step",
+    "tasks",
+    "reward_mean",
+    "reward_std",
+    "loss",
+    "kl",
+    "clip_frac",
+    "entropy",
+    "completion_len_mean",
+    "completion_len_max",
+    "truncated_frac",
+    "zero_std_frac",
+    "rollouts",
+    "grad_norm",
+    "lr",
+    "rollout_s",
+    "reward_s",
+    "logprob_s",
+    "update_s",
+    "step_s",
+    "tokens_per_s",
+}
 
 
 def _argv(tiny_dir, synth_dir, out, *extra) -> list[str]:
     return [
-        "--model", str(tiny_dir), "--data", str(Path(synth_dir) / "train.jsonl"), "--out", str(out),
-        "--task", "classification,counting", "--group-size", "4", "--prompts-per-step", "2",
-        "--max-new-tokens", "24", "--lr", "1e-4", "--seed", "0", *extra,
-    ]  # fmt: skip
+        "--model",
+        str(tiny_dir),
+        "--data",
+        str(Path(synth_dir) / "train.jsonl"),
+        "--out",
+        str(out),
+        "--task",
+        "classification,counting",
+        "--group-size",
+        "4",
+        "--prompts-per-step",
+        "2",
+        "--max-new-tokens",
+        "24",
+        "--lr",
+        "1e-4",
+        "--seed",
+        "0",
+        *extra,
+    ]
 
 
 def _digest(path: Path) -> str:
@@ -42,13 +76,38 @@ def test_help_documents_every_flag(capsys):
     assert e.value.code == 0
     text = capsys.readouterr().out
     for flag in (
-        "--task", "--stages", "--model", "--data", "--eval-data", "--group-size", "--prompts-per-step",
-        "--micro-batch-size", "--max-new-tokens", "--temperature", "--top-p", "--top-k", "--lr", "--beta",
-        "--clip-eps-low", "--clip-eps-high", "--num-iterations", "--loss-agg", "--adv-scale",
-        "--drop-zero-std-groups", "--mask-truncated", "--max-steps", "--seed", "--save-every",
-        "--log-rollouts-every", "--out", "--shuffle-rewards", "--ratio-level", "--lora-rank", "--lora-alpha",
+        "--task",
+        "--stages",
+        "--model",
+        "--data",
+        "--eval-data",
+        "--group-size",
+        "--prompts-per-step",
+        "--micro-batch-size",
+        "--max-new-tokens",
+        "--temperature",
+        "--top-p",
+        "--top-k",
+        "--lr",
+        "--beta",
+        "--clip-eps-low",
+        "--clip-eps-high",
+        "--num-iterations",
+        "--loss-agg",
+        "--adv-scale",
+        "--drop-zero-std-groups",
+        "--mask-truncated",
+        "--max-steps",
+        "--seed",
+        "--save-every",
+        "--log-rollouts-every",
+        "--out",
+        "--shuffle-rewards",
+        "--ratio-level",
+        "--lora-rank",
+        "--lora-alpha",
         "--lora-targets",
-    ):  # fmt: skip
+    ):
         assert flag in text, flag
 
 
@@ -60,8 +119,11 @@ def test_micro_batches_keep_groups_whole_or_split_evenly():
     ]
     mbs = train_grpo.micro_batches(8, 2, 4)  # halves of one group each
     assert [(m.rows.start, m.prompts, m.per_prompt) for m in mbs] == [
-        (0, slice(0, 1), 2), (2, slice(0, 1), 2), (4, slice(1, 2), 2), (6, slice(1, 2), 2),
-    ]  # fmt: skip
+        (0, slice(0, 1), 2),
+        (2, slice(0, 1), 2),
+        (4, slice(1, 2), 2),
+        (6, slice(1, 2), 2),
+    ]
     with pytest.raises(SystemExit):
         train_grpo.parse_args(["--group-size", "4", "--micro-batch-size", "3"])
 
@@ -69,8 +131,9 @@ def test_micro_batches_keep_groups_whole_or_split_evenly():
 def test_parse_stages(tmp_path):
     args = train_grpo.parse_args(["--stages", "classification:3,counting+vqa:5"])
     assert train_grpo.parse_stages(args, ["classification", "counting", "vqa"]) == [
-        (["classification"], 3), (["counting", "vqa"], 5),
-    ]  # fmt: skip
+        (["classification"], 3),
+        (["counting", "vqa"], 5),
+    ]
     args = train_grpo.parse_args(["--task", "all", "--max-steps", "7"])
     assert train_grpo.parse_stages(args, ["a", "b"]) == [(["a", "b"], 7)]
     with pytest.raises(SystemExit):
@@ -94,7 +157,7 @@ def test_two_steps_write_log_rollouts_and_checkpoints(tiny_dir, synth_dir, tmp_p
             "2",
             "--micro-batch-size",
             "2",
-        )  # fmt: skip
+        )
     )
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
@@ -111,8 +174,18 @@ def test_two_steps_write_log_rollouts_and_checkpoints(tiny_dir, synth_dir, tmp_p
 
     rollouts = [json.loads(line) for line in (out / "rollouts.jsonl").read_text().splitlines()]
     assert len(rollouts) == 2 * 2 * 4  # steps x prompts x group
-    assert {"step", "id", "task", "images", "frame", "completion", "rewards", "advantage", "length",
-            "truncated"} <= rollouts[0].keys()  # fmt: skip
+    assert {
+        "step",
+        "id",
+        "task",
+        "images",
+        "frame",
+        "completion",
+        "rewards",
+        "advantage",
+        "length",
+        "truncated",
+    } <= rollouts[0].keys()
     first_group = [r["advantage"] for r in rollouts[:4]]
     assert sum(first_group) == pytest.approx(0.0, abs=1e-5)  # group-relative
 
@@ -140,7 +213,9 @@ def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tiny_dir, synth_di
     monkeypatch.setattr(model, "save", recording_save)
     monkeypatch.setattr(grpo, "policy_loss", nan_from_step_2)
     with pytest.raises(FloatingPointError, match=r"step 2: loss is not finite"):
-        train_grpo.main(_argv(tiny_dir, synth_dir, out, "--max-steps", "3", "--save-every", "1", "--beta", "0"))
+        train_grpo.main(
+            _argv(tiny_dir, synth_dir, out, "--max-steps", "3", "--save-every", "1", "--beta", "0")
+        )
 
     ckpt = out / "checkpoints" / "step-000001"
     assert list(saved) == [str(ckpt)]  # nothing else was written
@@ -168,10 +243,14 @@ def test_freeze_vision_reuses_features_and_keeps_the_tower(tiny_dir, synth_dir, 
     plain = M.token_logprobs(loaded.model, x, ro.completion_ids, ro.completion_mask, 2)
     with torch.no_grad():
         feats = M.encode_images(loaded.model, x)
-    reused = M.token_logprobs(loaded.model, {**x, "image_features": feats}, ro.completion_ids, ro.completion_mask, 2)
+    reused = M.token_logprobs(
+        loaded.model, {**x, "image_features": feats}, ro.completion_ids, ro.completion_mask, 2
+    )
     assert torch.equal(plain, reused)
 
-    train_grpo.main(_argv(tiny_dir, synth_dir, tmp_path / "run", "--max-steps", "1", "--freeze-vision", "--beta", "0"))
+    train_grpo.main(
+        _argv(tiny_dir, synth_dir, tmp_path / "run", "--max-steps", "1", "--freeze-vision", "--beta", "0")
+    )
     before = safetensors.torch.load_file(str(Path(tiny_dir) / "model.safetensors"))
     after = safetensors.torch.load_file(str(tmp_path / "run" / "final" / "model.safetensors"))
     vision = [k for k in before if ".visual." in k or k.startswith("visual.")]
@@ -181,10 +260,15 @@ def test_freeze_vision_reuses_features_and_keeps_the_tower(tiny_dir, synth_dir, 
 
 def test_compile_decode_trains_and_refuses_fsdp(tiny_dir, synth_dir, tmp_path):
     out, compiled_before = tmp_path / "run", len(model._STATIC_DECODERS)
-    result = train_grpo.main(_argv(tiny_dir, synth_dir, out, "--max-steps", "2", "--compile-decode", "--beta", "0"))
+    result = train_grpo.main(
+        _argv(tiny_dir, synth_dir, out, "--max-steps", "2", "--compile-decode", "--beta", "0")
+    )
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2] and all(r["completion_len_mean"] > 0 for r in rows)
-    assert result["last"]["step"] == 2 and len(model._STATIC_DECODERS) > compiled_before  # it did decode compiled
+    assert (
+        result["last"]["step"] == 2 and len(model._STATIC_DECODERS) > compiled_before
+    )  # it did decode compiled
+
 
 def test_compile_decode_refuses_fsdp_before_anything_starts(capsys, tmp_path):
     with pytest.raises(SystemExit):
@@ -192,15 +276,20 @@ def test_compile_decode_refuses_fsdp_before_anything_starts(capsys, tmp_path):
     assert "one process only" in capsys.readouterr().err and not (tmp_path / "r2").exists()
 
 
-def test_a_raising_reward_added_to_the_table_warns_once_and_training_finishes(tiny_dir, synth_dir, tmp_path, monkeypatch):
+def test_a_raising_reward_added_to_the_table_warns_once_and_training_finishes(
+    tiny_dir, synth_dir, tmp_path, monkeypatch
+):
     def my_reward(completion, answer, frame=None):
         raise KeyError("meta field the author forgot")
 
     monkeypatch.setattr(rewards, "_warned", set())
     monkeypatch.setitem(rewards.TASK_REWARDS, "counting", [("count_accuracy", 0.5), (my_reward, 1.0)])
     with pytest.warns(RuntimeWarning, match="reward my_reward: raised KeyError") as caught:
-        result = train_grpo.main(_argv(tiny_dir, synth_dir, tmp_path / "run", "--max-steps", "3", "--beta", "0",
-                                       "--task", "counting"))  # fmt: skip
+        result = train_grpo.main(
+            _argv(
+                tiny_dir, synth_dir, tmp_path / "run", "--max-steps", "3", "--beta", "0", "--task", "counting"
+            )
+        )
     assert result["last"]["step"] == 3
     assert len([w for w in caught if "my_reward" in str(w.message)]) == 1
     assert result["last"]["reward/my_reward"] == 0.0
@@ -216,8 +305,21 @@ def test_logged_accuracy_ignores_the_weights(monkeypatch):
 def test_no_reward_spread_is_reported_with_its_cause(tiny_dir, synth_dir, tmp_path, monkeypatch, capsys):
     # the random-weight tiny model never writes the format: every reward is 0, every advantage 0
     monkeypatch.setattr(train_grpo, "NO_SIGNAL_STEPS", 2)
-    train_grpo.main(_argv(tiny_dir, synth_dir, tmp_path / "run", "--max-steps", "2", "--beta", "0", "--group-size", "2",
-                          "--max-new-tokens", "8"))  # fmt: skip
+    train_grpo.main(
+        _argv(
+            tiny_dir,
+            synth_dir,
+            tmp_path / "run",
+            "--max-steps",
+            "2",
+            "--beta",
+            "0",
+            "--group-size",
+            "2",
+            "--max-new-tokens",
+            "8",
+        )
+    )
     out = capsys.readouterr().out
     assert "2 steps in a row without reward spread" in out and "no completion is well-formed" in out
 
@@ -226,13 +328,37 @@ def test_ratio_level_sequence_trains_with_gspo_clip_range(tiny_dir, synth_dir, t
     seq = train_grpo.parse_args(["--ratio-level", "sequence", "--num-iterations", "2"])
     assert (seq.clip_eps_low, seq.clip_eps_high) == grpo.CLIP_DEFAULTS["sequence"] == (3e-4, 4e-4)
     assert (train_grpo.parse_args([]).clip_eps_low, train_grpo.parse_args([]).clip_eps_high) == (0.2, 0.28)
-    assert train_grpo.parse_args(["--ratio-level", "sequence", "--num-iterations", "2", "--clip-eps-low", "0.01"]).clip_eps_low == 0.01
-    with pytest.raises(SystemExit):  # on-policy the ratio is 1 at either level: a mistake, said before anything loads
+    assert (
+        train_grpo.parse_args(
+            ["--ratio-level", "sequence", "--num-iterations", "2", "--clip-eps-low", "0.01"]
+        ).clip_eps_low
+        == 0.01
+    )
+    with pytest.raises(
+        SystemExit
+    ):  # on-policy the ratio is 1 at either level: a mistake, said before anything loads
         train_grpo.parse_args(["--ratio-level", "sequence"])
     assert "--num-iterations >= 2" in capsys.readouterr().err
     out = tmp_path / "run"
-    result = train_grpo.main(_argv(tiny_dir, synth_dir, out, "--max-steps", "1", "--ratio-level", "sequence",
-                                   "--num-iterations", "2", "--beta", "0", "--log-rollouts-every", "0"))
+    result = train_grpo.main(
+        _argv(
+            tiny_dir,
+            synth_dir,
+            out,
+            "--max-steps",
+            "1",
+            "--ratio-level",
+            "sequence",
+            "--num-iterations",
+            "2",
+            "--beta",
+            "0",
+            "--log-rollouts-every",
+            "0",
+        )
+    )
     last = result["last"]
-    assert last["step"] == 1 and torch.isfinite(torch.tensor(last["loss"])) and 0.0 <= last["clip_frac"] <= 1.0
+    assert (
+        last["step"] == 1 and torch.isfinite(torch.tensor(last["loss"])) and 0.0 <= last["clip_frac"] <= 1.0
+    )
     assert json.loads((out / "args.json").read_text())["clip_eps_low"] == 3e-4

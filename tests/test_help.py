@@ -10,10 +10,19 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # script -> how to reach its parser with ["--help"]: the function that parses
 SCRIPTS = {  # modules by name (python -m NAME for the library's), files by path
-    "train_sft": "parse_args", "train_grpo": "parse_args", "eval": "parse_args", "tools/bench.py": "parse_args",
-    "tools/demo.py": "parse_args", "geovlm.plot": "main", "geovlm.viewer": "main", "geovlm.formats": "main",
-    "embedded.synth": "main", "scripts/ablate.py": "main",
-    "scripts/eight_ranks.py": "main", "scripts/reward_throughput.py": "main", "scripts/grpo_proof.py": "parse_args",
+    "train_sft": "parse_args",
+    "train_grpo": "parse_args",
+    "eval": "parse_args",
+    "tools/bench.py": "parse_args",
+    "tools/demo.py": "parse_args",
+    "geovlm.plot": "main",
+    "geovlm.viewer": "main",
+    "geovlm.formats": "main",
+    "embedded.synth": "main",
+    "scripts/ablate.py": "main",
+    "scripts/eight_ranks.py": "main",
+    "scripts/reward_throughput.py": "main",
+    "scripts/grpo_proof.py": "parse_args",
 }
 
 

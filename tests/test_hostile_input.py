@@ -17,12 +17,19 @@ from geovlm import tasks
 
 TASKS = tuple(tasks.TASKS)
 ANSWERS = {  # a valid answer of each task (the rewards' other input)
-    "classification": "airport", "temporal_classification": "urban growth", "vqa": "yes",
-    "multilabel": ["forest", "river"], "counting": 4, "grounding": [[10, 10, 60, 60]],
-    "detection": [[10, 10, 60, 60], [100, 100, 140, 150]], "change_detection": [[10, 10, 60, 60]],
-    "caption": ["a plane parked near the runway"], "region_caption": "a white plane",
-    "change_caption": "two new buildings", "grounded_caption": {"caption": "a ship", "boxes": [[10, 10, 60, 60]]},
-}  # fmt: skip
+    "classification": "airport",
+    "temporal_classification": "urban growth",
+    "vqa": "yes",
+    "multilabel": ["forest", "river"],
+    "counting": 4,
+    "grounding": [[10, 10, 60, 60]],
+    "detection": [[10, 10, 60, 60], [100, 100, 140, 150]],
+    "change_detection": [[10, 10, 60, 60]],
+    "caption": ["a plane parked near the runway"],
+    "region_caption": "a white plane",
+    "change_caption": "two new buildings",
+    "grounded_caption": {"caption": "a ship", "boxes": [[10, 10, 60, 60]]},
+}
 # every function that reads what a model wrote; each is timed on its own
 READERS = {
     "extract_answer": P.extract_answer,
@@ -41,9 +48,21 @@ READERS = {
 }
 # (opener, run): a run alone, and after the openers a regex once backtracked on ("<" + spaces, "{<1><2><3><4>|" +
 # spaces were quadratic: minutes at 100k characters)
-CASES = [("", run) for run in (" ", "\n", "7", "[", "]", "<answer>", "</think>", ",", "1,", "[1,2,3,4],", " and ", "{<1>")]
-CASES += [("<", " "), ("<", "\n"), ("{<1><2><3><4>|", " "), ("{<1><2><3><4>|<5", " "), ("[1, 2, 3, 4", " "),
-          ("(1,1)", " "), ("twenty", " "), ("<think>", "7"), ("[", "7")]  # fmt: skip
+CASES = [
+    ("", run)
+    for run in (" ", "\n", "7", "[", "]", "<answer>", "</think>", ",", "1,", "[1,2,3,4],", " and ", "{<1>")
+]
+CASES += [
+    ("<", " "),
+    ("<", "\n"),
+    ("{<1><2><3><4>|", " "),
+    ("{<1><2><3><4>|<5", " "),
+    ("[1, 2, 3, 4", " "),
+    ("(1,1)", " "),
+    ("twenty", " "),
+    ("<think>", "7"),
+    ("[", "7"),
+]
 N = 25_000  # characters; each case is timed at N and 4N
 
 
@@ -65,7 +84,9 @@ def _linear(t1: float, t4: float) -> bool:
 
 @pytest.fixture(scope="module", autouse=True)
 def warm_up():
-    for fn in READERS.values():  # one-off imports (rouge-score, NLTK's stemmer) must not time as a slow parser
+    for (
+        fn
+    ) in READERS.values():  # one-off imports (rouge-score, NLTK's stemmer) must not time as a slow parser
         fn("<think>warm up</think><answer>the stemmer and the tokenizer [1, 2, 3, 4]</answer>")
 
 
@@ -73,7 +94,9 @@ def warm_up():
 def test_every_reader_is_linear_on_long_runs(opener, run):
     slow = []
     for name, fn in READERS.items():
-        probe = _seconds(fn, _text(opener, run, N // 2))  # a quadratic reader fails here in seconds, not minutes
+        probe = _seconds(
+            fn, _text(opener, run, N // 2)
+        )  # a quadratic reader fails here in seconds, not minutes
         if probe > 0.5:
             slow.append(f"{name}: {probe:.3f} s at {N // 2} characters")
             continue
@@ -88,8 +111,37 @@ def test_every_reader_is_linear_on_long_runs(opener, run):
     assert not slow, slow
 
 
-PIECES = [" ", "\n", "\t", "7", "1,", ",", ";", "[", "]", "{", "}", "<", ">", "|", "(", ")", ".", "-", "e", "<answer>",
-          "</answer>", "<think>", "</think>", " and ", "twenty", "none", "[1, 2, 3, 4]", "{<1><2><3><4>|<5>}", "é"]  # fmt: skip
+PIECES = [
+    " ",
+    "\n",
+    "\t",
+    "7",
+    "1,",
+    ",",
+    ";",
+    "[",
+    "]",
+    "{",
+    "}",
+    "<",
+    ">",
+    "|",
+    "(",
+    ")",
+    ".",
+    "-",
+    "e",
+    "<answer>",
+    "</answer>",
+    "<think>",
+    "</think>",
+    " and ",
+    "twenty",
+    "none",
+    "[1, 2, 3, 4]",
+    "{<1><2><3><4>|<5>}",
+    "é",
+]
 long_runs = st.lists(st.tuples(st.sampled_from(PIECES), st.integers(1, 3000)), min_size=1, max_size=6).map(
     lambda parts: "".join(piece * k for piece, k in parts)[:100_000]
 )
@@ -102,7 +154,11 @@ def test_any_mix_of_long_runs_is_cheap(text):
         assert _seconds(fn, text) < 3.0, (name, len(text))  # a backtracking regex takes minutes
 
 
-CACHES = {"normalize_text": P._normalize_short, "rouge_tokens": P._rouge_tokens_short, "Porter stems": P._stem_short}
+CACHES = {
+    "normalize_text": P._normalize_short,
+    "rouge_tokens": P._rouge_tokens_short,
+    "Porter stems": P._stem_short,
+}
 
 
 def test_long_completions_leave_the_caches_small():

@@ -67,7 +67,9 @@ def test_uint16_four_bands_band_choice(tmp_path):
     bands = np.stack([RNG.integers(0, 4000, (h, w)) + 1000 * k for k in range(4)]).astype(np.uint16)
     bands[3] = np.linspace(0, 60000, h * w).reshape(h, w)  # NIR: a ramp, unlike the others
     path = tmp_path / "rgbn.tif"
-    tifffile.imwrite(path, bands, photometric="minisblack", planarconfig="separate")  # GDAL's band-interleaved layout
+    tifffile.imwrite(
+        path, bands, photometric="minisblack", planarconfig="separate"
+    )  # GDAL's band-interleaved layout
     assert imagery.read_bands(path)[0].shape == (h, w, 4)
     assert imagery.image_size(path) == (w, h)
     default = np.asarray(imagery.load_image(path))
@@ -159,7 +161,13 @@ def truncate(path):
 
 
 def write_record(tmp_path, image):
-    rec = {"id": "r1", "task": "caption", "images": [image], "question": "Describe the image.", "answer": "a field"}
+    rec = {
+        "id": "r1",
+        "task": "caption",
+        "images": [image],
+        "question": "Describe the image.",
+        "answer": "a field",
+    }
     path = tmp_path / "d.jsonl"
     path.write_text(json.dumps(rec) + "\n")
     return path
@@ -192,10 +200,16 @@ def test_image_size_cache_follows_rewrites(tmp_path):
 
 def test_options_from_meta_and_flags():
     assert imagery.options_from_meta({"bands": [4, 3, 2], "nodata": -9999, "dataset": "x"}) == {
-        "bands": (4, 3, 2), "nodata": -9999.0}  # fmt: skip
+        "bands": (4, 3, 2),
+        "nodata": -9999.0,
+    }
     assert imagery.options_from_meta(None) == {}
-    for meta, field in [({"bands": [4, 3]}, "meta.bands"), ({"stretch": [98, 2]}, "meta.stretch"),
-                        ({"nodata": "none"}, "meta.nodata"), ({"bands": [0]}, "meta.bands")]:  # fmt: skip
+    for meta, field in [
+        ({"bands": [4, 3]}, "meta.bands"),
+        ({"stretch": [98, 2]}, "meta.stretch"),
+        ({"nodata": "none"}, "meta.nodata"),
+        ({"bands": [0]}, "meta.bands"),
+    ]:
         with pytest.raises(imagery.ImageError, match=field):
             imagery.options_from_meta(meta)
     parser = argparse.ArgumentParser()
@@ -215,8 +229,18 @@ def test_data_load_image_reads_geotiff(tmp_path):
 
 def test_a_band_flag_beyond_the_file_is_a_data_error_at_load(tmp_path):
     Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "a.png")
-    rec = {"id": "a", "task": "classification", "images": ["a.png"], "question": "Which scene?", "answer": "forest"}
+    rec = {
+        "id": "a",
+        "task": "classification",
+        "images": ["a.png"],
+        "question": "Which scene?",
+        "answer": "forest",
+    }
     (tmp_path / "d.jsonl").write_text(json.dumps(rec) + "\n")
-    assert load_data(tmp_path / "d.jsonl", "--data", image_options={"bands": (3, 2, 1)})[0].meta["bands"] == (3, 2, 1)
+    assert load_data(tmp_path / "d.jsonl", "--data", image_options={"bands": (3, 2, 1)})[0].meta["bands"] == (
+        3,
+        2,
+        1,
+    )
     with pytest.raises(SystemExit, match=r"d\.jsonl:1: .*\(4, 3, 2\).* 3 band"):
         load_data(tmp_path / "d.jsonl", "--data", image_options={"bands": (4, 3, 2)})

@@ -20,7 +20,12 @@ from pathlib import Path
 import pytest
 from test_distributed import TIMEOUT, _run2, _torchrun
 
-OURS = ("SIGINT: finishing this step", "stopped after step", "saved step", "curves in")  # what our processes print
+OURS = (
+    "SIGINT: finishing this step",
+    "stopped after step",
+    "saved step",
+    "curves in",
+)  # what our processes print
 
 
 def _reader(proc: subprocess.Popen, chunks: list[tuple[float, str]]) -> threading.Thread:
@@ -42,9 +47,24 @@ def _steps(log: Path) -> list[int]:
 @pytest.mark.slow
 def test_sigint_stops_two_processes_with_a_checkpoint_and_resume_continues(tiny_dir, synth_dir, tmp_path):
     out = tmp_path / "run"
-    args = ["train_sft.py", "--model", str(tiny_dir), "--data", str(synth_dir / "train.jsonl"), "--batch-size", "1",
-            "--eval-records", "0", "--save-every", "0", "--out", str(out)]  # fmt: skip
-    proc = _torchrun(*args, "--max-steps", "50", start_new_session=True)  # its own process group, as in a terminal
+    args = [
+        "train_sft.py",
+        "--model",
+        str(tiny_dir),
+        "--data",
+        str(synth_dir / "train.jsonl"),
+        "--batch-size",
+        "1",
+        "--eval-records",
+        "0",
+        "--save-every",
+        "0",
+        "--out",
+        str(out),
+    ]
+    proc = _torchrun(
+        *args, "--max-steps", "50", start_new_session=True
+    )  # its own process group, as in a terminal
     chunks: list[tuple[float, str]] = []
     reader = _reader(proc, chunks)
     deadline = time.monotonic() + TIMEOUT
@@ -60,9 +80,19 @@ def test_sigint_stops_two_processes_with_a_checkpoint_and_resume_continues(tiny_
         pytest.fail("the interrupted run did not stop")
     reader.join(timeout=10)
     text = "".join(c for _, c in chunks)
-    after = [line for t, c in chunks if t >= signalled for line in c.replace("\r", "\n").splitlines() if line.strip()]
+    after = [
+        line
+        for t, c in chunks
+        if t >= signalled
+        for line in c.replace("\r", "\n").splitlines()
+        if line.strip()
+    ]
     ours = [line for line in after if any(o in line for o in OURS)]
-    print(f"after SIGINT: torchrun exit {proc.returncode}, {len(after)} lines, {len(ours)} of them ours:", *ours, sep="\n")
+    print(
+        f"after SIGINT: torchrun exit {proc.returncode}, {len(after)} lines, {len(ours)} of them ours:",
+        *ours,
+        sep="\n",
+    )
 
     assert proc.returncode != 0, text[-3000:]  # interrupted is not finished (torchrun: 1; each worker: 130)
     for rank in (0, 1):  # one line per process when the signal arrives, and one when it stops

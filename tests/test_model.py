@@ -43,7 +43,9 @@ def _prompts(tiny, synth_dir, tasks=("counting", "grounding", "classification"))
 
 def test_greedy_sample_equals_hf_generate(tiny, synth_dir):
     recs, batch = _prompts(tiny, synth_dir)
-    assert len({r.image_sizes[0] for r in recs}) > 1 and (batch.inputs["attention_mask"] == 0).any()  # left padding
+    assert (
+        len({r.image_sizes[0] for r in recs}) > 1 and (batch.inputs["attention_mask"] == 0).any()
+    )  # left padding
     m, banned = tiny.model, M.banned_token_ids(tiny.model, tiny.processor)
     eos, G = M.eos_token_ids(m, tiny.processor), 3
     ro = M.sample(m, batch.inputs, G, 24, temperature=0.0, banned=banned, eos_ids=eos)
@@ -62,8 +64,16 @@ def test_sampling_logprobs_match_recomputed(tiny, synth_dir):
     _, batch = _prompts(tiny, synth_dir)
     banned, G = M.banned_token_ids(tiny.model, tiny.processor), 4
     gen = torch.Generator().manual_seed(0)
-    ro = M.sample(tiny.model, batch.inputs, G, 20, temperature=1.0, generator=gen, banned=banned,
-                  eos_ids=M.eos_token_ids(tiny.model, tiny.processor))
+    ro = M.sample(
+        tiny.model,
+        batch.inputs,
+        G,
+        20,
+        temperature=1.0,
+        generator=gen,
+        banned=banned,
+        eos_ids=M.eos_token_ids(tiny.model, tiny.processor),
+    )
     lp = M.token_logprobs(tiny.model, batch.inputs, ro.completion_ids, ro.completion_mask, G, 1.0, banned)
     assert ro.completion_ids.shape[0] == 3 * G
     assert (lp - ro.logprobs).abs().max().item() <= 1e-4
@@ -81,13 +91,24 @@ def test_vision_tokens_never_sampled(tiny_dir, synth_dir):
         head.bias[loaded.model.config.image_token_id] = 50.0
     loaded.model.lm_head = head
     _, batch = _prompts(loaded, synth_dir)
-    ro = M.sample(loaded.model, batch.inputs, 2, 12, temperature=1.0, banned=banned,
-                  generator=torch.Generator().manual_seed(1))
+    ro = M.sample(
+        loaded.model,
+        batch.inputs,
+        2,
+        12,
+        temperature=1.0,
+        banned=banned,
+        generator=torch.Generator().manual_seed(1),
+    )
     assert not torch.isin(ro.completion_ids, banned).any()
     default = M.sample(loaded.model, batch.inputs, 2, 4, temperature=0.0)  # guarded by default too
     assert not torch.isin(default.completion_ids, banned).any()
-    unguarded = M.sample(loaded.model, batch.inputs, 2, 1, temperature=0.0, banned=torch.tensor([], dtype=torch.long))
-    assert (unguarded.completion_ids == loaded.model.config.image_token_id).any()  # the guard is what stops it
+    unguarded = M.sample(
+        loaded.model, batch.inputs, 2, 1, temperature=0.0, banned=torch.tensor([], dtype=torch.long)
+    )
+    assert (
+        unguarded.completion_ids == loaded.model.config.image_token_id
+    ).any()  # the guard is what stops it
 
 
 @pytest.mark.parametrize("chunk_tokens,vocab_chunk", [(5, 64), (1000, 1000), (3, 7)])
@@ -129,7 +150,15 @@ def test_multi_image_prompt(tiny, synth_dir):
     recs, batch = _prompts(tiny, synth_dir, tasks=("change_detection", "temporal_classification"))
     assert batch.inputs["image_grid_thw"].shape[0] == sum(len(r.images) for r in recs) >= 5
     banned = M.banned_token_ids(tiny.model, tiny.processor)
-    ro = M.sample(tiny.model, batch.inputs, 2, 8, temperature=1.0, banned=banned, generator=torch.Generator().manual_seed(0))
+    ro = M.sample(
+        tiny.model,
+        batch.inputs,
+        2,
+        8,
+        temperature=1.0,
+        banned=banned,
+        generator=torch.Generator().manual_seed(0),
+    )
     lp = M.token_logprobs(tiny.model, batch.inputs, ro.completion_ids, ro.completion_mask, 2, 1.0, banned)
     assert (lp - ro.logprobs).abs().max().item() <= 1e-4
     assert len(M.decode(tiny.processor, ro)) == 4
@@ -141,12 +170,16 @@ def test_shared_prefix_logprobs_equal_repeated_prompt(tiny, synth_dir):
     _, batch = _prompts(tiny, synth_dir)
     model = tiny.model
     banned = M.banned_token_ids(model, tiny.processor)
-    ro = M.sample(model, batch.inputs, 3, 10, temperature=1.0, banned=banned, generator=torch.Generator().manual_seed(1))
+    ro = M.sample(
+        model, batch.inputs, 3, 10, temperature=1.0, banned=banned, generator=torch.Generator().manual_seed(1)
+    )
     weights = torch.randn(ro.completion_ids.shape, generator=torch.Generator().manual_seed(2))
     params = [p for p in model.parameters() if p.requires_grad]
     out = {}
     for share in (True, False):
-        lp = M.token_logprobs(model, batch.inputs, ro.completion_ids, ro.completion_mask, 3, 1.0, banned, share_prefix=share)
+        lp = M.token_logprobs(
+            model, batch.inputs, ro.completion_ids, ro.completion_mask, 3, 1.0, banned, share_prefix=share
+        )
         out[share] = (lp.detach(), torch.autograd.grad((lp * weights).sum(), params, allow_unused=True))
     assert (out[True][0] - out[False][0]).abs().max().item() < 1e-5
     assert (out[True][0] - ro.logprobs).abs().max().item() < 1e-4
@@ -159,10 +192,14 @@ def test_shared_prefix_logprobs_equal_repeated_prompt(tiny, synth_dir):
 def test_shared_prefix_falls_back_under_gradient_checkpointing(tiny_dir, synth_dir):
     loaded = M.load(tiny_dir, device="cpu", grad_ckpt=True)
     _, batch = _prompts(loaded, synth_dir)
-    ro = M.sample(loaded.model.eval(), batch.inputs, 2, 6, temperature=1.0, generator=torch.Generator().manual_seed(0))
+    ro = M.sample(
+        loaded.model.eval(), batch.inputs, 2, 6, temperature=1.0, generator=torch.Generator().manual_seed(0)
+    )
     loaded.model.train()
     banned = M.banned_token_ids(loaded.model)
-    lp = M.token_logprobs(loaded.model, batch.inputs, ro.completion_ids, ro.completion_mask, 2, 1.0, banned)  # would drop the cache
+    lp = M.token_logprobs(
+        loaded.model, batch.inputs, ro.completion_ids, ro.completion_mask, 2, 1.0, banned
+    )  # would drop the cache
     assert (lp.detach() - ro.logprobs).abs().max().item() < 1e-4
 
 
@@ -175,8 +212,16 @@ def test_static_cache_compiled_decode_equals_eager(tiny, synth_dir):
     static = M.sample(model, batch.inputs, 2, 12, temperature=0.0, eos_ids=[], static_cache=True)
     assert torch.equal(static.completion_ids, eager.completion_ids)
     before = len(M._STATIC_DECODERS)
-    drawn = M.sample(model, batch.inputs, 2, 12, temperature=1.0, banned=banned, static_cache=True,
-                     generator=torch.Generator().manual_seed(0))
+    drawn = M.sample(
+        model,
+        batch.inputs,
+        2,
+        12,
+        temperature=1.0,
+        banned=banned,
+        static_cache=True,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert len(M._STATIC_DECODERS) == before  # same shape: the compiled step and its cache are reused
     lp = M.token_logprobs(model, batch.inputs, drawn.completion_ids, drawn.completion_mask, 2, 1.0, banned)
     assert (lp - drawn.logprobs).abs().max().item() <= 1e-4

@@ -14,21 +14,49 @@ from geovlm import plot
 
 # rows as train_grpo.py writes them (step rows, then {"step", "eval"} rows), trimmed from a real run
 GRPO_ROW = {
-    "step": 1, "tasks": "classification,detection,grounding", "prompt_ids": "synth_000931,synth_000537",
-    "reward_mean": 0.5, "reward_std": 0.2, "reward/exact_match": 0.5, "reward/format": 0.25, "reward/total": 0.75,
-    "acc/classification": 0.5, "format/classification": 0.25, "loss": 0.01, "kl": None, "clip_frac": 0.0,
-    "entropy": 6.9, "completion_len_mean": 16.0, "completion_len_max": 16.0, "truncated_frac": 1.0,
-    "zero_std_frac": 1.0, "rollouts": 1, "grad_norm": 0.3, "lr": 0.0001, "rollout_s": 0.55, "reward_s": 1.2,
-    "logprob_s": 0.18, "update_s": 0.62, "step_s": 2.56, "tokens_per_s": 117.0,
-}  # fmt: skip
-EVAL_ROW = {"step": 0, "eval": {"classification": {"n": 1, "format": 0.0, "parsed": 1.0, "accuracy": 0.0},
-                                "detection": {"n": 1, "format": 0.0, "f1@0.5": 0.0, "ap@0.5": 0.0}}}  # fmt: skip
+    "step": 1,
+    "tasks": "classification,detection,grounding",
+    "prompt_ids": "synth_000931,synth_000537",
+    "reward_mean": 0.5,
+    "reward_std": 0.2,
+    "reward/exact_match": 0.5,
+    "reward/format": 0.25,
+    "reward/total": 0.75,
+    "acc/classification": 0.5,
+    "format/classification": 0.25,
+    "loss": 0.01,
+    "kl": None,
+    "clip_frac": 0.0,
+    "entropy": 6.9,
+    "completion_len_mean": 16.0,
+    "completion_len_max": 16.0,
+    "truncated_frac": 1.0,
+    "zero_std_frac": 1.0,
+    "rollouts": 1,
+    "grad_norm": 0.3,
+    "lr": 0.0001,
+    "rollout_s": 0.55,
+    "reward_s": 1.2,
+    "logprob_s": 0.18,
+    "update_s": 0.62,
+    "step_s": 2.56,
+    "tokens_per_s": 117.0,
+}
+EVAL_ROW = {
+    "step": 0,
+    "eval": {
+        "classification": {"n": 1, "format": 0.0, "parsed": 1.0, "accuracy": 0.0},
+        "detection": {"n": 1, "format": 0.0, "f1@0.5": 0.0, "ap@0.5": 0.0},
+    },
+}
 SFT_ROWS = [
     {"step": 0, "eval_loss": 6.99},
-    *({"step": s, "loss": 7.0 / s, "lr": 1e-4 * s, "grad_norm": 4.0, "tokens_per_s": 180.0, "seconds": 2.3}
-      for s in range(1, 6)),
+    *(
+        {"step": s, "loss": 7.0 / s, "lr": 1e-4 * s, "grad_norm": 4.0, "tokens_per_s": 180.0, "seconds": 2.3}
+        for s in range(1, 6)
+    ),
     {"step": 5, "eval_loss": 1.5},
-]  # fmt: skip
+]
 
 
 def grpo_log(steps: int = 60) -> list[dict]:
@@ -37,8 +65,19 @@ def grpo_log(steps: int = 60) -> list[dict]:
     for s in range(1, steps + 1):
         row = {k: v for k, v in GRPO_ROW.items() if not k.startswith(("acc/", "format/"))}
         task = tasks[s % 3]  # one task a step: per-task series are sparse
-        row.update({"step": s, "reward_mean": math.sin(s / 5), f"acc/{task}": s / steps, f"format/{task}": 1.0,
-                    "my_metric": s, "custom/a": 1.0, "custom/b": 2.0, "flag": True, "note": "text"})  # fmt: skip
+        row.update(
+            {
+                "step": s,
+                "reward_mean": math.sin(s / 5),
+                f"acc/{task}": s / steps,
+                f"format/{task}": 1.0,
+                "my_metric": s,
+                "custom/a": 1.0,
+                "custom/b": 2.0,
+                "flag": True,
+                "note": "text",
+            }
+        )
         rows.append(row)
         if s % 20 == 0:
             rows.append({"step": s, "eval": EVAL_ROW["eval"]})
@@ -54,19 +93,32 @@ def write_log(run: Path, rows: list[dict], tail: str = "") -> Path:
 def test_grpo_log_draws_every_group(tmp_path, capsys):
     run = write_log(tmp_path / "grpo", grpo_log(), tail='{"step": 61, "loss": 0.')  # torn by a crash
     files = plot.plot_run(run)
-    assert [f.name for f in files] == ["rewards.png", "training.png", "lengths.png", "eval.png", "timing.png",
-                                       "other.png"]  # fmt: skip
+    assert [f.name for f in files] == [
+        "rewards.png",
+        "training.png",
+        "lengths.png",
+        "eval.png",
+        "timing.png",
+        "other.png",
+    ]
     for f in files:
         assert f.parent == run / "plots"
         with Image.open(f) as im:
             assert im.format == "PNG" and im.width > 400 and im.height > 300
     assert f"plots: {run / 'plots'}/" in capsys.readouterr().out
     groups = plot.panels(plot.series(plot.read_log(run / "log.jsonl")))
-    assert groups["rewards"]["accuracy reward per task"] == ["acc/classification", "acc/detection", "acc/grounding"]
+    assert groups["rewards"]["accuracy reward per task"] == [
+        "acc/classification",
+        "acc/detection",
+        "acc/grounding",
+    ]
     assert "reward_std" not in str(groups)  # a band around reward_mean, not a line of its own
     assert set(groups["eval"]) == {"classification", "detection"}
     assert "eval/classification/n" not in groups["eval"]["classification"]
-    assert groups["other"] == {"custom": ["custom/a", "custom/b"], "my_metric": ["my_metric"]}  # unknown keys too
+    assert groups["other"] == {
+        "custom": ["custom/a", "custom/b"],
+        "my_metric": ["my_metric"],
+    }  # unknown keys too
     assert not any("KL" in t for t in groups["training"])  # kl is null throughout (β = 0): no panel
 
 
@@ -74,7 +126,11 @@ def test_sft_log(tmp_path):
     run = write_log(tmp_path / "sft", SFT_ROWS)
     assert [f.name for f in plot.plot_run(run)] == ["training.png", "timing.png"]
     groups = plot.panels(plot.series(SFT_ROWS))
-    assert groups["training"] == {"loss": ["loss", "eval_loss"], "learning rate": ["lr"], "grad norm": ["grad_norm"]}
+    assert groups["training"] == {
+        "loss": ["loss", "eval_loss"],
+        "learning rate": ["lr"],
+        "grad norm": ["grad_norm"],
+    }
     assert plot.series(SFT_ROWS)["eval_loss"] == ([0.0, 5.0], [6.99, 1.5])
 
 
@@ -82,7 +138,9 @@ def test_a_missing_key_skips_only_its_panel(tmp_path):
     run = write_log(tmp_path / "r", [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.0, "entropy": None}])
     (f,) = plot.plot_run(run, quiet=True)
     assert f.name == "training.png"
-    assert plot.panels(plot.series(plot.read_log(f.parent.parent / "log.jsonl"))) == {"training": {"loss": ["loss"]}}
+    assert plot.panels(plot.series(plot.read_log(f.parent.parent / "log.jsonl"))) == {
+        "training": {"loss": ["loss"]}
+    }
 
 
 def test_odd_logs_never_raise(tmp_path, capsys):
@@ -91,8 +149,14 @@ def test_odd_logs_never_raise(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "log.jsonl").write_text("")
     assert plot.plot_run(tmp_path / "empty") == []
-    junk = ['not json', '[1, 2]', '{"step": "x", "loss": "nan"}', '{"step": 1, "loss": NaN, "kl": Infinity}',
-            '{"step": null, "eval": {"vqa": 3}}', '{"loss": 1e400}']  # fmt: skip
+    junk = [
+        "not json",
+        "[1, 2]",
+        '{"step": "x", "loss": "nan"}',
+        '{"step": 1, "loss": NaN, "kl": Infinity}',
+        '{"step": null, "eval": {"vqa": 3}}',
+        '{"loss": 1e400}',
+    ]
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "log.jsonl").write_text("\n".join(junk))
     files = plot.plot_run(tmp_path / "junk" / "log.jsonl")  # a log file works as well as its folder
@@ -101,7 +165,12 @@ def test_odd_logs_never_raise(tmp_path, capsys):
 
 
 def test_resumed_steps_keep_the_last_value_and_the_cli(tmp_path):
-    rows = [{"step": 1, "loss": 3.0}, {"step": 2, "loss": 2.0}, {"step": 2, "loss": 1.5}, {"step": 3, "loss": 1.0}]
+    rows = [
+        {"step": 1, "loss": 3.0},
+        {"step": 2, "loss": 2.0},
+        {"step": 2, "loss": 1.5},
+        {"step": 3, "loss": 1.0},
+    ]
     assert plot.series(rows)["loss"] == ([1.0, 2.0, 3.0], [3.0, 1.5, 1.0])
     run = write_log(tmp_path / "run", rows)
     assert plot.main([str(run), "--out", str(tmp_path / "pics")]) == 0

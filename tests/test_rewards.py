@@ -100,7 +100,9 @@ ANSWERS = {
     "caption": st.one_of(st.text(max_size=60), st.lists(st.text(max_size=60), max_size=4)),
     "region_caption": st.text(max_size=60),
     "change_caption": st.text(max_size=60),
-    "grounded_caption": st.fixed_dictionaries({"caption": st.text(max_size=60), "boxes": st.lists(box, max_size=4)}),
+    "grounded_caption": st.fixed_dictionaries(
+        {"caption": st.text(max_size=60), "boxes": st.lists(box, max_size=4)}
+    ),
 }
 frames = st.one_of(
     st.none(),
@@ -130,7 +132,10 @@ def test_score_is_total_and_bounded(task, data_, completion, frame):
 
 
 BUILTIN_CASES = [(rewards.resolve(e), t) for t, es in rewards.TASK_REWARDS.items() for e, _ in es] + [
-    (rewards.vqa_token_jaccard, "vqa"), (rewards.caption_levenshtein, "caption"), (rewards.caption_hslr, "caption")]
+    (rewards.vqa_token_jaccard, "vqa"),
+    (rewards.caption_levenshtein, "caption"),
+    (rewards.caption_hslr, "caption"),
+]
 
 
 @PROPS
@@ -167,7 +172,14 @@ def test_parsers_never_raise(completion):
 def test_long_adversarial_strings_are_fast():
     import time
 
-    texts = ["[" * 20000, "{<1><2><3>" * 5000, "1," * 20000, "<answer>" * 5000, "a and " * 10000, "[1,2,3,4]," * 3000]
+    texts = [
+        "[" * 20000,
+        "{<1><2><3>" * 5000,
+        "1," * 20000,
+        "<answer>" * 5000,
+        "a and " * 10000,
+        "[1,2,3,4]," * 3000,
+    ]
     start = time.perf_counter()
     for text in texts:
         for task in TASKS:
@@ -284,7 +296,9 @@ def test_each_box_syntax_parses():
     assert pb("[10,20,30,40], [50,60,70,80]") == [[10, 20, 30, 40], [50, 60, 70, 80]]
     assert pb("[[10,20,30,40],[50,60,70,80]]") == [[10, 20, 30, 40], [50, 60, 70, 80]]
     assert pb('{"bbox_2d": [10, 20, 30.5, 40], "label": "ship"}') == [[10, 20, 30.5, 40]]
-    assert pb('```json\n[{"bbox_2d": [1, 2, 3, 4], "label": "a"}, {"bbox_2d": [5, 6, 7, 8], "label": "b"}]\n```') == [
+    assert pb(
+        '```json\n[{"bbox_2d": [1, 2, 3, 4], "label": "a"}, {"bbox_2d": [5, 6, 7, 8], "label": "b"}]\n```'
+    ) == [
         [1, 2, 3, 4],
         [5, 6, 7, 8],
     ]
@@ -397,7 +411,9 @@ def test_grounding_by_hand():
     gt = [[0, 0, 10, 10]]
     assert rewards.grounding_iou(wrap("[0, 0, 10, 10]"), gt) == 1.0
     assert rewards.grounding_iou(wrap("[5, 0, 15, 10]"), gt) == pytest.approx(1 / 3)
-    assert rewards.grounding_iou(wrap("[5, 0, 15, 10], [0, 0, 10, 10]"), gt) == pytest.approx(1 / 3)  # first box
+    assert rewards.grounding_iou(wrap("[5, 0, 15, 10], [0, 0, 10, 10]"), gt) == pytest.approx(
+        1 / 3
+    )  # first box
     assert rewards.grounding_hit(wrap("[0, 0, 10, 10]"), gt) == 1.0
     assert rewards.grounding_hit(wrap("[0, 0, 10, 15]"), gt) == 1.0  # IoU 2/3
     assert rewards.grounding_hit(wrap("[5, 0, 15, 10]"), gt) == 0.0  # IoU 1/3 earns nothing
@@ -409,10 +425,19 @@ def test_detection_by_hand():
     assert rewards.detection_score(wrap("[0, 0, 10, 10], [20, 20, 30, 30]"), gt) == 1.0
     assert rewards.detection_score(wrap("[20, 20, 30, 30], [0, 0, 10, 10]"), gt) == 1.0  # order free
     assert rewards.detection_score(wrap("[0, 0, 10, 10]"), gt) == pytest.approx(0.5)
-    assert rewards.detection_score(wrap("[0, 0, 10, 10], [0, 0, 10, 10]"), gt) == pytest.approx(0.5)  # one-to-one
-    assert rewards.detection_score(wrap("[0, 0, 10, 10], [20, 20, 30, 25]"), gt) == pytest.approx((1 + 0.5) / 2)
-    assert rewards.detection_score(wrap("[0, 0, 10, 10], [20, 20, 30, 24]"), gt) == pytest.approx(0.5)  # IoU 0.4 < 0.5
-    assert rewards.detection_score(wrap("none"), []) == 1.0 and rewards.detection_score(wrap("[0,0,1,1]"), []) == 0.0
+    assert rewards.detection_score(wrap("[0, 0, 10, 10], [0, 0, 10, 10]"), gt) == pytest.approx(
+        0.5
+    )  # one-to-one
+    assert rewards.detection_score(wrap("[0, 0, 10, 10], [20, 20, 30, 25]"), gt) == pytest.approx(
+        (1 + 0.5) / 2
+    )
+    assert rewards.detection_score(wrap("[0, 0, 10, 10], [20, 20, 30, 24]"), gt) == pytest.approx(
+        0.5
+    )  # IoU 0.4 < 0.5
+    assert (
+        rewards.detection_score(wrap("none"), []) == 1.0
+        and rewards.detection_score(wrap("[0,0,1,1]"), []) == 0.0
+    )
 
 
 def test_many_boxes_do_not_maximise_detection():
@@ -434,10 +459,12 @@ def test_change_detection_by_hand():
 def test_caption_rewards_by_hand():
     # "a plane on runway" vs "a plane on the runway": LCS 4, P = 4/4, R = 4/5 -> F1 = 8/9
     assert rewards.caption_rouge_l(wrap("a plane on runway"), "a plane on the runway") == pytest.approx(8 / 9)
-    assert rewards.caption_rouge_l(wrap("a plane on runway"), ["many trees", "a plane on the runway"]) == pytest.approx(
-        8 / 9
-    )
-    assert rewards.caption_levenshtein(wrap("abc"), "abd") == pytest.approx(4 / 6)  # indel distance 2 of 6 chars
+    assert rewards.caption_rouge_l(
+        wrap("a plane on runway"), ["many trees", "a plane on the runway"]
+    ) == pytest.approx(8 / 9)
+    assert rewards.caption_levenshtein(wrap("abc"), "abd") == pytest.approx(
+        4 / 6
+    )  # indel distance 2 of 6 chars
     assert rewards.caption_levenshtein(wrap("ABC"), ["xyz", "abc"]) == 1.0
     for task in ("caption", "region_caption", "change_caption"):
         assert rewards.score(task, wrap("two ships dock"), "two ships dock")["caption_rouge_l"] == 1.0
@@ -467,7 +494,9 @@ def test_hslr_with_sentence_embeddings(monkeypatch):
         group = [wrap("a plane near a terminal"), wrap("two planes"), wrap("")]
         parsing.prime_embeddings(group, [ref])
         assert {"a plane near a terminal", "two planes", ref} <= set(parsing._EMBEDDINGS)
-        expected = 0.5 * parsing.embedding_cosine("two planes", ref) + 0.5 * parsing.rouge_l("two planes", ref)
+        expected = 0.5 * parsing.embedding_cosine("two planes", ref) + 0.5 * parsing.rouge_l(
+            "two planes", ref
+        )
         assert rewards.caption_hslr(group[1], [ref, "a field"]) >= expected - 1e-9
     finally:
         parsing.set_embedding_model(None)
@@ -591,7 +620,9 @@ def test_a_raising_reward_in_the_table_counts_zero_and_warns_once(monkeypatch, f
     assert second["my_reward"] == 0.0 and second["total"] == 1.0
 
 
-@pytest.mark.parametrize("value, expected", [(float("nan"), 0.0), (float("inf"), 0.0), (7.0, 1.0), (-2.0, 0.0), ("x", 0.0)])
+@pytest.mark.parametrize(
+    "value, expected", [(float("nan"), 0.0), (float("inf"), 0.0), (7.0, 1.0), (-2.0, 0.0), ("x", 0.0)]
+)
 def test_non_finite_or_out_of_range_rewards_are_made_safe(monkeypatch, fresh_warnings, value, expected):
     def odd(completion, answer, frame=None):
         return value
@@ -605,7 +636,9 @@ def test_reweighting_keeps_the_logged_accuracy(monkeypatch):
     monkeypatch.setitem(rewards.TASK_REWARDS, "counting", [("count_accuracy", 0.5)])
     result = rewards.score("counting", wrap("5"), 5)
     assert result["accuracy"] == 1.0 and result["count_accuracy"] == 1.0 and result["total"] == 1.5
-    monkeypatch.setitem(rewards.TASK_REWARDS, "counting", [])  # even off the table, accuracy is still measured
+    monkeypatch.setitem(
+        rewards.TASK_REWARDS, "counting", []
+    )  # even off the table, accuracy is still measured
     assert rewards.score("counting", wrap("4"), 5)["accuracy"] == pytest.approx(0.8)
 
 
@@ -628,8 +661,11 @@ def test_rewards_get_the_context_they_ask_for(monkeypatch):
     def unique_in_group(completion, answer, frame=None, *, group=()):
         return 1.0 / sum(g == completion for g in group)
 
-    monkeypatch.setitem(rewards.TASK_REWARDS, "vqa", [("vqa_exact_match", 1.0), (brevity, 0.1), (meta_aware, 0.1),
-                                                      (unique_in_group, 0.1)])  # fmt: skip
+    monkeypatch.setitem(
+        rewards.TASK_REWARDS,
+        "vqa",
+        [("vqa_exact_match", 1.0), (brevity, 0.1), (meta_aware, 0.1), (unique_in_group, 0.1)],
+    )
     group = [wrap("yes"), wrap("yes"), wrap("no")]
     scores = rewards.score_group("vqa", group, "yes", record="REC", completion_tokens=[64, 64, 128])
     assert [s["brevity"] for s in scores] == [0.75, 0.75, 0.5]
@@ -650,7 +686,9 @@ def test_context_the_caller_does_not_have_leaves_the_rewards_defaults(monkeypatc
 
 def test_score_group_primes_hslr_embeddings_once(monkeypatch):
     calls = []
-    monkeypatch.setattr(parsing, "prime_embeddings", lambda completions, answer: calls.append(len(completions)))
+    monkeypatch.setattr(
+        parsing, "prime_embeddings", lambda completions, answer: calls.append(len(completions))
+    )
     rewards.score_group("caption", [wrap("a"), wrap("b")], "a")
     assert calls == []  # ROUGE-L only: nothing to encode
     monkeypatch.setitem(rewards.TASK_REWARDS, "caption", [("caption_hslr", 1.0)])

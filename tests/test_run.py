@@ -19,20 +19,25 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def _lines(proc: subprocess.CompletedProcess) -> list[str]:
     return [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
 
 
-@pytest.mark.parametrize("flags, words", [
-    (["--model", "/nonexistent"], "no such directory"),
-    (["--model", "Qwen/Not-A-Cached-Model"], "not in the Hugging Face cache"),
-    (["--group-size", "0"], "--group-size"),
-    (["--lr", "-1"], "--lr"),
-    (["--data", "/nonexistent/train.jsonl"], "No such file"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        (["--model", "/nonexistent"], "no such directory"),
+        (["--model", "Qwen/Not-A-Cached-Model"], "not in the Hugging Face cache"),
+        (["--group-size", "0"], "--group-size"),
+        (["--lr", "-1"], "--lr"),
+        (["--data", "/nonexistent/train.jsonl"], "No such file"),
+    ],
+)
 def test_user_mistakes_are_two_lines_and_fast(tmp_path, flags, words):
     t0 = time.perf_counter()
     proc = _cli("train_grpo.py", "--out", str(tmp_path / "run"), *flags)
@@ -43,7 +48,11 @@ def test_user_mistakes_are_two_lines_and_fast(tmp_path, flags, words):
 
 
 def _digest(path: Path) -> dict[str, str]:
-    return {str(f.relative_to(path)): hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(path.rglob("*")) if f.is_file()}
+    return {
+        str(f.relative_to(path)): hashlib.sha256(f.read_bytes()).hexdigest()
+        for f in sorted(path.rglob("*"))
+        if f.is_file()
+    }
 
 
 def _old_run(out: Path) -> dict[str, str]:
@@ -81,16 +90,43 @@ def test_a_failed_start_with_overwrite_keeps_the_old_run(tmp_path):
 def test_overwrite_replaces_the_old_run_once_started(tiny_dir, synth_dir, tmp_path):
     out = tmp_path / "run"
     _old_run(out)
-    train_sft.main(["--out", str(out), "--overwrite", "--model", str(tiny_dir), "--data", str(synth_dir / "train.jsonl"),
-                    "--max-steps", "2", "--eval-records", "0", "--save-every", "0"])  # fmt: skip
+    train_sft.main(
+        [
+            "--out",
+            str(out),
+            "--overwrite",
+            "--model",
+            str(tiny_dir),
+            "--data",
+            str(synth_dir / "train.jsonl"),
+            "--max-steps",
+            "2",
+            "--eval-records",
+            "0",
+            "--save-every",
+            "0",
+        ]
+    )
     assert not (out / "checkpoints" / "step-000010").exists()
     assert [json.loads(x)["step"] for x in (out / "log.jsonl").read_text().splitlines()] == [1, 2]
     assert json.loads((out / "args.json").read_text())["max_steps"] == 2
 
 
-def test_resume_auto_in_an_empty_folder_starts_fresh_and_the_bar_continues(tiny_dir, synth_dir, tmp_path, capsys):
-    common = ["--model", str(tiny_dir), "--data", str(synth_dir / "train.jsonl"), "--eval-records", "0",
-              "--out", str(tmp_path / "run"), "--save-every", "2"]  # fmt: skip
+def test_resume_auto_in_an_empty_folder_starts_fresh_and_the_bar_continues(
+    tiny_dir, synth_dir, tmp_path, capsys
+):
+    common = [
+        "--model",
+        str(tiny_dir),
+        "--data",
+        str(synth_dir / "train.jsonl"),
+        "--eval-records",
+        "0",
+        "--out",
+        str(tmp_path / "run"),
+        "--save-every",
+        "2",
+    ]
     train_sft.main([*common, "--max-steps", "2", "--resume", "auto"])
     capsys.readouterr()
     train_sft.main([*common, "--max-steps", "3", "--resume", "auto"])

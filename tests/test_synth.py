@@ -58,7 +58,9 @@ def images(d: Path, rec: dict) -> list[np.ndarray]:
 def class_mask(img: np.ndarray, cls: str) -> np.ndarray:
     out = np.ones(img.shape[:2], bool)
     for ch, v in enumerate(synth.CLASS_RGB[cls]):  # per channel on 2-D views: faster than .all(-1)
-        out &= (img[..., ch] >= max(0, v - synth.COLOUR_TOL)) & (img[..., ch] <= min(255, v + synth.COLOUR_TOL))
+        out &= (img[..., ch] >= max(0, v - synth.COLOUR_TOL)) & (
+            img[..., ch] <= min(255, v + synth.COLOUR_TOL)
+        )
     return out
 
 
@@ -73,7 +75,8 @@ def components(img: np.ndarray, cls: str) -> list[tuple[list[int], int]]:
         lab, n = ndimage.label(mask, np.ones((3, 3)))
         sizes = np.bincount(lab.ravel(), minlength=n + 1)[1:]
         _COMPONENTS[key] = [
-            ([s[1].start, s[0].start, s[1].stop, s[0].stop], int(a)) for s, a in zip(ndimage.find_objects(lab), sizes)
+            ([s[1].start, s[0].start, s[1].stop, s[0].stop], int(a))
+            for s, a in zip(ndimage.find_objects(lab), sizes)
         ]
     return _COMPONENTS[key]
 
@@ -84,7 +87,9 @@ def all_boxes(img: np.ndarray) -> dict[tuple, str]:
 
 def file_hashes(d: Path) -> dict[str, str]:
     return {
-        str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.rglob("*")) if p.is_file()
+        str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(d.rglob("*"))
+        if p.is_file()
     }
 
 
@@ -173,14 +178,20 @@ def test_schema(both):
         assert 3 <= len(r["reasoning"].split()) <= 22
         meta, a, task = r["meta"], r["answer"], r["task"]
         assert meta["dataset"] == "synth" and isinstance(meta["type"], str)
-        n_img = {"change_caption": {2}, "change_detection": {2}, "temporal_classification": {3, 4}}.get(task, {1})
+        n_img = {"change_caption": {2}, "change_detection": {2}, "temporal_classification": {3, 4}}.get(
+            task, {1}
+        )
         assert len(r["images"]) in n_img
         if task == "classification":
             assert a in synth.SCENES
         elif task == "multilabel":
             assert a and a == sorted(set(a)) and set(a) <= set(synth.CLASSES)
         elif task == "vqa":
-            allowed = {"presence": {"yes", "no"}, "comparison": {"yes", "no"}, "rural_urban": {"rural", "urban"}}
+            allowed = {
+                "presence": {"yes", "no"},
+                "comparison": {"yes", "no"},
+                "rural_urban": {"rural", "urban"},
+            }
             assert a in allowed[meta["type"]]
         elif task == "counting":
             assert type(a) is int and 0 <= a <= 6 and meta["class"] in synth.CLASSES
@@ -346,7 +357,9 @@ def test_temporal_sequences_match_pixels(both):
             continue
         frames, label = images(d, r), r["answer"]
         buildings = [len(components(f, "building")) for f in frames]
-        blue = [float(((f[..., 2].astype(int) > f[..., 0] + 40) & (f[..., 2] > f[..., 1])).mean()) for f in frames]
+        blue = [
+            float(((f[..., 2].astype(int) > f[..., 0] + 40) & (f[..., 2] > f[..., 1])).mean()) for f in frames
+        ]
         soil = [float((f[..., 0].astype(int) > f[..., 1] + 10).mean()) for f in frames]
         steps = list(zip(frames, frames[1:]))
         if label == "no change":
@@ -376,5 +389,7 @@ def test_cli(tmp_path):
     assert res.returncode == 0, res.stderr
     assert len(records(out)) == 24 and len(read(out / "test.jsonl")) == 5
     assert "wrote 19 train + 5 test" in res.stdout
-    help_ = subprocess.run([sys.executable, "-m", "embedded.synth", "--help"], cwd=ROOT, capture_output=True, text=True)
+    help_ = subprocess.run(
+        [sys.executable, "-m", "embedded.synth", "--help"], cwd=ROOT, capture_output=True, text=True
+    )
     assert help_.returncode == 0 and "--seed" in help_.stdout and "--tasks" in help_.stdout

@@ -20,7 +20,11 @@ IMAGE_RGB = (60, 90, 120)  # a plain colour nothing else on the page has (text a
 W, H = 192, 96  # the page shows images 384 CSS px wide: exactly 2 screen pixels per image pixel
 GT = [20, 20, 70, 70]
 PRED = [110, 30, 170, 80]
-FRAME = {"kind": "pixels", "image_size": [W, H], "model_size": [2 * W, 2 * H]}  # the model writes 2x coordinates
+FRAME = {
+    "kind": "pixels",
+    "image_size": [W, H],
+    "model_size": [2 * W, 2 * H],
+}  # the model writes 2x coordinates
 
 
 def hex_rgb(h: str) -> tuple[int, int, int]:
@@ -34,8 +38,13 @@ def wrap(answer: str) -> str:
 # ----------------------------------------------------------------------------- boxes from rows
 def test_predicted_boxes_from_parsed_or_through_the_frame():
     # eval's predictions: "parsed" is already in original pixels
-    assert viewer.predicted_boxes({"task": "grounding", "parsed": [PRED], "completion": "junk"}) == ([PRED], None)
-    assert viewer.predicted_boxes({"task": "detection", "parsed": None, "completion": wrap("[1, 2, 3, 4]")}) == (
+    assert viewer.predicted_boxes({"task": "grounding", "parsed": [PRED], "completion": "junk"}) == (
+        [PRED],
+        None,
+    )
+    assert viewer.predicted_boxes(
+        {"task": "detection", "parsed": None, "completion": wrap("[1, 2, 3, 4]")}
+    ) == (
         [],
         None,
     )
@@ -53,8 +62,12 @@ def test_predicted_boxes_from_parsed_or_through_the_frame():
     assert boxes == [[1, 2, 30, 40]] and "no frame" in note
     # not a box task, or nothing usable: no boxes, no exception
     assert viewer.predicted_boxes({"task": "counting", "completion": wrap("[1, 2, 3, 4]")}) == ([], None)
-    for bad in ({"task": "detection", "completion": None}, {"task": "detection", "completion": "[1, 2", "frame": 3},
-                {"task": "grounding", "parsed": [["a", 1, 2, 3]]}, {}):  # fmt: skip
+    for bad in (
+        {"task": "detection", "completion": None},
+        {"task": "detection", "completion": "[1, 2", "frame": 3},
+        {"task": "grounding", "parsed": [["a", 1, 2, 3]]},
+        {},
+    ):
         assert viewer.predicted_boxes(bad)[0] == []
 
 
@@ -71,17 +84,42 @@ def make_case(tmp_path: Path) -> tuple[Path, Path]:
     """A plain image, a records file naming it, and prediction rows without "images" (looked up by id)."""
     Image.new("RGB", (W, H), IMAGE_RGB).save(tmp_path / "plain.png")
     records = [
-        {"id": "g1", "task": "grounding", "images": ["plain.png"], "question": "Where is the thing?", "answer": [GT]},
-        {"id": "c1", "task": "classification", "images": ["plain.png"], "question": "What is it?", "answer": "x"},
+        {
+            "id": "g1",
+            "task": "grounding",
+            "images": ["plain.png"],
+            "question": "Where is the thing?",
+            "answer": [GT],
+        },
+        {
+            "id": "c1",
+            "task": "classification",
+            "images": ["plain.png"],
+            "question": "What is it?",
+            "answer": "x",
+        },
     ]
     data = tmp_path / "records.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in records))
     rows = [
-        {"id": "g1", "task": "grounding", "completion": wrap("[220, 60, 340, 160]"), "answer": [GT],
-         "scores": {"format": 1.0, "grounding_iou": 0.0, "total": 1.0}, "meta": {}, "frame": FRAME},
-        {"id": "c1", "task": "classification", "completion": wrap("x </script><b>not bold</b>"), "answer": "x",
-         "scores": {"format": 1.0, "exact_match": 0.0, "total": 1.0}, "meta": {}},
-    ]  # fmt: skip
+        {
+            "id": "g1",
+            "task": "grounding",
+            "completion": wrap("[220, 60, 340, 160]"),
+            "answer": [GT],
+            "scores": {"format": 1.0, "grounding_iou": 0.0, "total": 1.0},
+            "meta": {},
+            "frame": FRAME,
+        },
+        {
+            "id": "c1",
+            "task": "classification",
+            "completion": wrap("x </script><b>not bold</b>"),
+            "answer": "x",
+            "scores": {"format": 1.0, "exact_match": 0.0, "total": 1.0},
+            "meta": {},
+        },
+    ]
     rows_path = tmp_path / "predictions.jsonl"
     rows_path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"torn line\n')
     return rows_path, data
@@ -98,15 +136,26 @@ def test_page_holds_rows_images_and_nothing_from_the_network(tmp_path):
     assert out == tmp_path / "predictions.html"
     html = out.read_text()
     rows, images, info = page_data(html, "rows"), page_data(html, "images"), page_data(html, "info")
-    assert [r["id"] for r in rows] == ["g1", "c1"] and info["bad_lines"] == 1 and info["kind"] == "predictions"
+    assert (
+        [r["id"] for r in rows] == ["g1", "c1"] and info["bad_lines"] == 1 and info["kind"] == "predictions"
+    )
     g1 = rows[0]
-    assert g1["gt"] == [GT] and g1["pred"] == [PRED] and g1["total"] == 1.0 and g1["question"] == "Where is the thing?"
+    assert (
+        g1["gt"] == [GT]
+        and g1["pred"] == [PRED]
+        and g1["total"] == 1.0
+        and g1["question"] == "Where is the thing?"
+    )
     assert len(images) == 1 and rows[1]["images"] == g1["images"]  # the same image embedded once
     (im,) = images.values()
     assert (im["w"], im["h"]) == (W, H) and im["src"].startswith("data:image/png;base64,")
     assert "</script><b>" not in html  # completions cannot close the data script
     # self-contained: no fetched script, style, font or image
-    assert not re.search(r"""(src|href)=["']?(https?:)?//""", html) and "<link" not in html and "@import" not in html
+    assert (
+        not re.search(r"""(src|href)=["']?(https?:)?//""", html)
+        and "<link" not in html
+        and "@import" not in html
+    )
 
     linked = viewer.write_viewer(rows_path, tmp_path / "sub" / "v.html", data=data, link_images=True)
     (im,) = page_data(linked.read_text(), "images").values()
@@ -116,7 +165,9 @@ def test_page_holds_rows_images_and_nothing_from_the_network(tmp_path):
 def test_reads_the_predictions_eval_writes(tmp_path):
     ev = importlib.import_module("eval")
     frame = ev.Frame(kind="pixels", image_size=(W, H), model_size=(2 * W, 2 * H))
-    samples = [ev.Sample(task="detection", answer=[GT], completion=wrap("[220, 60, 340, 160]"), frame=frame, id="d1")]
+    samples = [
+        ev.Sample(task="detection", answer=[GT], completion=wrap("[220, 60, 340, 160]"), frame=frame, id="d1")
+    ]
     ev.score_samples(samples, tmp_path, caption_extras=False, quiet=True)
     Image.new("RGB", (W, H), IMAGE_RGB).save(tmp_path / "plain.png")
     rec = {"id": "d1", "task": "detection", "images": ["plain.png"], "question": "Find all.", "answer": [GT]}
@@ -128,14 +179,38 @@ def test_reads_the_predictions_eval_writes(tmp_path):
 
 def test_rollout_rows_with_their_own_images_and_the_cli(tmp_path, capsys):
     Image.new("RGB", (W, H), IMAGE_RGB).save(tmp_path / "a.png")
-    rows = [{"step": s, "id": "r1", "task": "region_caption", "sample": k, "answer": "a road",
-             "completion": wrap("a road"), "rewards": {"format": 1.0, "caption_rouge_l": 1.0, "total": 2.0},
-             "advantage": 0.5 - k, "length": 7, "truncated": False, "images": [str(tmp_path / "a.png")],
-             "meta": {"region": GT}} for s in (10, 20) for k in (0, 1)]  # fmt: skip
+    rows = [
+        {
+            "step": s,
+            "id": "r1",
+            "task": "region_caption",
+            "sample": k,
+            "answer": "a road",
+            "completion": wrap("a road"),
+            "rewards": {"format": 1.0, "caption_rouge_l": 1.0, "total": 2.0},
+            "advantage": 0.5 - k,
+            "length": 7,
+            "truncated": False,
+            "images": [str(tmp_path / "a.png")],
+            "meta": {"region": GT},
+        }
+        for s in (10, 20)
+        for k in (0, 1)
+    ]
     Image.new("RGB", (W, H), (0, 0, 0)).save(tmp_path / "b.png")  # images relative to the rows file below
-    rows.append({"step": 20, "id": "c1", "task": "change_detection", "sample": 0, "answer": [GT],
-                 "completion": wrap("[1, 2, 3, 4]"), "rewards": {"total": 0.0}, "advantage": 0.0,
-                 "images": ["a.png", "b.png"]})  # fmt: skip
+    rows.append(
+        {
+            "step": 20,
+            "id": "c1",
+            "task": "change_detection",
+            "sample": 0,
+            "answer": [GT],
+            "completion": wrap("[1, 2, 3, 4]"),
+            "rewards": {"total": 0.0},
+            "advantage": 0.0,
+            "images": ["a.png", "b.png"],
+        }
+    )
     (tmp_path / "rollouts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert viewer.main([str(tmp_path / "rollouts.jsonl"), "--max-rows", "3"]) == 0
     assert "rollouts.html" in capsys.readouterr().out
@@ -153,16 +228,32 @@ def browser() -> str:
     for name in BROWSERS:
         if path := shutil.which(name):
             return path
-    pytest.fail("no Chromium for the viewer's browser test: `make` installs it when run as root "
-                "(apt-get install -y chromium); else run: sudo apt-get install -y chromium", pytrace=False)  # fmt: skip
+    pytest.fail(
+        "no Chromium for the viewer's browser test: `make` installs it when run as root "
+        "(apt-get install -y chromium); else run: sudo apt-get install -y chromium",
+        pytrace=False,
+    )
 
 
 def screenshot(page: Path, fragment: str, tmp_path: Path, size=(1000, 700)) -> Image.Image:
     shot = tmp_path / f"shot{len(list(tmp_path.glob('shot*.png')))}.png"
-    cmd = [browser(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-           "--force-device-scale-factor=1", f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
-           f"--window-size={size[0]},{size[1]}", page.resolve().as_uri() + fragment]  # fmt: skip
+    cmd = [
+        browser(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        "--force-device-scale-factor=1",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        f"--screenshot={shot}",
+        f"--window-size={size[0]},{size[1]}",
+        page.resolve().as_uri() + fragment,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert shot.exists(), f"chromium wrote no screenshot (exit {proc.returncode}): {proc.stderr[-2000:]}"
     return Image.open(shot).convert("RGB")
@@ -191,17 +282,24 @@ def check_box(m, box, left: int, top: int, scale: float, near: int = 4) -> None:
     """The colour of `m` lies on all four edges of the box and nowhere else in the image."""
     import numpy as np
 
-    x1, y1, x2, y2 = (left + box[0] * scale, top + box[1] * scale, left + box[2] * scale, top + box[3] * scale)
+    x1, y1, x2, y2 = (
+        left + box[0] * scale,
+        top + box[1] * scale,
+        left + box[2] * scale,
+        top + box[3] * scale,
+    )
     xm, ym = int((x1 + x2) / 2), int((y1 + y2) / 2)
     for name, (ya, yb, xa, xb) in {
-        "left": (ym - 5, ym + 5, x1 - near, x1 + near), "right": (ym - 5, ym + 5, x2 - near, x2 + near),
-        "top": (y1 - near, y1 + near, xm - 5, xm + 5), "bottom": (y2 - near, y2 + near, xm - 5, xm + 5),
-    }.items():  # fmt: skip
+        "left": (ym - 5, ym + 5, x1 - near, x1 + near),
+        "right": (ym - 5, ym + 5, x2 - near, x2 + near),
+        "top": (y1 - near, y1 + near, xm - 5, xm + 5),
+        "bottom": (y2 - near, y2 + near, xm - 5, xm + 5),
+    }.items():
         assert m[int(ya) : int(yb), int(xa) : int(xb)].any(), f"no box colour on the {name} edge of {box}"
     ys, xs = np.nonzero(m)
-    on_edge = (((np.abs(xs - x1) <= near) | (np.abs(xs - x2) <= near)) & (ys >= y1 - near) & (ys <= y2 + near)) | (
-        ((np.abs(ys - y1) <= near) | (np.abs(ys - y2) <= near)) & (xs >= x1 - near) & (xs <= x2 + near)
-    )
+    on_edge = (
+        ((np.abs(xs - x1) <= near) | (np.abs(xs - x2) <= near)) & (ys >= y1 - near) & (ys <= y2 + near)
+    ) | (((np.abs(ys - y1) <= near) | (np.abs(ys - y2) <= near)) & (xs >= x1 - near) & (xs <= x2 + near))
     assert on_edge.all(), f"box colour off the edges of {box}: {list(zip(xs[~on_edge], ys[~on_edge]))[:5]}"
 
 

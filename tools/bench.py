@@ -79,9 +79,15 @@ BENCH_PIXELS = 448 * 448  # the tiny processor stops at 280 px; the bench feeds 
 
 # dense bf16 peak (TFLOP/s) and memory bandwidth (TB/s) per card, matched on torch.cuda.get_device_name
 CARDS = [  # (name pattern, bf16 TFLOP/s, TB/s), first match wins
-    ("H100 PCIe", 756.0, 2.0), ("H100 NVL", 835.0, 3.9), ("GH200", 989.0, 4.0), ("H200", 989.0, 4.8),
-    ("H100", 989.0, 3.35), ("A100.*80GB", 312.0, 2.0), ("A100", 312.0, 1.555), ("L40S", 362.0, 0.864),
-]  # fmt: skip
+    ("H100 PCIe", 756.0, 2.0),
+    ("H100 NVL", 835.0, 3.9),
+    ("GH200", 989.0, 4.0),
+    ("H200", 989.0, 4.8),
+    ("H100", 989.0, 3.35),
+    ("A100.*80GB", 312.0, 2.0),
+    ("A100", 312.0, 1.555),
+    ("L40S", 362.0, 0.864),
+]
 
 
 # ----------------------------------------------------------------------------- timing and statistics
@@ -92,7 +98,9 @@ def sync(device: torch.device | str = "cpu") -> None:
         torch.cuda.synchronize()
 
 
-def alternate(fns: dict, reps: int, warmup: int, device: torch.device | str = "cpu") -> dict[str, list[float]]:
+def alternate(
+    fns: dict, reps: int, warmup: int, device: torch.device | str = "cpu"
+) -> dict[str, list[float]]:
     """Seconds of each callable, run in turn A, B, A, B, ... `warmup` rounds first (discarded). Interleaving
     spreads whatever else the machine is doing over both sides instead of onto one."""
     times: dict[str, list[float]] = {k: [] for k in fns}
@@ -174,7 +182,15 @@ def make_images(out_dir: Path, sizes: list[int], per_size: int, seed: int = 0) -
                 "counting": ("How many storage tanks are in the image?", len(boxes)),
                 "grounding": ("Where is the largest bright building?", [boxes[0]]),
             }[task]
-            lines.append({"id": f"bench_{size}_{k}", "task": task, "images": [name], "question": question, "answer": answer})
+            lines.append(
+                {
+                    "id": f"bench_{size}_{k}",
+                    "task": task,
+                    "images": [name],
+                    "question": question,
+                    "answer": answer,
+                }
+            )
     path = out_dir / "bench.jsonl"
     path.write_text("".join(json.dumps(x) + "\n" for x in lines))
     return path
@@ -209,31 +225,57 @@ def build_fixture(work: Path, sizes: list[int], per_size: int) -> Fixture:
 # ----------------------------------------------------------------------------- row 1: rollout tokens/s
 
 
-def rollout_pair(m: torch.nn.Module, batch: dict, G: int, new_tokens: int, banned: torch.Tensor, pad: int,
-                 static_cache: bool = False):  # fmt: skip
+def rollout_pair(
+    m: torch.nn.Module,
+    batch: dict,
+    G: int,
+    new_tokens: int,
+    banned: torch.Tensor,
+    pad: int,
+    static_cache: bool = False,
+):
     """(ours, hf): two callables that each sample exactly G * new_tokens tokens per prompt of `batch`."""
     B, P = batch["input_ids"].shape
 
     def ours():
         gen = torch.Generator(batch["input_ids"].device).manual_seed(0)
         # eos_ids=[]: no early stop, so both sides decode exactly T tokens per sequence
-        ro = M.sample(m, batch, G, new_tokens, generator=gen, eos_ids=[], banned=banned, pad_id=pad,
-                      static_cache=static_cache)  # fmt: skip
+        ro = M.sample(
+            m,
+            batch,
+            G,
+            new_tokens,
+            generator=gen,
+            eos_ids=[],
+            banned=banned,
+            pad_id=pad,
+            static_cache=static_cache,
+        )
         assert ro.completion_ids.shape == (B * G, new_tokens) and bool(ro.completion_mask.all())
 
     def hf():
         torch.manual_seed(0)
         with torch.no_grad():  # top_k=0: transformers 5.x otherwise applies top_k=50 on do_sample
-            seqs = m.generate(**batch, do_sample=True, num_return_sequences=G, max_new_tokens=new_tokens,
-                              min_new_tokens=new_tokens, temperature=1.0, top_k=0, top_p=1.0,
-                              suppress_tokens=banned.tolist(), pad_token_id=pad)  # fmt: skip
+            seqs = m.generate(
+                **batch,
+                do_sample=True,
+                num_return_sequences=G,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                temperature=1.0,
+                top_k=0,
+                top_p=1.0,
+                suppress_tokens=banned.tolist(),
+                pad_token_id=pad,
+            )
         assert seqs.shape == (B * G, P + new_tokens)
 
     return ours, hf
 
 
-def bench_rollout(fx: Fixture, sizes: list[int], groups: list[int], prompts: int, new_tokens: int, reps: int,
-                  warmup: int) -> list[dict]:  # fmt: skip
+def bench_rollout(
+    fx: Fixture, sizes: list[int], groups: list[int], prompts: int, new_tokens: int, reps: int, warmup: int
+) -> list[dict]:
     """model.sample against HF generate on the same left-padded prompt batch, exactly B*G*T tokens each."""
     m, proc = fx.model, fx.processor
     banned = M.banned_token_ids(m, proc)
@@ -250,9 +292,19 @@ def bench_rollout(fx: Fixture, sizes: list[int], groups: list[int], prompts: int
             case = f"{size} px, B={B}, G={G}, T={new_tokens} ({n} tok, prompt {P})"
             speedup = paired(t["ours"], t["hf"], lambda a, b: b / a)
             target = ">= 1.5x" if (G == 8 and size == 448 and new_tokens == 64) else ""
-            out.append(row("rollout tokens/s", case, tps(t["ours"]), tps(t["hf"]), speedup, baseline_name="HF generate",
-                           ratio_name="speedup", target=target,
-                           met=(speedup["median"] >= 1.5) if target else None))  # fmt: skip
+            out.append(
+                row(
+                    "rollout tokens/s",
+                    case,
+                    tps(t["ours"]),
+                    tps(t["hf"]),
+                    speedup,
+                    baseline_name="HF generate",
+                    ratio_name="speedup",
+                    target=target,
+                    met=(speedup["median"] >= 1.5) if target else None,
+                )
+            )
             print(f"  rollout {case}: speedup {fmt_stat(speedup, 'x')}", flush=True)
     return out
 
@@ -260,12 +312,23 @@ def bench_rollout(fx: Fixture, sizes: list[int], groups: list[int], prompts: int
 # ----------------------------------------------------------------------------- row 2: GRPO step vs TRL
 
 
-TRL_HINT = ("get it with: pip install -r requirements-bench.txt --constraint <(pip freeze | grep -iE "
-            "'^(torch|torchvision|transformers|tokenizers)==')  (TRL for this row only; torch/transformers stay as they are)")  # fmt: skip
+TRL_HINT = (
+    "get it with: pip install -r requirements-bench.txt --constraint <(pip freeze | grep -iE "
+    "'^(torch|torchvision|transformers|tokenizers)==')  (TRL for this row only; torch/transformers stay as they are)"
+)
 
 
-def bench_grpo(fx: Fixture, size: int, prompts: int, G: int, new_tokens: int, beta: float, lr: float, reps: int,
-               warmup: int) -> list[dict]:  # fmt: skip
+def bench_grpo(
+    fx: Fixture,
+    size: int,
+    prompts: int,
+    G: int,
+    new_tokens: int,
+    beta: float,
+    lr: float,
+    reps: int,
+    warmup: int,
+) -> list[dict]:
     """One GRPO step of ours (train_grpo.main itself, one step per call, its own step_s) and of TRL's
     GRPOTrainer, alternated step by step: our step runs inside TRL's on_step_end callback and TRL's time is
     what passes between callbacks. Same checkpoint, prompts and images (same chat template and pixel budget),
@@ -283,19 +346,65 @@ def bench_grpo(fx: Fixture, size: int, prompts: int, G: int, new_tokens: int, be
 
     recs = fx.records_of(size)[:prompts]
     jsonl = fx.dir / "data" / "grpo.jsonl"  # just these prompts, so train_grpo draws exactly them
-    jsonl.write_text("".join(fx.jsonl.read_text().splitlines(keepends=True)[fx.records.index(r)] for r in recs))
+    jsonl.write_text(
+        "".join(fx.jsonl.read_text().splitlines(keepends=True)[fx.records.index(r)] for r in recs)
+    )
     steps = warmup + reps
     times: dict[str, list[float]] = {"ours": [], "trl": []}
     parts: list[dict] = []
 
     def ours_step(k: int) -> None:
-        argv = ["--model", fx.model_dir, "--data", str(jsonl), "--task", "all", "--max-steps", "1",
-                "--group-size", str(G), "--prompts-per-step", str(prompts), "--max-new-tokens", str(new_tokens),
-                "--temperature", "1.0", "--top-k", "0", "--top-p", "1.0", "--beta", str(beta), "--lr", str(lr),
-                "--num-iterations", "1", "--clip-eps-low", "0.2", "--clip-eps-high", "0.28", "--loss-agg",
-                "token-mean", "--adv-scale", "group", "--grad-clip", "1.0", "--weight-decay", "0",
-                "--micro-batch-size", str(prompts * G), "--log-rollouts-every", "0", "--seed", str(k),
-                "--out", str(fx.dir / "ours"), "--overwrite", "--save-every", "0"]  # fmt: skip
+        argv = [
+            "--model",
+            fx.model_dir,
+            "--data",
+            str(jsonl),
+            "--task",
+            "all",
+            "--max-steps",
+            "1",
+            "--group-size",
+            str(G),
+            "--prompts-per-step",
+            str(prompts),
+            "--max-new-tokens",
+            str(new_tokens),
+            "--temperature",
+            "1.0",
+            "--top-k",
+            "0",
+            "--top-p",
+            "1.0",
+            "--beta",
+            str(beta),
+            "--lr",
+            str(lr),
+            "--num-iterations",
+            "1",
+            "--clip-eps-low",
+            "0.2",
+            "--clip-eps-high",
+            "0.28",
+            "--loss-agg",
+            "token-mean",
+            "--adv-scale",
+            "group",
+            "--grad-clip",
+            "1.0",
+            "--weight-decay",
+            "0",
+            "--micro-batch-size",
+            str(prompts * G),
+            "--log-rollouts-every",
+            "0",
+            "--seed",
+            str(k),
+            "--out",
+            str(fx.dir / "ours"),
+            "--overwrite",
+            "--save-every",
+            "0",
+        ]
         # EOS off (as TRL's min_new_tokens=T): both sides sample and train on exactly B*G*T tokens
         with patched(M, "eos_token_ids", lambda *a, **k: []), quiet():
             last = TG.main(argv)["last"]
@@ -307,11 +416,22 @@ def bench_grpo(fx: Fixture, size: int, prompts: int, G: int, new_tokens: int, be
     by_id = {r.id: r for r in recs}
 
     def trl_reward(completions, rid, **_) -> list[float]:  # the same task rewards as ours
-        return [rewards.score(by_id[i].task, c[0]["content"], by_id[i].answer, frames[i])["total"]
-                for c, i in zip(completions, rid)]  # fmt: skip
+        return [
+            rewards.score(by_id[i].task, c[0]["content"], by_id[i].answer, frames[i])["total"]
+            for c, i in zip(completions, rid)
+        ]
 
-    rows = [{"prompt": [{"role": "system", "content": data.SYSTEM_PROMPT}, {"role": "user", "content": r.question}],
-             "image": data.load_image(r.images[0]), "rid": r.id} for r in recs] * (steps + 1)  # fmt: skip
+    rows = [
+        {
+            "prompt": [
+                {"role": "system", "content": data.SYSTEM_PROMPT},
+                {"role": "user", "content": r.question},
+            ],
+            "image": data.load_image(r.images[0]),
+            "rid": r.id,
+        }
+        for r in recs
+    ] * (steps + 1)
 
     class Alternate(TrainerCallback):
         def on_train_begin(self, *a, **k):
@@ -325,17 +445,47 @@ def bench_grpo(fx: Fixture, size: int, prompts: int, G: int, new_tokens: int, be
             self.mark = time.perf_counter()
 
     cfg = GRPOConfig(
-        output_dir=str(fx.dir / "trl"), per_device_train_batch_size=prompts * G, gradient_accumulation_steps=1,
-        num_generations=G, max_completion_length=new_tokens, generation_kwargs={"min_new_tokens": new_tokens},
-        temperature=1.0, top_k=0, top_p=1.0, beta=beta, num_iterations=1, epsilon=0.2, epsilon_high=0.28,
-        loss_type="dapo", scale_rewards="group", learning_rate=lr, lr_scheduler_type="constant", weight_decay=0.0,
-        max_grad_norm=1.0, max_steps=steps, bf16=False, use_cpu=True, gradient_checkpointing=False,
-        shuffle_dataset=False, report_to="none", logging_strategy="no", save_strategy="no", disable_tqdm=True,
-        log_completions=False, dataloader_num_workers=0, seed=0,
-    )  # fmt: skip
+        output_dir=str(fx.dir / "trl"),
+        per_device_train_batch_size=prompts * G,
+        gradient_accumulation_steps=1,
+        num_generations=G,
+        max_completion_length=new_tokens,
+        generation_kwargs={"min_new_tokens": new_tokens},
+        temperature=1.0,
+        top_k=0,
+        top_p=1.0,
+        beta=beta,
+        num_iterations=1,
+        epsilon=0.2,
+        epsilon_high=0.28,
+        loss_type="dapo",
+        scale_rewards="group",
+        learning_rate=lr,
+        lr_scheduler_type="constant",
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        max_steps=steps,
+        bf16=False,
+        use_cpu=True,
+        gradient_checkpointing=False,
+        shuffle_dataset=False,
+        report_to="none",
+        logging_strategy="no",
+        save_strategy="no",
+        disable_tqdm=True,
+        log_completions=False,
+        dataloader_num_workers=0,
+        seed=0,
+    )
     trl_model = M.load(fx.model_dir, device="cpu", dtype=torch.float32).model
-    trainer = GRPOTrainer(model=trl_model, reward_funcs=[trl_reward], args=cfg, train_dataset=Dataset.from_list(rows),
-                          processing_class=fx.processor, callbacks=[Alternate()])  # fmt: skip
+    trainer = GRPOTrainer(
+        model=trl_model,
+        reward_funcs=[trl_reward],
+        args=cfg,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=fx.processor,
+        callbacks=[Alternate()],
+    )
     with quiet():  # its end-of-training summary and warnings are not part of the table
         trainer.train()
     t_ours, t_trl = times["ours"][warmup:], times["trl"][warmup:]
@@ -343,8 +493,21 @@ def bench_grpo(fx: Fixture, size: int, prompts: int, G: int, new_tokens: int, be
     split = {k: statistics.median(p[k] for p in parts[warmup:]) for k in parts[-1]}
     note = "ours: " + ", ".join(f"{k[:-2]} {v:.2f}s" for k, v in split.items())
     print(f"  grpo {case}: ours/TRL {fmt_stat(ratio, 'x')} ({note})", flush=True)
-    return [row("GRPO step s", case, stats(t_ours), stats(t_trl), ratio, baseline_name=f"TRL {trl.__version__} GRPOTrainer",
-                ratio_name="ours/TRL", target="<= 0.5x", met=ratio["median"] <= 0.5, note=note, parts=split)]  # fmt: skip
+    return [
+        row(
+            "GRPO step s",
+            case,
+            stats(t_ours),
+            stats(t_trl),
+            ratio,
+            baseline_name=f"TRL {trl.__version__} GRPOTrainer",
+            ratio_name="ours/TRL",
+            target="<= 0.5x",
+            met=ratio["median"] <= 0.5,
+            note=note,
+            parts=split,
+        )
+    ]
 
 
 @contextlib.contextmanager
@@ -379,7 +542,9 @@ def update_step(spec: dict, loaded_hook=None):
     if loaded_hook is not None:
         loaded_hook()
     net, proc, G, T, rank = loaded.model.eval(), loaded.processor, spec["G"], spec["T"], spec["rank"]
-    recs = [r for r in data.load_records(spec["jsonl"]) if r.image_sizes[0] == (spec["size"],) * 2][: spec["prompts"]]
+    recs = [r for r in data.load_records(spec["jsonl"]) if r.image_sizes[0] == (spec["size"],) * 2][
+        : spec["prompts"]
+    ]
     x = data.collate_prompts(recs, proc, loaded.frame_kind).inputs
     banned = M.banned_token_ids(net, proc)
     ro = M.sample(net, x, G, T, generator=torch.Generator().manual_seed(0), eos_ids=[], banned=banned)
@@ -395,7 +560,7 @@ def update_step(spec: dict, loaded_hook=None):
     logprobs = lambda m: M.token_logprobs(m, x, ids, mask, G, 1.0, banned)  # noqa: E731
 
     def update() -> None:
-        with torch.no_grad(), (lora.disabled(net) if rank else contextlib.nullcontext()):
+        with torch.no_grad(), lora.disabled(net) if rank else contextlib.nullcontext():
             ref_lp = logprobs(ref if ref is not None else net)
         net.train()
         lp = logprobs(net)
@@ -425,25 +590,61 @@ def update_child(spec: dict) -> dict:
     return {"peak_bytes": (_proc_kb("VmHWM") - base[0]) * 1024, "trainable": trainable}
 
 
-def bench_lora(fx: Fixture, size: int, prompts: int, G: int, new_tokens: int, beta: float, reps: int, warmup: int,
-               threads: int | None) -> list[dict]:
+def bench_lora(
+    fx: Fixture,
+    size: int,
+    prompts: int,
+    G: int,
+    new_tokens: int,
+    beta: float,
+    reps: int,
+    warmup: int,
+    threads: int | None,
+) -> list[dict]:
     """LoRA (rank LORA_RANK, every decoder projection) against full fine-tuning: the same update on the same batch."""
-    spec = {"kind": "update", "model_dir": fx.model_dir, "jsonl": str(fx.jsonl), "size": size, "prompts": prompts,
-            "G": G, "T": new_tokens, "beta": beta}
+    spec = {
+        "kind": "update",
+        "model_dir": fx.model_dir,
+        "jsonl": str(fx.jsonl),
+        "size": size,
+        "prompts": prompts,
+        "G": G,
+        "T": new_tokens,
+        "beta": beta,
+    }
     (full, n_full), (low, n_low) = update_step({**spec, "rank": 0}), update_step({**spec, "rank": LORA_RANK})
     t = alternate({"lora": low, "full": full}, reps, warmup)
     mem = {k: measure_child({**spec, "rank": r}, threads) for k, r in (("full", 0), ("lora", LORA_RANK))}
-    case = (f"{size} px, B={prompts}, G={G}, T={new_tokens}, beta={beta}: reference log-probs + fwd/bwd + AdamW; "
-            f"LoRA rank {LORA_RANK} ({n_low:,} trainable) vs full ({n_full:,})")
+    case = (
+        f"{size} px, B={prompts}, G={G}, T={new_tokens}, beta={beta}: reference log-probs + fwd/bwd + AdamW; "
+        f"LoRA rank {LORA_RANK} ({n_low:,} trainable) vs full ({n_full:,})"
+    )
     gb = {k: v["peak_bytes"] / 1e9 for k, v in mem.items()}
     speed = paired(t["lora"], t["full"], lambda a, b: a / b)
-    print(f"  lora {case}: step LoRA/full {fmt_stat(speed, 'x')}, peak {gb['lora']:.3f} GB vs {gb['full']:.3f} GB",
-          flush=True)
-    return [row("update s, LoRA vs full", case, stats(t["lora"]), stats(t["full"]), speed, baseline_name="full",
-                ratio_name="LoRA/full"),
-            row("update peak GB, LoRA vs full", case + "; peak RSS growth of a fresh process over its loaded policy",
-                stats([gb["lora"]]), stats([gb["full"]]), stats([gb["lora"] / gb["full"]]), baseline_name="full",
-                ratio_name="LoRA/full")]
+    print(
+        f"  lora {case}: step LoRA/full {fmt_stat(speed, 'x')}, peak {gb['lora']:.3f} GB vs {gb['full']:.3f} GB",
+        flush=True,
+    )
+    return [
+        row(
+            "update s, LoRA vs full",
+            case,
+            stats(t["lora"]),
+            stats(t["full"]),
+            speed,
+            baseline_name="full",
+            ratio_name="LoRA/full",
+        ),
+        row(
+            "update peak GB, LoRA vs full",
+            case + "; peak RSS growth of a fresh process over its loaded policy",
+            stats([gb["lora"]]),
+            stats([gb["full"]]),
+            stats([gb["lora"] / gb["full"]]),
+            baseline_name="full",
+            ratio_name="LoRA/full",
+        ),
+    ]
 
 
 # ----------------------------------------------------------------------------- row 4: log-prob peak memory
@@ -471,7 +672,11 @@ def head_case(precision: str, n: int, d: int, vocab: int, device: torch.device |
     head = torch.nn.Linear(d, vocab, bias=False, device=dev, dtype=wdtype)
     hidden = torch.randn(1, n, d, dtype=hdtype, device=dev).requires_grad_()
     targets = torch.randint(0, vocab, (1, n), device=dev)
-    ctx = torch.autocast(dev.type, dtype=torch.bfloat16) if precision == "autocast" else contextlib.nullcontext()
+    ctx = (
+        torch.autocast(dev.type, dtype=torch.bfloat16)
+        if precision == "autocast"
+        else contextlib.nullcontext()
+    )
     return head, hidden, targets, ctx
 
 
@@ -506,7 +711,9 @@ def measure_child(spec: dict, threads: int | None) -> dict:
     """One measurement (logprobs_child, or update_child for spec kind "update") in a fresh process."""
     env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
     cmd = [sys.executable, os.path.abspath(__file__), "--_child", json.dumps(spec)]
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[1])
+    res = subprocess.run(
+        cmd, capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[1]
+    )
     if res.returncode:
         raise RuntimeError(f"memory child {spec} failed:\n{res.stderr[-2000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -514,9 +721,18 @@ def measure_child(spec: dict, threads: int | None) -> dict:
 
 def logprobs_row(name: str, case: str, ours_gb: float, naive_gb: float, target: bool, **kw) -> dict:
     ratio = ours_gb / naive_gb
-    return row(name, case, stats([ours_gb]), stats([naive_gb]), stats([ratio]), baseline_name="naive full logits",
-               ratio_name="ours/naive", target="<= 0.25x" if target else "", met=(ratio <= 0.25) if target else None,
-               **kw)  # fmt: skip
+    return row(
+        name,
+        case,
+        stats([ours_gb]),
+        stats([naive_gb]),
+        stats([ratio]),
+        baseline_name="naive full logits",
+        ratio_name="ours/naive",
+        target="<= 0.25x" if target else "",
+        met=(ratio <= 0.25) if target else None,
+        **kw,
+    )
 
 
 def bench_logprobs(lengths: list[int], hidden: int, threads: int | None, precisions: list[str]) -> list[dict]:
@@ -530,10 +746,21 @@ def bench_logprobs(lengths: list[int], hidden: int, threads: int | None, precisi
         naive = measure_child({**spec, "mode": "naive"}, threads)
         ours = measure_child({**spec, "mode": "fused"}, threads)
         case = f"{n} tok, V={QWEN_VOCAB}, d={hidden}, {PRECISIONS[precision]}, fwd+bwd"
-        out.append(logprobs_row("log-prob peak GB", case, ours["peak_bytes"] / 1e9, naive["peak_bytes"] / 1e9, n == 4096,
-                                seconds={"ours": ours["seconds"], "naive": naive["seconds"]}))  # fmt: skip
-        print(f"  logprobs {case}: {ours['peak_bytes'] / 1e9:.2f} GB vs naive {naive['peak_bytes'] / 1e9:.2f} GB "
-              f"= {out[-1]['ratio']['median']:.3f}x; {ours['seconds']:.2f} s vs {naive['seconds']:.2f} s", flush=True)  # fmt: skip
+        out.append(
+            logprobs_row(
+                "log-prob peak GB",
+                case,
+                ours["peak_bytes"] / 1e9,
+                naive["peak_bytes"] / 1e9,
+                n == 4096,
+                seconds={"ours": ours["seconds"], "naive": naive["seconds"]},
+            )
+        )
+        print(
+            f"  logprobs {case}: {ours['peak_bytes'] / 1e9:.2f} GB vs naive {naive['peak_bytes'] / 1e9:.2f} GB "
+            f"= {out[-1]['ratio']['median']:.3f}x; {ours['seconds']:.2f} s vs {naive['seconds']:.2f} s",
+            flush=True,
+        )
     return out
 
 
@@ -542,24 +769,66 @@ def bench_logprobs(lengths: list[int], hidden: int, threads: int | None, precisi
 GPU_SHAPES = {
     # Qwen2.5-VL-3B-Instruct's config.json, random weights
     "3b": dict(
-        text=dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
-                  num_key_value_heads=2, vocab_size=QWEN_VOCAB, max_position_embeddings=128000, rms_norm_eps=1e-6,
-                  rope_theta=1_000_000.0, rope_scaling={"type": "mrope", "mrope_section": [16, 24, 24]}),
-        vision=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=2048,
-                    patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
-                    fullatt_block_indexes=[7, 15, 23, 31], tokens_per_second=2),
-        tie=True, seq=1024, new_tokens=64,
+        text=dict(
+            hidden_size=2048,
+            intermediate_size=11008,
+            num_hidden_layers=36,
+            num_attention_heads=16,
+            num_key_value_heads=2,
+            vocab_size=QWEN_VOCAB,
+            max_position_embeddings=128000,
+            rms_norm_eps=1e-6,
+            rope_theta=1_000_000.0,
+            rope_scaling={"type": "mrope", "mrope_section": [16, 24, 24]},
+        ),
+        vision=dict(
+            depth=32,
+            hidden_size=1280,
+            intermediate_size=3420,
+            num_heads=16,
+            out_hidden_size=2048,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            window_size=112,
+            fullatt_block_indexes=[7, 15, 23, 31],
+            tokens_per_second=2,
+        ),
+        tie=True,
+        seq=1024,
+        new_tokens=64,
     ),
     # the same code paths at a size a CPU runs in seconds (tests)
     "tiny": dict(
-        text=dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, vocab_size=8192, max_position_embeddings=4096, rms_norm_eps=1e-6,
-                  rope_theta=10000.0, rope_scaling={"type": "mrope", "mrope_section": [4, 6, 6]}),
-        vision=dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, out_hidden_size=128, patch_size=14,
-                    spatial_merge_size=2, temporal_patch_size=2, window_size=112, fullatt_block_indexes=[1]),
-        tie=True, seq=512, new_tokens=16,
+        text=dict(
+            hidden_size=128,
+            intermediate_size=256,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            vocab_size=8192,
+            max_position_embeddings=4096,
+            rms_norm_eps=1e-6,
+            rope_theta=10000.0,
+            rope_scaling={"type": "mrope", "mrope_section": [4, 6, 6]},
+        ),
+        vision=dict(
+            depth=2,
+            hidden_size=64,
+            intermediate_size=128,
+            num_heads=2,
+            out_hidden_size=128,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            window_size=112,
+            fullatt_block_indexes=[1],
+        ),
+        tie=True,
+        seq=512,
+        new_tokens=16,
     ),
-}  # fmt: skip
+}
 
 
 def gpu_model(shape: str, processor, device: torch.device, attn: str) -> torch.nn.Module:
@@ -568,16 +837,26 @@ def gpu_model(shape: str, processor, device: torch.device, attn: str) -> torch.n
 
     s, tok = GPU_SHAPES[shape], processor.tokenizer
     ids = {t: tok.convert_tokens_to_ids(t) for t in tiny.QWEN_SPECIAL_TOKENS}
-    text = dict(s["text"], bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
-                pad_token_id=ids["<|endoftext|>"])  # fmt: skip
+    text = dict(
+        s["text"],
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
+    )
     config = Qwen2_5_VLConfig(
-        text_config=text, vision_config=s["vision"], image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=s["tie"],
-    )  # fmt: skip
+        text_config=text,
+        vision_config=s["vision"],
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=s["tie"],
+    )
     torch.manual_seed(0)
     with torch.device(device):
-        model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=torch.bfloat16, attn_implementation=attn)
+        model = Qwen2_5_VLForConditionalGeneration._from_config(
+            config, dtype=torch.bfloat16, attn_implementation=attn
+        )
     model.generation_config.eos_token_id = [ids["<|im_end|>"], ids["<|endoftext|>"]]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     return model
@@ -589,7 +868,12 @@ def param_counts(model: torch.nn.Module) -> dict[str, int]:
     emb = model.model.get_input_embeddings().weight
     lm = sum(p.numel() for p in model.model.language_model.parameters()) - emb.numel()
     head = model.lm_head.weight.numel()
-    return {"vision": vis, "decoder": lm, "lm_head": head, "total": sum(p.numel() for p in model.parameters())}
+    return {
+        "vision": vis,
+        "decoder": lm,
+        "lm_head": head,
+        "total": sum(p.numel() for p in model.parameters()),
+    }
 
 
 def train_flops(model: torch.nn.Module, inputs: dict, rows_per_prompt: int, completion_tokens: int) -> float:
@@ -609,12 +893,16 @@ def train_flops(model: torch.nn.Module, inputs: dict, rows_per_prompt: int, comp
         patches = inputs["image_grid_thw"].prod(-1)  # [images]
         win = (vc.window_size // vc.patch_size) ** 2
         full = len(vc.fullatt_block_indexes)
-        attn_v = sum(4 * vc.hidden_size * p * (full * p + (vc.depth - full) * min(win, p)) for p in patches.tolist())
+        attn_v = sum(
+            4 * vc.hidden_size * p * (full * p + (vc.depth - full) * min(win, p)) for p in patches.tolist()
+        )
         fwd += 2 * c["vision"] * int(patches.sum()) + attn_v  # vision runs once per prompt, not per row
     return 3.0 * fwd
 
 
-def card_peaks(device: torch.device, peak_tflops: float | None, peak_tbs: float | None) -> tuple[str, float | None, float | None]:  # fmt: skip
+def card_peaks(
+    device: torch.device, peak_tflops: float | None, peak_tbs: float | None
+) -> tuple[str, float | None, float | None]:
     if device.type != "cuda":
         return platform.processor() or "cpu", peak_tflops, peak_tbs
     name = torch.cuda.get_device_name(device)
@@ -637,8 +925,16 @@ def attention_kernels(model: torch.nn.Module, inputs: dict, device: torch.device
     return ", ".join(names[:4]) or "none found"
 
 
-def gpu_check(fx: Fixture, shape: str, device: torch.device, reps: int, warmup: int, peak_tflops: float | None,
-              peak_tbs: float | None, prompts_n: int = 8) -> list[dict]:  # fmt: skip
+def gpu_check(
+    fx: Fixture,
+    shape: str,
+    device: torch.device,
+    reps: int,
+    warmup: int,
+    peak_tflops: float | None,
+    peak_tbs: float | None,
+    prompts_n: int = 8,
+) -> list[dict]:
     """The scale-out issue's GPU check: fwd+bwd tokens/s and MFU on ~1k-token rows with images, a rollout of
     prompts_n x G=8 sequences (64; bench --quick: 16) (ours vs HF generate) with decode bandwidth utilisation, a GRPO update's MFU, peak memory, the
     attention kernel. bf16 parameters and AdamW state (the trainers' fp32 master copy doubles the memory but not
@@ -667,9 +963,11 @@ def gpu_check(fx: Fixture, shape: str, device: torch.device, reps: int, warmup: 
     def mfu(flops: float, seconds: float) -> float | None:
         return flops / seconds / (tflops * 1e12) if tflops else None
 
-    info = (f"{shape} shape: {counts['total'] / 1e6:,.1f}M params (vision {counts['vision'] / 1e6:,.1f}M, decoder "
-            f"{counts['decoder'] / 1e6:,.1f}M, lm_head {counts['lm_head'] / 1e6:,.1f}M), bf16, attn {attn}, built in "
-            f"{build_s:.1f}s on {card}")  # fmt: skip
+    info = (
+        f"{shape} shape: {counts['total'] / 1e6:,.1f}M params (vision {counts['vision'] / 1e6:,.1f}M, decoder "
+        f"{counts['decoder'] / 1e6:,.1f}M, lm_head {counts['lm_head'] / 1e6:,.1f}M), bf16, attn {attn}, built in "
+        f"{build_s:.1f}s on {card}"
+    )
     print(f"  gpu {info}", flush=True)
 
     def fwd_bwd(mb_inputs, mb_ids, mb_mask, mb_adv, g):
@@ -680,31 +978,54 @@ def gpu_check(fx: Fixture, shape: str, device: torch.device, reps: int, warmup: 
     # ---- 1. fwd+bwd on ~1k-token rows: B prompts with a 448 px image, G completions each, no padding
     def section_fwd_bwd() -> list[dict]:
         total_gb = torch.cuda.get_device_properties(device).total_memory / 1e9 if cuda else 0.0
-        rows_total = 8 if total_gb > 100 else 4  # H200: 8 rows of 1k tokens; H100: 4 (no activation checkpointing)
+        rows_total = (
+            8 if total_gb > 100 else 4
+        )  # H200: 8 rows of 1k tokens; H100: 4 (no activation checkpointing)
         G = 2
         B = rows_total // G
-        batch = data.collate_prompts([recs448[0]] * B, proc, fk)  # identical prompts: no padding, SDPA runs causal
+        batch = data.collate_prompts(
+            [recs448[0]] * B, proc, fk
+        )  # identical prompts: no padding, SDPA runs causal
         inputs = to_dev(batch.inputs)
         P = inputs["input_ids"].shape[1]
         T = max(16, GPU_SHAPES[shape]["seq"] - P)
         gen = torch.Generator().manual_seed(0)
-        comp = torch.randint(0, 400, (B * G, T), generator=gen).to(device)  # ordinary text tokens of the tiny vocab
+        comp = torch.randint(0, 400, (B * G, T), generator=gen).to(
+            device
+        )  # ordinary text tokens of the tiny vocab
         cmask = torch.ones(B * G, T, dtype=torch.bool, device=device)
         adv = torch.randn(B * G, device=device)
         kernels = attention_kernels(model, inputs, device)
         model.train()
         reset_peak()
-        t = alternate({"fwd_bwd": lambda: fwd_bwd(inputs, comp, cmask, adv, G)}, reps, warmup, device)["fwd_bwd"]
+        t = alternate({"fwd_bwd": lambda: fwd_bwd(inputs, comp, cmask, adv, G)}, reps, warmup, device)[
+            "fwd_bwd"
+        ]
         peak = mem_gb()
         model.zero_grad(set_to_none=True)
         fl = train_flops(model, inputs, G, T)
         s = stats([B * G * (P + T) / x for x in t])
         m = mfu(fl, statistics.median(t))
         case = f"fwd+bwd {B * G} rows x {P + T} tok (prompt {P} incl. 256 image tok), bf16, no act. ckpt"
-        print(f"  gpu {case}: {fmt_stat(s)} tok/s, MFU {fmt_pct(m)}, peak {peak:.1f} GB, kernels: {kernels}", flush=True)
-        return [row("gpu: update tokens/s", case, s, None, None, mfu=m, peak_gb=peak, attention=f"{attn}: {kernels}",
-                    note=f"MFU {fmt_pct(m)}, peak {peak:.1f} GB, {fl / 1e12:.1f} TFLOP/step, attention {attn}: {kernels}",
-                    target="MFU >= 40%", met=(m >= 0.4) if m is not None else None)]  # fmt: skip
+        print(
+            f"  gpu {case}: {fmt_stat(s)} tok/s, MFU {fmt_pct(m)}, peak {peak:.1f} GB, kernels: {kernels}",
+            flush=True,
+        )
+        return [
+            row(
+                "gpu: update tokens/s",
+                case,
+                s,
+                None,
+                None,
+                mfu=m,
+                peak_gb=peak,
+                attention=f"{attn}: {kernels}",
+                note=f"MFU {fmt_pct(m)}, peak {peak:.1f} GB, {fl / 1e12:.1f} TFLOP/step, attention {attn}: {kernels}",
+                target="MFU >= 40%",
+                met=(m >= 0.4) if m is not None else None,
+            )
+        ]
 
     # ---- 2. rollout: 64 sequences = 8 prompts (--quick: 2) x G=8, 64 new tokens, ours vs HF generate; decode bandwidth
     G, T = 8, GPU_SHAPES[shape]["new_tokens"]
@@ -740,7 +1061,11 @@ def gpu_check(fx: Fixture, shape: str, device: torch.device, reps: int, warmup: 
         # per decode step every decoder weight and the lm_head are read once, and the KV cache of all rows
         weight_bytes = 2 * (counts["decoder"] + counts["lm_head"])
         kv_bytes = 2 * 2 * tc.num_hidden_layers * tc.num_key_value_heads * head_dim * B * G * (P + T / 2)
-        out = [] if "compiled" in variants else [row("gpu: rollout compiled decode", "failed", None, None, None, note=failed)]
+        out = (
+            []
+            if "compiled" in variants
+            else [row("gpu: rollout compiled decode", "failed", None, None, None, note=failed)]
+        )
         for name in variants:
             speed = paired(t[name], t["hf"], lambda a, b: b / a)
             step_s = (statistics.median(t[name]) - statistics.median(t[f"{name} prefill"])) / (T - 1)
@@ -748,12 +1073,28 @@ def gpu_check(fx: Fixture, shape: str, device: torch.device, reps: int, warmup: 
             util = bw / (tbs * 1e12) if tbs else None
             case = f"rollout {B}x{G}={B * G} seq, {P}-tok prompts (448 px), T={T}, {name} decode"
             extra = f", compiled in {compile_s:.0f} s" if name == "compiled" else ""
-            print(f"  gpu {case}: speedup {fmt_stat(speed, 'x')}, decode {step_s * 1e3:.1f} ms/step, BW {fmt_pct(util)}{extra}", flush=True)  # fmt: skip
-            out.append(row("gpu: rollout tokens/s", case, tps(t[name]), tps(t["hf"]), speed, baseline_name="HF generate",
-                           ratio_name="speedup", peak_gb=peak, decode_step_s=step_s, decode_bw_util=util,
-                           note=f"decode step {step_s * 1e3:.1f} ms, {bw / 1e12:.2f} TB/s = {fmt_pct(util)} of "
-                                f"bandwidth, peak {peak:.1f} GB{extra}", target="decode >= 50% of bandwidth",
-                           met=(util >= 0.5) if util is not None else None))  # fmt: skip
+            print(
+                f"  gpu {case}: speedup {fmt_stat(speed, 'x')}, decode {step_s * 1e3:.1f} ms/step, BW {fmt_pct(util)}{extra}",
+                flush=True,
+            )
+            out.append(
+                row(
+                    "gpu: rollout tokens/s",
+                    case,
+                    tps(t[name]),
+                    tps(t["hf"]),
+                    speed,
+                    baseline_name="HF generate",
+                    ratio_name="speedup",
+                    peak_gb=peak,
+                    decode_step_s=step_s,
+                    decode_bw_util=util,
+                    note=f"decode step {step_s * 1e3:.1f} ms, {bw / 1e12:.2f} TB/s = {fmt_pct(util)} of "
+                    f"bandwidth, peak {peak:.1f} GB{extra}",
+                    target="decode >= 50% of bandwidth",
+                    met=(util >= 0.5) if util is not None else None,
+                )
+            )
         return out
 
     # ---- 3. a GRPO update on the 64 rollouts (--quick: 16): micro-batches of G rows (train_grpo's default), one AdamW step
@@ -761,11 +1102,21 @@ def gpu_check(fx: Fixture, shape: str, device: torch.device, reps: int, warmup: 
         inputs = to_dev(data.collate_prompts(prompts, proc, fk).inputs)
         B = len(prompts)
         model.eval()
-        ro = M.sample(model, inputs, G, T, generator=torch.Generator(device).manual_seed(1), eos_ids=[],
-                      banned=banned, pad_id=pad)  # fmt: skip
+        ro = M.sample(
+            model,
+            inputs,
+            G,
+            T,
+            generator=torch.Generator(device).manual_seed(1),
+            eos_ids=[],
+            banned=banned,
+            pad_id=pad,
+        )
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6, weight_decay=0.0)
         adv = torch.randn(B * G, device=device)
-        per_prompt = [to_dev(data.collate_prompts([r], proc, fk).inputs) for r in prompts]  # unpadded micro-batches
+        per_prompt = [
+            to_dev(data.collate_prompts([r], proc, fk).inputs) for r in prompts
+        ]  # unpadded micro-batches
 
         def update():
             model.train()
@@ -785,17 +1136,34 @@ def gpu_check(fx: Fixture, shape: str, device: torch.device, reps: int, warmup: 
         s = stats([n_tok / y for y in t])
         case = f"GRPO update: {B * G} rows, {n_tok} tok in micro-batches of {G} rows, + AdamW step"
         print(f"  gpu {case}: {fmt_stat(s)} tok/s, MFU {fmt_pct(m)}, peak {peak:.1f} GB", flush=True)
-        return [row("gpu: update tokens/s", case, s, None, None, mfu=m, peak_gb=peak,
-                    note=f"MFU {fmt_pct(m)}, peak {peak:.1f} GB", target="MFU >= 40%",
-                    met=(m >= 0.4) if m is not None else None)]  # fmt: skip
+        return [
+            row(
+                "gpu: update tokens/s",
+                case,
+                s,
+                None,
+                None,
+                mfu=m,
+                peak_gb=peak,
+                note=f"MFU {fmt_pct(m)}, peak {peak:.1f} GB",
+                target="MFU >= 40%",
+                met=(m >= 0.4) if m is not None else None,
+            )
+        ]
 
     out: list[dict] = []
-    for name, section in (("fwd+bwd", section_fwd_bwd), ("rollout", section_rollout), ("update", section_update)):
+    for name, section in (
+        ("fwd+bwd", section_fwd_bwd),
+        ("rollout", section_rollout),
+        ("update", section_update),
+    ):
         try:  # a GPU is lent for minutes: report every section that works, and why the others did not
             out += section()
         except Exception as e:
             traceback.print_exc()
-            out.append(row(f"gpu: {name}", "failed", None, None, None, note=f"{type(e).__name__}: {str(e)[:300]}"))
+            out.append(
+                row(f"gpu: {name}", "failed", None, None, None, note=f"{type(e).__name__}: {str(e)[:300]}")
+            )
         model.zero_grad(set_to_none=True)
         gc.collect()
         if cuda:
@@ -841,9 +1209,16 @@ def machine() -> dict:
     with contextlib.suppress(OSError):
         m = re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
         cpu = m.group(1).strip() if m else cpu
-    info = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-            "torch": torch.__version__, "transformers": _version("transformers"), "trl": _version("trl"),
-            "platform": platform.platform()}  # fmt: skip
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": _version("transformers"),
+        "trl": _version("trl"),
+        "platform": platform.platform(),
+    }
     with contextlib.suppress(OSError):
         info["load_avg"] = os.getloadavg()
     if torch.cuda.is_available():
@@ -892,25 +1267,49 @@ def render(meta: dict, rows: list[dict]) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="reduced sizes and repetitions: a plumbing check, not a measurement")
-    p.add_argument("--rows", default=None, help=f"comma list of {','.join(ROWS)}; default all but gpu (--gpu: gpu)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="reduced sizes and repetitions: a plumbing check, not a measurement",
+    )
+    p.add_argument(
+        "--rows", default=None, help=f"comma list of {','.join(ROWS)}; default all but gpu (--gpu: gpu)"
+    )
     p.add_argument("--gpu", action="store_true", help="the GPU check at the Qwen2.5-VL-3B shape; needs CUDA")
     p.add_argument("--gpu-shape", default="3b", choices=sorted(GPU_SHAPES), help="model shape of the gpu row")
-    p.add_argument("--device", default=None, help="device of the gpu row (cuda by default; cpu only with --gpu-shape tiny)")
-    p.add_argument("--reps", type=int, default=None, help="measured repetitions per side (default 5, --quick 2)")
+    p.add_argument(
+        "--device",
+        default=None,
+        help="device of the gpu row (cuda by default; cpu only with --gpu-shape tiny)",
+    )
+    p.add_argument(
+        "--reps", type=int, default=None, help="measured repetitions per side (default 5, --quick 2)"
+    )
     p.add_argument("--warmup", type=int, default=1, help="unmeasured runs per side first")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads; 0 = torch's default (see main)")
-    p.add_argument("--new-tokens", type=int, default=64, help="T: new tokens per completion (rollout and grpo rows)")
+    p.add_argument(
+        "--new-tokens", type=int, default=64, help="T: new tokens per completion (rollout and grpo rows)"
+    )
     p.add_argument("--prompts", type=int, default=2, help="B: prompts per batch (rollout and grpo rows)")
     p.add_argument("--beta", type=float, default=0.04, help="KL weight of the grpo row (both sides)")
     p.add_argument("--lr", type=float, default=1e-4, help="AdamW lr of the grpo row (both sides)")
     p.add_argument("--peak-tflops", type=float, default=None, help="override the card's dense bf16 TFLOP/s")
-    p.add_argument("--peak-tbs", type=float, default=None, help="override the card's memory bandwidth in TB/s")
-    p.add_argument("--out", default="runs/bench/bench.json", help="JSON result (a .md copy of the table next to it)")
+    p.add_argument(
+        "--peak-tbs", type=float, default=None, help="override the card's memory bandwidth in TB/s"
+    )
+    p.add_argument(
+        "--out", default="runs/bench/bench.json", help="JSON result (a .md copy of the table next to it)"
+    )
     p.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    rows = args.rows.split(",") if args.rows else (["gpu"] if args.gpu else ["rollout", "grpo", "lora", "logprobs"])
+    rows = (
+        args.rows.split(",")
+        if args.rows
+        else (["gpu"] if args.gpu else ["rollout", "grpo", "lora", "logprobs"])
+    )
     if args.gpu and "gpu" not in rows:
         rows.append("gpu")
     bad = [r for r in rows if r not in ROWS]
@@ -931,11 +1330,17 @@ def main(argv: list[str] | None = None) -> dict:
     if "gpu" in args.rows:
         gpu_device = torch.device(args.device or "cuda")
         if gpu_device.type == "cuda" and not torch.cuda.is_available():
-            print("bench.py --gpu needs CUDA (no GPU visible to torch). On a CPU, `--gpu --gpu-shape tiny --device cpu` "
-                  "runs the same code at a tiny shape.", file=sys.stderr)  # fmt: skip
+            print(
+                "bench.py --gpu needs CUDA (no GPU visible to torch). On a CPU, `--gpu --gpu-shape tiny --device cpu` "
+                "runs the same code at a tiny shape.",
+                file=sys.stderr,
+            )
             raise SystemExit(2)
         if gpu_device.type == "cpu" and args.gpu_shape != "tiny":
-            print("the 3b shape on a CPU would take hours; use --gpu-shape tiny with --device cpu", file=sys.stderr)
+            print(
+                "the 3b shape on a CPU would take hours; use --gpu-shape tiny with --device cpu",
+                file=sys.stderr,
+            )
             raise SystemExit(2)
     # One thread by default: the tiny model's ops are too small to split, and on a shared CPU OpenMP threads
     # spin-wait against other processes (measured here: 2 threads under load ran 10-30x slower than 1).
@@ -945,7 +1350,6 @@ def main(argv: list[str] | None = None) -> dict:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     warnings.filterwarnings("ignore")
     with contextlib.suppress(ImportError):
-
         transformers.utils.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
 
@@ -953,12 +1357,16 @@ def main(argv: list[str] | None = None) -> dict:
     sizes = [448] if q else [224, 336, 448]
     groups = [8] if q else [8, 16]
     lengths = [1280] if q else [1024, 2048, 4096]
-    mem_hidden = 128 if q else 2048  # --quick: a narrow head so it finishes fast; the full run uses Qwen-3B's 2048
+    mem_hidden = (
+        128 if q else 2048
+    )  # --quick: a narrow head so it finishes fast; the full run uses Qwen-3B's 2048
     # --quick: fp32 only; bf16 matmuls on a CPU without bf16 units take minutes (autocast 1280 tokens: 220 s naive)
     mem_precisions = ["fp32"] if q else list(PRECISIONS)
-    settings = (f"{'quick' if q else 'full'}; rows {','.join(args.rows)}; reps {args.reps} (+{args.warmup} warm-up) "
-                f"per side; tiny Qwen2.5-VL on CPU fp32 (rollout, grpo); images up to 448 px (processor "
-                f"max_pixels {BENCH_PIXELS}); T={args.new_tokens}; B={args.prompts}")  # fmt: skip
+    settings = (
+        f"{'quick' if q else 'full'}; rows {','.join(args.rows)}; reps {args.reps} (+{args.warmup} warm-up) "
+        f"per side; tiny Qwen2.5-VL on CPU fp32 (rollout, grpo); images up to 448 px (processor "
+        f"max_pixels {BENCH_PIXELS}); T={args.new_tokens}; B={args.prompts}"
+    )
     print(f"bench.py: {settings}", flush=True)
     t_start = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="geovlm-bench-"))
@@ -971,18 +1379,28 @@ def main(argv: list[str] | None = None) -> dict:
             t_row = time.perf_counter()
             print(f"[{name}]", flush=True)
             if name == "rollout":
-                rows += bench_rollout(fx, sizes, groups, args.prompts, args.new_tokens, args.reps, args.warmup)
+                rows += bench_rollout(
+                    fx, sizes, groups, args.prompts, args.new_tokens, args.reps, args.warmup
+                )
             elif name == "grpo":
-                rows += bench_grpo(fx, 448, args.prompts, 8, args.new_tokens, args.beta, args.lr, args.reps, args.warmup)
+                rows += bench_grpo(
+                    fx, 448, args.prompts, 8, args.new_tokens, args.beta, args.lr, args.reps, args.warmup
+                )
             elif name == "lora":
-                G, T = (4, 16) if q else (8, args.new_tokens)  # --quick: a smaller batch, so that the row takes seconds
-                rows += bench_lora(fx, 448, args.prompts, G, T, args.beta, args.reps, args.warmup, args.threads)
+                G, T = (
+                    (4, 16) if q else (8, args.new_tokens)
+                )  # --quick: a smaller batch, so that the row takes seconds
+                rows += bench_lora(
+                    fx, 448, args.prompts, G, T, args.beta, args.reps, args.warmup, args.threads
+                )
             elif name == "logprobs":
                 rows += bench_logprobs(lengths, mem_hidden, args.threads, mem_precisions)
             elif name == "gpu":
                 # --quick: a plumbing check (one repetition, 2 prompts in the rollout and update sections, not 8)
                 reps, warmup, n = (1, 0, 2) if q else (args.reps, args.warmup, 8)
-                rows += gpu_check(fx, args.gpu_shape, gpu_device, reps, warmup, args.peak_tflops, args.peak_tbs, n)
+                rows += gpu_check(
+                    fx, args.gpu_shape, gpu_device, reps, warmup, args.peak_tflops, args.peak_tbs, n
+                )
                 gc.collect()  # the 3B model is gone with gpu_check's frame; measure the head's memory alone
                 if gpu_device.type == "cuda":
                     text = GPU_SHAPES[args.gpu_shape]["text"]
@@ -990,8 +1408,13 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"[{name}] {time.perf_counter() - t_row:.1f} s", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    meta = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "machine": machine(),
-            "settings": settings, "seconds": round(time.perf_counter() - t_start, 1), "argv": sys.argv[1:]}  # fmt: skip
+    meta = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": machine(),
+        "settings": settings,
+        "seconds": round(time.perf_counter() - t_start, 1),
+        "argv": sys.argv[1:],
+    }
     table = render(meta, rows)
     print("\n" + table, flush=True)
     out = Path(args.out)

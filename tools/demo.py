@@ -39,7 +39,9 @@ from geovlm.tasks import TASKS  # noqa: E402
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = ArgumentParser(description=__doc__)
-    p.add_argument("--out", default="runs/demo", help="the demo writes into a new <date-time> folder under this one")
+    p.add_argument(
+        "--out", default="runs/demo", help="the demo writes into a new <date-time> folder under this one"
+    )
     p.add_argument("--sft-tasks", default="classification,vqa", help="SFT tasks, comma list or all")
     p.add_argument("--sft-steps", type=positive_int, default=150, help="SFT steps")
     p.add_argument("--grpo-task", default="vqa", help="task(s) GRPO optimises, comma list")
@@ -63,8 +65,9 @@ def headline(metrics: dict) -> dict[str, tuple[str, float, float, int]]:
 
 def evaluate_checkpoint(model_dir: Path, records: list, out_dir: Path) -> dict:
     loaded = M.load(str(model_dir), device="cpu")
-    return eval_lib.evaluate_model(loaded.model, loaded.processor, loaded.frame_kind, records, 96, loaded.device,
-                                   out_dir=out_dir)["tasks"]  # fmt: skip
+    return eval_lib.evaluate_model(
+        loaded.model, loaded.processor, loaded.frame_kind, records, 96, loaded.device, out_dir=out_dir
+    )["tasks"]
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -82,8 +85,20 @@ def main(argv: list[str] | None = None) -> Path:
 
     # ---- SFT warm-up
     print(f"\n== SFT on {','.join(tasks)}: {args.sft_steps} steps ==")
-    hist = train_sft.main(["--out", str(out / "sft"), "--max-steps", str(args.sft_steps), "--seed", str(args.seed),
-                           "--tasks", ",".join(tasks), "--eval-every", str(max(1, args.sft_steps // 6))])  # fmt: skip
+    hist = train_sft.main(
+        [
+            "--out",
+            str(out / "sft"),
+            "--max-steps",
+            str(args.sft_steps),
+            "--seed",
+            str(args.seed),
+            "--tasks",
+            ",".join(tasks),
+            "--eval-every",
+            str(max(1, args.sft_steps // 6)),
+        ]
+    )
     print("held-out loss: " + "  ".join(f"{s}:{v:.2f}" for s, v in hist["eval_loss"]))
 
     # ---- eval of the SFT checkpoint
@@ -92,20 +107,46 @@ def main(argv: list[str] | None = None) -> Path:
     preds = [json.loads(line) for line in open(out / "eval-sft" / "predictions.jsonl")]
     print("a few answers (SFT, greedy):")
     for row in preds[:: max(1, len(preds) // 6)][:6]:
-        print(f"  [{row['task']}] truth {json.dumps(row['answer'])[:60]}\n      model {row['completion'][:110]!r}")
+        print(
+            f"  [{row['task']}] truth {json.dumps(row['answer'])[:60]}\n      model {row['completion'][:110]!r}"
+        )
 
     # ---- GRPO
     print(f"\n== GRPO on {args.grpo_task}: {args.grpo_steps} steps ==")
-    train_grpo.main([
-        "--model", str(out / "sft" / "final"), "--data", str(data_dir / "train.jsonl"), "--task", args.grpo_task,
-        "--max-steps", str(args.grpo_steps), "--out", str(out / "grpo"), "--seed", str(args.seed),
-        "--lr", "1e-4", "--max-new-tokens", "48", "--beta", str(args.beta), "--temperature", str(args.temperature),
-        "--prompts-per-step", str(args.prompts),
-    ])  # fmt: skip
+    train_grpo.main(
+        [
+            "--model",
+            str(out / "sft" / "final"),
+            "--data",
+            str(data_dir / "train.jsonl"),
+            "--task",
+            args.grpo_task,
+            "--max-steps",
+            str(args.grpo_steps),
+            "--out",
+            str(out / "grpo"),
+            "--seed",
+            str(args.seed),
+            "--lr",
+            "1e-4",
+            "--max-new-tokens",
+            "48",
+            "--beta",
+            str(args.beta),
+            "--temperature",
+            str(args.temperature),
+            "--prompts-per-step",
+            str(args.prompts),
+        ]
+    )
     steps = [r for r in map(json.loads, open(out / "grpo" / "log.jsonl")) if "reward_mean" in r]
-    print("GRPO reward (mean over 5-step windows): " + "  ".join(
-        f"{steps[i]['step']}:{sum(r['reward_mean'] for r in steps[i:i + 5]) / len(steps[i:i + 5]):.2f}"
-        for i in range(0, len(steps), 5)))  # fmt: skip
+    print(
+        "GRPO reward (mean over 5-step windows): "
+        + "  ".join(
+            f"{steps[i]['step']}:{sum(r['reward_mean'] for r in steps[i : i + 5]) / len(steps[i : i + 5]):.2f}"
+            for i in range(0, len(steps), 5)
+        )
+    )
 
     # ---- eval of the GRPO checkpoint, and the table
     print("\n== eval after GRPO ==")
@@ -118,8 +159,10 @@ def main(argv: list[str] | None = None) -> Path:
         print(f"| {task} | {n} | {name} | {b:.3f} | {a:.3f} | {bf:.2f} -> {af:.2f} |{mark}")
     page = viewer.write_viewer(out / "eval-grpo" / "predictions.jsonl")
     print(f"\ndemo finished in {(time.perf_counter() - t_start) / 60:.1f} min; outputs in {out}/")
-    print(f"look at: {out}/sft/plots/ and {out}/grpo/plots/ (curves), {out}/grpo/rollouts.html (what GRPO sampled "
-          f"and earned), {page} (held-out answers with their boxes)")
+    print(
+        f"look at: {out}/sft/plots/ and {out}/grpo/plots/ (curves), {out}/grpo/rollouts.html (what GRPO sampled "
+        f"and earned), {page} (held-out answers with their boxes)"
+    )
     return out
 
 
