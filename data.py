@@ -153,9 +153,8 @@ def load_records(
             raise ValueError(f"unknown task(s) {unknown}; known: {', '.join(TASKS)}")
     base = os.path.dirname(os.path.abspath(path))
     records, errors = [], []
-    with open(
-        path, encoding="utf-8-sig"
-    ) as f:  # -sig: a byte-order mark (Windows editors) is not a JSON error
+    # -sig: a byte-order mark (Windows editors) is not a JSON error
+    with open(path, encoding="utf-8-sig") as f:
         for lineno, line in _lines(f, path):
             if not line.strip():
                 continue

@@ -287,10 +287,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-RENAMED = {
-    "format": "well_formed",
-    "parsed": "answer_parsed",
-}  # older metrics.json files: compare them all the same
+# older metrics.json files: compare them all the same
+RENAMED = {"format": "well_formed", "parsed": "answer_parsed"}
 
 
 def compare(paths: Sequence[str], every_metric: bool = False) -> str:

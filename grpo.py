@@ -192,9 +192,8 @@ def aggregate(
     micro-batch on one process.
     """
     maskf = mask.to(per_token.dtype)
-    summed = torch.where(
-        mask, per_token, torch.zeros_like(per_token)
-    )  # padding never leaks in, not even a NaN
+    # padding never leaks in, not even a NaN
+    summed = torch.where(mask, per_token, torch.zeros_like(per_token))
     if num_seqs is None:
         num_seqs = per_token.shape[0]
     if mode == "token-mean":
@@ -233,9 +232,8 @@ def grpo_loss(
     are the global batch's (see `aggregate`). ref_logp None (beta = 0, no reference model) drops the KL.
     Stats: policy_loss's clip fractions of this micro-batch, and "kl_sum", the k3 summed over its real tokens.
     """
-    per_token, stats = policy_loss(
-        logp, old_logp, advantages, mask, clip_eps_low, clip_eps_high, ratio_level
-    )  # [n, T]
+    # [n, T]
+    per_token, stats = policy_loss(logp, old_logp, advantages, mask, clip_eps_low, clip_eps_high, ratio_level)
     if ref_logp is not None:
         kl = kl_k3(logp, ref_logp)  # [n, T]
         per_token = per_token + beta * kl

@@ -370,9 +370,8 @@ def token_logprobs(
     embeds, pos = prompt_embeddings(model, inputs)  # [B, P, D], [3, B, P]
     P, T = embeds.shape[1], completion_ids.shape[1]
     start = (pos.amax(dim=(0, 2)) + 1).repeat_interleave(G)  # [BG] first text position after the prompt
-    cpos = (
-        (start[:, None] + torch.arange(T, device=start.device)).unsqueeze(0).expand(3, -1, -1)
-    )  # [3, BG, T]
+    # [3, BG, T]
+    cpos = (start[:, None] + torch.arange(T, device=start.device)).unsqueeze(0).expand(3, -1, -1)
     cemb = model.model.get_input_embeddings()(completion_ids)  # [BG, T, D]
     mask = torch.cat([inputs["attention_mask"].repeat_interleave(G, 0), completion_mask.long()], dim=1)
     if share_prefix and not _recomputes_layers(model):
@@ -445,10 +444,8 @@ def _load_static(static, dynamic) -> None:
             s.lazy_initialization(k, v)
         P = k.shape[2]
         s.keys[:, :, :P].copy_(k), s.values[:, :, :P].copy_(v)
-        (
-            s.keys[:, :, P:].zero_(),
-            s.values[:, :, P:].zero_(),
-        )  # a previous rollout's states: masked, but zeroed
+        # a previous rollout's states: masked, but zeroed
+        (s.keys[:, :, P:].zero_(), s.values[:, :, P:].zero_())
         s.cumulative_length.fill_(P)
 
 
@@ -533,9 +530,8 @@ def sample(
     for t in range(T):
         if banned is not None:
             logits.index_fill_(-1, banned, float("-inf"))
-        logp_all = (logits / temperature if temperature > 0 else logits).log_softmax(
-            -1
-        )  # [BG, V], once a step
+        # [BG, V], once a step
+        logp_all = (logits / temperature if temperature > 0 else logits).log_softmax(-1)
         if temperature > 0 and top_p >= 1.0 and not top_k:  # plain sampling: draw from the same distribution
             tok = torch.multinomial(logp_all.exp(), 1, generator=generator).squeeze(-1)
         else:
@@ -550,9 +546,8 @@ def sample(
             break
         p = (next_pos + t).view(1, N, 1).expand(3, N, 1)
         if static_cache:  # the whole [BG, L] mask: slots past the current one are hidden by causality
-            logits = step(
-                ids[:, t : t + 1], p.contiguous(), mask
-            ).clone()  # clone: the graph reuses its output
+            # clone: the graph reuses its output
+            logits = step(ids[:, t : t + 1], p.contiguous(), mask).clone()
         else:
             hidden, cache = decoder(
                 model, embed(ids[:, t : t + 1]), p, mask[:, : P + t + 1], cache=cache, use_cache=True

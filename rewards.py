@@ -214,16 +214,26 @@ def resolve(entry: str | Callable[..., float]) -> Callable[..., float]:
     return fn
 
 
+def _same_tasks(table: dict, name: str) -> None:
+    if set(table) != set(TASKS):
+        missing, unknown = sorted(set(TASKS) - set(table)), sorted(set(table) - set(TASKS))
+        raise ValueError(f"rewards.{name}: no entry for task(s) {missing}; unknown task(s) {unknown}")
+
+
+def check_accuracy() -> None:
+    """ACCURACY names, for exactly the registry's tasks, rewards of this file (checked when it is imported)."""
+    _same_tasks(ACCURACY, "ACCURACY")
+    for names in ACCURACY.values():
+        for name in names:
+            resolve(name)
+
+
 def check_table() -> None:
     """Every task has an entry and every entry resolves: a typo in the table fails before any model loads."""
-    missing = sorted(set(TASKS) - set(TASK_REWARDS))
-    if missing:
-        raise ValueError(f"rewards.TASK_REWARDS has no entry for task(s) {missing}")
-    for task, entries in TASK_REWARDS.items():
+    _same_tasks(TASK_REWARDS, "TASK_REWARDS")
+    for entries in TASK_REWARDS.values():
         for entry, _ in entries:
             resolve(entry)
-        for name in ACCURACY.get(task, ()):
-            resolve(name)
 
 
 @functools.cache
@@ -285,11 +295,12 @@ def score(
     """
     if task not in TASK_REWARDS:
         raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(TASK_REWARDS)}")
+    # what the caller does not know (eval has no tokens): the reward's own default
     context = {
         k: v
         for k, v in {"record": record, "completion_tokens": completion_tokens, "group": group}.items()
         if v is not None
-    }  # what the caller does not know (eval has no tokens): the reward's own default
+    }
     out = {"format": call_reward(format_reward, completion, answer, frame)}
     total = FORMAT_WEIGHT * out["format"]
     for entry, weight in TASK_REWARDS[task]:
@@ -323,3 +334,6 @@ def score_group(
         score(task, text, answer, frame, record=record, completion_tokens=n, group=completions)
         for text, n in zip(completions, tokens)
     ]
+
+
+check_accuracy()  # the two tables are kept in step with the registry by this, not by hand

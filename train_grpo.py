@@ -290,9 +290,8 @@ class Trainer:
     args: argparse.Namespace
     run: Run
     policy: torch.nn.Module  # the model being trained (an fsdp.FSDPRoot under FSDP)
-    ref: (
-        torch.nn.Module | None
-    )  # the frozen start, for the KL term (None when beta = 0, or with LoRA: adapters off)
+    # the frozen start, for the KL term (None when beta = 0, or with LoRA: adapters off)
+    ref: torch.nn.Module | None
     optimizer: torch.optim.Optimizer
     lr: float
     by_task: dict[str, list]  # task -> training records
@@ -490,9 +489,8 @@ def micro_batch_inputs(tr: Trainer, ro: Rollouts, mbs: list[MicroBatch]) -> list
         else:
             x = data.collate_prompts(ro.records[mb.prompts], tr.run.processor, tr.run.frame_kind).inputs
         out.append(to_device(x, tr.device))
-        if (
-            tr.args.freeze_vision
-        ):  # a frozen tower gives the same features to every pass: encode the images once
+        # a frozen tower gives the same features to every pass: encode the images once
+        if tr.args.freeze_vision:
             with torch.no_grad(), autocast(tr.device, tr.policy):
                 out[-1]["image_features"] = fsdp.call(tr.policy, M.encode_images, out[-1])
     return out
@@ -560,9 +558,8 @@ def update_policy(tr: Trainer, step: int, ro: Rollouts, advantages: torch.Tensor
     t0 = time.perf_counter()
     mbs = micro_batches(len(ro.texts), a.micro_batch_size, a.group_size)
     mb_inputs = micro_batch_inputs(tr, ro, mbs)
-    old_logp = (
-        all_logprobs(tr.policy, tr, ro, mbs, mb_inputs) if a.num_iterations > 1 else None
-    )  # pi_old stays put
+    # pi_old stays put
+    old_logp = all_logprobs(tr.policy, tr, ro, mbs, mb_inputs) if a.num_iterations > 1 else None
     ref_logp = reference_logprobs(tr, ro, mbs, mb_inputs)
     t1 = time.perf_counter()
 
@@ -578,9 +575,8 @@ def update_policy(tr: Trainer, step: int, ro: Rollouts, advantages: torch.Tensor
     for it in range(a.num_iterations):
         for mb, x in zip(mbs, mb_inputs):
             m = loss_mask[mb.rows].to(dev)  # [n, T]
-            logp = completion_logprobs(
-                tr.policy, x, ro, mb, tr.banned, a.temperature, dev
-            )  # [n, T], with gradients
+            # [n, T], with gradients
+            logp = completion_logprobs(tr.policy, x, ro, mb, tr.banned, a.temperature, dev)
             check_finite(step, logprobs=logp[m].detach())
             old = logp.detach() if old_logp is None else old_logp[mb.rows].to(dev)  # 1 iteration: rho = 1
             ref = ref_logp[mb.rows].to(dev) if ref_logp is not None else None
@@ -607,9 +603,8 @@ def update_policy(tr: Trainer, step: int, ro: Rollouts, advantages: torch.Tensor
             if "kl_sum" in stats:
                 sums["kl"] += (stats["kl_sum"] / global_tokens).cpu()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, a.grad_clip)
-        grad_norm = (
-            grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
-        )  # FSDP: DTensor
+        # FSDP: DTensor
+        grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
         check_finite(step, grad_norm=grad_norm)
         for group in tr.optimizer.param_groups:
             opt_step = (step - 1) * a.num_iterations + it
@@ -722,9 +717,8 @@ def log_step(
         "prompt_ids": ",".join(map(str, cat("ids"))),  # the global batch, rank after rank, in order
         "reward_mean": rewards_all.mean().item(),
         "reward_std": rewards_all.std(correction=0).item(),
-        **reward_summary(
-            cat("scores"), [t for t in cat("tasks") for _ in range(G)]
-        ),  # reward/, acc/, format/<task>
+        # reward/, acc/, format/<task>
+        **reward_summary(cat("scores"), [t for t in cat("tasks") for _ in range(G)]),
         "loss": update["loss"],
         "kl": update["kl"] if tr.args.beta > 0 else None,  # mean k3 per token; None without a reference
         "clip_frac": update["clip_frac"],
@@ -889,9 +883,8 @@ def main(argv: list[str] | None = None) -> dict:
             run_eval(step)
         stop = run.stop_requested()
         if (args.save_every and step % args.save_every == 0) or (stop and step < total):
-            save(
-                tr, step, run.out / "checkpoints" / f"step-{step:06d}"
-            )  # atomic: a crash keeps the last complete one
+            # atomic: a crash keeps the last complete one
+            save(tr, step, run.out / "checkpoints" / f"step-{step:06d}")
         if stop and step < total:
             bar.close()
             run.stop(step)

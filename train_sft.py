@@ -135,9 +135,8 @@ def train_step(
         loss_sum += float(s.detach())
     params = [p for group in opt.param_groups for p in group["params"]]
     grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
-    grad_norm = float(
-        grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
-    )  # FSDP: DTensor
+    # FSDP: DTensor
+    grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
     loss = float(all_reduce_sum(loss_sum, env.device)) / n_global
     check_finite(step, loss=loss, grad_norm=grad_norm)
     opt.step()
@@ -150,9 +149,8 @@ def main(argv: list[str] | None = None) -> dict:
     # ---- set-up: flags, output folder, processes, data, model (start_run), optimiser, data order
     args = parse_args(argv)
 
-    def held_out_path(
-        data_path: str,
-    ) -> str | None:  # --eval-data, else test.jsonl beside the data; none at 0 records
+    # --eval-data, else test.jsonl beside the data; none at 0 records
+    def held_out_path(data_path: str) -> str | None:
         beside = Path(data_path).with_name("test.jsonl")
         return None if not args.eval_records else args.eval_data or (str(beside) if beside.exists() else None)
 
@@ -174,9 +172,8 @@ def main(argv: list[str] | None = None) -> dict:
         weight_decay=args.weight_decay,
         betas=(0.9, 0.95),
     )
-    stream = Stream(
-        len(run.records), seed=args.seed, name="sft"
-    )  # one global order; each rank takes its slice
+    # one global order; each rank takes its slice
+    stream = Stream(len(run.records), seed=args.seed, name="sft")
     if run.resume is not None:
         stream.load_state_dict(run.restore(opt)["stream"])
     run.say(f"lr {lr}, batch {args.batch_size} x {args.grad_accum} x {env.world}")

@@ -1354,7 +1354,7 @@ def make_dataset(
 def main(argv: Sequence[str] | None = None) -> dict:
     p = argparse.ArgumentParser(
         description="Generate a seeded synthetic Earth-observation data set covering all 12 tasks: "
-        "OUT/images/*.png, OUT/train.jsonl and OUT/test.jsonl. The same --seed gives byte-identical files.",
+        "OUT/images/*.png, OUT/train.jsonl and OUT/test.jsonl. The same --seed gives byte-identical files."
     )
     p.add_argument("--out", required=True, help="output folder (created if missing); required")
     p.add_argument(

@@ -36,15 +36,10 @@ from geovlm.metrics import Sample, markdown_table, score_samples
 from geovlm.parsing import answer_boxes, normalize_text
 from geovlm.tasks import TASKS
 
-BOX_TASKS = (
-    "grounding",
-    "detection",
-    "change_detection",
-)  # answers that are lists of boxes (or, for change, a label)
-
 
 def _is_boxes(task: str, answer: Any) -> bool:
-    return task in BOX_TASKS and not isinstance(answer, str)
+    """A list of boxes (grounded_caption's dict and change_detection's label answers are answered as given)."""
+    return TASKS[task].boxes and isinstance(answer, list)
 
 
 def _relative(box: Sequence[float], size: tuple[int, int]) -> list[float]:

@@ -86,9 +86,8 @@ def gathered(model: torch.nn.Module):
         return
     children = _fsdp_children(model)
     with torch.no_grad():
-        model(
-            _noop
-        )  # the first forward through the root picks it as FSDP root (lazy init) and gathers its own
+        # the first forward through the root picks it as FSDP root (lazy init) and gathers its own
+        model(_noop)
         for m in children:
             m.set_reshard_after_forward(False, recurse=False)
             m.unshard()

@@ -15,7 +15,7 @@ import re
 import shutil
 import sys
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,13 +26,10 @@ from scipy.optimize import linear_sum_assignment
 import rewards
 from geovlm import parsing as P
 from geovlm.frames import Frame, frame_from_json, frame_to_json
-from geovlm.tasks import TASKS, parse_answer
+from geovlm.tasks import CAPTION_SCORING, TASKS, parse_answer
 
-CAPTION_TASKS = ("caption", "region_caption", "change_caption", "grounded_caption")
-VQA_AVERAGE_EXCLUDES = (
-    "count",
-    "area",
-)  # GeoChat, EarthDial and GeoVLM-R1 leave these RSVQA types out of the mean
+# GeoChat, EarthDial and GeoVLM-R1 leave these RSVQA types out of the mean
+VQA_AVERAGE_EXCLUDES = ("count", "area")
 MATCH_CAP = 500  # boxes per image matched in metrics (more still count as predictions)
 
 
@@ -46,9 +43,8 @@ class Sample:
     frame: Frame | None = None  # None: boxes in the completion are original pixels
     meta: dict = field(default_factory=dict)
     id: str = ""
-    images: list = field(
-        default_factory=list
-    )  # the record's image paths (the viewer draws the boxes on them)
+    # the record's image paths (the viewer draws the boxes on them)
+    images: list = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------- metric functions (pure)
@@ -149,9 +145,8 @@ def grounding_metrics(
     ious, inters, unions = [], [], []
     for p, g in zip(preds, gts):
         iou = P.box_iou(p, g) if p is not None else 0.0
-        inter = (
-            iou * (_area(p) + _area(g)) / (1 + iou) if p is not None else 0.0
-        )  # from IoU = I / (A + B - I)
+        # from IoU = I / (A + B - I)
+        inter = iou * (_area(p) + _area(g)) / (1 + iou) if p is not None else 0.0
         ious.append(iou)
         inters.append(inter)
         unions.append(_area(g) + (_area(p) if p is not None else 0.0) - inter)
@@ -340,9 +335,8 @@ def coco_metrics(preds: Sequence[str], refs: Sequence[Sequence[str]], meteor: An
     both |= {("r", i): [{"caption": preds[i] or ""}] for i in keep}
     tokens = PTBTokenizer().tokenize(both)
     gts = {i: tokens[("g", i)] for i in keep}
-    res = {
-        i: [tokens[("r", i)][0] if tokens[("r", i)][0].strip() else "none"] for i in keep
-    }  # no empty hypotheses
+    # no empty hypotheses
+    res = {i: [tokens[("r", i)][0] if tokens[("r", i)][0].strip() else "none"] for i in keep}
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
     rouge, _ = Rouge().compute_score(gts, res)
     cider, _ = Cider().compute_score(gts, res)
@@ -365,12 +359,9 @@ def coco_metrics(preds: Sequence[str], refs: Sequence[Sequence[str]], meteor: An
 
 # ----------------------------------------------------------------------------- the referring / grounding splits
 # GeoChat-bench referring and VRSBench report grounding by object size and by single / multiple objects.
-SPLIT_TASKS = ("grounding", "detection")
 SPLITS = ("small", "medium", "large", "single", "multiple")  # in table order
-SMALL_AREA, LARGE_AREA = (
-    32**2,
-    96**2,
-)  # COCO's ranges in original-image pixels: small < 32², medium < 96² <= large
+# COCO's ranges in original-image pixels: small < 32², medium < 96² <= large
+SMALL_AREA, LARGE_AREA = (32**2, 96**2)
 
 
 def size_split(s: Sample) -> str | None:
@@ -404,7 +395,7 @@ def multiplicity_split(s: Sample) -> str | None:
 
 def reference_splits(s: Sample) -> list[str]:
     """The splits a grounding / detection record belongs to (at most one size, one multiplicity); [] otherwise."""
-    if s.task not in SPLIT_TASKS:
+    if not TASKS[s.task].splits:
         return []
     return [x for x in (size_split(s), multiplicity_split(s)) if x is not None]
 
@@ -430,6 +421,83 @@ def parse_sample(s: Sample) -> Any:
     return parse_answer(s.task, s.completion, s.frame, known_labels=known)
 
 
+def _label_scores(samples, parsed, answers, extras) -> dict[str, float]:
+    return {"accuracy": label_accuracy(parsed, answers)}
+
+
+def _vqa_scores(samples, parsed, answers, extras) -> dict[str, float]:
+    return vqa_metrics(parsed, answers, [s.meta.get("type") for s in samples])
+
+
+def _multilabel_scores(samples, parsed, answers, extras) -> dict[str, float]:
+    return multilabel_metrics(parsed, answers)
+
+
+def _counting_scores(samples, parsed, answers, extras) -> dict[str, float]:
+    return counting_metrics(parsed, answers)
+
+
+def _grounding_scores(samples, parsed, answers, extras) -> dict[str, float]:
+    truth = [(P.answer_boxes(a) or [[0, 0, 0, 0]])[0] for a in answers]
+    return grounding_metrics([p[0] if p else None for p in parsed], truth)
+
+
+def _detection_scores(samples, parsed, answers, extras) -> dict[str, float]:
+    """Boxes scored as detection; change_detection's label answers (a change class) as accuracy."""
+    out: dict[str, float] = {}
+    box_idx = [i for i, a in enumerate(answers) if not isinstance(a, str)]
+    label_idx = [i for i, a in enumerate(answers) if isinstance(a, str)]
+    if box_idx:
+        boxes = [P.answer_boxes(answers[i]) for i in box_idx]
+        out |= detection_metrics([parsed[i] for i in box_idx], boxes)
+    if label_idx:
+        labels = [answers[i] for i in label_idx]
+        out["label_accuracy"] = label_accuracy([parsed[i] for i in label_idx], labels)
+    return out
+
+
+def _caption_scores(samples, parsed, answers, extras) -> dict[str, float]:
+    texts = [p or "" for p in parsed]
+    return caption_metrics(texts, [P.answer_references(a) for a in answers], extras)
+
+
+def _grounded_caption_scores(samples, parsed, answers, extras) -> dict[str, float]:
+    """The caption as a caption, its boxes as detection (box_ keys)."""
+    texts = [p["caption"] if p else "" for p in parsed]
+    boxes = [P.answer_boxes(a.get("boxes")) for a in answers]
+    det = detection_metrics([p["boxes"] if p else [] for p in parsed], boxes)
+    refs = [P.answer_references(a) for a in answers]
+    return {f"box_{k}": v for k, v in det.items()} | caption_metrics(texts, refs, extras)
+
+
+def caption_metrics(texts: list[str], refs: list[list[str]], extras: dict[str, Any]) -> dict[str, float]:
+    """ROUGE always; NLTK METEOR and coco-caption where `extras` says their offline parts are there."""
+    out = rouge_metrics(texts, refs)
+    if extras.get("meteor"):
+        out["meteor"] = nltk_meteor(texts, refs)
+    if extras.get("coco"):
+        try:
+            out |= coco_metrics(
+                texts, refs, meteor=extras["coco_meteor"] if "coco_meteor" in extras else True
+            )
+        except Exception as exc:  # optional: a broken Java must not lose the other numbers
+            print(f"coco-caption metrics failed: {exc}", file=sys.stderr)
+    return out
+
+
+# Task.scoring -> its metrics: fn(samples, parsed answers, true answers, caption extras) -> {metric: value}
+SCORERS: dict[str, Callable[[Sequence[Sample], Sequence[Any], list, dict], dict[str, float]]] = {
+    "label": _label_scores,
+    "vqa": _vqa_scores,
+    "multilabel": _multilabel_scores,
+    "counting": _counting_scores,
+    "grounding": _grounding_scores,
+    "detection": _detection_scores,
+    "caption": _caption_scores,
+    "grounded_caption": _grounded_caption_scores,
+}
+
+
 def task_metrics(
     task: str,
     samples: Sequence[Sample],
@@ -437,66 +505,19 @@ def task_metrics(
     scores: Sequence[dict],
     caption_extras: dict[str, Any] | None = None,
 ) -> dict[str, float]:
-    """Every metric of one task over its samples (see the module docstring)."""
+    """Every metric of one task over its samples: the rates every task has, then its scorer's (SCORERS)."""
     extras = caption_extras or {}  # {"meteor": bool, "coco": bool, "coco_meteor": a running Meteor or None}
     out: dict[str, float] = {"n": len(samples)}
     if not samples:
         return out
-    out["well_formed"] = float(
-        np.mean([s["format"] for s in scores])
-    )  # exactly <think>…</think><answer>…</answer>
-    out["answer_parsed"] = float(
-        np.mean([p is not None for p in parsed])
-    )  # readable as the task's answer type
+    # exactly <think>…</think><answer>…</answer>; readable as the task's answer type
+    out["well_formed"] = float(np.mean([s["format"] for s in scores]))
+    out["answer_parsed"] = float(np.mean([p is not None for p in parsed]))
+    # the mean total reward, and the task's reward without format
     out["reward"] = float(np.mean([s["total"] for s in scores]))
-    out["accuracy_reward"] = float(
-        np.mean([s["accuracy"] for s in scores])
-    )  # the task's reward without format
-    answers = [s.answer for s in samples]
-    if task in ("classification", "temporal_classification"):
-        out["accuracy"] = label_accuracy(parsed, answers)
-    elif task == "vqa":
-        out |= vqa_metrics(parsed, answers, [s.meta.get("type") for s in samples])
-    elif task == "multilabel":
-        out |= multilabel_metrics(parsed, answers)
-    elif task == "counting":
-        out |= counting_metrics(parsed, answers)
-    elif task == "grounding":
-        out |= grounding_metrics(
-            [p[0] if p else None for p in parsed], [(P.answer_boxes(a) or [[0, 0, 0, 0]])[0] for a in answers]
-        )
-    elif task in ("detection", "change_detection"):
-        box_idx = [i for i, a in enumerate(answers) if not isinstance(a, str)]
-        label_idx = [i for i, a in enumerate(answers) if isinstance(a, str)]
-        if box_idx:
-            out |= detection_metrics(
-                [parsed[i] for i in box_idx], [P.answer_boxes(answers[i]) for i in box_idx]
-            )
-        if label_idx:
-            out["label_accuracy"] = label_accuracy(
-                [parsed[i] for i in label_idx], [answers[i] for i in label_idx]
-            )
-    if task in CAPTION_TASKS:
-        if task == "grounded_caption":
-            texts = [p["caption"] if p else "" for p in parsed]
-            det = detection_metrics(
-                [p["boxes"] if p else [] for p in parsed], [P.answer_boxes(a.get("boxes")) for a in answers]
-            )
-            out |= {f"box_{k}": v for k, v in det.items()}
-        else:
-            texts = [p or "" for p in parsed]
-        refs = [P.answer_references(a) for a in answers]
-        out |= rouge_metrics(texts, refs)
-        if extras.get("meteor"):
-            out["meteor"] = nltk_meteor(texts, refs)
-        if extras.get("coco"):
-            try:
-                out |= coco_metrics(
-                    texts, refs, meteor=extras["coco_meteor"] if "coco_meteor" in extras else True
-                )
-            except Exception as exc:  # optional: a broken Java must not lose the other numbers
-                print(f"coco-caption metrics failed: {exc}", file=sys.stderr)
-    return out
+    out["accuracy_reward"] = float(np.mean([s["accuracy"] for s in scores]))
+    scorer = SCORERS[TASKS[task].scoring]
+    return out | scorer(samples, parsed, [s.answer for s in samples], extras)
 
 
 def _as_sample(x: Any) -> Sample:
@@ -535,7 +556,7 @@ def score_samples(
 
     unavailable: dict[str, str] = {}
     extras: dict[str, Any] = {"meteor": False, "coco": False, "coco_meteor": None}
-    if caption_extras and any(s.task in CAPTION_TASKS for s in samples):
+    if caption_extras and any(TASKS[s.task].scoring in CAPTION_SCORING for s in samples):
         reason = nltk_wordnet_status()
         extras["meteor"] = reason is None
         if reason:
@@ -628,7 +649,7 @@ def footer(tasks: Sequence[str]) -> list[str]:
             f"- counting: mae over the parsed answers only, each |error| capped at {COUNT_ERROR_CAP:g}; "
             "unparsed: the share of answers without a number."
         )
-    if any(t in tasks for t in SPLIT_TASKS):
+    if any(TASKS[t].splits for t in tasks):
         lines.append(
             f"- grounding / detection splits: small < {math.isqrt(SMALL_AREA)}² px <= medium < "
             f"{math.isqrt(LARGE_AREA)}² px <= large (true box area, or meta.size_group); single / multiple "

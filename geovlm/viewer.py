@@ -38,18 +38,11 @@ from PIL import Image
 
 from data import load_records
 from geovlm.frames import frame_from_json
-from geovlm.parsing import extract_answer, parse_boxes
+from geovlm.parsing import extract_answer
+from geovlm.tasks import TASKS
 
-BOX_TASKS = ("grounding", "detection", "change_detection", "grounded_caption")
-CHANGE_TASKS = (
-    "change_detection",
-    "change_caption",
-)  # a change is an appearance or a disappearance: boxes on both
-COLORS = {
-    "gt": "#00e5ff",
-    "pred": "#ff8c00",
-    "region": "#76ff03",
-}  # blue/orange: told apart by most colour-blind eyes
+# blue/orange: told apart by most colour-blind eyes
+COLORS = {"gt": "#00e5ff", "pred": "#ff8c00", "region": "#76ff03"}
 PAGE_SIZE = 60
 
 
@@ -88,17 +81,15 @@ def _boxes(obj: Any) -> list[list[float]]:
 
 def gt_boxes(task: str, answer: Any) -> list[list[float]]:
     """Ground-truth boxes of a row's answer, in original-image pixels."""
-    if task in ("grounding", "detection", "change_detection"):
-        return _boxes(answer) if isinstance(answer, (list, tuple)) else []
-    if task == "grounded_caption":
-        return _boxes(answer.get("boxes")) if isinstance(answer, dict) else []
-    return []
+    if task not in TASKS or not TASKS[task].boxes or isinstance(answer, str):
+        return []  # change_detection's answer may be a label
+    return _boxes(answer.get("boxes") if isinstance(answer, dict) else answer)
 
 
 def predicted_boxes(row: dict) -> tuple[list[list[float]], str | None]:
     """(boxes in original pixels, a note or None) for a row of a box task; ([], None) for other tasks."""
     task = row.get("task")
-    if task not in BOX_TASKS:
+    if task not in TASKS or not TASKS[task].boxes:
         return [], None
     if "parsed" in row:  # eval's predictions: already parsed and converted
         return _boxes(row["parsed"]), None
@@ -107,11 +98,10 @@ def predicted_boxes(row: dict) -> tuple[list[list[float]], str | None]:
         return [], None
     try:
         frame = _frame(row.get("frame"))
-        boxes = [b for b in (_box(x) for x in parse_boxes(extract_answer(completion) or "", frame)) if b]
+        parsed = TASKS[task].parse(extract_answer(completion) or "", frame, ())  # what the rewards read
+        boxes = _boxes(parsed)
     except Exception as exc:
         return [], f"could not parse the boxes: {type(exc).__name__}: {exc}"
-    if task == "grounding":
-        boxes = boxes[:1]  # what the grounding reward scores
     note = (
         None if frame is not None or not boxes else "no frame in this row: predicted boxes drawn as written"
     )
@@ -242,7 +232,9 @@ def card(i: int, row: dict, record: Any, images: _Images, base_dir: Path) -> dic
         "length": _num(row.get("length")),
         "truncated": bool(row.get("truncated")),
         "images": keys,
-        "on": list(range(len(keys))) if task in CHANGE_TASKS else [0],  # the images the boxes are drawn on
+        "on": list(range(len(keys)))
+        if task in TASKS and TASKS[task].change
+        else [0],  # the images the boxes are drawn on
         "gt": gt_boxes(task, answer),
         "pred": pred,
         "region": region,

@@ -376,9 +376,8 @@ def tiny_base(out: Path, rope_theta: float) -> str:
 
     corpus = defaults.tokenizer_corpus([defaults.data_dir() / "train.jsonl"])
     build = lambda tmp: tiny.build_tiny(tmp, corpus, seed=0, rope_theta=rope_theta)  # noqa: E731
-    return str(
-        defaults._build_once(out / f"base-rope-theta-{rope_theta:g}", "config.json", build)
-    )  # whole or absent
+    # whole or absent
+    return str(defaults._build_once(out / f"base-rope-theta-{rope_theta:g}", "config.json", build))
 
 
 def synth_split(args: argparse.Namespace, data_dir: Path, out: Path) -> tuple[Path, Path, Path]:

@@ -118,9 +118,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--torch-threads", type=int, default=1, help="torch CPU threads for the embedding model")
     args = ap.parse_args(argv)
 
-    rewards.score(
-        "caption", "<answer>warm up</answer>", "warm up"
-    )  # build the ROUGE scorer outside the timing
+    # build the ROUGE scorer outside the timing
+    rewards.score("caption", "<answer>warm up</answer>", "warm up")
     rows = []
     cases = {task: completions_for(task, args.n, seed=i) for i, task in enumerate(rewards.TASK_REWARDS)}
     timed = [(task, task, None) for task in rewards.TASK_REWARDS]

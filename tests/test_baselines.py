@@ -68,10 +68,8 @@ def _chance(records: list[Record], shifts: int = 8) -> float:
     for idx, shift in ((idx, k) for idx in by_type.values() for k in range(1, shifts + 1)):
         order = rng.permutation(idx)
         for i, d in zip(order, np.roll(order, shift)):
-            rec, donor = (
-                records[i],
-                baselines._moved(records[d], records[i]),
-            )  # donor's answer placed on rec's image
+            # donor's answer placed on rec's image
+            rec, donor = (records[i], baselines._moved(records[d], records[i]))
             frame = Frame("pixels", rec.image_sizes[0], rec.image_sizes[0])
             text = TASKS[rec.task].target(donor.answer, frame)
             samples.append(

@@ -257,13 +257,11 @@ def test_sigkill_then_resume_equals_uninterrupted(tiny_dir, synth_dir, tmp_path)
     a, b = _rows(whole / "log.jsonl"), _rows(broken / "log.jsonl")
     assert [r["step"] for r in b] == [1, 2, 3]  # the lost step-3 row was dropped and redone
     for ra, rb in zip(a, b):
-        assert {k: ra[k] for k in STEP_FIELDS} == {
-            k: rb[k] for k in STEP_FIELDS
-        }  # bitwise: floats compare equal
+        # bitwise: floats compare equal
+        assert {k: ra[k] for k in STEP_FIELDS} == {k: rb[k] for k in STEP_FIELDS}
     ids = [i for r in b for i in r["prompt_ids"].split(",")]
-    assert len(ids) == 3 * 2 * 2 and len(set(ids)) == len(
-        ids
-    )  # every prompt once: none repeated, none skipped
+    # every prompt once: none repeated, none skipped
+    assert len(ids) == 3 * 2 * 2 and len(set(ids)) == len(ids)
     for name in ("final", "checkpoints/step-000002"):
         x, y = load_file(whole / name / "model.safetensors"), load_file(broken / name / "model.safetensors")
         assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x), name
@@ -352,6 +350,7 @@ def test_fsdp_rollout_gathers_once_and_checkpoint_loads_with_from_pretrained(tin
         f"log-probs, FSDP-trained model vs its checkpoint loaded with from_pretrained: max |diff| {diff:.1e}"
     )
     assert diff < 1e-5
+    # it did train
     assert (
         lp
         - M.token_logprobs(
@@ -363,7 +362,7 @@ def test_fsdp_rollout_gathers_once_and_checkpoint_loads_with_from_pretrained(tin
             1.0,
             M.banned_token_ids(model, processor),
         )
-    ).abs().max() > 1e-4  # it did train
+    ).abs().max() > 1e-4
 
 
 # ----------------------------------------------------------------------------- the plumbing, in one process

@@ -398,12 +398,13 @@ def test_dior_rsvg_xml_and_split(tmp_path):
 def test_dota_polygons_one_record_per_class(tmp_path):
     image(tmp_path / "images" / "P0001.png", (300, 200))
     (tmp_path / "labelTxt").mkdir()
+    # crosses the right border: clipped
     (tmp_path / "labelTxt" / "P0001.txt").write_text(
         "imagesource:GoogleEarth\ngsd:0.146\n"
         "10 10 50 10 50 40 10 40 plane 0\n"
         "100 60 140 100 100 140 60 100 plane 1\n"  # a diamond: rotated
         "250 150 320 150 320 190 250 190 small-vehicle 0\n"
-    )  # crosses the right border: clipped
+    )
     conv = formats.read_dota(tmp_path / "labelTxt", tmp_path / "images")
     plane, vehicle = conv.records
     assert plane.task == "detection" and plane.question == "Locate every plane in the image."

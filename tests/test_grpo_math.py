@@ -109,9 +109,8 @@ def test_policy_loss_masks_padding_and_splits_clip_stats():
     mask = torch.tensor([[True, True, False], [True, True, False]])
     loss, stats = policy_loss(logp, old, torch.tensor([1.0, -1.0]), mask, 0.2, 0.2)
     assert loss[:, 2].eq(0).all()  # padding contributes nothing, even with a wild ratio there
-    assert all(
-        isinstance(v, torch.Tensor) for v in stats.values()
-    )  # statistics stay on the device: no host sync
+    # statistics stay on the device: no host sync
+    assert all(isinstance(v, torch.Tensor) for v in stats.values())
     assert float(stats["clip_frac"]) == pytest.approx(0.5)  # tokens (0,0) and (1,0) out of 4
     assert float(stats["clip_frac_high"]) == pytest.approx(0.25)
     assert float(stats["clip_frac_low"]) == pytest.approx(0.25)

@@ -265,9 +265,8 @@ def test_compile_decode_trains_and_refuses_fsdp(tiny_dir, synth_dir, tmp_path):
     )
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2] and all(r["completion_len_mean"] > 0 for r in rows)
-    assert (
-        result["last"]["step"] == 2 and len(model._STATIC_DECODERS) > compiled_before
-    )  # it did decode compiled
+    # it did decode compiled
+    assert result["last"]["step"] == 2 and len(model._STATIC_DECODERS) > compiled_before
 
 
 def test_compile_decode_refuses_fsdp_before_anything_starts(capsys, tmp_path):
@@ -334,9 +333,8 @@ def test_ratio_level_sequence_trains_with_gspo_clip_range(tiny_dir, synth_dir, t
         ).clip_eps_low
         == 0.01
     )
-    with pytest.raises(
-        SystemExit
-    ):  # on-policy the ratio is 1 at either level: a mistake, said before anything loads
+    # on-policy the ratio is 1 at either level: a mistake, said before anything loads
+    with pytest.raises(SystemExit):
         train_grpo.parse_args(["--ratio-level", "sequence"])
     assert "--num-iterations >= 2" in capsys.readouterr().err
     out = tmp_path / "run"

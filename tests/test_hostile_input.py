@@ -84,9 +84,8 @@ def _linear(t1: float, t4: float) -> bool:
 
 @pytest.fixture(scope="module", autouse=True)
 def warm_up():
-    for (
-        fn
-    ) in READERS.values():  # one-off imports (rouge-score, NLTK's stemmer) must not time as a slow parser
+    # one-off imports (rouge-score, NLTK's stemmer) must not time as a slow parser
+    for fn in READERS.values():
         fn("<think>warm up</think><answer>the stemmer and the tokenizer [1, 2, 3, 4]</answer>")
 
 
@@ -94,9 +93,8 @@ def warm_up():
 def test_every_reader_is_linear_on_long_runs(opener, run):
     slow = []
     for name, fn in READERS.items():
-        probe = _seconds(
-            fn, _text(opener, run, N // 2)
-        )  # a quadratic reader fails here in seconds, not minutes
+        # a quadratic reader fails here in seconds, not minutes
+        probe = _seconds(fn, _text(opener, run, N // 2))
         if probe > 0.5:
             slow.append(f"{name}: {probe:.3f} s at {N // 2} characters")
             continue

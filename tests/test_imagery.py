@@ -67,9 +67,8 @@ def test_uint16_four_bands_band_choice(tmp_path):
     bands = np.stack([RNG.integers(0, 4000, (h, w)) + 1000 * k for k in range(4)]).astype(np.uint16)
     bands[3] = np.linspace(0, 60000, h * w).reshape(h, w)  # NIR: a ramp, unlike the others
     path = tmp_path / "rgbn.tif"
-    tifffile.imwrite(
-        path, bands, photometric="minisblack", planarconfig="separate"
-    )  # GDAL's band-interleaved layout
+    # GDAL's band-interleaved layout
+    tifffile.imwrite(path, bands, photometric="minisblack", planarconfig="separate")
     assert imagery.read_bands(path)[0].shape == (h, w, 4)
     assert imagery.image_size(path) == (w, h)
     default = np.asarray(imagery.load_image(path))

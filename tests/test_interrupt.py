@@ -20,12 +20,8 @@ from pathlib import Path
 import pytest
 from test_distributed import TIMEOUT, _run2, _torchrun
 
-OURS = (
-    "SIGINT: finishing this step",
-    "stopped after step",
-    "saved step",
-    "curves in",
-)  # what our processes print
+# what our processes print
+OURS = ("SIGINT: finishing this step", "stopped after step", "saved step", "curves in")
 
 
 def _reader(proc: subprocess.Popen, chunks: list[tuple[float, str]]) -> threading.Thread:
@@ -62,9 +58,8 @@ def test_sigint_stops_two_processes_with_a_checkpoint_and_resume_continues(tiny_
         "--out",
         str(out),
     ]
-    proc = _torchrun(
-        *args, "--max-steps", "50", start_new_session=True
-    )  # its own process group, as in a terminal
+    # its own process group, as in a terminal
+    proc = _torchrun(*args, "--max-steps", "50", start_new_session=True)
     chunks: list[tuple[float, str]] = []
     reader = _reader(proc, chunks)
     deadline = time.monotonic() + TIMEOUT

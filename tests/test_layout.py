@@ -9,15 +9,8 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TOP = {
-    "train_sft",
-    "train_grpo",
-    "grpo",
-    "rewards",
-    "data",
-    "model",
-    "eval",
-}  # the brief's files (and the equations)
+# the brief's files (and the equations)
+TOP = {"train_sft", "train_grpo", "grpo", "rewards", "data", "model", "eval"}
 ENTRY_POINTS = {"train_sft", "train_grpo", "eval"}
 PACKAGES = ("geovlm", "embedded")
 # imported inside a function because they are optional (extras, a GPU, a baseline) or heavy only for one path

@@ -37,9 +37,8 @@ def test_adapters_start_at_the_base_switch_off_to_it_and_merge(tiny_dir, synth_d
         lora.apply(net, rank=4, alpha=8, targets=("q_proj", "down_proj"))
         == 2 * net.config.text_config.num_hidden_layers
     )
-    assert all(
-        ".lora_" in n for n, p in net.named_parameters() if p.requires_grad
-    )  # vision, embeddings, head frozen
+    # vision, embeddings, head frozen
+    assert all(".lora_" in n for n, p in net.named_parameters() if p.requires_grad)
     assert not any("visual" in name for name in lora.adapters(net))  # its MLP's down_proj is not adapted
     torch.testing.assert_close(_logprobs(net, proc, synth_dir, ro)[0], base_lp, rtol=0, atol=0)  # B = 0
     with torch.no_grad():

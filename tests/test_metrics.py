@@ -79,10 +79,8 @@ def test_counting_mae_is_capped_per_answer():
     m = metrics.counting_metrics([2.3e113, 4, 7], [3, 4, 5])
     assert metrics.COUNT_ERROR_CAP == 100
     assert m["mae"] == pytest.approx((100 + 0 + 2) / 3) and m["accuracy"] == pytest.approx(1 / 3)
-    assert metrics.counting_metrics([None, None], [1, 2]) == {
-        "accuracy": 0.0,
-        "unparsed": 1.0,
-    }  # no mae of nothing
+    # no mae of nothing
+    assert metrics.counting_metrics([None, None], [1, 2]) == {"accuracy": 0.0, "unparsed": 1.0}
     assert metrics.counting_metrics([], []) == {"accuracy": 0.0, "unparsed": 0.0}
 
 
@@ -143,12 +141,10 @@ def test_referring_splits_by_hand():
         ("detection", [], wrap("none"), None, {}),
     ]
     s = metrics.score_samples(det, caption_extras=False, quiet=True)["splits"]["all"]["detection"]
-    assert (
-        s["single"]["recall@0.5"] == 1.0 and s["multiple"]["recall@0.5"] == 0.5
-    )  # GeoChat's TP / true boxes
-    assert (
-        s["single"]["n"] == s["multiple"]["n"] == 1 and s["small"]["n"] == 2
-    )  # the empty image is in no split
+    # GeoChat's TP / true boxes
+    assert s["single"]["recall@0.5"] == 1.0 and s["multiple"]["recall@0.5"] == 0.5
+    # the empty image is in no split
+    assert s["single"]["n"] == s["multiple"]["n"] == 1 and s["small"]["n"] == 2
 
 
 def test_empty_ground_truth_detection_is_consistent_with_the_reward():
@@ -206,9 +202,8 @@ def test_compare_reads_old_and_new_column_names(tmp_path):
 def test_count_matches_is_one_to_one():
     a, b = [0, 0, 10, 10], [10, 0, 20, 10]
     assert metrics.count_matches([a, a, a], [a], 0.5) == 1
-    assert (
-        metrics.count_matches([[5, 0, 15, 10], a], [a, b], 0.25) == 2
-    )  # a maximum matching, not a greedy one
+    # a maximum matching, not a greedy one
+    assert metrics.count_matches([[5, 0, 15, 10], a], [a, b], 0.25) == 2
     assert metrics.count_matches([], [a], 0.5) == 0
 
 
@@ -231,15 +226,12 @@ def test_detection_metrics_and_ap_by_hand():
 def test_average_precision_voc_rules():
     A, B = [0, 0, 10, 10], [20, 20, 30, 30]
     assert metrics.average_precision([[A]], [[A]]) == 1.0
-    assert (
-        metrics.average_precision([[A, A]], [[A]]) == 1.0
-    )  # duplicate ranked after the hit: P drops after R = 1
-    assert metrics.average_precision([[[60, 60, 70, 70], A]], [[A]]) == pytest.approx(
-        0.5
-    )  # miss first: P(R=1) = 1/2
-    assert metrics.average_precision([[A], []], [[A], [B]]) == pytest.approx(
-        0.5
-    )  # half the boxes never found
+    # duplicate ranked after the hit: P drops after R = 1
+    assert metrics.average_precision([[A, A]], [[A]]) == 1.0
+    # miss first: P(R=1) = 1/2
+    assert metrics.average_precision([[[60, 60, 70, 70], A]], [[A]]) == pytest.approx(0.5)
+    # half the boxes never found
+    assert metrics.average_precision([[A], []], [[A], [B]]) == pytest.approx(0.5)
     assert metrics.average_precision([[A]], [[]]) == 0.0
 
 
@@ -350,9 +342,8 @@ def test_markdown_table_lists_tasks():
     lines = table.splitlines()
     assert lines[0] == "| task | dataset | split | n | well_formed | answer_parsed | metrics |"
     assert "| vqa | all | all | 1 | 1.0000 | 1.0000 | " in table
-    assert any(
-        x.startswith("- well_formed: ") and "answer_parsed: " in x for x in lines
-    )  # the footer says what they are
+    # the footer says what they are
+    assert any(x.startswith("- well_formed: ") and "answer_parsed: " in x for x in lines)
 
 
 def test_gather_single_process():
@@ -388,12 +379,13 @@ def _prediction_lines() -> tuple[list[dict], dict]:
             "completion": wrap("[0, 0, 10, 10]"),
             "frame": fj,
         },
+        # foreign file: no frame, original pixels
         {
             "id": "d1",
             "task": "detection",
             "answer": [[0, 0, 10, 10], [20, 20, 30, 30]],
             "completion": wrap("[0, 0, 10, 10], [50, 50, 60, 60]"),
-        },  # foreign file: no frame, original pixels
+        },
         {"id": "n1", "task": "counting", "answer": 7, "completion": "7"},
         {
             "id": "m1",
@@ -448,9 +440,8 @@ def test_cli_scores_a_predictions_file(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     for (task, key), value in expected.items():
         assert metrics["tasks"][task][key] == pytest.approx(value, abs=1e-6), (task, key)
-    assert (
-        metrics["tasks"]["grounding"]["mean_iou"] > 0.49
-    )  # the converted box is within rounding of the truth
+    # the converted box is within rounding of the truth
+    assert metrics["tasks"]["grounding"]["mean_iou"] > 0.49
     assert metrics["datasets"]["AID"]["classification"]["accuracy"] == 0.5
 
     # its own predictions.jsonl round-trips (frames included) to the same numbers (in-process: same main())
@@ -552,3 +543,23 @@ def test_gather_to_rank0_across_processes(tmp_path):
                 p.kill()
     assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in results]
     assert json.loads((tmp_path / "out.json").read_text()) == [[0, "a"], [0, "b"], [1, "a"], [1, "b"]]
+
+
+def test_every_task_is_scored_by_its_registry_entry(synth_dir):
+    """Each task's scorer is looked up (Task.scoring) and reports the task's headline metric (Task.metric):
+    the embedded test split answered with its own targets scores 1 on it (captions: ROUGE-L 1)."""
+    import data
+    from geovlm.tasks import TASKS
+
+    records = data.load_records(synth_dir / "test.jsonl")
+    samples = []
+    for task in TASKS:
+        rec = next((r for r in records if r.task == task), None)
+        assert rec is not None, task
+        frame = metrics.Frame("pixels", tuple(rec.image_sizes[0]), tuple(rec.image_sizes[0]))
+        completion = f"<think>x</think><answer>{data.format_answer(task, rec.answer, frame)}</answer>"
+        samples.append(metrics.Sample(task=task, answer=rec.answer, completion=completion, frame=frame, meta=rec.meta))
+    result = metrics.score_samples(samples, caption_extras=False, quiet=True)["tasks"]
+    for task, spec in TASKS.items():
+        assert spec.scoring in metrics.SCORERS
+        assert result[task][spec.metric] == pytest.approx(1.0), (task, result[task])

@@ -43,9 +43,8 @@ def _prompts(tiny, synth_dir, tasks=("counting", "grounding", "classification"))
 
 def test_greedy_sample_equals_hf_generate(tiny, synth_dir):
     recs, batch = _prompts(tiny, synth_dir)
-    assert (
-        len({r.image_sizes[0] for r in recs}) > 1 and (batch.inputs["attention_mask"] == 0).any()
-    )  # left padding
+    # left padding
+    assert len({r.image_sizes[0] for r in recs}) > 1 and (batch.inputs["attention_mask"] == 0).any()
     m, banned = tiny.model, M.banned_token_ids(tiny.model, tiny.processor)
     eos, G = M.eos_token_ids(m, tiny.processor), 3
     ro = M.sample(m, batch.inputs, G, 24, temperature=0.0, banned=banned, eos_ids=eos)
@@ -106,9 +105,8 @@ def test_vision_tokens_never_sampled(tiny_dir, synth_dir):
     unguarded = M.sample(
         loaded.model, batch.inputs, 2, 1, temperature=0.0, banned=torch.tensor([], dtype=torch.long)
     )
-    assert (
-        unguarded.completion_ids == loaded.model.config.image_token_id
-    ).any()  # the guard is what stops it
+    # the guard is what stops it
+    assert (unguarded.completion_ids == loaded.model.config.image_token_id).any()
 
 
 @pytest.mark.parametrize("chunk_tokens,vocab_chunk", [(5, 64), (1000, 1000), (3, 7)])
@@ -197,9 +195,8 @@ def test_shared_prefix_falls_back_under_gradient_checkpointing(tiny_dir, synth_d
     )
     loaded.model.train()
     banned = M.banned_token_ids(loaded.model)
-    lp = M.token_logprobs(
-        loaded.model, batch.inputs, ro.completion_ids, ro.completion_mask, 2, 1.0, banned
-    )  # would drop the cache
+    # would drop the cache
+    lp = M.token_logprobs(loaded.model, batch.inputs, ro.completion_ids, ro.completion_mask, 2, 1.0, banned)
     assert (lp.detach() - ro.logprobs).abs().max().item() < 1e-4
 
 

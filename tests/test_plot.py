@@ -115,10 +115,8 @@ def test_grpo_log_draws_every_group(tmp_path, capsys):
     assert "reward_std" not in str(groups)  # a band around reward_mean, not a line of its own
     assert set(groups["eval"]) == {"classification", "detection"}
     assert "eval/classification/n" not in groups["eval"]["classification"]
-    assert groups["other"] == {
-        "custom": ["custom/a", "custom/b"],
-        "my_metric": ["my_metric"],
-    }  # unknown keys too
+    # unknown keys too
+    assert groups["other"] == {"custom": ["custom/a", "custom/b"], "my_metric": ["my_metric"]}
     assert not any("KL" in t for t in groups["training"])  # kl is null throughout (β = 0): no panel
 
 

@@ -298,10 +298,7 @@ def test_each_box_syntax_parses():
     assert pb('{"bbox_2d": [10, 20, 30.5, 40], "label": "ship"}') == [[10, 20, 30.5, 40]]
     assert pb(
         '```json\n[{"bbox_2d": [1, 2, 3, 4], "label": "a"}, {"bbox_2d": [5, 6, 7, 8], "label": "b"}]\n```'
-    ) == [
-        [1, 2, 3, 4],
-        [5, 6, 7, 8],
-    ]
+    ) == [[1, 2, 3, 4], [5, 6, 7, 8]]
     assert pb("{<10><20><30><40>|<45>}") == [[10, 20, 30, 40]]
     assert pb("{<10><20><30><40>|45}{<1><2><3><4>}") == [[10, 20, 30, 40], [1, 2, 3, 4]]
     assert pb("(10,20),(30,40)") == [[10, 20, 30, 40]]  # Qwen2-VL after its box tokens are stripped
@@ -411,9 +408,8 @@ def test_grounding_by_hand():
     gt = [[0, 0, 10, 10]]
     assert rewards.grounding_iou(wrap("[0, 0, 10, 10]"), gt) == 1.0
     assert rewards.grounding_iou(wrap("[5, 0, 15, 10]"), gt) == pytest.approx(1 / 3)
-    assert rewards.grounding_iou(wrap("[5, 0, 15, 10], [0, 0, 10, 10]"), gt) == pytest.approx(
-        1 / 3
-    )  # first box
+    # first box
+    assert rewards.grounding_iou(wrap("[5, 0, 15, 10], [0, 0, 10, 10]"), gt) == pytest.approx(1 / 3)
     assert rewards.grounding_hit(wrap("[0, 0, 10, 10]"), gt) == 1.0
     assert rewards.grounding_hit(wrap("[0, 0, 10, 15]"), gt) == 1.0  # IoU 2/3
     assert rewards.grounding_hit(wrap("[5, 0, 15, 10]"), gt) == 0.0  # IoU 1/3 earns nothing
@@ -425,15 +421,13 @@ def test_detection_by_hand():
     assert rewards.detection_score(wrap("[0, 0, 10, 10], [20, 20, 30, 30]"), gt) == 1.0
     assert rewards.detection_score(wrap("[20, 20, 30, 30], [0, 0, 10, 10]"), gt) == 1.0  # order free
     assert rewards.detection_score(wrap("[0, 0, 10, 10]"), gt) == pytest.approx(0.5)
-    assert rewards.detection_score(wrap("[0, 0, 10, 10], [0, 0, 10, 10]"), gt) == pytest.approx(
-        0.5
-    )  # one-to-one
+    # one-to-one
+    assert rewards.detection_score(wrap("[0, 0, 10, 10], [0, 0, 10, 10]"), gt) == pytest.approx(0.5)
     assert rewards.detection_score(wrap("[0, 0, 10, 10], [20, 20, 30, 25]"), gt) == pytest.approx(
         (1 + 0.5) / 2
     )
-    assert rewards.detection_score(wrap("[0, 0, 10, 10], [20, 20, 30, 24]"), gt) == pytest.approx(
-        0.5
-    )  # IoU 0.4 < 0.5
+    # IoU 0.4 < 0.5
+    assert rewards.detection_score(wrap("[0, 0, 10, 10], [20, 20, 30, 24]"), gt) == pytest.approx(0.5)
     assert (
         rewards.detection_score(wrap("none"), []) == 1.0
         and rewards.detection_score(wrap("[0,0,1,1]"), []) == 0.0
@@ -462,9 +456,8 @@ def test_caption_rewards_by_hand():
     assert rewards.caption_rouge_l(
         wrap("a plane on runway"), ["many trees", "a plane on the runway"]
     ) == pytest.approx(8 / 9)
-    assert rewards.caption_levenshtein(wrap("abc"), "abd") == pytest.approx(
-        4 / 6
-    )  # indel distance 2 of 6 chars
+    # indel distance 2 of 6 chars
+    assert rewards.caption_levenshtein(wrap("abc"), "abd") == pytest.approx(4 / 6)
     assert rewards.caption_levenshtein(wrap("ABC"), ["xyz", "abc"]) == 1.0
     for task in ("caption", "region_caption", "change_caption"):
         assert rewards.score(task, wrap("two ships dock"), "two ships dock")["caption_rouge_l"] == 1.0
@@ -636,9 +629,8 @@ def test_reweighting_keeps_the_logged_accuracy(monkeypatch):
     monkeypatch.setitem(rewards.TASK_REWARDS, "counting", [("count_accuracy", 0.5)])
     result = rewards.score("counting", wrap("5"), 5)
     assert result["accuracy"] == 1.0 and result["count_accuracy"] == 1.0 and result["total"] == 1.5
-    monkeypatch.setitem(
-        rewards.TASK_REWARDS, "counting", []
-    )  # even off the table, accuracy is still measured
+    # even off the table, accuracy is still measured
+    monkeypatch.setitem(rewards.TASK_REWARDS, "counting", [])
     assert rewards.score("counting", wrap("4"), 5)["accuracy"] == pytest.approx(0.8)
 
 
@@ -705,4 +697,16 @@ def test_a_typo_in_the_table_is_found_before_training(monkeypatch):
 def test_the_table_sits_at_the_top_of_a_short_file():
     lines = open(rewards.__file__).read().splitlines()
     assert next(i for i, line in enumerate(lines) if line.startswith("TASK_REWARDS")) < 80
-    assert len(lines) <= 300
+    assert len(lines) <= 350  # formatted at 110 columns
+
+
+def test_the_accuracy_table_is_checked_against_the_registry(monkeypatch):
+    monkeypatch.delitem(rewards.ACCURACY, "vqa")
+    with pytest.raises(ValueError, match=r"ACCURACY: no entry for task\(s\) \['vqa'\]"):
+        rewards.check_accuracy()
+    monkeypatch.setitem(rewards.ACCURACY, "vqa", ("vqa_exact_macth",))
+    with pytest.raises(ValueError, match="vqa_exact_macth"):
+        rewards.check_accuracy()
+    monkeypatch.setitem(rewards.TASK_REWARDS, "segmentation", [("exact_match", 1.0)])
+    with pytest.raises(ValueError, match=r"unknown task\(s\) \['segmentation'\]"):
+        rewards.check_table()

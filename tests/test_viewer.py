@@ -20,11 +20,8 @@ IMAGE_RGB = (60, 90, 120)  # a plain colour nothing else on the page has (text a
 W, H = 192, 96  # the page shows images 384 CSS px wide: exactly 2 screen pixels per image pixel
 GT = [20, 20, 70, 70]
 PRED = [110, 30, 170, 80]
-FRAME = {
-    "kind": "pixels",
-    "image_size": [W, H],
-    "model_size": [2 * W, 2 * H],
-}  # the model writes 2x coordinates
+# the model writes 2x coordinates
+FRAME = {"kind": "pixels", "image_size": [W, H], "model_size": [2 * W, 2 * H]}
 
 
 def hex_rgb(h: str) -> tuple[int, int, int]:
@@ -44,10 +41,7 @@ def test_predicted_boxes_from_parsed_or_through_the_frame():
     )
     assert viewer.predicted_boxes(
         {"task": "detection", "parsed": None, "completion": wrap("[1, 2, 3, 4]")}
-    ) == (
-        [],
-        None,
-    )
+    ) == ([], None)
     gc = {"task": "grounded_caption", "parsed": {"caption": "a", "boxes": [PRED, GT]}}
     assert viewer.predicted_boxes(gc) == ([PRED, GT], None)
     # no "parsed": the completion's answer, converted from the model's frame

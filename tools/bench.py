@@ -978,21 +978,18 @@ def gpu_check(
     # ---- 1. fwd+bwd on ~1k-token rows: B prompts with a 448 px image, G completions each, no padding
     def section_fwd_bwd() -> list[dict]:
         total_gb = torch.cuda.get_device_properties(device).total_memory / 1e9 if cuda else 0.0
-        rows_total = (
-            8 if total_gb > 100 else 4
-        )  # H200: 8 rows of 1k tokens; H100: 4 (no activation checkpointing)
+        # H200: 8 rows of 1k tokens; H100: 4 (no activation checkpointing)
+        rows_total = 8 if total_gb > 100 else 4
         G = 2
         B = rows_total // G
-        batch = data.collate_prompts(
-            [recs448[0]] * B, proc, fk
-        )  # identical prompts: no padding, SDPA runs causal
+        # identical prompts: no padding, SDPA runs causal
+        batch = data.collate_prompts([recs448[0]] * B, proc, fk)
         inputs = to_dev(batch.inputs)
         P = inputs["input_ids"].shape[1]
         T = max(16, GPU_SHAPES[shape]["seq"] - P)
         gen = torch.Generator().manual_seed(0)
-        comp = torch.randint(0, 400, (B * G, T), generator=gen).to(
-            device
-        )  # ordinary text tokens of the tiny vocab
+        # ordinary text tokens of the tiny vocab
+        comp = torch.randint(0, 400, (B * G, T), generator=gen).to(device)
         cmask = torch.ones(B * G, T, dtype=torch.bool, device=device)
         adv = torch.randn(B * G, device=device)
         kernels = attention_kernels(model, inputs, device)
@@ -1114,9 +1111,8 @@ def gpu_check(
         )
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6, weight_decay=0.0)
         adv = torch.randn(B * G, device=device)
-        per_prompt = [
-            to_dev(data.collate_prompts([r], proc, fk).inputs) for r in prompts
-        ]  # unpadded micro-batches
+        # unpadded micro-batches
+        per_prompt = [to_dev(data.collate_prompts([r], proc, fk).inputs) for r in prompts]
 
         def update():
             model.train()
@@ -1357,9 +1353,8 @@ def main(argv: list[str] | None = None) -> dict:
     sizes = [448] if q else [224, 336, 448]
     groups = [8] if q else [8, 16]
     lengths = [1280] if q else [1024, 2048, 4096]
-    mem_hidden = (
-        128 if q else 2048
-    )  # --quick: a narrow head so it finishes fast; the full run uses Qwen-3B's 2048
+    # --quick: a narrow head so it finishes fast; the full run uses Qwen-3B's 2048
+    mem_hidden = 128 if q else 2048
     # --quick: fp32 only; bf16 matmuls on a CPU without bf16 units take minutes (autocast 1280 tokens: 220 s naive)
     mem_precisions = ["fp32"] if q else list(PRECISIONS)
     settings = (
@@ -1387,9 +1382,8 @@ def main(argv: list[str] | None = None) -> dict:
                     fx, 448, args.prompts, 8, args.new_tokens, args.beta, args.lr, args.reps, args.warmup
                 )
             elif name == "lora":
-                G, T = (
-                    (4, 16) if q else (8, args.new_tokens)
-                )  # --quick: a smaller batch, so that the row takes seconds
+                # --quick: a smaller batch, so that the row takes seconds
+                G, T = (4, 16) if q else (8, args.new_tokens)
                 rows += bench_lora(
                     fx, 448, args.prompts, G, T, args.beta, args.reps, args.warmup, args.threads
                 )
