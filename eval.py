@@ -78,13 +78,14 @@ def generate(
     eos, banned = model_lib.eos_token_ids(net, processor), model_lib.banned_token_ids(net, processor)
     completions: list[str] = []
     frames: list[Frame] = []
-    with torch.no_grad(), fsdp.gathered(net), model_lib.autocast(torch.device(device), net):
+    with torch.no_grad(), fsdp.gathered(net), fsdp.autocast(torch.device(device), net):
         for start in tqdm(
             range(0, len(records), batch_size), desc="eval", unit="batch", disable=not progress
         ):
             batch = data.collate_prompts(list(records[start : start + batch_size]), processor, frame_kind)
-            out = model_lib.sample(
+            out = fsdp.call(
                 net,
+                model_lib.sample,
                 model_lib.to_device(batch.inputs, device),
                 group_size=1,
                 max_new_tokens=max_new_tokens,

@@ -5,24 +5,25 @@
     rollout = sample(loaded.model, inputs, group_size=8, max_new_tokens=256)   # G completions per prompt
     logp = token_logprobs(loaded.model, inputs, rollout.completion_ids, rollout.completion_mask, group_size=8)
 
-Everything here works on a stock HF checkpoint; every function taking a model also takes the FSDP2 root
-(fsdp.FSDPRoot) that wraps one.
+Everything here works on a stock HF checkpoint and is plain PyTorch; the fast paths (the fused log-prob
+head, the compiled decode step) live in geovlm/kernels.py, one line away. Under FSDP2 the trainers run these
+functions through fsdp.call(net, fn, ...) (fsdp.py); nothing here knows about sharding.
 """
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, StaticCache
+from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
-from geovlm.fsdp import FSDPRoot, call, gathered, unwrap
+from geovlm import kernels
 
 # Never sampled: emitting one makes the next forward fail ("Image features and image tokens do not match").
 VISION_TOKENS = [
@@ -143,7 +144,6 @@ def _kwarg_name(fn, new: str, old: str) -> str:
 def banned_token_ids(model: torch.nn.Module, processor=None) -> torch.Tensor:
     """Vision/box special tokens present in the vocabulary: never sampled, masked in log-probs too.
     Without a processor, the ones the model config names (image/video pads, vision start/end)."""
-    model = unwrap(model)
     ids = {
         getattr(model.config, k, None)
         for k in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
@@ -160,7 +160,7 @@ def banned_token_ids(model: torch.nn.Module, processor=None) -> torch.Tensor:
 
 
 def eos_token_ids(model: torch.nn.Module, processor=None) -> list[int]:
-    eos = unwrap(model).generation_config.eos_token_id
+    eos = model.generation_config.eos_token_id
     eos = [eos] if isinstance(eos, int) else list(eos or [])
     if not eos and processor is not None:
         eos = [processor.tokenizer.convert_tokens_to_ids("<|im_end|>")]
@@ -213,119 +213,47 @@ def head_logits(lm_head: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     return lm_head(hidden).float()
 
 
-def _compute_dtype(weight: torch.Tensor) -> torch.dtype:
-    """The head's matmul dtype: autocast's where it is on (bf16 over fp32 masters), else the weight's own."""
-    dev = weight.device.type
-    return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else weight.dtype
-
-
-def _tiles(h, weight, targets, banned, temperature, dtype, vocab_chunk, token_chunk):
-    """The [n, v] tiles of z = h W^T / T (banned columns -inf), vocabulary slice by token chunk, each with
-    its rows, its vocabulary offset, and each row's target as an index into the slice (`here`: in it)."""
-    N, V = h.shape[0], weight.shape[0]
-    for v0 in range(0, V, vocab_chunk):
-        v1 = min(v0 + vocab_chunk, V)
-        w = weight[v0:v1].to(dtype)  # one slice of the cast weight at a time
-        ban = banned[(banned >= v0) & (banned < v1)] - v0
-        for t0 in range(0, N, token_chunk):
-            rows = slice(t0, t0 + token_chunk)
-            z = (h[rows] @ w.T).float()  # [n, v] fp32
-            if temperature != 1.0:
-                z.div_(temperature)
-            if ban.numel():
-                z.index_fill_(-1, ban, float("-inf"))
-            y = targets[rows] - v0
-            yield rows, v0, v1, w, z, y.clamp(0, v1 - v0 - 1), (y >= 0) & (y < v1 - v0)
-
-
-class HeadLogprobs(torch.autograd.Function):
-    """Fused LM head + log-softmax + gather, tiled over vocabulary slices x token chunks.
-
-        z = h W^T / T  (banned columns -inf),   lp_i = z_i[y_i] - lse_i,   lse_i = log sum_v exp z_iv
-
-        dL/dz_iv = g_i (1[v = y_i] - exp(z_iv - lse_i)),   dL/dh = (dL/dz / T) W,   dL/dW = (dL/dz / T)^T h
-
-    No [N, V] tensor is ever built: the forward keeps a running (max, sum) per token across vocabulary
-    slices (online logsumexp) and saves only lse [N]; the backward recomputes each [n, v] tile and adds
-    its share into dL/dh and into its rows of dL/dW. The weight is cast to the compute dtype one slice at
-    a time, so autocast's whole bf16 copy of the head never exists either. Peak beyond the weight's own
-    gradient: one tile of logits + one slice of the cast weight."""
-
-    @staticmethod
-    def forward(ctx, hidden, weight, targets, temperature, banned, vocab_chunk, token_chunk, dtype):
-        # hidden [N, D], weight [V, D], targets [N], banned [k] (may be empty) -> log-probs [N] fp32
-        N, dev = hidden.shape[0], hidden.device
-        run_max = torch.full((N,), float("-inf"), device=dev)
-        run_sum, picked = torch.zeros(N, device=dev), torch.zeros(N, device=dev)
-        tiles = _tiles(
-            hidden.to(dtype), weight, targets, banned, temperature, dtype, vocab_chunk, token_chunk
-        )
-        for rows, _, _, _, z, y, here in tiles:
-            picked[rows] += torch.where(here, z.gather(-1, y[:, None])[:, 0], 0.0)
-            new_max = torch.maximum(run_max[rows], z.amax(-1))
-            shift = torch.where(torch.isinf(new_max), 0.0, new_max)  # a slice all banned so far: -inf rows
-            run_sum[rows] = run_sum[rows] * (run_max[rows] - shift).exp() + z.sub_(shift[:, None]).exp_().sum(
-                -1
-            )
-            run_max[rows] = new_max
-        lse = torch.where(torch.isinf(run_max), 0.0, run_max) + run_sum.log()
-        ctx.save_for_backward(hidden, weight, targets, lse, banned)
-        ctx.args = (temperature, vocab_chunk, token_chunk, dtype)
-        return picked - lse
-
-    @staticmethod
-    def backward(ctx, grad_lp):
-        hidden, weight, targets, lse, banned = ctx.saved_tensors
-        temperature, vocab_chunk, token_chunk, dtype = ctx.args
-        want_h, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        h = hidden.to(dtype)
-        g = grad_lp.float() / temperature  # the 1/T of dz/d(h W^T) folded in once
-        grad_h = torch.zeros(hidden.shape, dtype=torch.float32, device=hidden.device) if want_h else None
-        grad_w = torch.zeros_like(weight) if want_w else None
-        for rows, v0, v1, w, z, y, here in _tiles(
-            h, weight, targets, banned, temperature, dtype, vocab_chunk, token_chunk
-        ):
-            dz = z.sub_(lse[rows, None]).exp_().mul_(-g[rows, None])  # -g p, in place: [n, v]
-            at = here.nonzero()[:, 0]  # rows whose target is in this slice
-            dz[at, y[at]] += g[rows][at]  # + g at the target
-            dz = dz.to(dtype)
-            if want_h:
-                grad_h[rows] += (dz @ w).float()
-            if want_w:
-                grad_w[v0:v1] += (dz.T @ h[rows]).to(weight.dtype)
-        return (grad_h.to(hidden.dtype) if want_h else None), grad_w, None, None, None, None, None, None
-
-
-def chunked_logprobs(
-    lm_head,
+def plain_head_logprobs(
+    lm_head: torch.nn.Module,
     hidden: torch.Tensor,
     targets: torch.Tensor,
     temperature: float = 1.0,
     banned: torch.Tensor | None = None,
-    chunk_tokens: int = 1024,
-    vocab_chunk: int = 16384,
 ) -> torch.Tensor:
-    """log softmax(lm_head(h) / T)[target] for hidden [N, T, D] -> [N, T] fp32, through `HeadLogprobs`:
-    at most [chunk_tokens, vocab_chunk] logits exist at once, forward or backward. The matmuls run in
-    autocast's dtype where autocast is on, else in the weight's."""
-    if getattr(lm_head, "bias", None) is not None:
-        raise ValueError("chunked_logprobs: an LM head with a bias is not supported (Qwen's has none)")
-    n, t, d = hidden.shape
-    weight = lm_head.weight
-    banned = torch.empty(0, dtype=torch.long) if banned is None else banned
-    dtype = _compute_dtype(weight)  # read before autocast is switched off below
-    with torch.autocast(hidden.device.type, enabled=False):
-        lp = HeadLogprobs.apply(
-            hidden.reshape(n * t, d),
-            weight,
-            targets.reshape(n * t).to(hidden.device),
-            float(temperature),
-            banned.to(hidden.device),
-            vocab_chunk,
-            chunk_tokens,
-            dtype,
-        )
-    return lp.view(n, t)
+    """log softmax(lm_head(h) / T)[target], banned tokens masked: hidden [N, T, D] -> [N, T] fp32.
+    The definition; it builds the whole [N, T, V] fp32 logits (kernels.fused_head_logprobs does not)."""
+    logits = lm_head(hidden).float() / temperature
+    if banned is not None and banned.numel():
+        logits = logits.index_fill(-1, banned.to(logits.device), float("-inf"))
+    return logits.log_softmax(-1).gather(-1, targets.to(logits.device)[..., None]).squeeze(-1)
+
+
+# The head every log-prob pass uses. The fused kernel equals plain_head_logprobs (tests/test_model.py) at a
+# fraction of the memory; swap this line for `head_logprobs = plain_head_logprobs` to read or debug.
+head_logprobs = kernels.fused_head_logprobs
+
+
+def reference_token_logprobs(
+    model: torch.nn.Module,
+    inputs: dict,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    group_size: int,
+    temperature: float = 1.0,
+    banned: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """What token_logprobs computes, written plainly: each completion after its own copy of the prompt,
+    the whole sequence through the model, log-softmax, gather. [B*G, T]; 0 where completion_mask is False."""
+    G, T = group_size, completion_ids.shape[1]
+    embeds, pos = prompt_embeddings(model, inputs)  # [B, P, D], [3, B, P]
+    embeds, pos = embeds.repeat_interleave(G, 0), pos.repeat_interleave(G, 1)  # one copy per completion
+    after = pos.amax(dim=(0, 2)) + 1 + torch.arange(T, device=pos.device)[:, None]  # [T, BG]: text positions
+    tokens = torch.cat([embeds, model.model.get_input_embeddings()(completion_ids)], 1)
+    positions = torch.cat([pos, after.T.unsqueeze(0).expand(3, -1, -1)], 2)
+    mask = torch.cat([inputs["attention_mask"].repeat_interleave(G, 0), completion_mask.long()], 1)
+    hidden, _ = decoder(model, tokens, positions, mask)
+    h = hidden[:, embeds.shape[1] - 1 : -1]  # the state before each completion token predicts it
+    return plain_head_logprobs(model.lm_head, h, completion_ids, temperature, banned) * completion_mask
 
 
 def _recomputes_layers(model: torch.nn.Module) -> bool:
@@ -343,7 +271,6 @@ def token_logprobs(
     group_size: int,
     temperature: float = 1.0,
     banned: torch.Tensor | None = None,
-    chunk_tokens: int = 1024,
     share_prefix: bool = True,
 ) -> torch.Tensor:
     """log π(o_t | q, o_<t) of each completion token, [B*G, T]; 0 where completion_mask is False.
@@ -352,20 +279,8 @@ def token_logprobs(
     sample g of prompt b. Images are encoded once per prompt. share_prefix: the decoder also runs the
     prompt once per group (as the sampler's prefill does) instead of once per completion; off, or where
     the layers are gradient-checkpointed in training mode (HF drops the cache there), the prompt is
-    repeated to every completion."""
-    if isinstance(model, FSDPRoot):  # run inside the root's forward (see the FSDP2 section)
-        return call(
-            model,
-            token_logprobs,
-            inputs,
-            completion_ids,
-            completion_mask,
-            group_size,
-            temperature,
-            banned,
-            chunk_tokens,
-            share_prefix,
-        )
+    repeated to every completion. The head is `head_logprobs` (the fused one unless swapped); the plain
+    definition of the whole function is `reference_token_logprobs`, which tests hold this one to."""
     G = group_size
     embeds, pos = prompt_embeddings(model, inputs)  # [B, P, D], [3, B, P]
     P, T = embeds.shape[1], completion_ids.shape[1]
@@ -385,8 +300,7 @@ def token_logprobs(
         embeds, pos = embeds.repeat_interleave(G, 0), pos.repeat_interleave(G, 1)  # [BG, P, D], [3, BG, P]
         hidden, _ = decoder(model, torch.cat([embeds, cemb], 1), torch.cat([pos, cpos], 2), mask)
         h = hidden[:, P - 1 : P + T - 1]  # the state before each completion token predicts it: [BG, T, D]
-    lp = chunked_logprobs(model.lm_head, h, completion_ids, temperature, banned, chunk_tokens)
-    return lp * completion_mask
+    return head_logprobs(model.lm_head, h, completion_ids, temperature, banned) * completion_mask
 
 
 # ----------------------------------------------------------------------------- the group sampler
@@ -415,38 +329,16 @@ def _draw(logits: torch.Tensor, temperature: float, top_p: float, top_k: int, ge
     return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
 
 
-_STATIC_DECODERS: dict = {}  # (model, rows, cache length, dtype, device) -> (StaticCache, compiled step)
+def decode_step(model: torch.nn.Module, cache) -> Callable:
+    """One token per row through the decoder, written into `cache`: step(tokens [N, 1], positions [3, N, 1],
+    mask [N, L]) -> fp32 logits [N, V] of the next token."""
+    embed = model.model.get_input_embeddings()
 
+    def step(tok: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        hidden, _ = decoder(model, embed(tok), pos, mask, cache=cache, use_cache=True)
+        return head_logits(model.lm_head, hidden[:, -1])
 
-def _static_decoder(model: torch.nn.Module, rows: int, length: int, like: torch.Tensor):
-    """A fixed-size KV cache and a torch.compile'd one-token decoder step writing into it (CUDA graphs on
-    CUDA), made once per shape and reused by every rollout of that shape, so compiling is paid once."""
-
-    key = (id(model), rows, length, like.dtype, like.device)
-    if key not in _STATIC_DECODERS:
-        cache = StaticCache(config=model.config, max_cache_len=length)
-        embed = model.model.get_input_embeddings()
-
-        def step(tok, pos, mask):  # [N, 1], [3, N, 1], [N, length] -> fp32 logits [N, V]
-            hidden, _ = decoder(model, embed(tok), pos, mask, cache=cache, use_cache=True)
-            return head_logits(model.lm_head, hidden[:, -1])
-
-        mode = "reduce-overhead" if like.device.type == "cuda" else "default"
-        _STATIC_DECODERS[key] = (cache, torch.compile(step, mode=mode, dynamic=False))
-    return _STATIC_DECODERS[key]
-
-
-def _load_static(static, dynamic) -> None:
-    """The prefill's DynamicCache (already repeated to the BG rows) into the static cache's first P slots."""
-    for s, d in zip(static.layers, dynamic.layers, strict=True):
-        k, v = d.keys, d.values  # [BG, H, P, d]
-        if not s.is_initialized:
-            s.lazy_initialization(k, v)
-        P = k.shape[2]
-        s.keys[:, :, :P].copy_(k), s.values[:, :, :P].copy_(v)
-        # a previous rollout's states: masked, but zeroed
-        (s.keys[:, :, P:].zero_(), s.values[:, :, P:].zero_())
-        s.cumulative_length.fill_(P)
+    return step
 
 
 @torch.no_grad()
@@ -475,30 +367,13 @@ def sample(
     restrict which tokens are drawn. eos_ids/banned/pad_id default to the model's own (generation
     config, vision tokens named in its config); pass [] / an empty tensor to switch them off.
 
-    Under FSDP (an FSDPRoot) the parameters are gathered once for the whole rollout (`gathered`), so the
-    decoding loop runs no collective and a rank whose samples all end early just stops.
+    Under FSDP call it as fsdp.call(net, sample, ...) inside fsdp.gathered(net): the parameters are gathered
+    once for the whole rollout, so the loop runs no collective and a rank whose samples end early just stops.
 
-    static_cache: decode into a fixed-size KV cache with a torch.compile'd step (CUDA graphs on CUDA), the
-    cache length rounded up to 128 so that prompts of similar length share one compiled step. Compiling
-    takes seconds to a minute per new (B*G, length); it pays only over many rollouts of the same shape."""
-    if isinstance(model, FSDPRoot):
-        with gathered(model):
-            return call(
-                model,
-                sample,
-                inputs,
-                group_size,
-                max_new_tokens,
-                temperature,
-                top_p,
-                top_k,
-                generator,
-                eos_ids,
-                banned,
-                pad_id,
-                check_every,
-                static_cache,
-            )
+    static_cache: the fast path (kernels.compiled_decode_step): a fixed-size KV cache and a torch.compile'd
+    `decode_step` (CUDA graphs on CUDA), its length rounded up to 128 so that prompts of similar length share
+    one compiled step. Compiling takes seconds to a minute per new (B*G, length); it pays only over many
+    rollouts of the same shape."""
     G, T = group_size, max_new_tokens
     eos_ids = eos_token_ids(model) if eos_ids is None else eos_ids
     banned = banned_token_ids(model) if banned is None else banned
@@ -514,9 +389,15 @@ def sample(
     P = mask.shape[1]
     L = -(-(P + T) // 128) * 128 if static_cache else P + T  # KV length
     mask = torch.cat([mask.repeat_interleave(G, 0), mask.new_ones(mask.shape[0] * G, L - P)], 1)  # [BG, L]
-    if static_cache:
-        static, step = _static_decoder(model, mask.shape[0], L, hidden)
-        _load_static(static, cache)
+    if static_cache:  # the compiled step reads the whole [BG, L] mask: later slots are hidden by causality
+        static, compiled = kernels.compiled_decode_step(model, mask.shape[0], L, hidden, decode_step)
+        kernels.load_static(static, cache)
+        step = lambda tok, pos, upto: compiled(
+            tok, pos.contiguous(), mask
+        ).clone()  # clone: graphs reuse outputs
+    else:
+        plain = decode_step(model, cache)
+        step = lambda tok, pos, upto: plain(tok, pos, mask[:, :upto])
     next_pos = (pos.amax(dim=(0, 2)) + 1).repeat_interleave(G)  # [BG]
     N, dev = logits.shape[0], logits.device
     eos = torch.tensor(eos_ids or [], device=dev, dtype=torch.long)
@@ -525,7 +406,6 @@ def sample(
     logps = torch.zeros((N, T), device=dev)
     alive = torch.zeros((N, T), dtype=torch.bool, device=dev)
     done = torch.zeros(N, dtype=torch.bool, device=dev)
-    embed = model.model.get_input_embeddings()
     steps = T
     for t in range(T):
         if banned is not None:
@@ -545,14 +425,7 @@ def sample(
             steps = t + 1
             break
         p = (next_pos + t).view(1, N, 1).expand(3, N, 1)
-        if static_cache:  # the whole [BG, L] mask: slots past the current one are hidden by causality
-            # clone: the graph reuses its output
-            logits = step(ids[:, t : t + 1], p.contiguous(), mask).clone()
-        else:
-            hidden, cache = decoder(
-                model, embed(ids[:, t : t + 1]), p, mask[:, : P + t + 1], cache=cache, use_cache=True
-            )
-            logits = head_logits(model.lm_head, hidden[:, -1])
+        logits = step(ids[:, t : t + 1], p, P + t + 1)
     return Rollout(ids[:, :steps], alive[:, :steps], ~done, logps[:, :steps])
 
 
@@ -568,11 +441,3 @@ def decode(processor, rollout: Rollout) -> list[str]:
 def to_device(batch: dict, device: torch.device) -> dict:
     """The batch's tensors moved to `device` (other values as they are)."""
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
-def autocast(device: torch.device, net: torch.nn.Module | None = None):
-    """bf16 compute over fp32 master weights on CUDA: autocast on one GPU; under FSDP (an FSDPRoot) the
-    sharded model casts to bf16 itself (its MixedPrecisionPolicy), so no autocast there. Plain fp32 on CPU."""
-    if device.type == "cuda" and not isinstance(net, FSDPRoot):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()

@@ -32,10 +32,10 @@ sharded optimizer state, step, RNG states and data position, see runtime.py).
 
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import torch
 from tqdm import tqdm
@@ -49,202 +49,140 @@ from embedded import defaults
 from geovlm import fsdp, lora
 from geovlm.distributed import all_gather_list, all_reduce_sum, world_size
 from geovlm.flags import (
-    ArgumentParser,
-    add_lora_flags,
-    add_optimiser_flags,
-    add_run_flags,
-    check_lora_flags,
-    count,
+    Count,
+    ImageryFlags,
+    LoRAFlags,
+    NonNegative,
+    OptimiserFlags,
+    Positive,
+    PositiveInt,
+    Probability,
+    RunFlags,
+    choices,
+    lora_implies,
     multi_node_help,
-    non_negative,
-    positive,
-    positive_int,
-    probability,
+    parse_config,
 )
 from geovlm.frames import frame_to_json
 from geovlm.logs import check_finite
 from geovlm.run import Run, learning_rate, start_run
 from geovlm.schedule import Stream, lr_at, rank_slice
-from model import autocast, to_device
+from model import to_device
+
 
 # ----------------------------------------------------------------------------- flags
+@dataclass
+class Config(RunFlags, OptimiserFlags, LoRAFlags, ImageryFlags):
+    """Every flag of train_grpo.py: a field each, its comment the --help text (geovlm/flags.py). The shared
+    groups (run, optimiser, LoRA, imagery) are declared once in geovlm/flags.py; what a None means is filled in
+    by `implied`, in words."""
+
+    # ---- what to train
+    model: str | None = None  # hub id or local checkpoint directory; None: the embedded tiny model after its
+    # SFT warm-up (embedded.defaults.sft_model, built on first use)
+    task: str = "all"  # one task, a comma list (mixed round-robin in every batch), or all; tasks:
+    # classification, multilabel, vqa, counting, grounding, detection, region_caption, caption,
+    # grounded_caption, change_caption, change_detection, temporal_classification
+    stages: str | None = None  # optimise tasks one after another, e.g. classification:200,detection:400
+    # (tasks of one stage joined by +); replaces --task and --max-steps
+    max_steps: PositiveInt = 100  # GRPO steps (one rollout each)
+    out: str = "runs/grpo"  # log.jsonl, rollouts.jsonl, checkpoints/ and final/ go here; a folder that
+    # holds another run is refused unless --resume or --overwrite
+    eval_data: str | None = None  # held-out JSONL, evaluated greedily (eval.py) at start and end
+    eval_every: Count = 0  # also evaluate every N steps; 0 = start and end only
+    eval_records: Count = 0  # evaluate the first N held-out records; 0 = all
+    log_rollouts_every: Count = 10  # completions to rollouts.jsonl every N steps; 0 = off
+
+    # ---- rollout
+    group_size: PositiveInt = 8  # G: completions sampled per prompt (>= 2)
+    prompts_per_step: PositiveInt = 4  # B: prompts per step and process (B*G completions)
+    max_new_tokens: PositiveInt = 256  # completion length limit (Dr. GRPO's constant too)
+    temperature: Positive = 1.0  # sampling temperature (> 0); log-probs use it too
+    top_p: Probability = 1.0  # nucleus sampling; < 1 only restricts what is drawn, the ratio still uses the
+    # full distribution
+    top_k: Count = 0  # top-k sampling, 0 = off (same caveat as --top-p)
+    compile_decode: bool = False  # decode into a static KV cache with a torch.compile'd step (CUDA graphs on
+    # CUDA, geovlm/kernels.py); compiling costs seconds to a minute per new batch shape; one process only
+    drop_zero_std_groups: bool = False  # dynamic sampling: replace groups whose rewards are all equal (no
+    # signal) by fresh prompts
+    max_resample_tries: Count = 3  # bound on extra rollouts per step for --drop-zero-std-groups
+    mask_truncated: bool = False  # no loss on completions cut at --max-new-tokens
+    shuffle_rewards: bool = False  # control experiment: permute rewards at random among the completions of
+    # each batch (same reward distribution, no credit assignment)
+
+    # ---- objective (grpo.py)
+    beta: NonNegative = 0.04  # KL weight; 0 = no reference model loaded at all
+    ratio_level: Annotated[str, choices(*grpo.RATIO_LEVELS)] = "token"  # importance ratio per token
+    # (GRPO/PPO) or per completion, the geometric mean of its token ratios (GSPO); sequence needs
+    # --num-iterations >= 2 (on-policy both are exactly 1)
+    clip_eps_low: NonNegative | None = None  # rho is clipped at 1 - eps_low where A < 0; None: 0.2 at token
+    # level, 3e-4 at sequence level (GSPO's)
+    clip_eps_high: NonNegative | None = None  # rho is clipped at 1 + eps_high where A > 0; None: 0.28 at
+    # token level (DAPO's clip-higher), 4e-4 at sequence level
+    num_iterations: PositiveInt = 1  # PPO epochs over each rollout (optimiser steps per GRPO step, old
+    # log-probs kept); 1 = on-policy: ratio exactly 1, REINFORCE with the group mean as baseline
+    loss_agg: Annotated[str, choices(*grpo.LOSS_AGGS)] = "token-mean"  # how per-token losses are reduced
+    adv_scale: Annotated[str, choices(*grpo.ADV_SCALES)] = "group"  # advantage divided by group std, batch
+    # std or none
+
+    # ---- optimiser and memory
+    lr: Positive | None = None  # peak AdamW learning rate; None: 1e-4 for a small (< 100M parameter) model
+    # such as the embedded tiny one (it learns at ~1e-4 and breaks at 5e-4), 1e-5 otherwise
+    lr_schedule: Annotated[str, choices("constant", "cosine")] = "constant"  # after the warm-up
+    micro_batch_size: PositiveInt | None = None  # completions per forward/backward (gradient
+    # accumulation), a multiple or a divisor of --group-size; None: --group-size
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = ArgumentParser(
-        description="GRPO post-training of Qwen2.5-VL / Qwen2-VL (equations: grpo.py).",
-        epilog=multi_node_help("train_grpo.py", "--prompts-per-step"),
-    )
-    g = add_run_flags(
-        p, "grpo", default_model="defaults.sft_model(): the embedded tiny model after its SFT warm-up"
-    )
-    g.add_argument(
-        "--task", default="all", help="one task, a comma list (mixed round-robin in every batch), or all"
-    )
-    g.add_argument(
-        "--stages",
-        default=None,
-        help="optimise tasks one after another, e.g. classification:200,"
-        "detection:400 (tasks of one stage joined by +); replaces --task and --max-steps",
-    )
-    g.add_argument("--max-steps", type=positive_int, default=100, help="GRPO steps (one rollout each)")
-    g.add_argument(
-        "--eval-data", default=None, help="held-out JSONL, evaluated greedily (eval.py) at start and end"
-    )
-    g.add_argument(
-        "--eval-every", type=count, default=0, help="also evaluate every N steps; 0 = start and end only"
-    )
-    g.add_argument(
-        "--eval-records", type=count, default=0, help="evaluate the first N held-out records; 0 = all"
-    )
-    g.add_argument(
-        "--log-rollouts-every",
-        type=count,
-        default=10,
-        help="completions to rollouts.jsonl every N steps; 0 = off",
-    )
-
-    g = p.add_argument_group("rollout")
-    g.add_argument("--group-size", type=positive_int, default=8, help="G: completions sampled per prompt")
-    g.add_argument(
-        "--prompts-per-step",
-        type=positive_int,
-        default=4,
-        help="B: prompts per step and process (B*G completions)",
-    )
-    g.add_argument(
-        "--max-new-tokens",
-        type=positive_int,
-        default=256,
-        help="completion length limit (Dr. GRPO's constant too)",
-    )
-    g.add_argument(
-        "--temperature", type=positive, default=1.0, help="sampling temperature (> 0); log-probs use it too"
-    )
-    g.add_argument(
-        "--top-p",
-        type=probability,
-        default=1.0,
-        help="nucleus sampling; < 1 only restricts what is drawn, the ratio still uses the full distribution",
-    )
-    g.add_argument("--top-k", type=count, default=0, help="top-k sampling, 0 = off (same caveat as --top-p)")
-    g.add_argument(
-        "--compile-decode",
-        action="store_true",
-        help="decode into a static KV cache with a torch.compile'd "
-        "step (CUDA graphs on CUDA); compiling costs seconds to a minute per new batch shape; one process "
-        "only (not with FSDP yet); see README's bench",
-    )
-    g.add_argument(
-        "--drop-zero-std-groups",
-        action="store_true",
-        help="dynamic sampling: replace groups whose rewards are all equal (no signal) by fresh prompts",
-    )
-    g.add_argument(
-        "--max-resample-tries", type=count, default=3, help="bound on extra rollouts per step for the above"
-    )
-    g.add_argument(
-        "--mask-truncated", action="store_true", help="no loss on completions cut at --max-new-tokens"
-    )
-    g.add_argument(
-        "--shuffle-rewards",
-        action="store_true",
-        help="control experiment: permute rewards at random "
-        "among the completions of each batch (same reward distribution, no credit assignment)",
-    )
-
-    g = p.add_argument_group("objective (grpo.py)")
-    g.add_argument(
-        "--beta", type=non_negative, default=0.04, help="KL weight; 0 = no reference model loaded at all"
-    )
-    g.add_argument(
-        "--ratio-level",
-        default="token",
-        choices=grpo.RATIO_LEVELS,
-        help="importance ratio per token "
-        "(GRPO/PPO) or per completion, the geometric mean of its token ratios (GSPO); sequence needs "
-        "--num-iterations >= 2 (on-policy both are exactly 1)",
-    )
-    g.add_argument(
-        "--clip-eps-low",
-        type=non_negative,
-        default=None,
-        help="rho is clipped at 1 - eps_low where A < 0; "
-        "None: 0.2 at token level, 3e-4 at sequence level (GSPO's)",
-    )
-    g.add_argument(
-        "--clip-eps-high",
-        type=non_negative,
-        default=None,
-        help="rho is clipped at 1 + eps_high where A > 0; "
-        "None: 0.28 at token level (DAPO's clip-higher), 4e-4 at sequence level",
-    )
-    g.add_argument(
-        "--num-iterations",
-        type=positive_int,
-        default=1,
-        help="PPO epochs over each rollout (optimiser steps per "
-        "GRPO step, old log-probs kept); 1 = on-policy: ratio exactly 1, REINFORCE with the group mean "
-        "as baseline",
-    )
-    g.add_argument(
-        "--loss-agg", default="token-mean", choices=grpo.LOSS_AGGS, help="how per-token losses are reduced"
-    )
-    g.add_argument(
-        "--adv-scale",
-        default="group",
-        choices=grpo.ADV_SCALES,
-        help="advantage divided by group std, batch std or none",
-    )
-
-    g = add_optimiser_flags(
-        p,
-        lr_help="1e-4 for a small (< 100M parameter) model such as the embedded tiny one "
-        "(it learns at ~1e-4 and breaks at 5e-4), 1e-5 otherwise",
-        warmup=0,
-    )
-    g.add_argument(
-        "--lr-schedule", default="constant", choices=("constant", "cosine"), help="after the warm-up"
-    )
-    g.add_argument(
-        "--micro-batch-size",
-        type=positive_int,
-        default=None,
-        help="completions per forward/backward (gradient "
-        "accumulation), a multiple or a divisor of --group-size; None: --group-size",
-    )
-    add_lora_flags(p)
-    args = p.parse_args(argv)
-    check_lora_flags(p, args)
-
+def implied(args: Config) -> list[str]:
+    """The values the flags imply, filled in and said in words (start-up prints them); ValueError for flags
+    that contradict each other. The only place a flag's value is changed after parsing."""
     G = args.group_size
-    args.micro_batch_size = args.micro_batch_size or G
-    if args.micro_batch_size % G and G % args.micro_batch_size:
-        p.error(
-            f"--micro-batch-size {args.micro_batch_size} must be a multiple or a divisor of --group-size {G}"
-        )
-    if args.group_size < 2:
-        p.error("--group-size must be >= 2: advantages compare the completions of a group")
+    if G < 2:
+        raise ValueError("--group-size must be >= 2: advantages compare the completions of a group")
     if args.ratio_level == "sequence" and args.num_iterations < 2:
-        p.error(
+        raise ValueError(
             "--ratio-level sequence changes nothing with --num-iterations 1 (every ratio is exactly 1); "
             "use --num-iterations >= 2"
         )
-    low, high = grpo.CLIP_DEFAULTS[args.ratio_level]
-    args.clip_eps_low = low if args.clip_eps_low is None else args.clip_eps_low
-    args.clip_eps_high = high if args.clip_eps_high is None else args.clip_eps_high
     if args.compile_decode and (args.cpu_offload or world_size() > 1):
-        p.error(
-            "--compile-decode runs on one process only for now (not under FSDP: several GPUs or --cpu-offload)"
+        raise ValueError(
+            "--compile-decode runs on one process only (not under FSDP: several GPUs, --cpu-offload)"
         )
+    notes = lora_implies(args)
+    if args.micro_batch_size is None:
+        args.micro_batch_size = G
+        notes.append(f"--micro-batch-size {G} (--group-size)")
+    elif args.micro_batch_size % G and G % args.micro_batch_size:
+        raise ValueError(
+            f"--micro-batch-size {args.micro_batch_size} must be a multiple or a divisor of --group-size {G}"
+        )
+    low, high = grpo.CLIP_DEFAULTS[args.ratio_level]
+    if args.clip_eps_low is None or args.clip_eps_high is None:
+        args.clip_eps_low = low if args.clip_eps_low is None else args.clip_eps_low
+        args.clip_eps_high = high if args.clip_eps_high is None else args.clip_eps_high
+        notes.append(
+            f"--clip-eps-low {args.clip_eps_low:g} --clip-eps-high {args.clip_eps_high:g} ({args.ratio_level} level)"
+        )
+    return notes
+
+
+def parse_args(argv: list[str] | None = None) -> Config:
+    """The flags, checked (one line for a mistake), with what they imply filled in (args.implied)."""
+    args, parser = parse_config(
+        Config,
+        argv,
+        description="GRPO post-training of Qwen2.5-VL / Qwen2-VL (equations: grpo.py).",
+        epilog=multi_node_help("train_grpo.py", "--prompts-per-step"),
+    )
     try:
+        args.implied = implied(args)
         rewards.check_table()  # an edit of rewards.TASK_REWARDS with a typo fails here, not after the models load
     except ValueError as e:
-        p.error(str(e))
+        parser.error(str(e))
     return args
 
 
-def parse_stages(args: argparse.Namespace, available: list[str]) -> list[tuple[list[str], int]]:
+def parse_stages(args: Config, available: list[str]) -> list[tuple[list[str], int]]:
     """[(tasks, steps)] from --stages 'a:200,b+c:400', or one stage of --task for --max-steps."""
     if args.stages:
         stages = []
@@ -287,7 +225,7 @@ class Rollouts:
 class Trainer:
     """What every step uses: the run, the models, the optimiser, the data streams and the generators."""
 
-    args: argparse.Namespace
+    args: Config
     run: Run
     policy: torch.nn.Module  # the model being trained (an fsdp.FSDPRoot under FSDP)
     # the frozen start, for the KL term (None when beta = 0, or with LoRA: adapters off)
@@ -319,8 +257,9 @@ def draw_prompts(
 def sample_group(tr: Trainer, inputs: dict, records: list) -> M.Rollout:
     """G completions for each prompt of a processed batch: model.sample with this run's sampling flags."""
     a, net, processor = tr.args, tr.policy, tr.run.processor
-    return M.sample(
+    return fsdp.call(
         net,
+        M.sample,
         inputs,
         group_size=a.group_size,
         max_new_tokens=a.max_new_tokens,
@@ -338,7 +277,7 @@ def sample_group(tr: Trainer, inputs: dict, records: list) -> M.Rollout:
 def rollout(tr: Trainer, records: list) -> Rollouts:
     """The records' prompts processed once, G completions each, decoded (model.sample via `sample_group`)."""
     batch = data.collate_prompts(records, tr.run.processor, tr.run.frame_kind)
-    with torch.no_grad(), autocast(tr.device, tr.policy), fsdp.gathered(tr.policy):
+    with torch.no_grad(), fsdp.autocast(tr.device, tr.policy), fsdp.gathered(tr.policy):
         out = sample_group(tr, to_device(batch.inputs, tr.device), records)
     return Rollouts(
         records=list(records),
@@ -491,7 +430,7 @@ def micro_batch_inputs(tr: Trainer, ro: Rollouts, mbs: list[MicroBatch]) -> list
         out.append(to_device(x, tr.device))
         # a frozen tower gives the same features to every pass: encode the images once
         if tr.args.freeze_vision:
-            with torch.no_grad(), autocast(tr.device, tr.policy):
+            with torch.no_grad(), fsdp.autocast(tr.device, tr.policy):
                 out[-1]["image_features"] = fsdp.call(tr.policy, M.encode_images, out[-1])
     return out
 
@@ -501,9 +440,10 @@ def completion_logprobs(
 ) -> torch.Tensor:
     """log pi(o_t | q, o_<t) [n, T] fp32 for one micro-batch (its prompts' `inputs` already on the device);
     differentiable unless under no_grad. `banned` tokens are masked as the sampler masked them."""
-    with autocast(device, net):
-        lp = M.token_logprobs(
+    with fsdp.autocast(device, net):
+        lp = fsdp.call(
             net,
+            M.token_logprobs,
             inputs,
             ro.completion_ids[mb.rows].to(device),
             ro.completion_mask[mb.rows].to(device),
@@ -750,7 +690,7 @@ def log_step(
 # ----------------------------------------------------------------------------- set-up
 
 
-def setup(args: argparse.Namespace, run: Run) -> Trainer:
+def setup(args: Config, run: Run) -> Trainer:
     """The reference model (none with LoRA: see `reference_logprobs`), the data plan (stages, per-task streams), the optimiser and the generators; restored
     from the checkpoint when resuming."""
     ref = None

@@ -19,8 +19,8 @@ folder: sharded optimizer state, RNG states and data position, so `--resume auto
 
 from __future__ import annotations
 
-import argparse
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -32,62 +32,71 @@ from embedded import defaults
 from geovlm import fsdp
 from geovlm.distributed import Dist, all_reduce_sum
 from geovlm.flags import (
-    ArgumentParser,
-    add_lora_flags,
-    add_optimiser_flags,
-    add_run_flags,
-    check_lora_flags,
-    count,
+    Count,
+    ImageryFlags,
+    LoRAFlags,
+    OptimiserFlags,
+    Positive,
+    PositiveInt,
+    RunFlags,
+    lora_implies,
     multi_node_help,
-    positive_int,
+    parse_config,
 )
 from geovlm.logs import check_finite
 from geovlm.run import learning_rate, start_run
 from geovlm.schedule import Stream, lr_at, rank_slice
-from model import autocast, to_device
+from model import to_device
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = ArgumentParser(description=__doc__, epilog=multi_node_help("train_sft.py", "--batch-size"))
-    g = add_run_flags(p, "sft")
-    g.add_argument("--tasks", default=None, help="comma list of tasks to keep; None: all in the file")
-    g.add_argument("--max-steps", type=positive_int, default=300, help="optimiser steps")
-    g.add_argument("--batch-size", type=positive_int, default=8, help="records per micro-batch per process")
-    g.add_argument("--grad-accum", type=positive_int, default=1, help="micro-batches per optimiser step")
-    g.add_argument(
-        "--eval-data",
-        default=None,
-        help="held-out JSONL for the eval loss; None: test.jsonl beside --data when there is one",
+@dataclass
+class Config(RunFlags, OptimiserFlags, LoRAFlags, ImageryFlags):
+    """Every flag of train_sft.py: a field each, its comment the --help text (geovlm/flags.py); the shared
+    groups are declared once in geovlm/flags.py."""
+
+    # ---- what to train
+    model: str | None = None  # hub id or local checkpoint directory; None: the embedded tiny model
+    # (embedded.defaults.base_model, built on first use)
+    tasks: str | None = None  # comma list of tasks to keep; None: all in the file
+    max_steps: PositiveInt = 300  # optimiser steps
+    batch_size: PositiveInt = 8  # records per micro-batch per process
+    grad_accum: PositiveInt = 1  # micro-batches per optimiser step
+    out: str = "runs/sft"  # log.jsonl, checkpoints/ and final/ go here; a folder that holds another run is
+    # refused unless --resume or --overwrite
+    eval_data: str | None = None  # held-out JSONL for the eval loss; None: test.jsonl beside --data when
+    # there is one
+    eval_every: PositiveInt = 50  # held-out loss every N steps (and at the end)
+    eval_records: Count = 64  # held-out records used for the eval loss; 0 = none
+
+    # ---- optimiser and memory
+    lr: Positive | None = None  # peak AdamW learning rate; None: 2e-3 for a small (< 100M parameter) model
+    # such as the embedded tiny one, 1e-5 otherwise
+    warmup_steps: Count = 20  # linear warm-up, in optimiser steps
+
+
+def parse_args(argv: list[str] | None = None) -> Config:
+    """The flags, checked (one line for a mistake), with what they imply filled in (args.implied)."""
+    args, parser = parse_config(
+        Config, argv, description=__doc__, epilog=multi_node_help("train_sft.py", "--batch-size")
     )
-    g.add_argument(
-        "--eval-every", type=positive_int, default=50, help="held-out loss every N steps (and at the end)"
-    )
-    g.add_argument(
-        "--eval-records", type=count, default=64, help="held-out records used for the eval loss; 0 = none"
-    )
-    add_optimiser_flags(
-        p,
-        lr_help="2e-3 for a small (< 100M parameter) model such as the embedded tiny one, 1e-5 otherwise",
-        warmup=20,
-    )
-    add_lora_flags(p)
-    args = p.parse_args(argv)
-    check_lora_flags(p, args)
+    try:
+        args.implied = lora_implies(args)
+    except ValueError as e:
+        parser.error(str(e))
     return args
 
 
 def sft_loss_sum(net: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, int]:
     """Σ −log p(assistant token) over the batch, and how many tokens that is.
 
-    Shapes: input_ids/labels [B, L]; only positions whose *next* label is not -100 are scored."""
-    if isinstance(net, fsdp.FSDPRoot):  # run inside the FSDP root's forward (fsdp.py)
-        return fsdp.call(net, sft_loss_sum, batch)
+    Shapes: input_ids/labels [B, L]; only positions whose *next* label is not -100 are scored. Called
+    through fsdp.call, so `net` is the HF model whether or not it is sharded."""
     embeds, pos = M.prompt_embeddings(net, batch)  # the whole sequence, images scattered in
     hidden, _ = M.decoder(net, embeds, pos, batch["attention_mask"])  # [B, L, D]
     targets = batch["labels"][:, 1:]  # [B, L-1]
     scored = targets != -100
     h = hidden[:, :-1][scored]  # [n, D]: the state before each assistant token
-    logp = M.chunked_logprobs(net.lm_head, h.unsqueeze(0), targets[scored].unsqueeze(0))  # [1, n]
+    logp = M.head_logprobs(net.lm_head, h.unsqueeze(0), targets[scored].unsqueeze(0))  # [1, n]
     return -logp.sum(), int(scored.sum())
 
 
@@ -106,10 +115,10 @@ def eval_loss(
     mine = records[env.rank :: env.world]
     net.eval()
     total, count = 0.0, 0
-    with fsdp.gathered(net), autocast(device, net):  # parameters gathered once for the whole pass
+    with fsdp.gathered(net), fsdp.autocast(device, net):  # parameters gathered once for the whole pass
         for i in range(0, len(mine), batch_size):
             batch = to_device(data.collate_sft(mine[i : i + batch_size], processor, frame_kind), device)
-            s, n = sft_loss_sum(net, batch)
+            s, n = fsdp.call(net, sft_loss_sum, batch)
             total, count = total + float(s), count + n
     net.train()
     total, count = float(all_reduce_sum(total, device)), float(all_reduce_sum(count, device))
@@ -129,8 +138,8 @@ def train_step(
     n_global = float(all_reduce_sum(n_local, env.device))  # the loss is normalised by the global token count
     loss_sum = 0.0
     for b in micro:
-        with autocast(env.device, net):
-            s, _ = sft_loss_sum(net, b)
+        with fsdp.autocast(env.device, net):
+            s, _ = fsdp.call(net, sft_loss_sum, b)
         (s / n_global * env.world).backward()  # FSDP averages gradients over ranks: x world makes it the sum
         loss_sum += float(s.detach())
     params = [p for group in opt.param_groups for p in group["params"]]

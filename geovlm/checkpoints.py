@@ -61,7 +61,7 @@ def save_checkpoint(
     adapter = None
     if lora_config is not None and env.main:
         full, adapter = lora.merge(
-            full if full is not None else fsdp.unwrap(net).state_dict(), lora.adapters(net)
+            full if full is not None else fsdp.unwrap(net).state_dict(), lora.adapters(fsdp.unwrap(net))
         )
 
     def write_resume(tmp: Path | None) -> None:  # inside the temporary directory, before its rename

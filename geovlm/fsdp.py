@@ -41,6 +41,14 @@ class FSDPRoot(torch.nn.Module):
     def forward(self, fn, *args, **kwargs):
         return fn(self.module, *args, **kwargs)
 
+    @property
+    def config(self):  # read by model.py (token ids, vocabulary) as on the HF model
+        return self.module.config
+
+    @property
+    def generation_config(self):
+        return self.module.generation_config
+
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The HF model inside an FSDPRoot (config, generation_config, save_pretrained), or the model itself."""
@@ -148,3 +156,11 @@ def full_state_dict(model: torch.nn.Module) -> dict | None:
         m.reshard()
     sd = get_model_state_dict(model.module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     return sd if torch.distributed.get_rank() == 0 else None
+
+
+def autocast(device: torch.device, net: torch.nn.Module | None = None):
+    """bf16 compute over fp32 master weights on CUDA: autocast on one GPU; a sharded model (an FSDPRoot) casts
+    to bf16 itself (its MixedPrecisionPolicy), so no autocast there. Plain fp32 on CPU."""
+    if device.type == "cuda" and not isinstance(net, FSDPRoot):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()

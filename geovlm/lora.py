@@ -99,7 +99,6 @@ def apply(
 
 def adapters(net: torch.nn.Module) -> dict[str, LoRALinear]:
     """Module path -> LoRALinear (paths as in the HF model's state dict); empty for a model without LoRA."""
-    net = getattr(net, "module", net)  # an fsdp.FSDPRoot holds the HF model as .module
     return {name: m for name, m in net.named_modules() if isinstance(m, LoRALinear)}
 
 

@@ -337,7 +337,11 @@ def start_run(
         JsonlLog(out / logs[-1], enabled=env.main and len(logs) > 1),
     )
     n_train = sum(p.numel() for p in net.parameters() if p.requires_grad)
-    adapted = f", LoRA rank {args.lora_rank} on {len(lora.adapters(net))} Linears" if args.lora_rank else ""
+    adapted = (
+        f", LoRA rank {args.lora_rank} on {len(lora.adapters(fsdp.unwrap(net)))} Linears"
+        if args.lora_rank
+        else ""
+    )
     what = (
         "" if args.model else f" (the embedded default: {default_model.__module__}.{default_model.__name__})"
     )
@@ -346,6 +350,8 @@ def start_run(
         f"{', FSDP' if use_fsdp else ''}{adapted}, attention {loaded.attn_impl}), {len(records)} records from {data_path}"
         + (f"; resumed from {resume} at step {start}" if resume else "")
     )
+    if getattr(args, "implied", None):  # what the flags left unset means here, and what they imply
+        run.say("implied by the flags: " + "; ".join(args.implied))
     return run
 
 

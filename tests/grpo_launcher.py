@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import model as M  # noqa: E402
 import train_grpo  # noqa: E402
+from geovlm import fsdp  # noqa: E402
 from geovlm.distributed import barrier  # noqa: E402
 
 
@@ -45,8 +46,8 @@ def fixed_sampler(path: str):
             ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), True
         truncated = torch.tensor([r[-1] != eos for r in rows])
         dev = inputs["input_ids"].device
-        logp = M.token_logprobs(
-            tr.policy, inputs, ids.to(dev), mask.to(dev), G, tr.args.temperature, tr.banned
+        logp = fsdp.call(
+            tr.policy, M.token_logprobs, inputs, ids.to(dev), mask.to(dev), G, tr.args.temperature, tr.banned
         )
         return M.Rollout(ids, mask, truncated, logp)
 

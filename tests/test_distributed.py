@@ -297,7 +297,8 @@ def counting(*a, **k):
     return real(*a, **k)
 pg.foreach_all_gather = counting
 T = 2 + 7 * env.rank
-ro = M.sample(net, x, 2, T, generator=torch.Generator().manual_seed(0), eos_ids=[], banned=banned, check_every=1)
+with fsdp.gathered(net):
+    ro = fsdp.call(net, M.sample, x, 2, T, generator=torch.Generator().manual_seed(0), eos_ids=[], banned=banned, check_every=1)
 pg.foreach_all_gather = real
 ref = M.sample(plain, x, 2, T, generator=torch.Generator().manual_seed(0), eos_ids=[], banned=banned, check_every=1)
 assert ro.completion_ids.shape[1] == T and torch.equal(ro.completion_ids, ref.completion_ids)
@@ -309,11 +310,11 @@ assert counts == [units, units], (counts, units)
 # 2. one step under FSDP, then log-probs of the trained model and a checkpoint
 ro = M.sample(plain, x, 2, 6, generator=torch.Generator().manual_seed(1), banned=banned)
 opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
-lp = M.token_logprobs(net, x, ro.completion_ids, ro.completion_mask, 2, 1.0, banned)
+lp = fsdp.call(net, M.token_logprobs, x, ro.completion_ids, ro.completion_mask, 2, 1.0, banned)
 (-(lp.sum()) / ro.completion_mask.sum() * env.world).backward()
 opt.step()
 with torch.no_grad():
-    lp = M.token_logprobs(net, x, ro.completion_ids, ro.completion_mask, 2, 1.0, banned)
+    lp = fsdp.call(net, M.token_logprobs, x, ro.completion_ids, ro.completion_mask, 2, 1.0, banned)
 save_checkpoint(out + "/ckpt", net, loaded.processor, opt, env, state={"step": 1}, rank_state={"rank": env.rank})
 if env.main:
     torch.save({"ids": ro.completion_ids, "mask": ro.completion_mask, "lp": lp}, out + "/trained.pt")

@@ -11,6 +11,7 @@ import grpo
 import model
 import rewards
 import train_grpo
+from geovlm import kernels
 
 # every step's log row has these (plus reward/<component>, acc/<task>, format/<task>)
 STEP_KEYS = {
@@ -259,14 +260,14 @@ def test_freeze_vision_reuses_features_and_keeps_the_tower(tiny_dir, synth_dir, 
 
 
 def test_compile_decode_trains_and_refuses_fsdp(tiny_dir, synth_dir, tmp_path):
-    out, compiled_before = tmp_path / "run", len(model._STATIC_DECODERS)
+    out, compiled_before = tmp_path / "run", len(kernels.COMPILED_STEPS)
     result = train_grpo.main(
         _argv(tiny_dir, synth_dir, out, "--max-steps", "2", "--compile-decode", "--beta", "0")
     )
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2] and all(r["completion_len_mean"] > 0 for r in rows)
     # it did decode compiled
-    assert result["last"]["step"] == 2 and len(model._STATIC_DECODERS) > compiled_before
+    assert result["last"]["step"] == 2 and len(kernels.COMPILED_STEPS) > compiled_before
 
 
 def test_compile_decode_refuses_fsdp_before_anything_starts(capsys, tmp_path):

@@ -558,7 +558,9 @@ def test_every_task_is_scored_by_its_registry_entry(synth_dir):
         assert rec is not None, task
         frame = metrics.Frame("pixels", tuple(rec.image_sizes[0]), tuple(rec.image_sizes[0]))
         completion = f"<think>x</think><answer>{data.format_answer(task, rec.answer, frame)}</answer>"
-        samples.append(metrics.Sample(task=task, answer=rec.answer, completion=completion, frame=frame, meta=rec.meta))
+        samples.append(
+            metrics.Sample(task=task, answer=rec.answer, completion=completion, frame=frame, meta=rec.meta)
+        )
     result = metrics.score_samples(samples, caption_extras=False, quiet=True)["tasks"]
     for task, spec in TASKS.items():
         assert spec.scoring in metrics.SCORERS

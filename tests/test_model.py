@@ -3,6 +3,7 @@ import torch
 
 import data
 import model as M
+from geovlm import kernels
 
 
 def test_build_save_load_roundtrip(tiny_dir, tiny, tmp_path, synth_dir):
@@ -110,18 +111,19 @@ def test_vision_tokens_never_sampled(tiny_dir, synth_dir):
 
 
 @pytest.mark.parametrize("chunk_tokens,vocab_chunk", [(5, 64), (1000, 1000), (3, 7)])
-def test_chunked_logprobs_equal_naive_full_logits(chunk_tokens, vocab_chunk):
-    """Values and both gradients of the fused head equal autograd through full logits, for tiles that
-    split tokens and vocabulary unevenly, a whole vocabulary slice banned ([7, 14)), and T != 1."""
+def test_fused_head_equals_the_plain_head(chunk_tokens, vocab_chunk):
+    """Values and both gradients of the fused head (kernels.py) equal model.plain_head_logprobs (autograd
+    through full logits), for tiles that split tokens and vocabulary unevenly, a whole vocabulary slice
+    banned ([7, 14)), and T != 1."""
     torch.manual_seed(0)
     head = torch.nn.Linear(16, 500, bias=False)
     h = torch.randn(3, 7, 16, requires_grad=True)
     y = torch.randint(14, 500, (3, 7))
     banned = torch.arange(3, 14)
-    fused = M.chunked_logprobs(head, h, y, 0.7, banned, chunk_tokens=chunk_tokens, vocab_chunk=vocab_chunk)
-    logits = head(h) / 0.7
-    logits[..., banned] = float("-inf")
-    naive = logits.log_softmax(-1).gather(-1, y[..., None])[..., 0]
+    fused = kernels.fused_head_logprobs(
+        head, h, y, 0.7, banned, chunk_tokens=chunk_tokens, vocab_chunk=vocab_chunk
+    )
+    naive = M.plain_head_logprobs(head, h, y, 0.7, banned)
     assert torch.allclose(fused, naive, atol=1e-5)
     weights = torch.randn_like(naive)  # an arbitrary upstream gradient, like the advantage-weighted loss
     g1 = torch.autograd.grad((fused * weights).sum(), [h, head.weight])
@@ -130,16 +132,16 @@ def test_chunked_logprobs_equal_naive_full_logits(chunk_tokens, vocab_chunk):
         assert torch.allclose(a, b, atol=1e-5)
 
 
-def test_chunked_logprobs_frozen_head_and_autocast():
+def test_fused_head_frozen_and_under_autocast():
     torch.manual_seed(0)
     head = torch.nn.Linear(16, 300, bias=False).requires_grad_(False)
     h = torch.randn(2, 5, 16, requires_grad=True)
     y = torch.randint(0, 300, (2, 5))
-    lp = M.chunked_logprobs(head, h, y, vocab_chunk=64)
+    lp = kernels.fused_head_logprobs(head, h, y, vocab_chunk=64)
     lp.sum().backward()  # no weight gradient asked for, none made
     assert head.weight.grad is None and h.grad is not None
     with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 matmuls, fp32 log-softmax: close to fp32
-        lp_bf16 = M.chunked_logprobs(head, h, y, vocab_chunk=64)
+        lp_bf16 = kernels.fused_head_logprobs(head, h, y, vocab_chunk=64)
     assert lp_bf16.dtype == torch.float32 and (lp_bf16 - lp).abs().max().item() < 0.1
     assert (lp_bf16 - lp).abs().max().item() > 0  # it did run in bf16
 
@@ -208,7 +210,7 @@ def test_static_cache_compiled_decode_equals_eager(tiny, synth_dir):
     eager = M.sample(model, batch.inputs, 2, 12, temperature=0.0, eos_ids=[])
     static = M.sample(model, batch.inputs, 2, 12, temperature=0.0, eos_ids=[], static_cache=True)
     assert torch.equal(static.completion_ids, eager.completion_ids)
-    before = len(M._STATIC_DECODERS)
+    before = len(kernels.COMPILED_STEPS)
     drawn = M.sample(
         model,
         batch.inputs,
@@ -219,6 +221,27 @@ def test_static_cache_compiled_decode_equals_eager(tiny, synth_dir):
         static_cache=True,
         generator=torch.Generator().manual_seed(0),
     )
-    assert len(M._STATIC_DECODERS) == before  # same shape: the compiled step and its cache are reused
+    assert len(kernels.COMPILED_STEPS) == before  # same shape: the compiled step and its cache are reused
     lp = M.token_logprobs(model, batch.inputs, drawn.completion_ids, drawn.completion_mask, 2, 1.0, banned)
     assert (lp - drawn.logprobs).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("share_prefix", [True, False])
+def test_token_logprobs_equal_the_reference(tiny, synth_dir, share_prefix):
+    """The fast path (shared prompt prefix, fused head) equals reference_token_logprobs, the plain definition
+    (each completion after its own prompt copy, full logits), in values and in gradients."""
+    recs = data.load_records(synth_dir / "test.jsonl")[:2]
+    batch = data.collate_prompts(recs, tiny.processor, tiny.frame_kind)
+    banned = M.banned_token_ids(tiny.model, tiny.processor)
+    ro = M.sample(tiny.model, batch.inputs, 3, 10, generator=torch.Generator().manual_seed(0), banned=banned)
+    args = (batch.inputs, ro.completion_ids, ro.completion_mask, 3, 0.8, banned)
+    model = tiny.model.train()
+    fast = M.token_logprobs(model, *args, share_prefix=share_prefix)
+    plain = M.reference_token_logprobs(model, *args)
+    assert torch.allclose(fast, plain, atol=1e-5), (fast - plain).abs().max()
+    params = [p for p in model.parameters() if p.requires_grad][-4:]
+    g_fast = torch.autograd.grad(fast.sum(), params)
+    g_plain = torch.autograd.grad(plain.sum(), params)
+    model.eval()
+    for a, b in zip(g_fast, g_plain):
+        assert torch.allclose(a, b, atol=1e-4)

@@ -20,7 +20,7 @@ Rows (each side does exactly the same work):
   lora      one GRPO update (reference log-probs + policy forward/backward + AdamW) with LoRA (--lora-rank 8)
             vs full fine-tuning on the same batch: step time alternated in one process, peak memory (RSS
             growth, weights included) in one fresh subprocess per side.
-  logprobs  peak memory of model.chunked_logprobs (the head of token_logprobs) vs the naive full-logits
+  logprobs  peak memory of kernels.fused_head_logprobs (the head of token_logprobs) vs the naive full-logits
             computation at Qwen's real vocabulary, forward + backward, one fresh subprocess per measurement,
             in each trainer's precision setting (PRECISIONS).
   gpu       (--gpu, CUDA) the Qwen2.5-VL-3B shape: fwd+bwd tokens/s and MFU, rollout of 64 sequences
@@ -71,7 +71,10 @@ from embedded import (
     defaults,  # noqa: E402
     tiny,  # noqa: E402
 )
-from geovlm import lora  # noqa: E402
+from geovlm import (
+    kernels,
+    lora,  # noqa: E402
+)
 
 ROWS = ("rollout", "grpo", "lora", "logprobs", "gpu")
 QWEN_VOCAB = 151_936
@@ -684,7 +687,7 @@ def logprobs_loss(mode: str, head, hidden, targets, banned, chunk: int) -> torch
     if mode == "naive":  # every logit at once, fp32 log_softmax, gather
         lp = head(hidden).float().log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     else:
-        lp = M.chunked_logprobs(head, hidden, targets, 1.0, banned, chunk_tokens=chunk)
+        lp = kernels.fused_head_logprobs(head, hidden, targets, 1.0, banned, chunk_tokens=chunk)
     return -lp.mean()
 
 
@@ -736,9 +739,9 @@ def logprobs_row(name: str, case: str, ours_gb: float, naive_gb: float, target: 
 
 
 def bench_logprobs(lengths: list[int], hidden: int, threads: int | None, precisions: list[str]) -> list[dict]:
-    """Peak memory of chunked_logprobs (token_logprobs' chunk size) vs naive: every length in the first of
+    """Peak memory of kernels.fused_head_logprobs (its default chunk size) vs naive: every length in the first of
     `precisions` (the one-GPU setting, autocast, in a full run), the longest in the others too."""
-    chunk = inspect.signature(M.token_logprobs).parameters["chunk_tokens"].default
+    chunk = inspect.signature(kernels.fused_head_logprobs).parameters["chunk_tokens"].default
     out = []
     cases = [(precisions[0], n) for n in lengths] + [(p, max(lengths)) for p in precisions[1:]]
     for precision, n in cases:
@@ -1172,7 +1175,7 @@ def gpu_check(
 
 def gpu_logprobs_memory(device: torch.device, hidden: int, vocab: int, n: int = 4096) -> list[dict]:
     """The logprobs row on the GPU: CUDA allocator peak above the inputs, every precision setting."""
-    chunk = inspect.signature(M.token_logprobs).parameters["chunk_tokens"].default
+    chunk = inspect.signature(kernels.fused_head_logprobs).parameters["chunk_tokens"].default
     out = []
     for precision in PRECISIONS:
         res = {}
