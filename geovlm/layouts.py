@@ -68,7 +68,8 @@ def read_scene_folders(path, images=None, *, dataset: str | None = None, split_f
     path = os.fspath(path)
     if not os.path.isdir(path):
         raise RecordError(f"{path}: no such folder (expected one folder per class)")
-    classes = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)) and _images_in(os.path.join(path, d)))
+    classes = sorted((d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)) and _images_in(os.path.join(path, d))),
+                     key=label_name)
     if not classes:
         raise RecordError(f"{path}: no class folders holding images (.jpg/.png/.tif)")
     keep = _split_names(split_file)
