@@ -147,18 +147,20 @@ def make_root(root: Path) -> Path:
         {"question_id": 1, "image": "P0001.png", "text": "[refer] give me the location of <p>the ships</p>",
          "ground_truth": "{<10><10><20><20>|0}{<50><50><90><90>|0}", "size_group": "Small", "type": "ref"},
         {"question_id": 2, "image": "P0001.png", "text": "[refer] where is <p>the plane</p>",
-         "ground_truth": "{<10><10><60><60>|0}", "size_group": "large", "type": "ref"}], jsonl=True)
+         "ground_truth": "{<10><10><60><60>|0}", "size_group": "large", "type": "ref"},
+        {"question_id": 5, "image": "P0001.png", "text": "[refer] where is <p>the car</p>",
+         "ground_truth": "{<30><30><45><45>|0}", "size_group": "medium", "type": "ref"}], jsonl=True)
     write(gc / "region_captioning.jsonl", [
         {"question_id": 3, "image": "P0001.png", "text": "[identify] what is at {<10><20><30><40>|0}",
          "ground_truth": "a white ship"},
         {"question_id": 4, "image": "P0001.png", "text": "[identify] what is at {<50><50><60><60>|0}",
          "ground_truth": "a small car"}], jsonl=True)
     nwpu = root / "NWPU VHR-10 dataset"
-    for k in (1, 2):
-        image(nwpu / "positive image set" / f"00{k}.jpg", (100, 100), seed=k)
+    image(nwpu / "positive image set" / "001.jpg", (100, 100), seed=1)
+    image(nwpu / "positive image set" / "002.jpg", (200, 200), seed=2)
     (nwpu / "ground truth").mkdir(parents=True)
     (nwpu / "ground truth" / "001.txt").write_text("(10,10),(20,30),1\n(40,40),(90,90),1\n(5,60),(15,70),2\n")
-    (nwpu / "ground truth" / "002.txt").write_text("(10,10),(60,50),3\n")
+    (nwpu / "ground truth" / "002.txt").write_text("(10,10),(150,150),3\n")
     img = "../NWPU VHR-10 dataset/positive image set/001.jpg"
     write(root / "EarthDial" / "NWPU_VHR_10_region_captioning.jsonl", [
         {"id": f"r{k}", "image": img, "question": f"[identify] [hr_rgb_0.5] <image> \\n what object is in this location "
