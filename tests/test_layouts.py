@@ -69,18 +69,23 @@ def test_bigearthnet_bad_labels(tmp_path):
     assert len(conv.records) == 2 and conv.skipped == {"bad labels": 1}
     labels.write_text(json.dumps({"labels": ["Pastures"]}))
     (root / "S2A_p1" / "S2A_p1_B03.tif").unlink()
-    with pytest.raises(RecordError, match=r"S2A_p1_labels_metadata.json: field 'images': no S2A_p1.png and no band"):
+    with pytest.raises(
+        RecordError, match=r"S2A_p1_labels_metadata.json: field 'images': no S2A_p1.png and no band"
+    ):
         layouts.read_bigearthnet(root, rgb_dir=str(tmp_path / "rgb2"))
 
 
 XBD_FLOOD, XBD_FIRE = "xbd_midwest-flooding_00000001", "xbd_santa-rosa-wildfire_00000002"
 
 
-@pytest.mark.parametrize("task, expect", [
-    ("disaster_type", {XBD_FLOOD: "flood", XBD_FIRE: "fire"}),
-    ("affected", {XBD_FLOOD: "yes", XBD_FIRE: "no"}),
-    ("affected_count", {XBD_FLOOD: "two", XBD_FIRE: "none"}),  # un-classified buildings are not counted
-])
+@pytest.mark.parametrize(
+    "task, expect",
+    [
+        ("disaster_type", {XBD_FLOOD: "flood", XBD_FIRE: "fire"}),
+        ("affected", {XBD_FLOOD: "yes", XBD_FIRE: "no"}),
+        ("affected_count", {XBD_FLOOD: "two", XBD_FIRE: "none"}),  # un-classified buildings are not counted
+    ],
+)
 def test_xbd_image_classification_sets(tmp_path, task, expect):
     conv = layouts.read_xbd(fake_suite.xbd(tmp_path / "xBD" / "test"), task=task)
     assert {r.id: r.answer for r in conv.records} == expect
@@ -93,16 +98,31 @@ def test_xbd_regions_and_detection(tmp_path):
     root = fake_suite.xbd(tmp_path / "xBD" / "test")
     regions = by_id(layouts.read_xbd(root, task="region_damage"))
     assert {k: r.answer for k, r in regions.items()} == {
-        f"{XBD_FLOOD}_0": "destroyed", f"{XBD_FLOOD}_1": "minor-damage", f"{XBD_FLOOD}_2": "no-damage", f"{XBD_FIRE}_0": "no-damage"}
-    assert regions[f"{XBD_FLOOD}_1"].meta["region"] == [20, 20, 30, 34] and "{region}" in regions[f"{XBD_FLOOD}_1"].question
+        f"{XBD_FLOOD}_0": "destroyed",
+        f"{XBD_FLOOD}_1": "minor-damage",
+        f"{XBD_FLOOD}_2": "no-damage",
+        f"{XBD_FIRE}_0": "no-damage",
+    }
+    assert (
+        regions[f"{XBD_FLOOD}_1"].meta["region"] == [20, 20, 30, 34]
+        and "{region}" in regions[f"{XBD_FLOOD}_1"].question
+    )
     affected = by_id(layouts.read_xbd(root, task="region_affected"))
     assert [affected[f"{XBD_FLOOD}_{k}"].answer for k in range(3)] == ["yes", "yes", "no"]
     det = by_id(layouts.read_xbd(root, task="detection"))
     assert det[XBD_FLOOD].task == "change_detection" and len(det[XBD_FLOOD].answer) == 4  # un-classified too
     assert det[XBD_FLOOD].answer[0] == [2, 2, 12, 10]
     ref = by_id(layouts.read_xbd(root, task="referred_detection"))
-    assert sorted(ref) == [f"{XBD_FLOOD}_destroyed", f"{XBD_FLOOD}_minor-damage", f"{XBD_FLOOD}_no-damage", f"{XBD_FIRE}_no-damage"]
-    assert ref[f"{XBD_FLOOD}_minor-damage"].question == "Locate every minor damage building in the post-disaster image."
+    assert sorted(ref) == [
+        f"{XBD_FLOOD}_destroyed",
+        f"{XBD_FLOOD}_minor-damage",
+        f"{XBD_FLOOD}_no-damage",
+        f"{XBD_FIRE}_no-damage",
+    ]
+    assert (
+        ref[f"{XBD_FLOOD}_minor-damage"].question
+        == "Locate every minor damage building in the post-disaster image."
+    )
     assert ref[f"{XBD_FLOOD}_minor-damage"].answer == [[20, 20, 30, 34]]
 
 
@@ -131,10 +151,12 @@ def test_xbd_bad_input(tmp_path):
 def test_fmow_sequences_in_time_order(tmp_path):
     conv = layouts.read_fmow(fake_suite.fmow(tmp_path / "fmow-rgb" / "val"))
     recs = by_id(conv)
-    assert sorted(recs) == ["fmow_airport_0", "fmow_zoo_1"] and conv.skipped == {"sequence with fewer than 2 images": 1}
+    assert sorted(recs) == ["fmow_airport_0", "fmow_zoo_1"] and conv.skipped == {
+        "sequence with fewer than 2 images": 1
+    }
     a = recs["fmow_airport_0"]
     assert a.task == "temporal_classification" and a.answer == "airport" and len(a.images) == 4
-    # five pictures: evenly spaced in time, first and last kept -> times 2014, 2015, 2016-05 (index 3 of 5), 2017
+    # five pictures, evenly spaced in time, first and last kept: 2014, 2015, 2016-05 (index 3 of 5), 2017
     assert [t[:7] for t in a.meta["timestamps"]] == ["2014-02", "2015-01", "2016-05", "2017-03"]
     assert a.images[0].endswith("airport_0_3_rgb.jpg") and "Classes: airport, zoo." in a.question
 
@@ -142,7 +164,10 @@ def test_fmow_sequences_in_time_order(tmp_path):
 def test_caption_json_karpathy_and_nwpu(tmp_path):
     path = fake_suite.karpathy(tmp_path / "RSICD", "dataset_rsicd.json", "RSICD_images")
     conv = layouts.read_caption_json(path, tmp_path / "RSICD" / "RSICD_images")
-    assert [r.id for r in conv.records] == ["rsicd_00000", "rsicd_00001"]  # the train item is not in the test split
+    assert [r.id for r in conv.records] == [
+        "rsicd_00000",
+        "rsicd_00001",
+    ]  # the train item is not in the test split
     assert conv.records[0].answer == ["many planes are parked near runway 0 .", "an airport ."]
     assert conv.records[0].question == layouts.CAPTION_QUESTION and conv.records[0].task == "caption"
     path = fake_suite.nwpu_captions(tmp_path)
@@ -150,7 +175,9 @@ def test_caption_json_karpathy_and_nwpu(tmp_path):
     r = by_id(conv)["NWPU-Captions_beach_001"]
     assert len(r.answer) == 5 and r.answer[0] == "a beach with things ." and r.meta["class"] == "beach"
     assert r.images[0] == str(tmp_path / "NWPU-RESISC45" / "beach" / "beach_001.jpg")
-    bad = fake_suite.write(tmp_path / "bad.json", {"images": [{"filename": "00000.jpg", "split": "test", "sentences": []}]})
+    bad = fake_suite.write(
+        tmp_path / "bad.json", {"images": [{"filename": "00000.jpg", "split": "test", "sentences": []}]}
+    )
     with pytest.raises(RecordError, match=rf"^{bad}:item 0: field 'sentences': no caption text"):
         layouts.read_caption_json(bad, tmp_path / "RSICD" / "RSICD_images")
     fake_suite.write(bad, [1, 2])
@@ -161,11 +188,26 @@ def test_caption_json_karpathy_and_nwpu(tmp_path):
 def test_bench_jsonl_keeps_size_group_and_makes_referring_detection(tmp_path):
     gc = tmp_path / "GeoChat-Bench"
     fake_suite.image(gc / "images" / "P0001.png", (100, 100))
-    fake_suite.write(gc / "referring.jsonl", [
-        {"question_id": 1, "image": "P0001.png", "text": "[refer] give me the location of <p>the ships</p>",
-         "ground_truth": "{<10><10><20><20>|0}{<50><50><90><90>|0}", "size_group": "Small"},
-        {"question_id": 2, "image": "P0001.png", "text": "[refer] where is <p>the plane</p>",
-         "ground_truth": "{<10><10><60><60>|0}", "size_group": "large"}], jsonl=True)
+    fake_suite.write(
+        gc / "referring.jsonl",
+        [
+            {
+                "question_id": 1,
+                "image": "P0001.png",
+                "text": "[refer] give me the location of <p>the ships</p>",
+                "ground_truth": "{<10><10><20><20>|0}{<50><50><90><90>|0}",
+                "size_group": "Small",
+            },
+            {
+                "question_id": 2,
+                "image": "P0001.png",
+                "text": "[refer] where is <p>the plane</p>",
+                "ground_truth": "{<10><10><60><60>|0}",
+                "size_group": "large",
+            },
+        ],
+        jsonl=True,
+    )
     plain = by_id(layouts.read_bench_jsonl(gc / "referring.jsonl", gc / "images"))
     assert plain["2"].task == "grounding" and plain["1"].task == "detection"
     recs = by_id(layouts.read_bench_jsonl(gc / "referring.jsonl", gc / "images", referring=True))

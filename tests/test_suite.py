@@ -3,7 +3,6 @@
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 
@@ -31,7 +30,8 @@ def test_manifest_covers_the_papers_table():
     assert by_name["xBD object detection"].columns[1].published == (48.13, 21.11, 7.2, None)
     assert by_name["RSVQA-HRBEN (ZS)"].columns[-1].published == (75.27, 72.45, 72.30, 66.81)
     assert [c.metric for c in by_name["NWPU VHR-10 referred detection (ZS)"].columns] == [
-        f"{s}/hit_precision@0.5" for s in ("small", "medium", "large", "single", "multiple")]
+        f"{s}/hit_precision@0.5" for s in ("small", "medium", "large", "single", "multiple")
+    ]
 
 
 def test_list_prints_every_benchmark_layout_and_number(capsys):
@@ -40,8 +40,10 @@ def test_list_prints_every_benchmark_layout_and_number(capsys):
     for b in suite.BENCHMARKS:
         assert b.name in out and b.layout in out
         for c in b.columns:
-            assert any(f"| {c.name} | {c.metric} | " + " | ".join(suite._cell(v) for v in c.published) in line
-                       for line in out.splitlines()), (b.name, c.name)
+            assert any(
+                f"| {c.name} | {c.metric} | " + " | ".join(suite._cell(v) for v in c.published) in line
+                for line in out.splitlines()
+            ), (b.name, c.name)
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -62,9 +64,15 @@ def test_referring_splits_reproduce_earthdials_definition():
     """EarthDial's rs_detection/eval.py on two records: per split, predicted boxes hitting any true box over
     predicted boxes; size from the record's size_group, single / multiple from its number of true boxes."""
     samples = [
-        metrics.Sample("detection", [[0, 0, 10, 10], [20, 20, 30, 30]], "<answer>[0, 0, 10, 10], [50, 50, 60, 60], "
-                       "[20, 20, 30, 31]</answer>", meta={"size_group": "small"}),
-        metrics.Sample("detection", [[0, 0, 40, 40]], "<answer>[0, 0, 40, 40]</answer>", meta={"size_group": "large"}),
+        metrics.Sample(
+            "detection",
+            [[0, 0, 10, 10], [20, 20, 30, 30]],
+            "<answer>[0, 0, 10, 10], [50, 50, 60, 60], [20, 20, 30, 31]</answer>",
+            meta={"size_group": "small"},
+        ),
+        metrics.Sample(
+            "detection", [[0, 0, 40, 40]], "<answer>[0, 0, 40, 40]</answer>", meta={"size_group": "large"}
+        ),
     ]
     m = metrics.score_samples(samples, caption_extras=False, quiet=True)
     splits = m["splits"]["all"]["detection"]
@@ -77,8 +85,9 @@ def test_referring_splits_reproduce_earthdials_definition():
 
 def test_rsvqa_average_is_pooled_as_published():
     """EarthDial's RSVQA-LR results (rs_vqa/results/RSVQA_LR.jsonl) hold 2955 presence (2736 right), 4002
-    comparison (3712), 100 rural/urban (94) and 2947 count (816) questions; its published row is 92.58 / 92.75 /
-    94.00 / avg 92.70: the average pools the questions of the three types (the mean of the types is 93.11)."""
+    comparison (3712), 100 rural/urban (94) and 2947 count (816) questions; its published row is 92.58 /
+    92.75 / 94.00 / avg 92.70: the average pools the questions of the three types (the mean of the types is
+    93.11)."""
     counts = {"presence": (2955, 2736), "comp": (4002, 3712), "rural_urban": (100, 94), "count": (2947, 816)}
     preds, gts, types = [], [], []
     for t, (n, right) in counts.items():
@@ -92,7 +101,9 @@ def test_rsvqa_average_is_pooled_as_published():
 
 
 def test_sample_recall_by_hand():
-    m = metrics.multilabel_metrics([["sea", "forest"], ["urban"], None], [["sea", "pastures"], ["urban"], ["sea"]])
+    m = metrics.multilabel_metrics(
+        [["sea", "forest"], ["urban"], None], [["sea", "pastures"], ["urban"], ["sea"]]
+    )
     assert m["sample_recall"] == pytest.approx((1 / 2 + 1 + 0) / 3)
 
 
@@ -100,8 +111,11 @@ def test_sample_recall_by_hand():
 
 
 def _rows(md: str) -> list[list[str]]:
-    return [[c.strip() for c in line.strip("|").split("|")] for line in md.splitlines()
-            if line.startswith("| ") and not line.startswith("| benchmark")]
+    return [
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in md.splitlines()
+        if line.startswith("| ") and not line.startswith("| benchmark")
+    ]
 
 
 @pytest.mark.slow(minutes=0.5)
@@ -109,8 +123,22 @@ def test_suite_on_fake_layouts_with_the_tiny_model(tiny_dir, tmp_path, monkeypat
     monkeypatch.setattr(metrics, "coco_status", lambda: "off in this test (a JVM start per benchmark)")
     root = fake_suite.make_root(tmp_path / "root")
     out = tmp_path / "out"
-    argv = ["--suite", "geovlm-r1", "--root", str(root), "--model", tiny_dir, "--out", str(out), "--limit", "3",
-            "--max-new-tokens", "6", "--batch-size", "4"]
+    argv = [
+        "--suite",
+        "geovlm-r1",
+        "--root",
+        str(root),
+        "--model",
+        tiny_dir,
+        "--out",
+        str(out),
+        "--limit",
+        "3",
+        "--max-new-tokens",
+        "6",
+        "--batch-size",
+        "4",
+    ]
     assert eval_cli.main(argv) == 0
     md = (out / "suite.md").read_text()
     rows = _rows(md)
@@ -123,17 +151,25 @@ def test_suite_on_fake_layouts_with_the_tiny_model(tiny_dir, tmp_path, monkeypat
     assert by[("GeoChat-Instruct referred detection", "med.")]["n"] == 1
     assert by[("NWPU VHR-10 referred detection (ZS)", "large")]["n"] == 1
     # ours recomputed by hand from the benchmark's predictions: xBD detection's hit precision at 0.25
-    preds = [json.loads(line) for line in (out / "xbd_object_detection" / "predictions.jsonl").read_text().splitlines()]
+    preds = [
+        json.loads(line)
+        for line in (out / "xbd_object_detection" / "predictions.jsonl").read_text().splitlines()
+    ]
     boxes = [p["parsed"] if isinstance(p["parsed"], list) else [] for p in preds]
-    hits = sum(any(metrics.P.box_iou(b, g) >= 0.25 for g in p["answer"]) for p, bs in zip(preds, boxes) for b in bs)
+    hits = sum(
+        any(metrics.P.box_iou(b, g) >= 0.25 for g in p["answer"]) for p, bs in zip(preds, boxes) for b in bs
+    )
     n = sum(len(bs) for bs in boxes)
     assert by[("xBD object detection", "mAP@0.25")]["ours"] == pytest.approx(100 * hits / n if n else 0.0)
     # accuracy from the predictions: the share whose parsed answer equals the label
-    cls = [json.loads(line) for line in (out / "fmow_temporal" / "predictions.jsonl").read_text().splitlines()]
+    cls = [
+        json.loads(line) for line in (out / "fmow_temporal" / "predictions.jsonl").read_text().splitlines()
+    ]
     acc = sum(c["parsed"] == c["answer"] for c in cls) / len(cls)
     assert by[("FMoW (temporal)", "acc")]["ours"] == pytest.approx(100 * acc)
     assert sorted(p.name for p in (out / "data").glob("*.jsonl")) == sorted(
-        f"{suite.slug(b.name)}.jsonl" for b in suite.BENCHMARKS)
+        f"{suite.slug(b.name)}.jsonl" for b in suite.BENCHMARKS
+    )
 
 
 def test_suite_missing_and_bad_benchmarks_are_one_line(tmp_path, capsys, monkeypatch):
@@ -147,13 +183,23 @@ def test_suite_missing_and_bad_benchmarks_are_one_line(tmp_path, capsys, monkeyp
     assert eval_cli.main(["--suite", "geovlm-r1", "--root", str(root), "--out", str(out)]) == 0
     md = (out / "suite.md").read_text()
     assert f"- AID (ZS): missing: looked for {root}/AID: AID/<class>/<image>.jpg" in md
-    assert re.search(rf"- xBD object detection: error: {re.escape(str(labels))}: field 'metadata.disaster_type' is "
-                     "missing", md)
+    assert re.search(
+        rf"- xBD object detection: error: {re.escape(str(labels))}: field 'metadata.disaster_type' is "
+        "missing",
+        md,
+    )
     assert len([line for line in md.splitlines() if line.startswith("- ")]) == 27 and not _rows(md)
     status = {b["benchmark"]: b["status"] for b in json.loads((out / "suite.json").read_text())["benchmarks"]}
     assert status["AID (ZS)"] == "missing" and status["xBD object detection"] == "error"
     # --skip-bad: the bad pair is skipped and counted, the other converts
-    assert suite.prepare([b for b in suite.BENCHMARKS if b.name == "xBD object detection"], str(root),
-                         str(tmp_path / "cache"), skip_bad=True)[0].status == "ready"
+    assert (
+        suite.prepare(
+            [b for b in suite.BENCHMARKS if b.name == "xBD object detection"],
+            str(root),
+            str(tmp_path / "cache"),
+            skip_bad=True,
+        )[0].status
+        == "ready"
+    )
     with pytest.raises(SystemExit, match="--root .*: no such folder"):
         eval_cli.main(["--suite", "geovlm-r1", "--root", str(tmp_path / "nowhere")])
