@@ -523,6 +523,12 @@ def write_table(prepared: Sequence[Prepared], results: dict[str, dict], out: str
             + " | ".join(_cell(r["published"][m]) for m in MODELS)
             + " |"
         )
+    if any(r["ours"] is None for r in rows):
+        lines += [
+            "",
+            "n/a: not computed in this run; the benchmark's table.md says why (e.g. METEOR without "
+            "WordNet, or --no-caption-extras).",
+        ]
     others = [p for p in prepared if p.status != "ready" or p.benchmark.name not in results]
     if others:
         lines += ["", "Not evaluated:"]
