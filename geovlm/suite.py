@@ -30,6 +30,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from geovlm import formats, layouts
+from geovlm.tasks import RecordError
+
 MODELS = ("GeoVLM-R1", "EarthDial", "GeoChat", "Qwen2.5-VL-3B")
 SOURCE = "mustansarfiaz/GeoVLM-R1-Toolkit README.md at dbe450c (2026-03-27)"
 SUITES = ("geovlm-r1",)
@@ -434,9 +437,6 @@ def _reader_kwargs(b: Benchmark, root: str, cache: str, skip_bad: bool) -> dict:
 def prepare(benchmarks: Sequence[Benchmark], root: str, cache: str, skip_bad: bool = False) -> list[Prepared]:
     """Find each benchmark under `root` and convert it once to `cache/<slug>.jsonl` (reused when it exists;
     delete it to convert again). A missing path or a reader's error is a status, never an exception."""
-    from geovlm import formats, layouts
-    from geovlm.tasks import RecordError
-
     out = []
     for b in benchmarks:
         target = os.path.join(cache, f"{slug(b.name)}.jsonl")

@@ -8,7 +8,7 @@ import pytest
 
 import eval as eval_cli
 import fake_suite
-from geovlm import layouts, metrics, suite
+from geovlm import layouts, metrics, parsing, suite
 from geovlm.tasks import TASKS
 
 N_COLUMNS = sum(len(b.columns) for b in suite.BENCHMARKS)
@@ -157,7 +157,7 @@ def test_suite_on_fake_layouts_with_the_tiny_model(tiny_dir, tmp_path, monkeypat
     ]
     boxes = [p["parsed"] if isinstance(p["parsed"], list) else [] for p in preds]
     hits = sum(
-        any(metrics.P.box_iou(b, g) >= 0.25 for g in p["answer"]) for p, bs in zip(preds, boxes) for b in bs
+        any(parsing.box_iou(b, g) >= 0.25 for g in p["answer"]) for p, bs in zip(preds, boxes) for b in bs
     )
     n = sum(len(bs) for bs in boxes)
     assert by[("xBD object detection", "mAP@0.25")]["ours"] == pytest.approx(100 * hits / n if n else 0.0)
