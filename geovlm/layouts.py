@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from geovlm import formats, imagery
-from geovlm.formats import IMAGE_EXTS, NUM, Conversion, _Builder, _Boxes, _read_json
+from geovlm.formats import IMAGE_EXTS, NUM, Conversion, _Boxes, _Builder, _read_json
 from geovlm.tasks import RecordError
 
 CLASSIFY_QUESTION = (

@@ -3,11 +3,11 @@ one-line errors (file:line / file:feature N and the field) or counted skips for 
 
 import json
 
+import fake_suite
 import numpy as np
 import pytest
 from PIL import Image
 
-import fake_suite
 from geovlm import layouts
 from geovlm.tasks import RecordError
 

@@ -4,10 +4,10 @@
 import json
 import re
 
+import fake_suite
 import pytest
 
 import eval as eval_cli
-import fake_suite
 from geovlm import layouts, metrics, parsing, suite
 from geovlm.tasks import TASKS
 
