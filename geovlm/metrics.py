@@ -84,7 +84,8 @@ def vqa_metrics(
 def multilabel_metrics(
     preds: Sequence[Sequence[str] | None], gts: Sequence[Sequence[str]]
 ) -> dict[str, float]:
-    """Micro F1 (pooled counts), macro F1 (mean over the labels that occur in the ground truth), sample F1."""
+    """Micro F1 (pooled counts), macro F1 (mean over the labels that occur in the ground truth), sample F1 and
+    sample recall."""
     tp = n_pred = n_gt = 0
     per_label: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # tp, fp, fn
     sample_f1, sample_recall = [], []
@@ -112,9 +113,8 @@ def multilabel_metrics(
         "micro_f1": _div(2 * tp, n_pred + n_gt),
         "macro_f1": float(np.mean(macro)) if macro else 0.0,
         "sample_f1": float(np.mean(sample_f1)) if sample_f1 else 0.0,
-        "sample_recall": float(np.mean(sample_recall))
-        if sample_recall
-        else 0.0,  # EarthDial's BigEarthNet score
+        # the share of an image's labels named, averaged: EarthDial's BigEarthNet score (GeoVLM-R1's column)
+        "sample_recall": float(np.mean(sample_recall)) if sample_recall else 0.0,
     }
 
 
