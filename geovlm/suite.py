@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from geovlm import formats, layouts
+from geovlm import formats, layouts, parsing
 from geovlm.tasks import RecordError
 
 MODELS = ("GeoVLM-R1", "EarthDial", "GeoChat", "Qwen2.5-VL-3B")
@@ -59,6 +59,9 @@ class Benchmark:
     columns: tuple[Column, ...]
     images: str | None = None  # the image folder relative to --root; None: the reader's default
     options: dict = field(default_factory=dict)  # the reader's keyword arguments (split, task, referring)
+    max_true_boxes: int | None = (
+        None  # records with this many true boxes or more are left out (EarthDial's rule)
+    )
     note: str = ""
 
 
@@ -270,6 +273,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
             _c("@0.25", "box_hit_precision@0.25", 61.45, 41.00, 15.27, None),
             *_captions((31.31, 27.05, 21.46, None), (30.08, 26.35, 20.74, None), (26.10, 23.12, 21.38, None)),
         ),
+        max_true_boxes=50,  # rs_grounding_description/eval.py scores images with fewer than 50 objects
         note="the paper's 'grounding' (@0.5, @0.25) and 'grounding description' columns: one set of records",
     ),
     Benchmark(
@@ -434,15 +438,39 @@ def _reader_kwargs(b: Benchmark, root: str, cache: str, skip_bad: bool) -> dict:
     return kwargs
 
 
+def _true_boxes(answer) -> list:
+    return parsing.answer_boxes(
+        answer.get("boxes") if isinstance(answer, dict) else answer
+    )  # grounded_caption
+
+
+def _keep(b: Benchmark, conv: formats.Conversion) -> None:
+    """Leave out the records the benchmark does not score: other tasks (a stray question in a mixed file),
+    and records with `max_true_boxes` true boxes or more; counted as skipped."""
+    kept = []
+    for rec in conv.records:
+        if rec.task != b.task:
+            conv.skipped[f"{rec.task} record, not {b.task}"] += 1
+            conv.first.setdefault(f"{rec.task} record, not {b.task}", rec.source or rec.id)
+        elif b.max_true_boxes and len(_true_boxes(rec.answer)) >= b.max_true_boxes:
+            conv.skipped[f"{b.max_true_boxes} or more true boxes"] += 1
+            conv.first.setdefault(f"{b.max_true_boxes} or more true boxes", rec.source or rec.id)
+        else:
+            kept.append(rec)
+    conv.records = kept
+
+
 def prepare(benchmarks: Sequence[Benchmark], root: str, cache: str, skip_bad: bool = False) -> list[Prepared]:
-    """Find each benchmark under `root` and convert it once to `cache/<slug>.jsonl` (reused when it exists;
-    delete it to convert again). A missing path or a reader's error is a status, never an exception."""
+    """Find each benchmark under `root` and convert it once to `cache/<slug>.jsonl`, reused while it was
+    converted from the same path (`<slug>.source` says which; delete the jsonl to convert again). A missing
+    path or a reader's error is a status, never an exception."""
     out = []
     for b in benchmarks:
         target = os.path.join(cache, f"{slug(b.name)}.jsonl")
-        where = os.path.join(root, b.path)
-        if os.path.isfile(target):
-            out.append(Prepared(b, target, summary="converted earlier (cached)"))
+        where = os.path.abspath(os.path.join(root, b.path))
+        source = target[: -len(".jsonl")] + ".source"
+        if os.path.isfile(target) and os.path.isfile(source) and Path(source).read_text() == where:
+            out.append(Prepared(b, target, summary=f"converted earlier from {where} (cached)"))
             continue
         if not os.path.exists(where):
             out.append(Prepared(b, status="missing", message=f"looked for {where}: {b.layout}"))
@@ -450,14 +478,11 @@ def prepare(benchmarks: Sequence[Benchmark], root: str, cache: str, skip_bad: bo
         images = os.path.join(root, b.images) if b.images else None
         try:
             conv = layouts.READERS[b.reader](where, images, **_reader_kwargs(b, root, cache, skip_bad))
-            wrong = sorted({r.task for r in conv.records} - {b.task})
-            if wrong:
-                raise RecordError(
-                    f"{where}: the reader made {', '.join(wrong)} records; {b.name} is {b.task}"
-                )
+            _keep(b, conv)
             if not conv.records:
-                raise RecordError(f"{where}: no records ({conv.summary()})")
+                raise RecordError(f"{where}: no {b.task} records ({conv.summary()})")
             formats.write_jsonl(conv.records, target)
+            Path(source).write_text(where)
         except (RecordError, OSError, ValueError) as e:
             msg = f"{e.filename}: {e.strerror}" if isinstance(e, OSError) and e.filename else str(e)
             out.append(Prepared(b, status="error", message=msg))

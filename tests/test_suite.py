@@ -203,3 +203,33 @@ def test_suite_missing_and_bad_benchmarks_are_one_line(tmp_path, capsys, monkeyp
     )
     with pytest.raises(SystemExit, match="--root .*: no such folder"):
         eval_cli.main(["--suite", "geovlm-r1", "--root", str(tmp_path / "nowhere")])
+
+
+def test_prepare_keeps_what_the_benchmark_scores_and_caches_by_source(tmp_path):
+    """EarthDial scores grounding descriptions of images with fewer than 50 objects; a stray question of
+    another task is left out (counted); the cache is reused for the same path and rebuilt for another root."""
+    bench = [b for b in suite.BENCHMARKS if b.name == "NWPU VHR-10 grounding description (ZS)"]
+    root = fake_suite.make_root(tmp_path / "root")
+    path = root / bench[0].path
+    many = "".join(f"[[{k}, {k}, {k + 2}, {k + 2}, 0]]" for k in range(50))
+    lines = path.read_text().splitlines()
+    img = json.loads(lines[0])["image"]
+    extra = [
+        {
+            "id": "g50",
+            "image": img,
+            "question": "[grounding] Describe the image.",
+            "ground_truth": f"cars {many}",
+        },
+        {"id": "q", "image": img, "question": "Is there a plane?", "ground_truth": "yes"},
+    ]
+    path.write_text("\n".join(lines + [json.dumps(e) for e in extra]) + "\n")
+    p = suite.prepare(bench, str(root), str(tmp_path / "cache"))[0]
+    assert p.status == "ready" and "kept 2 record(s)" in p.summary
+    assert "1 50 or more true boxes" in p.summary and "1 vqa record, not grounded_caption" in p.summary
+    assert suite.prepare(bench, str(root), str(tmp_path / "cache"))[0].summary.startswith("converted earlier")
+    other = fake_suite.make_root(tmp_path / "other")
+    again = suite.prepare(bench, str(other), str(tmp_path / "cache"))[0]
+    assert (
+        again.status == "ready" and "kept 2 record(s)" in again.summary and "50 or more" not in again.summary
+    )
