@@ -2,7 +2,12 @@
 (checked by hand and against EarthDial's published numbers), and one run over a fake copy of every layout."""
 
 import json
+import os
 import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import fake_suite
 import pytest
@@ -11,6 +16,7 @@ import eval as eval_cli
 from geovlm import layouts, metrics, parsing, suite
 from geovlm.tasks import TASKS
 
+ROOT = Path(__file__).resolve().parents[1]
 N_COLUMNS = sum(len(b.columns) for b in suite.BENCHMARKS)
 
 
@@ -233,3 +239,46 @@ def test_prepare_keeps_what_the_benchmark_scores_and_caches_by_source(tmp_path):
     assert (
         again.status == "ready" and "kept 2 record(s)" in again.summary and "50 or more" not in again.summary
     )
+
+
+@pytest.mark.slow(minutes=0.4)
+def test_suite_under_torchrun_matches_one_process(tiny_dir, tmp_path):
+    """Two ranks (gloo on the CPU) shard each benchmark's records and rank 0 writes the same table."""
+    root = tmp_path / "root"
+    fake_suite.scene_folders(root / "AID", ("BareLand", "Forest"), per_class=3)
+    fake_suite.rsvqa(root, "LR_split_test", "RSVQA_LR/Images_LR")
+    args = [
+        "--suite",
+        "geovlm-r1",
+        "--root",
+        str(root),
+        "--model",
+        tiny_dir,
+        "--max-new-tokens",
+        "6",
+        "--no-caption-extras",
+    ]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={port}",
+        "eval.py",
+    ]
+    run = subprocess.run(
+        cmd + args + ["--out", str(tmp_path / "two")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert eval_cli.main(args + ["--out", str(tmp_path / "one")]) == 0
+    one, two = (json.loads((tmp_path / d / "suite.json").read_text())["rows"] for d in ("one", "two"))
+    assert one == two and len(one) == 1 + 4 and one[0]["n"] == 6 and one[-1]["n"] == 4
