@@ -555,12 +555,10 @@ def read_bench_jsonl(
     referring splits use (GeoChat-Bench and EarthDial group objects by these, not by area). `referring`: every
     [refer] record becomes detection (one box or several), so one benchmark is one task."""
     conv = formats.read_llava(path, images, dataset=dataset, skip_bad=skip_bad, meta=meta)
-    items = {}
-    for i, (_, item) in enumerate(formats._json_items(os.fspath(path))):
-        if isinstance(item, dict):
-            items[str(item.get("id", item.get("question_id", i)))] = item
+    items = dict(formats._json_items(os.fspath(path)))  # where ("file:line") -> item, as the records' source
     for rec in conv.records:
-        item = items.get(rec.id.split("~")[0], {})
+        item = items.get(rec.source.split(" turn ")[0])
+        item = item if isinstance(item, dict) else {}
         for key in ("size_group", "type"):
             if isinstance(item.get(key), str) and item[key].strip():
                 rec.meta[key] = item[key].strip().lower()

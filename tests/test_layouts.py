@@ -213,3 +213,27 @@ def test_bench_jsonl_keeps_size_group_and_makes_referring_detection(tmp_path):
     recs = by_id(layouts.read_bench_jsonl(gc / "referring.jsonl", gc / "images", referring=True))
     assert recs["2"].task == "detection" and recs["2"].answer == [[10, 10, 60, 60]]
     assert recs["1"].meta["size_group"] == "small" and recs["2"].meta["size_group"] == "large"
+
+
+def test_bench_jsonl_repeated_ids_keep_their_own_size_group(tmp_path):
+    """GeoChat-Bench repeats an image's id across items: each record takes the size_group of its own line."""
+    fake_suite.image(tmp_path / "P1.png", (100, 100))
+    items = [
+        {
+            "question_id": 7,
+            "image": "P1.png",
+            "text": "[refer] the ship",
+            "ground_truth": "{<1><1><5><5>|0}",
+            "size_group": "small",
+        },
+        {
+            "question_id": 7,
+            "image": "P1.png",
+            "text": "[refer] the port",
+            "ground_truth": "{<1><1><90><90>|0}",
+            "size_group": "large",
+        },
+    ]
+    fake_suite.write(tmp_path / "referring.jsonl", items, jsonl=True)
+    recs = by_id(layouts.read_bench_jsonl(tmp_path / "referring.jsonl", tmp_path, referring=True))
+    assert recs["7"].meta["size_group"] == "small" and recs["7~2"].meta["size_group"] == "large"
