@@ -536,7 +536,8 @@ def write_table(prepared: Sequence[Prepared], results: dict[str, dict], out: str
     lines = [
         f"# GeoVLM-R1 suite: {model}",
         "",
-        f"Published numbers: {SOURCE}. Values in percent.",
+        f"Published numbers: {SOURCE}. Values in percent; n: the records evaluated (a referring column: "
+        "those of its split).",
         "",
         "| benchmark | metric | n | ours | " + " | ".join(MODELS) + " |",
         "|---|---|---:|---:|" + "---:|" * len(MODELS),
