@@ -13,12 +13,14 @@ go through `data.parse_record` (via `formats._Builder`), bad input raises `Recor
 
 Change captions in the LEVIR-CC json (LEVIR-MCI, Dubai-CC, SYSU-CC) are read by `formats.read_levir_cc`.
 
-References for the layouts (read, not copied): xBD as DIUx-xView/xView2_baseline model/process_data.py
-reads it (`features.xy`, `properties.subtype`, `wkt`); fMoW as fMoW/baseline code/data_ml_functions/dataFunctions.py
-(`*_rgb.json`: `timestamp`, `bounding_boxes`); BigEarthNet as tensorflow/datasets
-tensorflow_datasets/image_classification/bigearthnet.py (`_labels_metadata.json` `labels`; RGB from B04, B03,
-B02, which it scales by a fixed maximum where we stretch 2-98 % per band); the questions are EarthDial's
-(hiyamdebary/EarthDial src/earthdial/eval/*/results/*.jsonl).
+References for the layouts (read, not copied):
+- xBD: DIUx-xView/xView2_baseline model/process_data.py (`features.xy`, `properties.subtype`, `wkt`);
+- fMoW: fMoW/baseline code/data_ml_functions/dataFunctions.py (`*_rgb.json`: `timestamp`,
+  `bounding_boxes`);
+- BigEarthNet: tensorflow/datasets tensorflow_datasets/image_classification/bigearthnet.py
+  (`_labels_metadata.json` `labels`; RGB from B04, B03, B02, scaled there by a fixed maximum where we
+  stretch 2-98 % per band);
+- the questions: EarthDial's test files (hiyamdebary/EarthDial src/earthdial/eval/*/results/*.jsonl).
 """
 
 from __future__ import annotations
