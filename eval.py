@@ -3,6 +3,7 @@
     python eval.py --model ckpt/grpo --data data/test.jsonl --out results/
     python eval.py --predictions other_system.jsonl --out results/other     # score existing outputs, no model
     python eval.py --compare results/baseline results/ablation              # two evaluations side by side
+    python eval.py --suite geovlm-r1 --root /data/eo --model ckpt/grpo    # the paper's table beside ours
     torchrun --nproc_per_node=8 eval.py --model ckpt/grpo --data data/test.jsonl   # shards by rank
 
 Generation is greedy (model.sample at temperature 0, `generate`); the trainers' --eval-data and the demo run
@@ -11,14 +12,18 @@ boxes back to original pixels through each record's frame), then scored the way 
 
     classification, temporal_classification   accuracy after normalisation
     vqa                                        accuracy overall and per meta.type ("acc_<type>"), and the mean of the
-                                               types without count and area ("type_average", as RSVQA is reported)
+                                               types without count and area ("type_average"); "type_pooled":
+                                               accuracy over those questions together (GeoVLM-R1's "avg")
     multilabel                                 micro / macro F1 (macro over the true label vocabulary), sample F1
+                                               and sample recall (EarthDial's BigEarthNet score)
     counting                                   exact accuracy; MAE over the parsed answers, each error capped at
                                                COUNT_ERROR_CAP; the unparsed rate
     grounding                                  acc@0.5, acc@0.25, acc@0.7, mean IoU, cumulative IoU (ΣI / ΣU)
     detection, change_detection (boxes)        precision / recall / F1 at IoU 0.5 and 0.25 with one-to-one
                                                matching; VOC AP@0.5 (all-point; boxes ranked by answer order);
-                                               empty_accuracy on images with nothing to find
+                                               empty_accuracy on images with nothing to find;
+                                               hit_precision@0.5 / @0.25: predicted boxes hitting any true
+                                               box (EarthDial's; GeoVLM-R1's "mAP" and referring columns)
     captions (all four caption tasks)          ROUGE-1 and ROUGE-L F1 (rouge-score, stemmed), averaged over
                                                references; METEOR (NLTK) when WordNet is there; coco-caption
                                                BLEU-1/4, METEOR 1.5, ROUGE-L, CIDEr-D when pycocoevalcap + Java are
@@ -31,6 +36,10 @@ referring: small / medium / large objects (meta.size_group, else the true box's 
 multiple objects of the referred class (meta.single, meta.unique or meta.class_count; detection: the true boxes).
 
 Values are fractions in [0, 1] (published tables print percentages), except mae and cider.
+
+--suite geovlm-r1 evaluates every benchmark of GeoVLM-R1's table found under --root (geovlm/suite.py; --list
+shows the layouts and published numbers) and writes suite.md / suite.json: our numbers beside the paper's.
+
 Outputs in --out: metrics.json ("tasks"; "datasets": per meta.dataset; "splits": per data set or "all"), table.md
 (the markdown table printed at the end) and predictions.jsonl (one line a record: id, task, images, completion, parsed answer,
 reward scores, answer, meta, frame; that file can be fed back with --predictions, or opened in viewer.py).
@@ -51,7 +60,7 @@ from tqdm import tqdm
 import data
 import model as model_lib
 from embedded import defaults
-from geovlm import baselines, fsdp, viewer
+from geovlm import baselines, fsdp, suite, viewer
 from geovlm.distributed import gather_to_rank0, init_distributed, local_rank0_first, rank_world
 from geovlm.flags import ArgumentParser, add_imagery_flags, count, imagery_flags, positive_int
 from geovlm.frames import Frame, frame_from_json
@@ -285,6 +294,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="With --compare: show every metric, not only each "
         "task's headline metric, accuracy reward, mean reward and well_formed rate.",
     )
+    ap.add_argument(
+        "--suite",
+        choices=suite.SUITES,
+        help="Evaluate every benchmark of this suite found under "
+        "--root (GeoVLM-R1's table, geovlm/suite.py), each converted once into --out/data, and write "
+        "suite.md and suite.json: ours beside the paper's numbers. Unset: evaluate --data.",
+    )
+    ap.add_argument(
+        "--root",
+        help="With --suite: the folder holding the benchmarks in their release layouts (--list shows them).",
+    )
+    ap.add_argument(
+        "--list",
+        action="store_true",
+        help="With --suite: print every benchmark, the layout it is "
+        "read from under --root and the published numbers, and exit.",
+    )
     return ap.parse_args(argv)
 
 
@@ -327,6 +353,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.compare:
         print(compare(args.compare, args.all_metrics))
         return 0
+    if args.suite:
+        return run_suite(args)
     extras = not args.no_caption_extras
     if args.blind:  # no model: what the answer prior alone is worth
         records = _load_records(args.data or defaults.test_data(), args)[: args.limit or None]
@@ -379,6 +407,58 @@ def main(argv: Sequence[str] | None = None) -> int:
     if metrics is not None:  # rank 0: every completion with its boxes drawn on the image
         page = viewer.write_viewer(Path(args.out) / "predictions.jsonl", link_images=True)
         print(f"open {page} in a browser to see every answer on its image")
+    if env.world > 1:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return 0
+
+
+def run_suite(args: argparse.Namespace) -> int:
+    """--suite: find each benchmark under --root, convert it once (cached in --out/data), evaluate it with one
+    loaded model (sharded under torchrun like --data) and write suite.md / suite.json on rank 0."""
+    benchmarks = suite.get_suite(args.suite)
+    if args.list:
+        print(suite.list_table(benchmarks))
+        return 0
+    if not args.root:
+        raise SystemExit(
+            "--suite needs --root DIR, the folder holding the benchmarks (--list shows the layouts)"
+        )
+    if not Path(args.root).is_dir():
+        raise SystemExit(f"--root {args.root}: no such folder")
+    if args.model:
+        check_model(args.model)  # a wrong --model is one line before any conversion
+    env = init_distributed()
+    out = Path(args.out)
+    with local_rank0_first(env):  # local rank 0 converts, the other ranks find its cache
+        prepared = suite.prepare(benchmarks, args.root, str(out / "data"), args.skip_bad)
+    if env.rank == 0:
+        for p in prepared:
+            print(f"{p.benchmark.name}: {p.status}" + (f": {p.message}" if p.message else f" ({p.summary})"))
+    loaded = model_path = None
+    if any(p.status == "ready" for p in prepared):
+        with local_rank0_first(env):
+            model_path = args.model or defaults.sft_model()
+        loaded = model_lib.load(model_path, device=env.device)
+
+    def evaluate(p: suite.Prepared) -> dict | None:
+        records = _load_records(p.data, args)[: args.limit or None]
+        return evaluate_model(
+            loaded.model,
+            loaded.processor,
+            loaded.frame_kind,
+            records,
+            args.max_new_tokens,
+            env.device,
+            out / suite.slug(p.benchmark.name),
+            args.batch_size,
+            caption_extras=not args.no_caption_extras,
+        )
+
+    results = suite.run(prepared, evaluate)
+    if env.rank == 0:
+        print(suite.write_table(prepared, results, out, str(model_path or args.model)))
+        print(f"wrote {out / 'suite.md'} and suite.json")
     if env.world > 1:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
