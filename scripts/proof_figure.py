@@ -53,7 +53,9 @@ def draw(proof: dict, out: Path, title: str | None = None) -> Path:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("proof", help="a proof.json written by scripts/grpo_proof.py (required)")
-    p.add_argument("--out", default="docs/grounding-proof.png", help="the PNG to write (default: %(default)s)")
+    p.add_argument(
+        "--out", default="docs/grounding-proof.png", help="the PNG to write (default: %(default)s)"
+    )
     p.add_argument("--title", default=None, help="the figure's title (default: the task and its metric)")
     args = p.parse_args(argv)
     try:
