@@ -27,7 +27,7 @@ Outputs in --out: log.jsonl (one row a step: rewards per component, accuracy and
 fraction, entropy, lengths, grad norm, seconds; and {"step", "eval"} rows with --eval-data), rollouts.jsonl
 (every completion of every --log-rollouts-every-th step, with its rewards and advantage), checkpoints/step-NNNNNN
 (--save-every) and final/ (HF directories that model.load and eval.py read, each with a resume/ folder:
-sharded optimizer state, step, RNG states and data position, see runtime.py).
+sharded optimizer state, step, RNG states and data position, see geovlm/checkpoints.py).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Synthetic Earth-observation scenes and questions for all 12 tasks: seeded, byte-reproducible.
 
-    python synth.py --out data/synth --n 2000 --seed 0                  # every task, 80/20 split
-    python synth.py --out data/tiny --n 48 --seed 1 --tasks counting,detection --test-frac 0.25
+    python -m embedded.synth --out data/synth --n 2000 --seed 0                  # every task, 80/20 split
+    python -m embedded.synth --out data/tiny --n 48 --seed 1 --tasks counting,detection --test-frac 0.25
 
 writes `out/images/*.png`, `out/train.jsonl` and `out/test.jsonl` (image paths relative to the
 JSONL folder, boxes `[x1, y1, x2, y2]` in integer pixels of the original image, x2/y2 exclusive).

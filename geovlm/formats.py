@@ -1,6 +1,6 @@
 """Readers for the field's data formats, and one command that converts any of them to our JSONL.
 
-    python formats.py --format rsvqa --input RSVQA_LR/ --images RSVQA_LR/Images_LR --out data/rsvqa_lr.jsonl
+    python -m geovlm.formats --format rsvqa --input RSVQA_LR/ --images RSVQA_LR/Images_LR --out data/rsvqa_lr.jsonl
 
 Each reader is one function `read_<format>(path, images=None, *, ...) -> Conversion`; the records it
 returns went through `data.parse_record`, so every one written passes `data.load_records`. Boxes are
@@ -1134,10 +1134,10 @@ def build_parser() -> argparse.ArgumentParser:
         "line, boxes in original pixels, image paths relative to --out), and report what was kept, "
         "converted and skipped.",
         epilog=f"formats:\n{formats}\n\nexamples:\n"
-        "  python formats.py --format rsvqa --input RSVQA_LR/ --images RSVQA_LR/Images_LR --split test --out data/rsvqa_lr_test.jsonl\n"
-        "  python formats.py --format dota --input DOTA/val/labelTxt --images DOTA/val/images --out data/dota_val.jsonl\n"
-        "  python formats.py --format geochat --input GeoChat_Instruct.json --images GeoChat/images --out data/geochat.jsonl\n"
-        "  python formats.py --format dior-rsvg --input DIOR-RSVG/Annotations --images DIOR-RSVG/JPEGImages "
+        "  python -m geovlm.formats --format rsvqa --input RSVQA_LR/ --images RSVQA_LR/Images_LR --split test --out data/rsvqa_lr_test.jsonl\n"
+        "  python -m geovlm.formats --format dota --input DOTA/val/labelTxt --images DOTA/val/images --out data/dota_val.jsonl\n"
+        "  python -m geovlm.formats --format geochat --input GeoChat_Instruct.json --images GeoChat/images --out data/geochat.jsonl\n"
+        "  python -m geovlm.formats --format dior-rsvg --input DIOR-RSVG/Annotations --images DIOR-RSVG/JPEGImages "
         "--split-file DIOR-RSVG/test.txt --out data/dior_rsvg_test.jsonl",
     )
     p.add_argument(

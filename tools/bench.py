@@ -1,9 +1,9 @@
 """Performance: our rollout, GRPO step and log-probs against the usual tools, side by side in one run.
 
-    python bench.py                          # rows rollout, grpo, lora, logprobs on this machine (several minutes)
-    python bench.py --quick                  # reduced sizes and repetitions: a plumbing check, not a measurement
-    python bench.py --rows rollout --reps 9  # one row, more repetitions
-    python bench.py --gpu                    # CUDA: the real Qwen2.5-VL-3B shape (random weights, bf16)
+    python tools/bench.py                          # rows rollout, grpo, lora, logprobs on this machine (several minutes)
+    python tools/bench.py --quick                  # reduced sizes and repetitions: a plumbing check, not a measurement
+    python tools/bench.py --rows rollout --reps 9  # one row, more repetitions
+    python tools/bench.py --gpu                    # CUDA: the real Qwen2.5-VL-3B shape (random weights, bf16)
 
 Absolute times on shared machines are noise; ratios measured together are not. So every row runs its two
 sides alternately (A, B, A, B, ...) after warm-up runs, with the same seeds, and reports the median and the

@@ -3,9 +3,9 @@
     synthetic EO data (synth.py) -> tiny Qwen2.5-VL (tiny.build_tiny) -> SFT warm-up (train_sft.py)
     -> greedy eval (eval.py) -> GRPO (train_grpo.py) -> greedy eval -> before/after table per task
 
-    python demo.py                       # ~2 minutes on 2 CPU cores after the first-use build of data and model
-    python demo.py --sft-tasks all --sft-steps 1000    # every task (longer)
-    python demo.py --sft-steps 30 --grpo-steps 4 --eval-records 24     # a smoke run
+    python tools/demo.py                       # ~2 minutes on 2 CPU cores after the first-use build of data and model
+    python tools/demo.py --sft-tasks all --sft-steps 1000    # every task (longer)
+    python tools/demo.py --sft-steps 30 --grpo-steps 4 --eval-records 24     # a smoke run
 
 The defaults are the configuration of scripts/grpo_proof.py (the GRPO acceptance run): a short SFT
 on classification + vqa, under-trained on purpose, then 40 GRPO steps on vqa with the format +
