@@ -204,7 +204,7 @@ def _pil_array(im) -> np.ndarray:
 
 
 def _open_pil(path: str):
-
+    im = None
     try:
         im = Image.open(path)
         im.load()  # decode fully: a truncated or corrupt file fails here
@@ -214,6 +214,8 @@ def _open_pil(path: str):
             f"{e} Tile the scene, or raise PIL.Image.MAX_IMAGE_PIXELS in the calling script."
         ) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        if im is not None:  # opened but not decodable: release the file now, not at garbage collection
+            im.close()
         if isinstance(e, FileNotFoundError):
             raise
         raise ImageError(str(e) or type(e).__name__) from None

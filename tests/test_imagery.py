@@ -2,8 +2,10 @@
 pictures exactly as PIL makes them, and full decoding at validation."""
 
 import argparse
+import gc
 import json
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -243,3 +245,16 @@ def test_a_band_flag_beyond_the_file_is_a_data_error_at_load(tmp_path):
     )
     with pytest.raises(SystemExit, match=r"d\.jsonl:1: .*\(4, 3, 2\).* 3 band"):
         load_data(tmp_path / "d.jsonl", "--data", image_options={"bands": (4, 3, 2)})
+
+
+@pytest.mark.parametrize("name", ["a.png", "a.jpg"])
+def test_a_truncated_image_leaves_no_file_open(tmp_path, name):
+    path = tmp_path / name
+    Image.fromarray(RNG.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(path)
+    truncate(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        with pytest.raises(imagery.ImageError):
+            imagery._open_pil(str(path))
+        gc.collect()  # a file left open is closed here, with a ResourceWarning
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
