@@ -141,7 +141,7 @@ _TENS = {
 }
 _NUMBER_WORDS = {w: i for i, w in enumerate(_UNITS)} | _TENS | {"none": 0}
 _ARTICLES = frozenset({"a", "an", "the"})
-_PUNCT_RE = re.compile(r"(?<!\d)\.|\.(?!\d)|[" + re.escape(string.punctuation.replace(".", "")) + "]")
+_PUNCT_RE = re.compile(r"(?<![0-9])\.|\.(?![0-9])|[" + re.escape(string.punctuation.replace(".", "")) + "]")
 _SPACE_RE = re.compile(r"\s+")
 
 
@@ -203,11 +203,15 @@ def says_none(text: str) -> bool:
 
 
 # ----------------------------------------------------------------------------- numbers
-_NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
+# One rule for counts, boxes and exact match: a number is written in ASCII digits [0-9] or English number words.
+# Other scripts' digits ('٣', '𝟓') are text everywhere (\d would read them here but never in normalize_text),
+# and number words match ASCII case only ((?a:...)): Unicode case folding reads "ſix" as "six", a word no
+# table holds.
+_NUM = r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
 _WORDS = "|".join(sorted(_NUMBER_WORDS, key=len, reverse=True))
 _FIRST_NUMBER_RE = re.compile(
-    rf"(?P<digits>[-+]?\d{{1,3}}(?:,\d{{3}})+(?:\.\d+)?|{_NUM})"  # "1,204" before "1"
-    rf"|\b(?P<word>{_WORDS})\b(?:[\s-]+(?P<unit>{'|'.join(_UNITS[1:10])})\b)?",
+    rf"(?P<digits>[-+]?[0-9]{{1,3}}(?:,[0-9]{{3}})+(?:\.[0-9]+)?|{_NUM})"  # "1,204" before "1"
+    rf"|\b(?P<word>(?a:{_WORDS}))\b(?:[\s-]+(?P<unit>(?a:{'|'.join(_UNITS[1:10])}))\b)?",
     re.IGNORECASE,
 )
 

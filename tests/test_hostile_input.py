@@ -139,6 +139,11 @@ PIECES = [
     "[1, 2, 3, 4]",
     "{<1><2><3><4>|<5>}",
     "é",
+    "ſ",
+    "ı",
+    "İ",
+    "٣",
+    "𝟓",
 ]
 long_runs = st.lists(st.tuples(st.sampled_from(PIECES), st.integers(1, 3000)), min_size=1, max_size=6).map(
     lambda parts: "".join(piece * k for piece, k in parts)[:100_000]

@@ -75,6 +75,12 @@ PIECES = [
     "é",
     "\x00",
     "airport",
+    "ſix",
+    "twenty-ſix",
+    "fıve",
+    "İ",
+    "٣",
+    "𝟓",
 ]
 messy_text = st.one_of(st.text(max_size=200), st.lists(st.sampled_from(PIECES), max_size=40).map("".join))
 finite = st.floats(allow_nan=True, allow_infinity=True, width=32)
@@ -267,6 +273,24 @@ def test_parse_number():
     assert p("none") == 0 and p("zero") == 0 and p("3.5") == 3.5 and p("-2") == -2
     assert p("nothing here") is None and p("1e999") is None
     assert p("three or 4") == 3  # the first number written
+
+
+def test_number_words_with_unicode_case_folds_are_not_numbers_and_never_raise():
+    # 'ſ', 'ı' and 'İ' fold to ASCII letters under re.IGNORECASE, and their words are in no table
+    p = parsing.parse_number
+    for text in ("ſix", "twenty-ſix", "fıve", "FİVE", "ſeven ships", "twenty ſix"):
+        assert p(text) in (None, 20.0), text
+    assert p("twenty-ſix") == 20 and p("twenty ſix") == 20  # the tens word is ASCII, the unit is not
+    assert rewards.count_accuracy("<think>x</think><answer>fıve</answer>", 5) == 0.0
+    assert tasks.parse_answer("counting", "<answer>ſix</answer>") is None
+
+
+def test_digits_are_ascii_digits_everywhere():
+    # one rule for counting, boxes and exact match: Arabic-Indic '٣' or mathematical '𝟓' are text, not numbers
+    assert parsing.parse_number("٣") is None and parsing.parse_number("𝟓 cars") is None
+    assert rewards.count_accuracy(wrap("٣"), 3) == 0.0 and rewards.exact_match(wrap("٣"), "3") == 0.0
+    assert parsing.parse_boxes("[𝟏𝟎, 20, 30, 40]") == [] and parsing.parse_boxes("{<١><2><3><4>}") == []
+    assert rewards.exact_match(wrap("3"), "3") == 1.0 and rewards.count_accuracy(wrap("3"), 3) == 1.0
 
 
 def test_parse_yes_no():
