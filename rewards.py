@@ -197,8 +197,12 @@ def grounded_caption_text(completion: str, answer: Any, frame: Frame | None = No
 
 
 def grounded_caption_boxes(completion: str, answer: Any, frame: Frame | None = None) -> float:
-    """Grounded caption, box part: the detection score of the boxes written in the caption."""
-    return _detection(P.extract_answer(completion), answer.get("boxes") or [], frame)
+    """Grounded caption, box part: the detection score of the boxes written in the caption. With no box to
+    find, a caption that writes none is right (detection's empty image: the caption is the explicit answer)."""
+    text, gt = P.extract_answer(completion), answer.get("boxes") or []
+    if not P.answer_boxes(gt):
+        return float(bool(text.strip()) and not P.iter_boxes(text))
+    return _detection(text, gt, frame)
 
 
 # ----------------------------------------------------------------------------- score: the contract

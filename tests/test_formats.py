@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 import data
+import rewards
 from data import Frame, RecordError
 from geovlm import formats
 
@@ -122,6 +123,26 @@ def test_geochat_tasks_boxes_and_fixes(geochat):
     assert lone.meta["region"] == pytest.approx(rotated_enclosing([20, 20, 60, 40], 45), abs=0.01)
     assert recs["g1_1~2"].task == "vqa"
     assert conv.boxes == 7 and conv.rotated == 3 and conv.clipped == 1
+
+
+def test_a_box_less_grounding_item_is_a_grounded_caption_its_own_target_wins(tmp_path):
+    image(tmp_path / "a.png")
+    item = {
+        "id": "e",
+        "image": "a.png",
+        "conversations": [
+            {"from": "human", "value": "[grounding] Describe the scene."},
+            {"from": "gpt", "value": "An empty field."},
+        ],
+    }
+    (tmp_path / "g.json").write_text(json.dumps([item]))
+    (rec,) = formats.read_llava(tmp_path / "g.json").records
+    assert rec.task == "grounded_caption" and rec.answer == {"caption": "An empty field.", "boxes": []}
+    frame = Frame("pixels", (200, 100), (196, 112))
+    target = f"<think>x</think><answer>{data.TASKS[rec.task].target(rec.answer, frame)}</answer>"
+    assert rewards.score(rec.task, target, rec.answer, frame)["total"] == pytest.approx(2.0)
+    none = rewards.score(rec.task, "<think>x</think><answer>none</answer>", rec.answer, frame)["total"]
+    assert none < 2.0
 
 
 def test_geochat_jsonl_and_bad_items(tmp_path):

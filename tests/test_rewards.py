@@ -530,6 +530,16 @@ def test_grounded_caption_by_hand():
     assert result["total"] == pytest.approx(1.0 + 0.5 * 1.0 + 0.5 * 0.5)
 
 
+def test_grounded_caption_without_boxes_pays_its_own_target_in_full():
+    # as detection's empty image: no box to find and none written is right (the caption is the explicit answer)
+    answer = {"caption": "an empty field", "boxes": []}
+    target = wrap(tasks.TASKS["grounded_caption"].target(answer, Frame("pixels", (64, 64), (56, 56))))
+    assert rewards.score("grounded_caption", target, answer)["total"] == pytest.approx(2.0)
+    assert rewards.score("grounded_caption", wrap("none"), answer)["total"] < 2.0
+    assert rewards.grounded_caption_boxes(wrap("an empty field [0, 0, 10, 10]"), answer) == 0.0
+    assert rewards.grounded_caption_boxes(wrap(""), answer) == 0.0  # no answer at all earns nothing
+
+
 # ----------------------------------------------------------------------------- empty, format-only, perfect
 ANSWER_EXAMPLES = {
     "classification": "airport",
