@@ -10,8 +10,8 @@ One JSON object a line (image paths relative to the JSONL file, boxes in origina
 from __future__ import annotations
 
 import json
+import logging
 import os
-import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -19,6 +19,8 @@ import torch
 from geovlm import imagery
 from geovlm.frames import FRAME_KINDS, Frame, from_frame, model_size, to_frame  # noqa: F401 - re-exported for readers
 from geovlm.tasks import TASKS, RecordError, box_text, check_box
+
+log = logging.getLogger(__name__)  # data problems that do not stop a run: one line each, no source echo
 
 
 @dataclass
@@ -144,15 +146,17 @@ def load_records(
     meta_defaults: dict | None = None,
 ) -> list[Record]:
     """Validated records of a JSONL file. Stops at the first bad line unless `skip_bad`, which then
-    warns with the count of skipped lines and the first few reasons (never silently). `meta_defaults`: see
-    `parse_record`."""
+    logs a warning with the count of skipped lines and the first few reasons (never silently). Ids repeated
+    in the file are kept but warned about, naming both lines (predictions and the viewer go by id).
+    `meta_defaults`: see `parse_record`."""
     path = os.fspath(path)
     if tasks:
         unknown = [t for t in tasks if t not in TASKS]
         if unknown:
             raise ValueError(f"unknown task(s) {unknown}; known: {', '.join(TASKS)}")
     base = os.path.dirname(os.path.abspath(path))
-    records, errors = [], []
+    records, errors, duplicates = [], [], []
+    first_line: dict[str, int] = {}  # id -> the line that used it first
     # -sig: a byte-order mark (Windows editors) is not a JSON error
     with open(path, encoding="utf-8-sig") as f:
         for lineno, line in _lines(f, path):
@@ -174,11 +178,17 @@ def load_records(
                     raise
                 errors.append(str(e))
                 continue
+            if rec.id in first_line:
+                duplicates.append(f"{where}: id {rec.id!r} is also the id of line {first_line[rec.id]}")
+            first_line.setdefault(rec.id, lineno)
             if not tasks or rec.task in tasks:
                 records.append(rec)
     if errors:
         shown = "\n  ".join(errors[:max_reported])
-        warnings.warn(f"{path}: skipped {len(errors)} bad line(s); first reasons:\n  {shown}", stacklevel=2)
+        log.warning(f"{path}: skipped {len(errors)} bad line(s); first reasons:\n  {shown}")
+    if duplicates:
+        shown = "\n  ".join(duplicates[:max_reported])
+        log.warning(f"{path}: {len(duplicates)} duplicate id(s), which should be unique; first:\n  {shown}")
     return records
 
 

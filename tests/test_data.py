@@ -1,4 +1,5 @@
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -60,12 +61,29 @@ def test_validation_errors_name_file_line_and_field(img_dir, row, field, words):
         assert field in msg
 
 
-def test_skip_bad_reports_count_and_reasons(img_dir):
+def test_skip_bad_reports_count_and_reasons(img_dir, caplog, capsys):
     path = write_jsonl(img_dir / "d.jsonl", [good(), "{oops", good(task="nope"), good(id="r4")])
-    with pytest.warns(UserWarning, match=r"skipped 2 bad line\(s\)") as w:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a log line, not a warning that echoes the caller's source line
         recs = data.load_records(path, skip_bad=True)
     assert [r.id for r in recs] == ["r1", "r4"]
-    assert ":2: bad JSON" in str(w[0].message) and ":3: field 'task'" in str(w[0].message)
+    (message,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "skipped 2 bad line(s)" in message
+    assert ":2: bad JSON" in message and ":3: field 'task'" in message
+    assert "load_records(" not in capsys.readouterr().err
+
+
+def test_duplicate_ids_are_reported_with_both_lines(img_dir, caplog):
+    rows = [good(id="a"), good(id="b"), good(id="a"), good(id="c"), good(id="b")]
+    path = write_jsonl(img_dir / "d.jsonl", rows)
+    assert [r.id for r in data.load_records(path)] == ["a", "b", "a", "c", "b"]  # kept: a warning, no error
+    (message,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "2 duplicate id(s)" in message
+    assert f"{path}:3: id 'a' is also the id of line 1" in message
+    assert f"{path}:5: id 'b' is also the id of line 2" in message
+    caplog.clear()
+    data.load_records(write_jsonl(img_dir / "u.jsonl", [good(id="a"), good(id="b")]))
+    assert not caplog.records
 
 
 def test_record_fields_and_normalisation(img_dir):
