@@ -24,6 +24,9 @@ colour family that no background pixel may enter (`_sanitise` enforces it), so `
 `find_objects` recover every object and its box from the pixels alone: the tests check the
 answers against the PNGs that way, not against this file's bookkeeping.
 
+Ids: `synth_{i:06d}` for seed 0, `synth_{i:06d}_s{seed}` for any other seed (`record_id`), so records of
+different seeds can share a file.
+
 Determinism: record i draws everything from `np.random.default_rng([seed, i])`, PNGs carry no
 metadata and JSON keys have a fixed order, so the same seed gives byte-identical files, whatever
 `--workers` (processes, default: CPU count up to 8) is.
@@ -1270,6 +1273,13 @@ def _split(tasks_of: list[str], seed: int, test_frac: float) -> set[int]:
     return test
 
 
+def record_id(seed: int, index: int) -> str:
+    """The id of record `index`: synth_000005 for seed 0, synth_000005_s7 for seed 7. Sets of different
+    seeds merge without clashing ids (predictions and the viewer go by id); seed 0 keeps the bare form of
+    the embedded set and its caches."""
+    return f"synth_{index:06d}" if seed == 0 else f"synth_{index:06d}_s{seed}"
+
+
 def _write_record(job: tuple[str, str, int, int]) -> str:
     """Build record `index`, write its PNGs under out/images and return its JSON line."""
     out, task, seed, i = job
@@ -1280,7 +1290,7 @@ def _write_record(job: tuple[str, str, int, int]) -> str:
         Image.fromarray(img).save(Path(out) / name, format="PNG", compress_level=1)  # no metadata chunks
         names.append(name)
     rec = {
-        "id": f"synth_{i:06d}",
+        "id": record_id(seed, i),
         "task": task,
         "images": names,
         "question": s.question,

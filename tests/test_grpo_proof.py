@@ -89,3 +89,18 @@ def test_the_probe_holds_grounding_only_and_earlier_runs_are_kept(proof, tmp_pat
         ["--task", "grounding", "--out", str(tmp_path / "c"), "--base-model", "some/model"]
     )
     assert kept.rope_theta == 0.0  # a given base model is used as it is, not rebuilt with the recipe's base
+
+
+def test_the_held_out_set_has_unique_ids(proof, tmp_path, caplog):
+    # the embedded set (seed 0) + fresh records of seed 1000 once shared ids: the viewer showed wrong questions
+    import argparse
+
+    import data
+    from embedded import synth
+
+    synth.make_dataset(tmp_path / "data", n=24, seed=0, tasks=["counting"], test_frac=0.5)
+    args = argparse.Namespace(task="counting", eval_records=24, train_records=0)
+    eval_path, _, _ = proof.synth_split(args, tmp_path / "data", tmp_path / "out")
+    ids = [r.id for r in data.load_records(eval_path)]
+    assert len(ids) == 36 and len(set(ids)) == len(ids)
+    assert "duplicate id" not in caplog.text

@@ -131,6 +131,12 @@ def test_same_seed_same_bytes_other_seed_different(tmp_path):
     assert pngs and all(ha[k] != hc[k] for k in pngs)
 
 
+def test_ids_of_different_seeds_differ():
+    assert synth.record_id(0, 5) == "synth_000005"  # the embedded set's ids, as before
+    assert synth.record_id(7, 5) == "synth_000005_s7"
+    assert len({synth.record_id(seed, i) for seed in (0, 1, 10, 1000) for i in range(30)}) == 120
+
+
 def test_split_is_balanced_and_deterministic(ds):
     train, test = read(ds / "train.jsonl"), read(ds / "test.jsonl")
     assert len(test) == round(48 * 0.2) and len(train) + len(test) == 48
@@ -167,7 +173,7 @@ def test_schema(both):
     for d, r in both:
         seen.add(r["task"])
         assert list(r) == ["id", "task", "images", "question", "answer", "reasoning", "meta"]
-        assert re.fullmatch(r"synth_\d{6}", r["id"]) and r["task"] in synth.TASKS
+        assert re.fullmatch(r"synth_\d{6}_s[34]", r["id"]) and r["task"] in synth.TASKS
         sizes = {Image.open(d / p).size for p in r["images"]}
         assert all(re.fullmatch(r"images/\d{6}_\d\.png", p) for p in r["images"])
         assert len(sizes) == 1, "all images of a record share one size"
