@@ -65,6 +65,7 @@ from geovlm.distributed import gather_to_rank0, init_distributed, local_rank0_fi
 from geovlm.flags import ArgumentParser, add_imagery_flags, count, imagery_flags, positive_int
 from geovlm.frames import Frame, frame_from_json
 from geovlm.metrics import Sample, score_samples
+from geovlm.parsing import extract_answer, iter_boxes
 from geovlm.run import check_model, load_data
 from geovlm.tasks import TASKS
 
@@ -186,13 +187,14 @@ def load_predictions(
     """
     by_id = {str(r.id): r for r in records or []}
     samples = []
+    unsized = []  # lines whose GeoChat {<..>} boxes (0-100 of an image) have no image size to convert with
     with open(path, encoding="utf-8-sig") as f:
         for line_no, line in enumerate(f, 1):
             if not line.strip():
                 continue
             where = f"{path}:{line_no}"
-            try:
-                obj = json.loads(line)
+            try:  # without its newline: a line cut short is reported where it ends, not at "line 2 column 1"
+                obj = json.loads(line.rstrip("\r\n"))
             except json.JSONDecodeError as e:
                 raise ValueError(f"{where}: bad JSON ({e.msg}, column {e.colno})") from None
             if not isinstance(obj, dict):
@@ -214,8 +216,19 @@ def load_predictions(
                     images=list(obj.get("images") or (rec.images if rec is not None else [])),
                 )
             )
+            if samples[-1].frame is None and any(
+                g for *_, g in iter_boxes(extract_answer(samples[-1].completion))
+            ):
+                unsized.append(where)
     if not samples:
         raise ValueError(f"{path}: no predictions")
+    if unsized:
+        print(
+            f"{unsized[0]}: {len(unsized)} prediction(s) write GeoChat boxes {{<x1><y1><x2><y2>}} (0-100 of the "
+            "image) with no image size known, so they are read as pixels; pass --data (the records) or give "
+            'each line a "frame"',
+            file=sys.stderr,
+        )
     return samples
 
 

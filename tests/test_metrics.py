@@ -453,6 +453,38 @@ def test_cli_scores_a_predictions_file(tmp_path):
     assert json.loads((again / "metrics.json").read_text())["tasks"] == metrics["tasks"]
 
 
+def test_geochat_boxes_without_an_image_size_are_reported(tmp_path, capsys):
+    # {<..>} boxes are 0-100 of the image: without --data (or a frame) nothing says how big the image is
+    line = {
+        "id": "a",
+        "task": "grounding",
+        "answer": [[120, 80, 190, 196]],
+        "completion": wrap("{<60><40><95><98>|0}"),
+    }
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps(line) + "\n" + json.dumps(line | {"id": "b"}) + "\n")
+    ev.load_predictions(path)
+    err = capsys.readouterr().err
+    assert f"{path}:1:" in err and "2 prediction(s)" in err and "--data" in err
+    framed = line | {"frame": {"kind": "pixels", "image_size": [200, 200], "model_size": [200, 200]}}
+    path.write_text(
+        json.dumps(framed) + "\n" + json.dumps(line | {"completion": wrap("[1, 2, 3, 4]")}) + "\n"
+    )
+    ev.load_predictions(path)
+    assert capsys.readouterr().err == ""
+
+
+def test_a_cut_json_line_is_reported_at_its_column(tmp_path):
+    path = tmp_path / "p.jsonl"
+    cut = '{"id": "a", "task": "vqa", "answer": "yes", "completion": "<ans'
+    path.write_text(cut + "\n")
+    with pytest.raises(ValueError, match=rf"{path}:1: bad JSON \(Unterminated string.*column 59\)"):
+        ev.load_predictions(path)
+    path.write_text('{"id": "a", "task": "vqa", "answer": "yes"\n')
+    with pytest.raises(ValueError, match=r"column 43\)"):
+        ev.load_predictions(path)
+
+
 def test_cli_help_names_the_embedded_defaults(capsys):
     with pytest.raises(SystemExit) as exc:
         ev.main(["--help"])
