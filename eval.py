@@ -3,6 +3,7 @@
     python eval.py --model ckpt/grpo --data data/test.jsonl --out results/
     python eval.py --predictions other_system.jsonl --out results/other     # score existing outputs, no model
     python eval.py --compare results/baseline results/ablation              # two evaluations side by side
+    python eval.py --compare results/baseline results/ablation --task caption   # with n and 95% intervals
     python eval.py --suite geovlm-r1 --root /data/eo --model ckpt/grpo    # the paper's table beside ours
     torchrun --nproc_per_node=8 eval.py --model ckpt/grpo --data data/test.jsonl   # shards by rank
 
@@ -60,7 +61,7 @@ from tqdm import tqdm
 import data
 import model as model_lib
 from embedded import defaults
-from geovlm import baselines, fsdp, suite, viewer
+from geovlm import baselines, bootstrap, fsdp, suite, viewer
 from geovlm.distributed import gather_to_rank0, init_distributed, local_rank0_first, rank_world
 from geovlm.flags import ArgumentParser, add_imagery_flags, count, imagery_flags, positive_int
 from geovlm.frames import Frame, frame_from_json
@@ -232,6 +233,15 @@ def load_predictions(
     return samples
 
 
+def task_list(text: str) -> list[str]:
+    """--task's value: a comma list of the registry's tasks."""
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [t for t in names if t not in TASKS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown task(s) {unknown or [text]}; known: {', '.join(TASKS)}")
+    return names
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = ArgumentParser(description=__doc__)
     ap.add_argument(
@@ -265,6 +275,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=positive_int,
         default=512,
         help="Stop each completion after this many tokens.",
+    )
+    ap.add_argument(
+        "--task",
+        type=task_list,
+        default=None,
+        help="Only these tasks (comma list) of --data, --predictions or --compare; unset: every task. "
+        f"Tasks: {', '.join(TASKS)}.",
     )
     ap.add_argument("--limit", type=count, default=0, help="Evaluate only the first N records; 0: all.")
     ap.add_argument(
@@ -305,7 +322,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--all-metrics",
         action="store_true",
         help="With --compare: show every metric, not only each "
-        "task's headline metric, accuracy reward, mean reward and well_formed rate.",
+        "task's headline metric, well_formed rate and the rewards the runs' tables named.",
     )
     ap.add_argument(
         "--suite",
@@ -331,40 +348,71 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 RENAMED = {"format": "well_formed", "parsed": "answer_parsed"}
 
 
-def compare(paths: Sequence[str], every_metric: bool = False) -> str:
-    """Runs side by side: one row per (task, metric), one column per run (a folder holding metrics.json, or the
-    file), and the change from the first. By default each task's headline metric, reward and well-formed rate."""
-    runs = []
+def compare(paths: Sequence[str], every_metric: bool = False, tasks: Sequence[str] | None = None) -> str:
+    """Runs side by side: one row per (task, number), one column per run (a folder holding metrics.json, or the
+    file), and the change from the first. By default each task's headline metric, then the rewards its table
+    named (the rewards of predictions.jsonl's "scores"; the format reward as well_formed); every metric with
+    `every_metric`. Each value carries its 95% bootstrap interval over the run's records when predictions.jsonl
+    lies beside metrics.json, and Δ's interval is paired when both runs scored the same records. `tasks`: only
+    these."""
+    runs, preds = [], []
     for p in paths:
         f = Path(p) / "metrics.json" if Path(p).is_dir() else Path(p)
         try:
-            tasks = json.loads(f.read_text())["tasks"]
+            run_tasks = json.loads(f.read_text())["tasks"]
         except (OSError, ValueError, KeyError) as e:
             raise SystemExit(f"--compare {p}: no readable metrics.json there ({e})") from None
-        runs.append({t: {RENAMED.get(k, k): v for k, v in m.items()} for t, m in tasks.items()})
+        runs.append({t: {RENAMED.get(k, k): v for k, v in m.items()} for t, m in run_tasks.items()})
+        try:
+            preds.append(bootstrap.read_predictions(f.parent / "predictions.jsonl"))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise SystemExit(
+                f"--compare {p}: unreadable predictions.jsonl beside metrics.json ({e})"
+            ) from None
     lines = [
-        "| task | metric | " + " | ".join(paths) + " | Δ (last - first) |",
-        "|---|---|" + "---:|" * (len(paths) + 1),
+        "| task | metric | n | " + " | ".join(paths) + " | Δ (last - first) |",
+        "|---|---|---:|" + "---:|" * (len(paths) + 1),
     ]
-    for task in sorted({t for r in runs for t in r}):
-        keys = sorted({k for r in runs for k in r.get(task, {})} - {"n"})
-        shown = (
-            keys
-            if every_metric
-            else [k for k in (TASKS[task].metric, "accuracy_reward", "reward", "well_formed") if k in keys]
-        )
-        for k in shown:
-            vals = [r.get(task, {}).get(k) for r in runs]
-            cells = ["–" if v is None else f"{v:.4f}" for v in vals]
-            delta = f"{vals[-1] - vals[0]:+.4f}" if None not in (vals[0], vals[-1]) else "–"
-            lines.append(f"| {task} | {k} | " + " | ".join(cells) + f" | {delta} |")
+    for task in sorted({t for r in runs for t in r if not tasks or t in tasks}):
+        # the rewards any run's table named, each computed for every run (an ablation's reward for the baseline too)
+        named = sorted({k for p in preds for row in p.get(task, []) for k in row.get("scores") or {}})
+        named = [bootstrap.FORMAT if k == "format" else k for k in named if k not in bootstrap.NOT_REWARDS]
+        stats = [bootstrap.task_stats(p.get(task, []), named) for p in preds]
+        known = {k for r in runs for k in r.get(task, {})} | {k for s in stats for k in s}
+        first = [TASKS[task].metric, bootstrap.FORMAT, *named]
+        shown = [k for k in dict.fromkeys(first + (sorted(known) if every_metric else [])) if k in known]
+        ns = [r[task].get("n") for r in runs if task in r]
+        n = "/".join(str(x) for x in dict.fromkeys(ns))
+        for k in [k for k in shown if k != "n"]:
+            vals = [r.get(task, {}).get(k, s[k].value if k in s else None) for r, s in zip(runs, stats)]
+            cells = [
+                "–" if v is None else f"{v:.4f}" + (f" [{s[k].low:.4f}, {s[k].high:.4f}]" if k in s else "")
+                for v, s in zip(vals, stats)
+            ]
+            delta = "–"
+            if None not in (vals[0], vals[-1]):
+                delta = f"{vals[-1] - vals[0]:+.4f}"
+                a, b = preds[0].get(task, []), preds[-1].get(task, [])
+                ci = (
+                    bootstrap.paired_delta(stats[0][k], stats[-1][k])
+                    if k in stats[0] and k in stats[-1] and bootstrap.same_records(a, b)
+                    else None
+                )
+                delta += f" [{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else ""
+            lines.append(f"| {task} | {k} | {n} | " + " | ".join(cells) + f" | {delta} |")
+    lines += [
+        "",
+        f"[low, high]: {int(bootstrap.LEVEL * 100)}% bootstrap interval over the run's records "
+        f"({bootstrap.RESAMPLES} resamples of predictions.jsonl); Δ's is paired when both runs scored the same "
+        "records." + ("" if every_metric else " Every metric: --all-metrics."),
+    ]
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.compare:
-        print(compare(args.compare, args.all_metrics))
+        print(compare(args.compare, args.all_metrics, args.task))
         return 0
     if args.suite:
         return run_suite(args)
@@ -388,6 +436,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit(f"--predictions {args.predictions}: no such file") from None
         except ValueError as e:
             raise SystemExit(f"--predictions: {e}") from None
+        samples = [s for s in samples if not args.task or s.task in args.task]
+        if not samples:
+            raise SystemExit(
+                f"--predictions {args.predictions}: no predictions of task(s) {', '.join(args.task)}"
+            )
         score_samples(samples[: args.limit or None], args.out, caption_extras=extras)
         if any(s.images for s in samples):
             print(
@@ -479,7 +532,7 @@ def run_suite(args: argparse.Namespace) -> int:
 
 
 def _load_records(path: str, args: argparse.Namespace) -> list:
-    return load_data(path, "--data", args.skip_bad, image_options=imagery_flags(args))
+    return load_data(path, "--data", args.skip_bad, args.task, image_options=imagery_flags(args))
 
 
 if __name__ == "__main__":

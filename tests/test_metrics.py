@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -193,10 +194,69 @@ def test_compare_reads_old_and_new_column_names(tmp_path):
         )
     )
     table = ev.compare([str(old), str(new)])
-    assert "| vqa | well_formed | 0.2500 | 0.7500 | +0.5000 |" in table and "format" not in table
-    assert "| vqa | answer_parsed | 1.0000 | 1.0000 | +0.0000 |" in ev.compare(
+    assert "| vqa | well_formed | 2 | 0.2500 | 0.7500 | +0.5000 |" in table and "format" not in table
+    assert "| vqa | answer_parsed | 2 | 1.0000 | 1.0000 | +0.0000 |" in ev.compare(
         [str(old), str(new)], every_metric=True
     )
+
+
+def _caption_run(out, captions, monkeypatch=None, table=None):
+    refs = ["a plane parked near the runway", "two ships in the harbor", "a road through green fields"]
+    samples = [("caption", [refs[i % 3]], wrap(captions[i % len(captions)]), None, {}) for i in range(30)] + [
+        ("counting", 3, wrap(str(i % 4)), None, {}) for i in range(20)
+    ]
+    if table is not None:
+        monkeypatch.setitem(rewards.TASK_REWARDS, "caption", table)
+    samples = [metrics.Sample(*x, id=f"r{i:02d}") for i, x in enumerate(samples)]
+    metrics.score_samples(samples, out, caption_extras=False, quiet=True)
+    monkeypatch.undo() if monkeypatch is not None else None
+    return out
+
+
+def test_compare_shows_headline_and_table_rewards_with_n_and_intervals(tmp_path, monkeypatch):
+    base = _caption_run(tmp_path / "base", ["a plane near the runway", "ships", "a road"])
+    ablation = _caption_run(
+        tmp_path / "lev",
+        ["a plane parked near the runway", "two ships", "a road through fields"],
+        monkeypatch,
+        [("caption_levenshtein", 1.0)],
+    )
+    table = ev.compare([str(base), str(ablation)])
+    rows = [line for line in table.splitlines() if line.startswith("| caption")]
+    # the headline, then the format reward, then the rewards either run's table named
+    assert [r.split(" | ")[1] for r in rows] == [
+        "rouge_l",
+        "well_formed",
+        "caption_levenshtein",
+        "caption_rouge_l",
+    ]
+    # the ablation's reward is computed for the baseline too, from its completions
+    levenshtein = next(r for r in rows if "caption_levenshtein" in r).split(" | ")
+    assert levenshtein[2] == "30" and "–" not in levenshtein[3] and float(levenshtein[3].split()[0]) < 0.6
+    rouge = rows[0].split(" | ")
+    assert rouge[2] == "30" and re.fullmatch(r"0\.\d{4} \[0\.\d{4}, [01]\.\d{4}\]", rouge[3])
+    low, high = map(float, re.findall(r"[\d.]+", rouge[3])[1:])
+    assert low < float(rouge[3].split()[0]) < high
+    assert re.fullmatch(r"\+0\.\d{4} \[[-+]\d\.\d{4}, \+\d\.\d{4}\]", rouge[5].rstrip(" |"))  # paired Δ
+    assert "| counting | accuracy | 20 |" in table and "rouge1" not in table and "bootstrap" in table
+    assert len(table.splitlines()) < 15
+    everything = ev.compare([str(base), str(ablation)], every_metric=True)
+    assert "| caption | rouge1 |" in everything and "| caption | accuracy_reward |" in everything
+    only = ev.compare([str(base), str(ablation)], tasks=["counting"])
+    assert "| counting |" in only and "| caption |" not in only
+
+
+def test_task_flag_filters_predictions_and_is_checked(tmp_path, capsys):
+    run = _caption_run(tmp_path / "run", ["a plane"])
+    again = tmp_path / "again"
+    argv = ["--predictions", str(run / "predictions.jsonl"), "--out", str(again), "--no-caption-extras"]
+    assert ev.main([*argv, "--task", "counting"]) == 0
+    assert list(json.loads((again / "metrics.json").read_text())["tasks"]) == ["counting"]
+    with pytest.raises(SystemExit, match="no predictions of task"):
+        ev.main([*argv, "--task", "grounding"])
+    with pytest.raises(SystemExit):
+        ev.main([*argv, "--task", "countin"])
+    assert "unknown task(s) ['countin']" in capsys.readouterr().err
 
 
 def test_count_matches_is_one_to_one():
