@@ -1,9 +1,9 @@
 """Pictures of a run: PNG curves from its log.jsonl, and TensorBoard event files for those who use it.
 
-    python plot.py runs/grpo                 # -> runs/grpo/plots/*.png
-    python plot.py runs/sft runs/grpo        # several runs, each into its own plots/
-    python plot.py runs/demo                 # a folder of runs: each sub-folder holding a log.jsonl
-    python plot.py runs/grpo --tensorboard   # also runs/grpo/tensorboard/ (then: tensorboard --logdir runs)
+    python -m geovlm.plot runs/grpo                 # -> runs/grpo/plots/*.png
+    python -m geovlm.plot runs/sft runs/grpo        # several runs, each into its own plots/
+    python -m geovlm.plot runs/demo                 # every run below: runs/demo/<date-time>/{sft,grpo}
+    python -m geovlm.plot runs/grpo --tensorboard   # also runs/grpo/tensorboard/ (then: tensorboard --logdir runs)
 
 Every numeric per-step value in the log is drawn; keys are grouped into panels by name, and panels into
 files by topic (a file is written only when it has a panel):
@@ -40,6 +40,7 @@ from typing import Any
 import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 PLOTS_DIR = "plots"
 TENSORBOARD_DIR = "tensorboard"
@@ -220,6 +221,7 @@ def _draw_panel(ax, title: str, keys: list[str], data, n_steps: int) -> None:
             ax.fill_between(xs, lo, hi, color=color, alpha=0.2, linewidth=0, label=f"± {band}")
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("step", fontsize=8)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole: no tick at 2.5
     ax.tick_params(labelsize=8)
     ax.grid(True, alpha=0.3)
     if title == "learning rate":
@@ -369,6 +371,14 @@ def log_to_tensorboard(run_dir: str | os.PathLike, log_dir: str | os.PathLike | 
     return out
 
 
+def find_runs(path: Path) -> list[Path]:
+    """The runs a command-line path stands for: a log file or a run folder itself; a folder of runs at any depth
+    (runs/demo/<date-time>/{sft,grpo}) for every folder below it holding a log.jsonl, in name order."""
+    if not path.is_dir():
+        return [path]
+    return sorted({log.parent for log in path.rglob("log.jsonl") if log.is_file()})
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
@@ -381,13 +391,17 @@ def main(argv: list[str] | None = None) -> int:
         help="also convert the log to RUN/tensorboard/ event files (default: %(default)s)",
     )
     args = p.parse_args(argv)
-    runs = []
-    for run in map(Path, args.runs):  # a folder of runs (runs/demo: sft/, grpo/) stands for each of them
-        inner = sorted(f.parent for f in run.glob("*/log.jsonl")) if run.is_dir() else []
-        runs += inner if inner and not (run / "log.jsonl").exists() else [run]
+    runs, ok = [], True
+    for run in map(Path, args.runs):
+        found = find_runs(run)
+        if run.is_dir() and not found:
+            print(f"plot: no log.jsonl in {run} or any folder below it")
+            ok = False
+        elif run.is_dir() and found != [run]:
+            print(f"{run}: {len(found)} runs ({', '.join(str(f.relative_to(run)) for f in found)})")
+        runs += found or [run]
     if args.out and len(runs) > 1:
         p.error("--out takes one run")
-    ok = True
     for run in runs:
         ok &= bool(plot_run(run, args.out))
         if args.tensorboard:

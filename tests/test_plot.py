@@ -8,6 +8,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from matplotlib.figure import Figure
 from PIL import Image
 
 from geovlm import plot
@@ -181,6 +182,32 @@ def test_resumed_steps_keep_the_last_value_and_the_cli(tmp_path):
     assert plot.main([str(tmp_path / "demo")]) == 0
     assert (tmp_path / "demo" / "sft" / "plots" / "training.png").exists()
     assert (tmp_path / "demo" / "grpo" / "plots" / "rewards.png").exists()
+
+
+def test_a_folder_of_dated_demo_runs_plots_every_nested_run(tmp_path, capsys):
+    # what tools/demo.py writes: runs/demo/<date-time>/{sft,grpo} (and eval-* folders without logs)
+    demo = tmp_path / "demo"
+    for stamp in ("20261205-010203", "20261205-020304"):
+        write_log(demo / stamp / "sft", SFT_ROWS)
+        write_log(demo / stamp / "grpo", grpo_log(3))
+        (demo / stamp / "eval-sft").mkdir()
+    assert plot.main([str(demo)]) == 0
+    for stamp in ("20261205-010203", "20261205-020304"):
+        assert (demo / stamp / "sft" / "plots" / "training.png").exists()
+        assert (demo / stamp / "grpo" / "plots" / "rewards.png").exists()
+    assert f"{demo}: 4 runs" in capsys.readouterr().out
+    (tmp_path / "empty" / "a").mkdir(parents=True)
+    assert plot.main([str(tmp_path / "empty")]) == 1
+    assert "no log.jsonl" in capsys.readouterr().out
+
+
+def test_step_axes_have_whole_steps_only():
+    fig = Figure()
+    ax = fig.subplots()
+    data = plot.series([{"step": s, "loss": 1 / s} for s in (1, 2, 3)])  # matplotlib alone ticks 1.25, 1.5...
+    plot._draw_panel(ax, "loss", ["loss"], data, 3)
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks
 
 
 # ----------------------------------------------------------------------------- TensorBoard
