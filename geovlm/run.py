@@ -75,7 +75,7 @@ def check_model(path_or_id: str) -> None:
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False"):
         raise SystemExit(
             f"--model {path_or_id}: not in the Hugging Face cache and HF_HUB_OFFLINE is set; download it "
-            "where there is network (huggingface-cli download ...) or pass a local directory"
+            f"where there is network (hf download {path_or_id}) or pass a local directory"
         )
     try:
         socket.create_connection(("huggingface.co", 443), timeout=3).close()

@@ -132,3 +132,12 @@ def test_resume_auto_in_an_empty_folder_starts_fresh_and_the_bar_continues(
     train_sft.main([*common, "--max-steps", "3", "--resume", "auto"])
     err = capsys.readouterr().err
     assert "2/3" in err and "0/3" not in err  # the resumed progress bar continues from the resumed step
+
+
+def test_the_offline_hint_names_the_cli_the_venv_ships(monkeypatch):
+    from geovlm import run
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(SystemExit, match=r"\(hf download Qwen/Not-A-Cached-Model\)") as e:
+        run.check_model("Qwen/Not-A-Cached-Model")
+    assert "huggingface-cli" not in str(e.value)
