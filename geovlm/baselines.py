@@ -16,13 +16,16 @@ stay, an answer's boxes (and `meta.region`) are moved to the same relative place
 model that ignores the image scores what it scored before, and one that reads it does not.
 
     python eval.py --blind data/train.jsonl --data data/test.jsonl --out results/blind
+    python -m geovlm.baselines --train data/train.jsonl --data data/test.jsonl     # the same, without eval
     python eval.py --model runs/grpo/final --data data/test.jsonl --permute-images 0 --out results/swapped
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
+import sys
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from data import Record
+from data import Record, RecordError, load_records
 from geovlm.frames import Frame
 from geovlm.metrics import Sample, markdown_table, score_samples
 from geovlm.parsing import answer_boxes, normalize_text
@@ -165,3 +168,31 @@ def permute_images(records: Sequence[Record], seed: int = 0) -> list[Record]:
         for a, b in zip(shift, np.roll(shift, -1)):
             out[idx[a]] = _moved(records[idx[a]], records[idx[b]])
     return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The blind baseline of a held-out file, as `eval.py --blind` scores it: eval's table, metrics.json."""
+    p = argparse.ArgumentParser(
+        prog="python -m geovlm.baselines",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--train", required=True, help="records whose answers the blind baseline learns (JSONL; required)"
+    )
+    p.add_argument("--data", required=True, help="held-out records it answers, scored (JSONL; required)")
+    p.add_argument("--out", default=None, help="write metrics.json and table.md here (default: print only)")
+    args = p.parse_args(argv)
+    try:
+        train, held_out = load_records(args.train), load_records(args.data)
+        metrics = best_blind(train, held_out, args.out)
+    except (RecordError, ValueError) as e:  # a bad line, or a task of --data that --train never shows
+        raise SystemExit(f"baselines: {e}") from None
+    except OSError as e:
+        raise SystemExit(f"baselines: {e.filename}: {e.strerror}") from None
+    print(blind_table(metrics))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

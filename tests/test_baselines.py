@@ -173,3 +173,14 @@ def test_eval_blind_cli_scores_and_names_a_task_train_lacks(tmp_path, synth_dir,
         E.main(
             ["--blind", str(vqa_only), "--data", str(synth_dir / "test.jsonl"), "--out", str(tmp_path / "b2")]
         )
+
+
+def test_the_module_cli_scores_the_blind_baseline(tmp_path, capsys):
+    synth.make_dataset(tmp_path / "d", n=24, seed=0, tasks=["vqa", "counting"], test_frac=0.5)
+    d = tmp_path / "d"
+    argv = ["--train", str(d / "train.jsonl"), "--data", str(d / "test.jsonl"), "--out", str(tmp_path / "b")]
+    assert baselines.main(argv) == 0
+    assert "| counting | all | all |" in capsys.readouterr().out
+    assert set(json.loads((tmp_path / "b" / "metrics.json").read_text())["tasks"]) == {"vqa", "counting"}
+    with pytest.raises(SystemExit, match=r"baselines: .*missing.jsonl"):
+        baselines.main(["--train", str(tmp_path / "missing.jsonl"), "--data", str(d / "test.jsonl")])

@@ -18,6 +18,7 @@ SCRIPTS = {  # modules by name (python -m NAME for the library's), files by path
     "geovlm.plot": "main",
     "geovlm.viewer": "main",
     "geovlm.formats": "main",
+    "geovlm.baselines": "main",
     "embedded.synth": "main",
     "scripts/ablate.py": "main",
     "scripts/eight_ranks.py": "main",
