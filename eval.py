@@ -149,6 +149,7 @@ def evaluate_model(
                 meta=records[i].meta,
                 id=str(records[i].id),
                 images=list(records[i].images),
+                question=records[i].question,
             ),
         )
         for i, c, f in zip(mine, completions, frames)
@@ -215,6 +216,7 @@ def load_predictions(
                     meta=obj.get("meta") or (rec.meta if rec is not None else {}),
                     id=str(obj.get("id", line_no)),
                     images=list(obj.get("images") or (rec.images if rec is not None else [])),
+                    question=obj.get("question", rec.question if rec is not None else None),
                 )
             )
             if samples[-1].frame is None and any(

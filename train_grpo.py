@@ -65,6 +65,7 @@ from geovlm.flags import (
 )
 from geovlm.frames import frame_to_json
 from geovlm.logs import check_finite
+from geovlm.metrics import Sample, parse_sample
 from geovlm.run import Run, learning_rate, start_run
 from geovlm.schedule import Stream, lr_at, rank_slice
 from model import to_device
@@ -601,7 +602,8 @@ def reward_summary(scores: list[dict[str, float]], row_tasks: list[str]) -> dict
 
 
 def rollout_rows(step: int, ro: Rollouts, advantages: torch.Tensor, G: int) -> list[dict]:
-    """One JSON row per completion, for reading what the policy actually wrote and what it earned."""
+    """One JSON row per completion, for reading what the policy actually wrote and what it earned: with the
+    question and the parsed answer (boxes in original pixels), so the viewer needs nothing else."""
     lengths = ro.completion_mask.sum(dim=1).tolist()
     return [
         {
@@ -611,8 +613,12 @@ def rollout_rows(step: int, ro: Rollouts, advantages: torch.Tensor, G: int) -> l
             "sample": i % G,
             "images": ro.records[i // G].images,
             "frame": frame_to_json(ro.frames[i // G]),
+            "question": ro.records[i // G].question,
             "answer": ro.records[i // G].answer,
             "completion": ro.texts[i],
+            "parsed": parse_sample(
+                Sample(ro.records[i // G].task, ro.records[i // G].answer, ro.texts[i], ro.frames[i // G])
+            ),
             "rewards": ro.scores[i],
             "advantage": advantages[i].item(),
             "length": lengths[i],

@@ -45,6 +45,7 @@ class Sample:
     id: str = ""
     # the record's image paths (the viewer draws the boxes on them)
     images: list = field(default_factory=list)
+    question: str | None = None  # the record's question (the viewer's cards show it)
 
 
 # ----------------------------------------------------------------------------- metric functions (pure)
@@ -558,6 +559,8 @@ def _as_sample(x: Any) -> Sample:
             frame=x.get("frame") if isinstance(x.get("frame"), Frame) else frame_from_json(x.get("frame")),
             meta=x.get("meta") or {},
             id=str(x.get("id", "")),
+            images=list(x.get("images") or []),
+            question=x.get("question"),
         )
     task, answer, completion, frame, meta = x  # a (task, answer, completion, frame, meta) tuple
     return Sample(task=task, answer=answer, completion=completion, frame=frame, meta=meta or {})
@@ -643,6 +646,7 @@ def score_samples(
                             "id": s.id,
                             "task": s.task,
                             "images": s.images,
+                            "question": s.question,
                             "completion": s.completion,
                             "parsed": p,
                             "scores": sc,

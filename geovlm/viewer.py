@@ -1,20 +1,23 @@
 """A static HTML page to look at what the model wrote: rollouts.jsonl or eval predictions.jsonl.
 
-    python viewer.py runs/grpo/rollouts.jsonl --data data/train.jsonl      # -> runs/grpo/rollouts.html
-    python viewer.py results/predictions.jsonl --out results/view.html
+    python -m geovlm.viewer runs/grpo/rollouts.jsonl                       # -> runs/grpo/rollouts.html
+    python -m geovlm.viewer results/predictions.jsonl --out results/view.html
 
-One card per row: the image(s) with the ground-truth boxes (cyan), the predicted boxes (orange) and,
-for region captions, the region the question asks about (lime, dashed) drawn over them (SVG in the image's own
-pixel coordinates); the question, the completion, the parsed answer, the reward of each component, the
-advantage. Filters: task, step, reward range, a text search, and the order; the filter is kept in the
+One card per row: the image(s) with the ground-truth boxes (green), the predicted boxes (blue) and,
+for region captions, the region the question asks about (violet, dashed) drawn over them (SVG in the image's
+own pixel coordinates; colours no synth object or ground has, see COLORS); the question, the completion, the
+parsed answer, the reward of each component, the advantage. Several images (change, temporal) sit in a grid
+of at most two columns up to four images, four beyond, so a card never runs off the page. Filters: task, step, reward range, a text search, and the order; the filter is kept in the
 address (view.html#task=grounding&min=0.5) so a view can be shared. One self-contained file: plain
 JavaScript, no network, no CDN; images are embedded once each (downscaled to --max-side) unless
 --link-images, which refers to them by a path relative to the page instead (smaller, not portable).
 
-Rows: rollouts.jsonl {"step", "id", "task", "sample", "answer", "completion", "rewards", "advantage",
-"length", "truncated"} and predictions.jsonl {"id", "task", "completion", "parsed", "scores", "answer",
-"meta", "frame"}. Image paths come from the row's "images" (absolute, or relative to the rows file),
-else from the record with the same id in --data (a records JSONL, data.load_records). Ground-truth boxes
+Rows: rollouts.jsonl {"step", "id", "task", "sample", "images", "frame", "question", "answer", "completion",
+"parsed", "rewards", "advantage", "length", "truncated"} and predictions.jsonl {"id", "task", "images",
+"question", "completion", "parsed", "scores", "answer", "meta", "frame"}: a card needs nothing else. Image
+paths come from the row's "images" (absolute, or relative to the rows file), and the question from its
+"question"; rows without them (older files) take them from the record with the same id in --data (a records
+JSONL, data.load_records). Ground-truth boxes
 are original-image pixels. Predicted boxes: the row's "parsed" when it has one, else the completion's
 answer parsed with parse_boxes in the row's "frame" (Frame(kind, image_size, model_size)); a row without
 a frame gets its boxes drawn as written, and the card says so.
@@ -41,8 +44,10 @@ from geovlm.frames import frame_from_json
 from geovlm.parsing import extract_answer
 from geovlm.tasks import TASKS
 
-# blue/orange: told apart by most colour-blind eyes
-COLORS = {"gt": "#00e5ff", "pred": "#ff8c00", "region": "#76ff03"}
+# Saturated hues no synth scene holds: its objects are white, magenta, red, yellow and cyan (synth.CLASS_RGB) and
+# its grounds muted; green and blue are told apart by most colour-blind eyes. The region never shares a card
+# with boxes (region_caption has none).
+COLORS = {"gt": "#39ff14", "pred": "#2f6bff", "region": "#7c4dff"}
 PAGE_SIZE = 60
 
 
@@ -215,7 +220,7 @@ def card(i: int, row: dict, record: Any, images: _Images, base_dir: Path) -> dic
     rewards = row.get("rewards") if isinstance(row.get("rewards"), dict) else row.get("scores")
     rewards = {str(k): _num(v) for k, v in rewards.items()} if isinstance(rewards, dict) else {}
     region = _box(meta.get("region")) if isinstance(meta, dict) and task == "region_caption" else None
-    question = record.question if record is not None else row.get("question")
+    question = row.get("question", record.question if record is not None else None)
     return {
         "i": i,
         "id": str(row.get("id", "")),
@@ -350,8 +355,9 @@ _PAGE = r"""<!doctype html>
   .legend span.sw { display: inline-block; width: 18px; height: 0; border-top: 3px solid; margin: 0 4px 3px 8px; }
   #cards { display: flex; flex-direction: column; gap: 10px; padding: 10px 12px; }
   .card { background: #fff; border: 1px solid #ddd; border-radius: 4px; padding: 8px 10px; display: flex; gap: 14px; align-items: flex-start; }
-  .imgs { display: flex; gap: 6px; flex: none; align-items: flex-start; }
-  .imgs svg { width: 384px; height: auto; display: block; background: #ddd; }
+  .imgs { display: grid; grid-template-columns: repeat(var(--cols, 1), minmax(0, var(--side, 384px))); gap: 6px;
+          flex: 0 1 auto; min-width: 0; max-width: 62%; }
+  .imgs svg { width: 100%; height: auto; display: block; background: #ddd; }
   .text { flex: 1; min-width: 0; }
   .head { font-weight: 600; margin-bottom: 4px; }
   .badge { display: inline-block; padding: 0 6px; border-radius: 3px; background: #eee; margin-left: 6px; font-weight: 400; }
@@ -378,7 +384,7 @@ _PAGE = r"""<!doctype html>
     <span id="count" class="dim"></span>
     <span class="legend"><span class="sw" style="border-color:__COLOR_GT__"></span>ground truth<span
       class="sw" style="border-color:__COLOR_PRED__"></span>predicted<span
-      class="sw" style="border-color:__COLOR_REGION__"></span>region in the question</span>
+      class="sw" style="border-color:__COLOR_REGION__; border-top-style: dashed"></span>region in the question</span>
   </div>
 </header>
 <div id="cards"></div>
@@ -450,7 +456,8 @@ function picture(row, k, idx) {
 
 function render_card(row) {
   const c = el("div", {class: "card", "data-i": row.i, "data-task": row.task});
-  const imgs = el("div", {class: "imgs"});
+  const n = row.images.length, cols = n <= 2 ? n : n <= 4 ? 2 : 4;  // a 2x2 grid for 4 images, not a row of 4
+  const imgs = el("div", {class: "imgs", style: `--cols: ${cols}; --side: ${n > 4 ? 192 : 384}px`});
   row.images.forEach((k, idx) => imgs.appendChild(picture(row, k, idx)));
   if (row.images.length) c.appendChild(imgs);
   const t = el("div", {class: "text"});

@@ -9,7 +9,9 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -217,6 +219,64 @@ def test_rollout_rows_with_their_own_images_and_the_cli(tmp_path, capsys):
     assert change["pred"] == [[1, 2, 3, 4]] and "no frame" in change["notes"][0]
 
 
+def test_box_colours_are_no_colour_of_synth_scenes():
+    from embedded import synth
+
+    for name, colour in viewer.COLORS.items():
+        rgb = hex_rgb(colour)
+        # far from every object colour family; more saturated than any ground (muted: max - min <= 70)
+        nearest = min(
+            sum((a - b) ** 2 for a, b in zip(rgb, base)) ** 0.5 for base in synth.CLASS_RGB.values()
+        )
+        assert nearest >= 100, (name, colour, nearest)
+        assert max(rgb) - min(rgb) >= 150, (name, colour)
+    assert len(set(viewer.COLORS.values())) == 3
+
+
+def grpo_rows(tmp_path: Path) -> list[dict]:
+    """rollouts.jsonl rows as train_grpo.rollout_rows writes them, for one grounding prompt and two samples."""
+    import torch
+
+    import data
+    import train_grpo
+
+    Image.new("RGB", (W, H), IMAGE_RGB).save(tmp_path / "plain.png")
+    rec = data.Record("g7", "grounding", [str(tmp_path / "plain.png")], "Where is the red ship?", [GT])
+    frame = data.Frame(**{k: tuple(v) if isinstance(v, list) else v for k, v in FRAME.items()})
+    texts = [wrap("[220, 60, 340, 160]"), wrap("nowhere")]
+    ro = SimpleNamespace(
+        records=[rec],
+        frames=[frame],
+        texts=texts,
+        scores=[{"format": 1.0, "total": 1.0}, {"format": 1.0, "total": 1.0}],
+        completion_mask=torch.ones(2, 5, dtype=torch.bool),
+        truncated=torch.zeros(2, dtype=torch.bool),
+    )
+    return train_grpo.rollout_rows(3, ro, torch.tensor([0.5, -0.5]), 2)
+
+
+def test_rollout_and_prediction_rows_carry_what_a_card_shows(tmp_path):
+    rows = grpo_rows(tmp_path)
+    assert rows[0]["question"] == "Where is the red ship?" and rows[0]["parsed"] == [PRED]
+    assert rows[1]["parsed"] is None
+    (tmp_path / "rollouts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cards = page_data(viewer.write_viewer(tmp_path / "rollouts.jsonl").read_text(), "rows")  # no --data
+    assert [c["question"] for c in cards] == ["Where is the red ship?"] * 2
+    assert (
+        cards[0]["parsed"] == json.dumps([[float(v) for v in PRED]])
+        and cards[0]["pred"] == [PRED]
+        and not cards[0]["notes"]
+    )
+    # eval's predictions.jsonl: the question too, kept when the file is scored again
+    ev = importlib.import_module("eval")
+    sample = ev.Sample("grounding", [GT], wrap("[1, 2, 3, 4]"), id="g7", question="Where is the red ship?")
+    ev.score_samples([sample], tmp_path / "eval", caption_extras=False, quiet=True)
+    (row,) = viewer.read_rows(tmp_path / "eval" / "predictions.jsonl")[0]
+    assert row["question"] == "Where is the red ship?"
+    (again,) = ev.load_predictions(tmp_path / "eval" / "predictions.jsonl")
+    assert again.question == "Where is the red ship?"
+
+
 # ----------------------------------------------------------------------------- in a real browser
 def browser() -> str:
     for name in BROWSERS:
@@ -314,3 +374,55 @@ def test_boxes_render_where_the_record_says(tmp_path):
     inside = (slice(top, top + round(H * scale)), slice(left, left + round(W * scale)))
     for color in viewer.COLORS.values():
         assert not mask(img, hex_rgb(color))[inside].any()
+
+
+def dom(page: Path, fragment: str, tmp_path: Path) -> str:
+    cmd = [
+        browser(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--dump-dom",
+        page.resolve().as_uri() + fragment,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert "<body" in proc.stdout, f"chromium dumped no page (exit {proc.returncode}): {proc.stderr[-2000:]}"
+    return proc.stdout
+
+
+def test_a_rollout_card_shows_question_parsed_answer_and_legend(tmp_path):
+    (tmp_path / "rollouts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in grpo_rows(tmp_path)))
+    html = dom(viewer.write_viewer(tmp_path / "rollouts.jsonl"), "", tmp_path)
+    text = re.sub(r"<[^>]+>", " ", re.sub(r"<(script|style)\b.*?</\1>", " ", html, flags=re.S))
+    text = " ".join(text.split())
+    assert text.count("question Where is the red ship?") == 2  # both cards, with no --data
+    assert f"parsed: {json.dumps([[float(v) for v in PRED]])}" in text and "parsed: null" in text
+    assert "ground truth predicted region in the question" in text  # the legend names each colour
+
+
+def test_four_temporal_images_stay_on_the_page(tmp_path):
+    colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30)]  # one plain colour per image
+    for k, rgb in enumerate(colours):
+        Image.new("RGB", (W, H), rgb).save(tmp_path / f"t{k}.png")
+    row = {
+        "id": "t1",
+        "task": "temporal_classification",
+        "images": [f"t{k}.png" for k in range(4)],
+        "question": "What changes over time?",
+        "completion": wrap("urban growth"),
+        "answer": "urban growth",
+        "scores": {"format": 1.0, "exact_match": 1.0, "total": 2.0},
+    }
+    (tmp_path / "predictions.jsonl").write_text(json.dumps(row) + "\n")
+    img = screenshot(viewer.write_viewer(tmp_path / "predictions.jsonl"), "", tmp_path, size=(1000, 900))
+    for rgb in colours:  # every image whole on a 1000 px wide page: none runs off its right edge
+        ys, xs = np.nonzero(mask(img, rgb, tol=6))
+        assert len(xs), f"image {rgb} is not on the page"
+        assert xs.max() < img.width - 300, "the images leave no room for the card's text"
+        assert (xs.max() - xs.min() + 1) / W == pytest.approx((ys.max() - ys.min() + 1) / H, abs=0.05)
