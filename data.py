@@ -168,8 +168,8 @@ def load_records(
                     raise RecordError(
                         f"{where}: the line has {len(line):,} characters; a record holds at most {MAX_LINE:,}"
                     )
-                try:
-                    obj = json.loads(line)
+                try:  # without its newline: a cut line is reported where it ends, not at "line 2 column 1"
+                    obj = json.loads(line.rstrip("\r\n"))
                 except json.JSONDecodeError as e:
                     raise RecordError(f"{where}: bad JSON ({e.msg}, column {e.colno})") from None
                 rec = parse_record(obj, base, where, meta_defaults)

@@ -73,6 +73,12 @@ def test_skip_bad_reports_count_and_reasons(img_dir, caplog, capsys):
     assert "load_records(" not in capsys.readouterr().err
 
 
+def test_a_cut_line_is_reported_at_its_column(img_dir):
+    path = write_jsonl(img_dir / "d.jsonl", ['{"id": "x", "task": "vqa"'])
+    with pytest.raises(RecordError, match=r"d\.jsonl:1: bad JSON \(Expecting ',' delimiter, column 26\)"):
+        data.load_records(path)
+
+
 def test_duplicate_ids_are_reported_with_both_lines(img_dir, caplog):
     rows = [good(id="a"), good(id="b"), good(id="a"), good(id="c"), good(id="b")]
     path = write_jsonl(img_dir / "d.jsonl", rows)
