@@ -68,6 +68,7 @@ from geovlm.logs import check_finite
 from geovlm.metrics import Sample, parse_sample
 from geovlm.run import Run, learning_rate, start_run
 from geovlm.schedule import Stream, lr_at, rank_slice
+from geovlm.tasks import TASKS
 from model import to_device
 
 
@@ -149,6 +150,7 @@ def implied(args: Config) -> list[str]:
         raise ValueError(
             "--compile-decode runs on one process only (not under FSDP: several GPUs, --cpu-offload)"
         )
+    named_stages(args)  # a task name that is no task, or a malformed --stages
     notes = lora_implies(args)
     if args.micro_batch_size is None:
         args.micro_batch_size = G
@@ -183,17 +185,35 @@ def parse_args(argv: list[str] | None = None) -> Config:
     return args
 
 
-def parse_stages(args: Config, available: list[str]) -> list[tuple[list[str], int]]:
-    """[(tasks, steps)] from --stages 'a:200,b+c:400', or one stage of --task for --max-steps."""
+def named_stages(args: Config) -> list[tuple[list[str], int]]:
+    """[(tasks, steps)] from --stages 'a:200,b+c:400', or one stage of --task for --max-steps; ValueError for a
+    malformed --stages or a task name that is no task (found from the flags alone, before any data)."""
     if args.stages:
         stages = []
         for part in args.stages.split(","):
             tasks, _, steps = part.rpartition(":")
-            if not tasks or not steps.isdigit():
-                raise SystemExit(f"--stages: expected task:steps[,task:steps], got {part!r}")
+            if not tasks or not steps.isdigit() or int(steps) < 1:
+                raise ValueError(f"--stages: expected task:steps[,task:steps] with steps >= 1, got {part!r}")
             stages.append((tasks.split("+"), int(steps)))
     else:
         stages = [(args.task.split(","), args.max_steps)]
+    for tasks, _ in stages:
+        unknown = [t for t in tasks if t not in TASKS and tasks != ["all"]]
+        if unknown:
+            flag = "--stages" if args.stages else "--task"
+            raise ValueError(
+                f"{flag}: no task named {', '.join(unknown)}; the tasks: all, {', '.join(TASKS)}"
+            )
+    return stages
+
+
+def parse_stages(args: Config, available: list[str]) -> list[tuple[list[str], int]]:
+    """named_stages with `all` replaced by the tasks of the data; one line (SystemExit) for a task the data
+    has no records of (start_run calls it on the training records, before any model loads)."""
+    try:
+        stages = named_stages(args)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     for tasks, _ in stages:
         if tasks == ["all"]:
             tasks[:] = available
@@ -201,6 +221,17 @@ def parse_stages(args: Config, available: list[str]) -> list[tuple[list[str], in
         if missing:
             raise SystemExit(f"no training records for task(s) {missing}; the data has {available}")
     return stages
+
+
+def available_tasks(records: list) -> list[str]:
+    return sorted({r.task for r in records})
+
+
+def headline(metrics: dict[str, dict]) -> str:
+    """Each task's headline metric (the registry's) with its n: what the console shows of an evaluation."""
+    return ", ".join(
+        f"{t} {TASKS[t].metric} {m.get(TASKS[t].metric, 0.0):.3f} (n={m['n']})" for t, m in metrics.items()
+    )
 
 
 # ----------------------------------------------------------------------------- the pieces of a step
@@ -707,7 +738,7 @@ def setup(args: Config, run: Run) -> Trainer:
     by_task: dict[str, list] = {}
     for rec in run.records:
         by_task.setdefault(rec.task, []).append(rec)
-    stages = parse_stages(args, sorted(by_task))
+    stages = parse_stages(args, available_tasks(run.records))
     # one stream per task, the same on every rank: each step every rank draws the same global batch and keeps its
     # own slice (rank_slice), so ranks never overlap and N ranks x B prompts see what 1 process x N*B prompts see
     streams = {task: Stream(len(recs), seed=args.seed, name=task) for task, recs in by_task.items()}
@@ -763,10 +794,15 @@ def main(argv: list[str] | None = None) -> dict:
         logs=("log.jsonl", "rollouts.jsonl"),
         eval_data=args.eval_data,
         eval_records=args.eval_records,
+        plan=lambda records: sorted(
+            {t for tasks, _ in parse_stages(args, available_tasks(records)) for t in tasks}
+        ),
     )
     tr = setup(args, run)
     history: list[dict] = []  # the eval rows, also in log.jsonl
     total = len(tr.tasks_at)
+    if run.finished(total):
+        return {"last": {}, "eval": []}
 
     def run_eval(step: int) -> None:  # every rank generates its share greedily; rank 0 scores and logs
         if not run.held_out:
@@ -782,6 +818,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
         if res is not None:
             history.append({"step": step, "eval": res["tasks"]})
+            run.say(f"held-out at step {step}: " + headline(res["tasks"]))
             run.log.write(history[-1])
 
     if run.start == 0:

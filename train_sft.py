@@ -46,6 +46,7 @@ from geovlm.flags import (
 from geovlm.logs import check_finite
 from geovlm.run import learning_rate, start_run
 from geovlm.schedule import Stream, lr_at, rank_slice
+from geovlm.tasks import TASKS
 from model import to_device
 
 
@@ -80,6 +81,9 @@ def parse_args(argv: list[str] | None = None) -> Config:
         Config, argv, description=__doc__, epilog=multi_node_help("train_sft.py", "--batch-size")
     )
     try:
+        unknown = [t for t in (args.tasks or "").split(",") if t and t not in TASKS]
+        if unknown:
+            raise ValueError(f"--tasks: no task named {', '.join(unknown)}; the tasks: {', '.join(TASKS)}")
         args.implied = lora_implies(args)
     except ValueError as e:
         parser.error(str(e))
@@ -194,6 +198,8 @@ def main(argv: list[str] | None = None) -> dict:
         run.save(path, opt, {"step": step, "stream": stream.state_dict()}, keep=args.keep)
 
     history = {"loss": [], "eval_loss": []}
+    if run.finished(args.max_steps):
+        return history
     if run.held_out and run.start == 0:
         history["eval_loss"].append((0, evaluate()))
         run.log.write({"step": 0, "eval_loss": history["eval_loss"][-1][1]})

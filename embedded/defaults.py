@@ -41,9 +41,12 @@ def tokenizer_corpus(jsonl_paths: list[str | os.PathLike] = ()) -> list[str]:
     return texts
 
 
-def _build_once(out: Path, marker: str, build) -> Path:
-    """Run build(tmp) into a temporary sibling of `out` and rename it to `out`, unless `out/marker` exists."""
+def _build_once(out: Path, marker: str, build, what: str = "") -> Path:
+    """Run build(tmp) into a temporary sibling of `out` and rename it to `out`, unless `out/marker` exists.
+    `what` is said before building: a first run must not sit silent for a minute."""
     if not (out / marker).exists():
+        if what:
+            print(f"defaults: building {what} once, into {out}", flush=True)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
         try:
@@ -61,7 +64,10 @@ def data_dir(cache: Path = CACHE) -> Path:
     """The embedded data set: `synth.py --n 2000 --seed 0`."""
 
     return _build_once(
-        cache / f"synth-v{DATA_VERSION}", "test.jsonl", lambda tmp: synth.make_dataset(tmp, n=2000, seed=0)
+        cache / f"synth-v{DATA_VERSION}",
+        "test.jsonl",
+        lambda tmp: synth.make_dataset(tmp, n=2000, seed=0),
+        what="the embedded synthetic data set (2,000 records with their images; about half a minute)",
     )
 
 
@@ -84,6 +90,7 @@ def base_model(cache: Path = CACHE) -> str:
             cache / f"tiny-qwen2.5-vl-v{DATA_VERSION}",
             "config.json",
             lambda tmp: tiny.build_tiny(tmp, corpus, seed=0),
+            what="the tiny Qwen2.5-VL and its tokenizer (seconds)",
         )
     )
 
@@ -97,13 +104,17 @@ def sft_model(cache: Path = CACHE) -> str:
     """The embedded GRPO / eval start: base_model() after `train_sft.py SFT_RECIPE` on the embedded data.
 
     Built once, in a separate process (a torchrun rank may call this: the warm-up must not join its process
-    group), with its progress shown; the warm-up's log.jsonl is kept in the model folder (warm-up-log.jsonl)."""
+    group), with its progress shown. The warm-up run (log.jsonl, plots/) stays beside the model, in
+    NAME-warm-up/, and its log is copied into the model folder (warm-up-log.jsonl)."""
     name = f"tiny-qwen2.5-vl-v{DATA_VERSION}-sft-" + "-".join(a.lstrip("-") for a in SFT_RECIPE)
     data, base = data_dir(cache), base_model(cache)
 
+    run = cache / f"{name}-warm-up"  # kept: the curves it prints the path of
+
     def warm_up(tmp: Path) -> None:
         print(
-            f"defaults: building the embedded GRPO start once: train_sft.py {' '.join(SFT_RECIPE)} -> {cache / name}",
+            f"defaults: building the embedded GRPO start once: train_sft.py {' '.join(SFT_RECIPE)} "
+            f"(a few minutes on 2 CPU cores) -> {cache / name}",
             flush=True,
         )
         env = {
@@ -128,13 +139,14 @@ def sft_model(cache: Path = CACHE) -> str:
             "--data",
             str(data / "train.jsonl"),
             "--out",
-            str(tmp.with_name("run")),
+            str(run),
+            "--overwrite",  # what an interrupted earlier build left there
             "--save-every",
             "0",
             *SFT_RECIPE,
         ]
         subprocess.run(cmd, env=env, check=True)
-        (tmp.with_name("run") / "final").rename(tmp)
-        (tmp.with_name("run") / "log.jsonl").rename(tmp / "warm-up-log.jsonl")
+        (run / "final").rename(tmp)
+        shutil.copy(run / "log.jsonl", tmp / "warm-up-log.jsonl")
 
     return str(_build_once(cache / name, "config.json", warm_up))

@@ -52,8 +52,14 @@ _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
 def holds_run(out: Path) -> bool:
-    """True when `out` already holds a run's files (a log, checkpoints, a final model)."""
-    return out.is_dir() and any((out / name).exists() for name in RUN_FILES)
+    """True when `out` holds what a run made and a rerun would lose: logged rows, evaluations, checkpoints or
+    a final model. The args.json (or plots) of a start that failed before its first row do not count."""
+
+    def has(name: str) -> bool:
+        path = out / name
+        return path.is_dir() and any(path.iterdir()) if path.is_dir() else path.is_file() and path.stat().st_size > 0
+
+    return out.is_dir() and any(has(name) for name in ("log.jsonl", "rollouts.jsonl", "checkpoints", "final", "eval"))
 
 
 def check_model(path_or_id: str) -> None:
@@ -210,6 +216,13 @@ class Run:
         )
         raise SystemExit(130)
 
+    def finished(self, total: int) -> bool:
+        """A resumed run that had reached `total` already (its final/ checkpoint): say so; nothing to do."""
+        if self.start < total:
+            return False
+        self.say(f"{self.out} finished at step {self.start} already ({self.resume}); nothing to do")
+        return True
+
     def say(self, message: str) -> None:
         """One line from rank 0, above the progress bar."""
         if self.env.main:
@@ -245,11 +258,13 @@ def start_run(
     tasks: list[str] | None = None,
     eval_data=None,
     eval_records: int = 0,
+    plan: Callable[[list], list[str]] | None = None,
 ) -> Run:
     """Set up a training run, in the order that finds a user's mistakes before anything slow:
 
     default_data / default_model: what --data / --model mean when not given (the trainer's embedded defaults,
-    built on first use).
+    built on first use). tasks: keep only these tasks' records. plan(records) -> the tasks the run trains,
+    or one line (SystemExit) when the data cannot serve the flags; the held-out records are those tasks'.
 
     1. the output folder: refused if it holds another run, unless --resume or --overwrite; --resume auto
        with nothing to resume in a folder that holds a run is refused too (its logs stay as they are);
@@ -260,6 +275,8 @@ def start_run(
        resumed step), args.json is written, and SIGINT/SIGTERM now stop it with a checkpoint.
     """
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"--out {out}: a file, not a folder; pick a folder (it is made when missing)")
     resume = None
     if args.resume:
         resume = find_checkpoint(out, args.resume)
@@ -268,6 +285,8 @@ def start_run(
                 f"--resume auto: {out} holds a run but no complete checkpoint to resume; its files are "
                 "left as they are. Add --overwrite to start over there, or pick another --out"
             )
+        if resume is None and os.environ.get("RANK", "0") == "0":
+            print(f"{name}: --resume auto: no checkpoint in {out}; starting a fresh run there", flush=True)
     elif holds_run(out) and not args.overwrite:
         raise SystemExit(
             f"{out} already holds a run (log, checkpoints or final/); nothing was changed. Continue it "
@@ -281,9 +300,10 @@ def start_run(
     with local_rank0_first(env):  # the embedded defaults are built once, not by every rank at once
         data_path = args.data or default_data()
     records = load_data(data_path, "--data", args.skip_bad, tasks, imagery_flags(args))
+    trained = plan(records) if plan is not None else tasks  # e.g. --task vqa on data without vqa: one line
     eval_data = eval_data(data_path) if callable(eval_data) else eval_data  # SFT: test.jsonl beside the data
     held_out = (
-        load_data(eval_data, "--eval-data", args.skip_bad, tasks, imagery_flags(args))[: eval_records or None]
+        load_data(eval_data, "--eval-data", args.skip_bad, trained, imagery_flags(args))[: eval_records or None]
         if eval_data
         else []
     )

@@ -29,8 +29,12 @@ def test_headline_command_on_the_defaults_has_reward_spread_and_gradient_from_st
     train_grpo.main(["--task", "detection", "--max-steps", "3", "--out", str(tmp_path / "run")])
     banner = capsys.readouterr().out
     assert "sft_model" in banner  # the start-up banner names the embedded start
-    built = list((tmp_path / "cache").glob("tiny-qwen2.5-vl-*-sft-*"))
+    built = [
+        p for p in (tmp_path / "cache").glob("tiny-qwen2.5-vl-*-sft-*") if not p.name.endswith("-warm-up")
+    ]
     assert len(built) == 1 and (built[0] / "warm-up-log.jsonl").exists()
+    # the warm-up's curves stay where its last line said they are
+    assert (built[0].with_name(built[0].name + "-warm-up") / "plots" / "training.png").exists()
     steps = [r for r in map(json.loads, open(tmp_path / "run" / "log.jsonl")) if "reward_mean" in r]
     assert [r["step"] for r in steps] == [1, 2, 3]
     assert steps[0]["reward_std"] > 0 and steps[0]["grad_norm"] > 0, steps[0]
@@ -46,3 +50,15 @@ def test_bad_data_is_reported_before_the_default_start_is_built(tmp_path, monkey
     with pytest.raises(SystemExit) as stop:
         train_grpo.main(["--data", str(bad), "--out", str(tmp_path / "run")])
     assert f"{bad}:1" in str(stop.value) and not (tmp_path / "run").exists()
+
+
+def test_a_first_run_says_what_it_builds(tmp_path, monkeypatch, capsys):
+    from embedded import synth
+
+    monkeypatch.setattr(
+        synth, "make_dataset", lambda out, n, seed: (out.mkdir(), (out / "test.jsonl").write_text(""))
+    )
+    assert defaults.data_dir(tmp_path) == tmp_path / f"synth-v{defaults.DATA_VERSION}"
+    assert "defaults: building the embedded synthetic data set" in capsys.readouterr().out
+    defaults.data_dir(tmp_path)
+    assert capsys.readouterr().out == ""  # built once: nothing said the second time

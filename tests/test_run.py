@@ -141,3 +141,96 @@ def test_the_offline_hint_names_the_cli_the_venv_ships(monkeypatch):
     with pytest.raises(SystemExit, match=r"\(hf download Qwen/Not-A-Cached-Model\)") as e:
         run.check_model("Qwen/Not-A-Cached-Model")
     assert "huggingface-cli" not in str(e.value)
+
+
+# ----------------------------------------------------------------------------- issue 20: caught early, said once
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        (["--task", "nonsense"], "--task: no task named nonsense"),
+        (["--task", "vqa,segmentation"], "--task: no task named segmentation"),
+        (["--stages", "detection200"], "--stages: expected task:steps"),
+        (["--stages", "detection:200,nonsense:5"], "--stages: no task named nonsense"),
+    ],
+)
+def test_a_task_that_is_no_task_is_one_line_before_anything_is_built(tmp_path, flags, words):
+    """On an empty cache: nothing built (not the data, not the 300-step SFT start), --out left untouched."""
+    cache = tmp_path / "cache"
+    proc = _cli("train_grpo.py", "--out", str(tmp_path / "run"), *flags, env={"GEOVLM_CACHE": str(cache)})
+    lines = _lines(proc)
+    assert proc.returncode == 2 and len(lines) == 1 and words in lines[0], lines
+    assert not cache.exists() and not (tmp_path / "run").exists()
+
+
+def test_a_task_the_data_lacks_is_one_line_before_the_model_and_the_rerun_works(
+    tiny_dir, synth_dir, tmp_path, monkeypatch
+):
+    rows = [
+        r for r in (synth_dir / "train.jsonl").read_text().splitlines() if '"task": "classification"' in r
+    ]
+    data = tmp_path / "train.jsonl"
+    data.write_text("\n".join(rows) + "\n")
+    (tmp_path / "images").symlink_to(synth_dir / "images")  # the records' images are relative to the file
+    out = tmp_path / "run"
+    monkeypatch.setattr(
+        train_grpo.M, "load", lambda *a, **k: pytest.fail("loaded a model for a data mistake")
+    )
+    args = ["--model", str(tiny_dir), "--data", str(data), "--out", str(out)]
+    with pytest.raises(
+        SystemExit, match=r"no training records for task\(s\) \['vqa'\]; the data has \['classification'\]"
+    ):
+        train_grpo.main([*args, "--task", "vqa"])
+    assert not holds_run_files(out)
+
+
+def holds_run_files(out: Path) -> list[str]:
+    return sorted(p.name for p in out.iterdir()) if out.exists() else []
+
+
+def test_a_start_that_failed_after_args_json_does_not_block_the_rerun(tmp_path):
+    from geovlm.run import holds_run
+
+    out = tmp_path / "run"
+    (out / "plots").mkdir(parents=True)
+    (out / "args.json").write_text("{}")
+    (out / "log.jsonl").write_text("")
+    assert not holds_run(out)  # nothing a rerun would lose
+    (out / "log.jsonl").write_text(json.dumps({"step": 0, "eval": {}}) + "\n")
+    assert holds_run(out)
+
+
+def test_out_that_is_a_file_is_one_line(tmp_path):
+    taken = tmp_path / "taken"
+    taken.write_text("notes")
+    proc = _cli("train_sft.py", "--out", str(taken), "--model", "/nonexistent")
+    lines = _lines(proc)
+    assert proc.returncode == 1 and lines == [
+        f"--out {taken}: a file, not a folder; pick a folder (it is made when missing)"
+    ]
+    assert taken.read_text() == "notes"
+
+
+def test_resume_auto_says_what_it_did(tiny_dir, synth_dir, tmp_path, capsys):
+    common = ["--model", str(tiny_dir), "--data", str(synth_dir / "train.jsonl"), "--eval-records", "0"]
+    common += ["--out", str(tmp_path / "run"), "--max-steps", "1", "--batch-size", "1", "--save-every", "0"]
+    train_sft.main([*common, "--resume", "auto"])
+    assert "--resume auto: no checkpoint in" in capsys.readouterr().out
+    assert train_sft.main([*common, "--resume", "auto"]) == {"loss": [], "eval_loss": []}
+    assert "finished at step 1 already" in capsys.readouterr().out
+
+
+def test_grpo_evaluates_the_trained_tasks_and_prints_the_headline(tiny_dir, synth_dir, tmp_path, capsys):
+    args = [
+        "--model",
+        str(tiny_dir),
+        "--data",
+        str(synth_dir / "train.jsonl"),
+        "--out",
+        str(tmp_path / "run"),
+    ]
+    args += ["--task", "vqa", "--eval-data", str(synth_dir / "test.jsonl"), "--eval-records", "4"]
+    args += ["--max-steps", "1", "--group-size", "2", "--prompts-per-step", "1", "--max-new-tokens", "8"]
+    result = train_grpo.main([*args, "--save-every", "0", "--beta", "0", "--log-rollouts-every", "0"])
+    assert [sorted(h["eval"]) for h in result["eval"]] == [["vqa"], ["vqa"]]
+    assert result["eval"][0]["eval"]["vqa"]["n"] == 4
+    assert "held-out at step 0: vqa accuracy " in capsys.readouterr().out
