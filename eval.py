@@ -86,7 +86,8 @@ def generate(
     model.sample at temperature 0 with the processor's end and vision tokens, prompts batched by `batch_size`;
     `net` may be an FSDP root (its parameters are gathered once for all batches)."""
     net.eval()
-    eos, banned = model_lib.eos_token_ids(net, processor), model_lib.banned_token_ids(net, processor)
+    hf = fsdp.unwrap(net)  # token ids come from the HF model's config and head
+    eos, banned = model_lib.eos_token_ids(hf, processor), model_lib.banned_token_ids(hf, processor)
     completions: list[str] = []
     frames: list[Frame] = []
     with torch.no_grad(), fsdp.gathered(net), fsdp.autocast(torch.device(device), net):

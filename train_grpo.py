@@ -300,7 +300,7 @@ def sample_group(tr: Trainer, inputs: dict, records: list) -> M.Rollout:
         top_k=a.top_k,
         static_cache=a.compile_decode,
         generator=tr.generators["sample"],
-        eos_ids=M.eos_token_ids(net, processor),
+        eos_ids=M.eos_token_ids(fsdp.unwrap(net), processor),
         banned=tr.banned,
         pad_id=processor.tokenizer.pad_token_id,
     )
@@ -761,7 +761,7 @@ def setup(args: Config, run: Run) -> Trainer:
         streams,
         [tasks for tasks, steps in stages for _ in range(steps)],
         generators,
-        M.banned_token_ids(run.net, run.processor),
+        M.banned_token_ids(fsdp.unwrap(run.net), run.processor),
     )
     if run.resume is not None:
         state = run.restore(optimizer, generators)

@@ -41,14 +41,6 @@ class FSDPRoot(torch.nn.Module):
     def forward(self, fn, *args, **kwargs):
         return fn(self.module, *args, **kwargs)
 
-    @property
-    def config(self):  # read by model.py (token ids, vocabulary) as on the HF model
-        return self.module.config
-
-    @property
-    def generation_config(self):
-        return self.module.generation_config
-
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The HF model inside an FSDPRoot (config, generation_config, save_pretrained), or the model itself."""

@@ -57,9 +57,15 @@ def holds_run(out: Path) -> bool:
 
     def has(name: str) -> bool:
         path = out / name
-        return path.is_dir() and any(path.iterdir()) if path.is_dir() else path.is_file() and path.stat().st_size > 0
+        return (
+            path.is_dir() and any(path.iterdir())
+            if path.is_dir()
+            else path.is_file() and path.stat().st_size > 0
+        )
 
-    return out.is_dir() and any(has(name) for name in ("log.jsonl", "rollouts.jsonl", "checkpoints", "final", "eval"))
+    return out.is_dir() and any(
+        has(name) for name in ("log.jsonl", "rollouts.jsonl", "checkpoints", "final", "eval")
+    )
 
 
 def check_model(path_or_id: str) -> None:
@@ -303,7 +309,9 @@ def start_run(
     trained = plan(records) if plan is not None else tasks  # e.g. --task vqa on data without vqa: one line
     eval_data = eval_data(data_path) if callable(eval_data) else eval_data  # SFT: test.jsonl beside the data
     held_out = (
-        load_data(eval_data, "--eval-data", args.skip_bad, trained, imagery_flags(args))[: eval_records or None]
+        load_data(eval_data, "--eval-data", args.skip_bad, trained, imagery_flags(args))[
+            : eval_records or None
+        ]
         if eval_data
         else []
     )

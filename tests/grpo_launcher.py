@@ -34,7 +34,7 @@ def fixed_sampler(path: str):
 
     def sample_group(tr: train_grpo.Trainer, inputs: dict, records: list) -> M.Rollout:
         G, T, tok = tr.args.group_size, tr.args.max_new_tokens, tr.run.processor.tokenizer
-        eos = M.eos_token_ids(tr.policy, tr.run.processor)[0]
+        eos = M.eos_token_ids(fsdp.unwrap(tr.policy), tr.run.processor)[0]
         rows = []
         for rec in records:
             texts = table[str(rec.id)]

@@ -286,7 +286,7 @@ plain = M.load(tiny, device="cpu", dtype=torch.float32).model
 net = fsdp.wrap_fsdp(loaded.model)
 recs = data.load_records(synth + "/test.jsonl")[:2]
 x = data.collate_prompts(recs, loaded.processor, loaded.frame_kind).inputs
-banned = M.banned_token_ids(net, loaded.processor)
+banned = M.banned_token_ids(fsdp.unwrap(net), loaded.processor)
 
 # 1. a rollout gathers the parameters once, however long it runs; rank 0 stops after 2 tokens, rank 1 after 9
 import torch.distributed.fsdp._fully_shard._fsdp_param_group as pg
