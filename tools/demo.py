@@ -31,7 +31,7 @@ import model as M  # noqa: E402
 import train_grpo  # noqa: E402
 import train_sft  # noqa: E402
 from embedded import defaults  # noqa: E402
-from geovlm import viewer  # noqa: E402
+from geovlm import bootstrap, viewer  # noqa: E402
 from geovlm.flags import ArgumentParser, count, non_negative, positive, positive_int  # noqa: E402
 from geovlm.run import load_data  # noqa: E402
 from geovlm.tasks import TASKS  # noqa: E402
@@ -54,13 +54,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def headline(metrics: dict) -> dict[str, tuple[str, float, float, int]]:
-    """task -> (its headline metric's name, value, well-formed rate, n)."""
-    out = {}
-    for task, m in metrics.items():
-        name = TASKS[task].metric if TASKS[task].metric in m else "reward"
-        out[task] = (name, float(m.get(name, 0.0)), float(m.get("well_formed", 0.0)), int(m["n"]))
-    return out
+def change_table(before_dir: Path, after_dir: Path, trained: list[str]) -> str:
+    """Per task: n, the headline metric before and after with their 95% bootstrap intervals, and the paired
+    interval of the change (the same records resampled for both): a change whose interval holds 0 is noise."""
+    before = bootstrap.read_predictions(before_dir / "predictions.jsonl")
+    after = bootstrap.read_predictions(after_dir / "predictions.jsonl")
+    lines = [
+        "| task | n | metric | SFT [95% CI] | SFT+GRPO [95% CI] | change [paired 95% CI] | well-formed |",
+        "|---|---:|---|---|---|---|---|",
+    ]
+    for task, rows in before.items():
+        metric = TASKS[task].metric
+        b, a = bootstrap.task_stats(rows), bootstrap.task_stats(after.get(task, []))
+        if metric not in b or metric not in a:
+            continue
+        delta = bootstrap.paired_delta(b[metric], a[metric])
+        interval = f"[{delta[0]:+.3f}, {delta[1]:+.3f}]" if delta else "–"
+        mark = " (GRPO's task)" if task in trained else ""
+        lines.append(
+            f"| {task}{mark} | {len(rows)} | {metric} | {b[metric].value:.3f} [{b[metric].low:.3f}, "
+            f"{b[metric].high:.3f}] | {a[metric].value:.3f} [{a[metric].low:.3f}, {a[metric].high:.3f}] | "
+            f"{a[metric].value - b[metric].value:+.3f} {interval} | "
+            f"{b['well_formed'].value:.2f} -> {a['well_formed'].value:.2f} |"
+        )
+    lines.append(
+        "A change whose paired interval contains 0 is not distinguishable from noise on these records."
+    )
+    return "\n" + "\n".join(lines)
 
 
 def evaluate_checkpoint(model_dir: Path, records: list, out_dir: Path) -> dict:
@@ -103,7 +123,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     # ---- eval of the SFT checkpoint
     print("\n== eval after SFT ==")
-    before = headline(evaluate_checkpoint(out / "sft" / "final", held_out, out / "eval-sft"))
+    evaluate_checkpoint(out / "sft" / "final", held_out, out / "eval-sft")
     preds = [json.loads(line) for line in open(out / "eval-sft" / "predictions.jsonl")]
     print("a few answers (SFT, greedy):")
     for row in preds[:: max(1, len(preds) // 6)][:6]:
@@ -150,13 +170,8 @@ def main(argv: list[str] | None = None) -> Path:
 
     # ---- eval of the GRPO checkpoint, and the table
     print("\n== eval after GRPO ==")
-    after = headline(evaluate_checkpoint(out / "grpo" / "final", held_out, out / "eval-grpo"))
-    print("\n| task | n | metric | SFT | SFT+GRPO | well-formed SFT -> GRPO |\n|---|---:|---|---:|---:|---|")
-    for task in before:
-        name, b, bf, n = before[task]
-        _, a, af, _ = after.get(task, (name, float("nan"), float("nan"), n))
-        mark = "  <- GRPO task" if task in args.grpo_task.split(",") else ""
-        print(f"| {task} | {n} | {name} | {b:.3f} | {a:.3f} | {bf:.2f} -> {af:.2f} |{mark}")
+    evaluate_checkpoint(out / "grpo" / "final", held_out, out / "eval-grpo")
+    print(change_table(out / "eval-sft", out / "eval-grpo", args.grpo_task.split(",")))
     page = viewer.write_viewer(out / "eval-grpo" / "predictions.jsonl")
     print(f"\ndemo finished in {(time.perf_counter() - t_start) / 60:.1f} min; outputs in {out}/")
     print(
