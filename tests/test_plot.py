@@ -13,6 +13,8 @@ from PIL import Image
 
 from geovlm import plot
 
+ROOT = Path(__file__).resolve().parents[1]
+
 # rows as train_grpo.py writes them (step rows, then {"step", "eval"} rows), trimmed from a real run
 GRPO_ROW = {
     "step": 1,
@@ -277,3 +279,25 @@ def test_log_to_tensorboard_converts_once(tmp_path):
     got = scalars_of(read_events(out))
     assert got["training/eval_loss"] == [(0, pytest.approx(6.99)), (5, 1.5)]
     assert [s for s, _ in got["training/loss"]] == [1, 2, 3, 4, 5]
+
+
+def test_the_proof_figure_draws_a_proof_json(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("proof_figure", ROOT / "scripts" / "proof_figure.py")
+    figure = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(figure)
+    curve = [[0, {"acc@0.5": 0.4}], [50, {"acc@0.5": 0.6}]]
+    proof = {
+        "task": "grounding",
+        "metric": "acc@0.5",
+        "blind": {"acc@0.5": 0.03},
+        "seeds": {
+            "0": {"grpo": {"curve": curve}, "control": {"curve": curve}, "mismatched": {"acc@0.5": 0.01}}
+        },
+    }
+    (tmp_path / "proof.json").write_text(json.dumps(proof))
+    assert figure.main([str(tmp_path / "proof.json"), "--out", str(tmp_path / "f.png")]) == 0
+    assert (tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(SystemExit, match="not a readable proof.json"):
+        figure.main([str(tmp_path / "missing.json")])
