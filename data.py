@@ -60,7 +60,8 @@ def load_image(path: str, where: str = "", **options):
 
 
 def image_options(meta: dict, paths: list[str], where: str) -> dict:
-    """The record's GeoTIFF options (meta.bands / stretch / nodata, see imagery.py), checked against its images."""
+    """The record's GeoTIFF options (meta.bands / stretch / nodata, see imagery.py), checked against its
+    images."""
     try:
         options = imagery.options_from_meta(meta)
         for p in paths if options.get("bands") else []:
@@ -72,8 +73,9 @@ def image_options(meta: dict, paths: list[str], where: str) -> dict:
 
 
 def parse_record(obj, base_dir: str, where: str, meta_defaults: dict | None = None) -> Record:
-    """Validate one decoded JSON object into a Record (image paths resolved against `base_dir`); `meta_defaults`
-    (e.g. the --bands/--stretch/--nodata flags) fill meta keys the record does not set, and are checked with it."""
+    """Validate one decoded JSON object into a Record (image paths resolved against `base_dir`);
+    `meta_defaults` (e.g. the --bands/--stretch/--nodata flags) fill meta keys the record does not set, and
+    are checked with it."""
     if not isinstance(obj, dict):
         raise RecordError(f"{where}: a record must be a JSON object, got {type(obj).__name__}")
     for key in ("id", "task", "images", "question", "answer"):
@@ -220,7 +222,10 @@ def question_text(record: Record, frame: Frame) -> str:
 
 def target_text(record: Record, frame: Frame) -> str:
     """The SFT target: <think>{reasoning}</think><answer>{answer}</answer>."""
-    return f"<think>{record.reasoning or ''}</think><answer>{format_answer(record.task, record.answer, frame)}</answer>"
+    return (
+        f"<think>{record.reasoning or ''}</think>"
+        f"<answer>{format_answer(record.task, record.answer, frame)}</answer>"
+    )
 
 
 def to_messages(record: Record, frames: list[Frame], with_answer: bool = False) -> list[dict]:

@@ -12,13 +12,14 @@ the same path (`evaluate_model`). Completions are parsed with the task registry'
 boxes back to original pixels through each record's frame), then scored the way the papers score:
 
     classification, temporal_classification   accuracy after normalisation
-    vqa                                        accuracy overall and per meta.type ("acc_<type>"), and the mean of the
-                                               types without count and area ("type_average"); "type_pooled":
-                                               accuracy over those questions together (GeoVLM-R1's "avg")
-    multilabel                                 micro / macro F1 (macro over the true label vocabulary), sample F1
-                                               and sample recall (EarthDial's BigEarthNet score)
-    counting                                   exact accuracy; MAE over the parsed answers, each error capped at
-                                               COUNT_ERROR_CAP; the unparsed rate
+    vqa                                        accuracy overall and per meta.type ("acc_<type>"), and the mean
+                                               of the types without count and area ("type_average");
+                                               "type_pooled": accuracy over those questions together
+                                               (GeoVLM-R1's "avg")
+    multilabel                                 micro / macro F1 (macro over the true label vocabulary), sample
+                                               F1 and sample recall (EarthDial's BigEarthNet score)
+    counting                                   exact accuracy; MAE over the parsed answers, each error capped
+                                               at COUNT_ERROR_CAP; the unparsed rate
     grounding                                  acc@0.5, acc@0.25, acc@0.7, mean IoU, cumulative IoU (ΣI / ΣU)
     detection, change_detection (boxes)        precision / recall / F1 at IoU 0.5 and 0.25 with one-to-one
                                                matching; VOC AP@0.5 (all-point; boxes ranked by answer order);
@@ -27,23 +28,27 @@ boxes back to original pixels through each record's frame), then scored the way 
                                                box (EarthDial's; GeoVLM-R1's "mAP" and referring columns)
     captions (all four caption tasks)          ROUGE-1 and ROUGE-L F1 (rouge-score, stemmed), averaged over
                                                references; METEOR (NLTK) when WordNet is there; coco-caption
-                                               BLEU-1/4, METEOR 1.5, ROUGE-L, CIDEr-D when pycocoevalcap + Java are
-    every task                                 well_formed (the completion is exactly <think>…</think><answer>…
-                                               </answer>), answer_parsed (its answer reads as the task's type),
-                                               mean reward, accuracy_reward (the task's reward without format)
+                                               BLEU-1/4, METEOR 1.5, ROUGE-L, CIDEr-D when pycocoevalcap +
+                                               Java are
+    every task                                 well_formed (the completion is exactly
+                                               <think>…</think><answer>…</answer>), answer_parsed (its answer
+                                               reads as the task's type), mean reward, accuracy_reward (the
+                                               task's reward without format)
 
 Per data set (meta.dataset) and, for grounding and detection, per split as GeoChat-bench and VRSBench report
-referring: small / medium / large objects (meta.size_group, else the true box's area in COCO's ranges) and single /
-multiple objects of the referred class (meta.single, meta.unique or meta.class_count; detection: the true boxes).
+referring: small / medium / large objects (meta.size_group, else the true box's area in COCO's ranges) and
+single / multiple objects of the referred class (meta.single, meta.unique or meta.class_count; detection: the
+true boxes).
 
 Values are fractions in [0, 1] (published tables print percentages), except mae and cider.
 
 --suite geovlm-r1 evaluates every benchmark of GeoVLM-R1's table found under --root (geovlm/suite.py; --list
 shows the layouts and published numbers) and writes suite.md / suite.json: our numbers beside the paper's.
 
-Outputs in --out: metrics.json ("tasks"; "datasets": per meta.dataset; "splits": per data set or "all"), table.md
-(the markdown table printed at the end) and predictions.jsonl (one line a record: id, task, images, completion, parsed answer,
-reward scores, answer, meta, frame; that file can be fed back with --predictions, or opened in viewer.py).
+Outputs in --out: metrics.json ("tasks"; "datasets": per meta.dataset; "splits": per data set or "all"),
+table.md (the markdown table printed at the end) and predictions.jsonl (one line a record: id, task, images,
+completion, parsed answer, reward scores, answer, meta, frame; that file can be fed back with --predictions,
+or opened in viewer.py).
 """
 
 from __future__ import annotations
@@ -124,9 +129,9 @@ def evaluate_model(
     quiet: bool = True,
     progress: bool = False,
 ) -> dict | None:
-    """Generate greedily for `records` and score them (`score_samples`): the path of this CLI, of the trainers'
-    --eval-data and of the demo. Under torch.distributed every rank generates its share (records rank::world)
-    and rank 0 scores them all; it returns the metrics dict there and None on the other ranks."""
+    """Generate greedily for `records` and score them (`score_samples`): the path of this CLI, of the
+    trainers' --eval-data and of the demo. Under torch.distributed every rank generates its share (records
+    rank::world) and rank 0 scores them all; it returns the metrics dict there and None on the other ranks."""
     rank, world = rank_world()
     mine = list(range(rank, len(records), world))
     completions, frames = generate(
@@ -184,9 +189,9 @@ def load_predictions(
     """Samples from a predictions JSONL (this script's own, or another system's).
 
     Each line needs "completion" (or "prediction") and either "task" + "answer" or an "id" found in `records`
-    (from --data). Boxes are read in the line's "frame" ({"kind", "image_size", "model_size"}) when it has one,
-    else in `box_frame` units of the record's image ("original": pixels of the original image). A bad line is a
-    ValueError naming path:line.
+    (from --data). Boxes are read in the line's "frame" ({"kind", "image_size", "model_size"}) when it has
+    one, else in `box_frame` units of the record's image ("original": pixels of the original image). A bad
+    line is a ValueError naming path:line.
     """
     by_id = {str(r.id): r for r in records or []}
     samples = []
@@ -228,8 +233,9 @@ def load_predictions(
         raise ValueError(f"{path}: no predictions")
     if unsized:
         print(
-            f"{unsized[0]}: {len(unsized)} prediction(s) write GeoChat boxes {{<x1><y1><x2><y2>}} (0-100 of the "
-            "image) with no image size known, so they are read as pixels; pass --data (the records) or give "
+            f"{unsized[0]}: {len(unsized)} prediction(s) write GeoChat boxes {{<x1><y1><x2><y2>}} (0-100 of "
+            "the image) with no image size known, so they are read as pixels; pass --data (the records) or "
+            "give "
             'each line a "frame"',
             file=sys.stderr,
         )
@@ -352,12 +358,12 @@ RENAMED = {"format": "well_formed", "parsed": "answer_parsed"}
 
 
 def compare(paths: Sequence[str], every_metric: bool = False, tasks: Sequence[str] | None = None) -> str:
-    """Runs side by side: one row per (task, number), one column per run (a folder holding metrics.json, or the
-    file), and the change from the first. By default each task's headline metric, then the rewards its table
-    named (the rewards of predictions.jsonl's "scores"; the format reward as well_formed); every metric with
-    `every_metric`. Each value carries its 95% bootstrap interval over the run's records when predictions.jsonl
-    lies beside metrics.json, and Δ's interval is paired when both runs scored the same records. `tasks`: only
-    these."""
+    """Runs side by side: one row per (task, number), one column per run (a folder holding metrics.json, or
+    the file), and the change from the first. By default each task's headline metric, then the rewards its
+    table named (the rewards of predictions.jsonl's "scores"; the format reward as well_formed); every metric
+    with `every_metric`. Each value carries its 95% bootstrap interval over the run's records when
+    predictions.jsonl lies beside metrics.json, and Δ's interval is paired when both runs scored the same
+    records. `tasks`: only these."""
     runs, preds = [], []
     for p in paths:
         f = Path(p) / "metrics.json" if Path(p).is_dir() else Path(p)
@@ -377,7 +383,8 @@ def compare(paths: Sequence[str], every_metric: bool = False, tasks: Sequence[st
         "|---|---|---:|" + "---:|" * (len(paths) + 1),
     ]
     for task in sorted({t for r in runs for t in r if not tasks or t in tasks}):
-        # the rewards any run's table named, each computed for every run (an ablation's reward for the baseline too)
+        # the rewards any run's table named, each computed for every run (an ablation's reward for the
+        # baseline too)
         named = sorted({k for p in preds for row in p.get(task, []) for k in row.get("scores") or {}})
         named = [bootstrap.FORMAT if k == "format" else k for k in named if k not in bootstrap.NOT_REWARDS]
         stats = [bootstrap.task_stats(p.get(task, []), named) for p in preds]
@@ -406,8 +413,8 @@ def compare(paths: Sequence[str], every_metric: bool = False, tasks: Sequence[st
     lines += [
         "",
         f"[low, high]: {int(bootstrap.LEVEL * 100)}% bootstrap interval over the run's records "
-        f"({bootstrap.RESAMPLES} resamples of predictions.jsonl); Δ's is paired when both runs scored the same "
-        "records." + ("" if every_metric else " Every metric: --all-metrics."),
+        f"({bootstrap.RESAMPLES} resamples of predictions.jsonl); Δ's is paired when both runs scored the "
+        "same records." + ("" if every_metric else " Every metric: --all-metrics."),
     ]
     return "\n".join(lines)
 
@@ -447,7 +454,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         score_samples(samples[: args.limit or None], args.out, caption_extras=extras)
         if any(s.images for s in samples):
             print(
-                f"open {viewer.write_viewer(Path(args.out) / 'predictions.jsonl', link_images=True)} in a browser"
+                f"open {viewer.write_viewer(Path(args.out) / 'predictions.jsonl', link_images=True)} "
+                "in a browser"
             )
         return 0
 

@@ -1,4 +1,5 @@
-"""The GRPO objective as small pure tensor functions, and `grpo_loss`, which combines them as the trainer does.
+"""The GRPO objective as small pure tensor functions, and `grpo_loss`, which combines them as the trainer
+does.
 
 Group Relative Policy Optimisation (DeepSeekMath, 2024) needs no value network: for each prompt q sample G
 completions o_1..o_G from the policy that is being trained, score each, and use its reward relative to the
@@ -50,7 +51,8 @@ import torch
 ADV_SCALES = ("group", "batch", "none")
 LOSS_AGGS = ("token-mean", "seq-mean-token-mean", "dr-grpo")
 RATIO_LEVELS = ("token", "sequence")
-# (eps_low, eps_high) per ratio level: DAPO's clip-higher for tokens; GSPO's paper (section 5.1, TRL's docs) for sequences
+# (eps_low, eps_high) per ratio level: DAPO's clip-higher for tokens; GSPO's paper (section 5.1, TRL's docs)
+# for sequences
 CLIP_DEFAULTS = {"token": (0.2, 0.28), "sequence": (3e-4, 4e-4)}
 
 

@@ -1,6 +1,7 @@
 """Model: loading and saving, token log-probs, and the KV-cached group sampler.
 
-    loaded = load("Qwen/Qwen2.5-VL-3B-Instruct")    # or a local directory (defaults.base_model(): the tiny one)
+    loaded = load("Qwen/Qwen2.5-VL-3B-Instruct")    # or a local directory
+                                                    # (defaults.base_model(): the tiny one)
     save(loaded.model, loaded.processor, "ckpt/x")   # HF safetensors dir, written atomically
     rollout = sample(loaded.model, inputs, group_size=8, max_new_tokens=256)   # G completions per prompt
     logp = token_logprobs(loaded.model, inputs, rollout.completion_ids, rollout.completion_mask, group_size=8)
@@ -60,7 +61,8 @@ def pick_device() -> torch.device:
 
 
 def attention_backend(device: torch.device) -> str:
-    """flash_attention_2 when flash_attn imports on CUDA, else PyTorch SDPA (which has its own flash kernel)."""
+    """flash_attention_2 when flash_attn imports on CUDA, else PyTorch SDPA (which has its own flash
+    kernel)."""
     if device.type == "cuda":
         try:
             import flash_attn  # noqa: F401

@@ -2,7 +2,8 @@
 
 A completion is what the policy wrote, e.g.
 
-    "<think>Two storage tanks sit left of the road.</think><answer>[12, 40, 60, 88], [70, 40, 118, 90]</answer>"
+    "<think>Two storage tanks sit left of the road.</think>"
+    "<answer>[12, 40, 60, 88], [70, 40, 118, 90]</answer>"
 
 and its reward is
 
@@ -198,7 +199,8 @@ def grounded_caption_text(completion: str, answer: Any, frame: Frame | None = No
 
 def grounded_caption_boxes(completion: str, answer: Any, frame: Frame | None = None) -> float:
     """Grounded caption, box part: the detection score of the boxes written in the caption. With no box to
-    find, a caption that writes none is right (detection's empty image: the caption is the explicit answer)."""
+    find, a caption that writes none is right (detection's empty image: the caption is the explicit
+    answer)."""
     text, gt = P.extract_answer(completion), answer.get("boxes") or []
     if not P.answer_boxes(gt):
         return float(bool(text.strip()) and not P.iter_boxes(text))
@@ -225,7 +227,8 @@ def _same_tasks(table: dict, name: str) -> None:
 
 
 def check_accuracy() -> None:
-    """ACCURACY names, for exactly the registry's tasks, rewards of this file (checked when it is imported)."""
+    """ACCURACY names, for exactly the registry's tasks, rewards of this file (checked when it is
+    imported)."""
     _same_tasks(ACCURACY, "ACCURACY")
     for names in ACCURACY.values():
         for name in names:
@@ -329,8 +332,8 @@ def score_group(
     record: Any = None,
     completion_tokens: Sequence[int] | None = None,
 ) -> list[dict[str, float]]:
-    """`score` of each of one prompt's G completions (the trainer's call). Rewards that ask for `group` get the
-    G texts; caption_hslr's sentence embeddings are computed for the whole group in one batch first."""
+    """`score` of each of one prompt's G completions (the trainer's call). Rewards that ask for `group` get
+    the G texts; caption_hslr's sentence embeddings are computed for the whole group in one batch first."""
     if any(resolve(entry) is caption_hslr for entry, _ in TASK_REWARDS.get(task, ())):
         P.prime_embeddings(completions, answer)
     tokens = list(completion_tokens) if completion_tokens is not None else [None] * len(completions)

@@ -15,19 +15,21 @@ Launch:
 
     python train_grpo.py                                  # embedded defaults: tiny model + synthetic set
     python train_grpo.py --model runs/sft/final --data data/train.jsonl --task classification --lr 1e-4
-    python train_grpo.py --model runs/sft/final --data data/train.jsonl --stages classification:200,detection:400
+    python train_grpo.py --model runs/sft/final --data data/train.jsonl \\
+        --stages classification:200,detection:400
     python train_grpo.py --model Qwen/Qwen2.5-VL-3B-Instruct --data data/train.jsonl --task all --beta 0.04
     python train_grpo.py --shuffle-rewards ...            # control: same rewards, no credit assignment
     torchrun --nproc_per_node=8 train_grpo.py --task detection   # FSDP2 over 8 GPUs (--help: several nodes)
     python train_grpo.py ... --save-every 50 --resume auto      # continue from the newest checkpoint
-    python train_grpo.py --lora-rank 8 --task vqa         # LoRA: adapters only; the KL reference = adapters off
+    python train_grpo.py --lora-rank 8 --task vqa         # LoRA: adapters only;
+                                                          # the KL reference = adapters off
     python train_grpo.py --ratio-level sequence --num-iterations 2 ...   # GSPO's sequence-level ratio
 
 Outputs in --out: log.jsonl (one row a step: rewards per component, accuracy and format per task, KL, clip
 fraction, entropy, lengths, grad norm, seconds; and {"step", "eval"} rows with --eval-data), rollouts.jsonl
-(every completion of every --log-rollouts-every-th step, with its rewards and advantage), checkpoints/step-NNNNNN
-(--save-every) and final/ (HF directories that model.load and eval.py read, each with a resume/ folder:
-sharded optimizer state, step, RNG states and data position, see geovlm/checkpoints.py).
+(every completion of every --log-rollouts-every-th step, with its rewards and advantage),
+checkpoints/step-NNNNNN (--save-every) and final/ (HF directories that model.load and eval.py read, each with
+a resume/ folder: sharded optimizer state, step, RNG states and data position, see geovlm/checkpoints.py).
 """
 
 from __future__ import annotations
@@ -76,8 +78,8 @@ from model import to_device
 @dataclass
 class Config(RunFlags, OptimiserFlags, LoRAFlags, ImageryFlags):
     """Every flag of train_grpo.py: a field each, its comment the --help text (geovlm/flags.py). The shared
-    groups (run, optimiser, LoRA, imagery) are declared once in geovlm/flags.py; what a None means is filled in
-    by `implied`, in words."""
+    groups (run, optimiser, LoRA, imagery) are declared once in geovlm/flags.py; what a None means is filled
+    in by `implied`, in words."""
 
     # ---- what to train
     model: str | None = None  # hub id or local checkpoint directory; None: the embedded tiny model after its
@@ -164,7 +166,8 @@ def implied(args: Config) -> list[str]:
         args.clip_eps_low = low if args.clip_eps_low is None else args.clip_eps_low
         args.clip_eps_high = high if args.clip_eps_high is None else args.clip_eps_high
         notes.append(
-            f"--clip-eps-low {args.clip_eps_low:g} --clip-eps-high {args.clip_eps_high:g} ({args.ratio_level} level)"
+            f"--clip-eps-low {args.clip_eps_low:g} --clip-eps-high {args.clip_eps_high:g} "
+            f"({args.ratio_level} level)"
         )
     return notes
 
@@ -179,15 +182,16 @@ def parse_args(argv: list[str] | None = None) -> Config:
     )
     try:
         args.implied = implied(args)
-        rewards.check_table()  # an edit of rewards.TASK_REWARDS with a typo fails here, not after the models load
+        # an edit of rewards.TASK_REWARDS with a typo fails here, not after the models load
+        rewards.check_table()
     except ValueError as e:
         parser.error(str(e))
     return args
 
 
 def named_stages(args: Config) -> list[tuple[list[str], int]]:
-    """[(tasks, steps)] from --stages 'a:200,b+c:400', or one stage of --task for --max-steps; ValueError for a
-    malformed --stages or a task name that is no task (found from the flags alone, before any data)."""
+    """[(tasks, steps)] from --stages 'a:200,b+c:400', or one stage of --task for --max-steps; ValueError for
+    a malformed --stages or a task name that is no task (found from the flags alone, before any data)."""
     if args.stages:
         stages = []
         for part in args.stages.split(","):
@@ -324,7 +328,8 @@ def rollout(tr: Trainer, records: list) -> Rollouts:
 
 
 def score_completions(ro: Rollouts, group_size: int) -> tuple[list[dict[str, float]], torch.Tensor]:
-    """rewards.score_group of each prompt's G completions against its record's answer, in that prompt's frame."""
+    """rewards.score_group of each prompt's G completions against its record's answer, in that prompt's
+    frame."""
     lengths = ro.completion_mask.sum(dim=1).tolist()
     scores = []
     for b, rec in enumerate(ro.records):
@@ -415,8 +420,8 @@ def collect_rollouts(tr: Trainer, tasks: list[str], step: int) -> tuple[Rollouts
 
 
 def advantages_of(tr: Trainer, ro: Rollouts) -> torch.Tensor:
-    """[N] advantages of the step's completions (grpo.group_advantages); --adv-scale batch divides by the std of
-    the global batch (all ranks), as one process would; --shuffle-rewards permutes the rewards first."""
+    """[N] advantages of the step's completions (grpo.group_advantages); --adv-scale batch divides by the std
+    of the global batch (all ranks), as one process would; --shuffle-rewards permutes the rewards first."""
     r = ro.rewards  # [N]
     if tr.args.shuffle_rewards:  # control: the same rewards, handed to random completions of the batch
         r = r[torch.randperm(len(r), generator=tr.generators["shuffle"])]
@@ -452,7 +457,8 @@ def micro_batches(n_rows: int, size: int, G: int) -> list[MicroBatch]:
 
 def micro_batch_inputs(tr: Trainer, ro: Rollouts, mbs: list[MicroBatch]) -> list[dict]:
     """Each micro-batch's prompts, processed once on the device and reused by every log-prob pass of the step:
-    the sampler's own batch when one micro-batch spans all prompts; image features too with --freeze-vision."""
+    the sampler's own batch when one micro-batch spans all prompts; image features too with
+    --freeze-vision."""
     out = []
     for mb in mbs:
         if ro.prompt_inputs is not None and mb.prompts == slice(0, len(ro.records)):
@@ -504,8 +510,9 @@ def all_logprobs(
 def reference_logprobs(
     tr: Trainer, ro: Rollouts, mbs: list[MicroBatch], mb_inputs: list[dict]
 ) -> torch.Tensor | None:
-    """[N, T] log-probs under the KL reference (None when beta = 0): the frozen copy of the start, or with LoRA the
-    policy itself with its adapters switched off, which *is* the start (B = 0 there), without a second model."""
+    """[N, T] log-probs under the KL reference (None when beta = 0): the frozen copy of the start, or with
+    LoRA the policy itself with its adapters switched off, which *is* the start (B = 0 there), without a
+    second model."""
     if tr.args.beta == 0:
         return None
     if tr.ref is not None:
@@ -515,7 +522,8 @@ def reference_logprobs(
 
 
 def update_policy(tr: Trainer, step: int, ro: Rollouts, advantages: torch.Tensor) -> dict[str, float]:
-    """--num-iterations optimiser steps on the step's rollouts, each accumulating grpo_loss over micro-batches.
+    """--num-iterations optimiser steps on the step's rollouts, each accumulating grpo_loss over
+    micro-batches.
 
     Every micro-batch divides by the token and sequence counts of the whole global batch (all micro-batches,
     all ranks), so the summed gradients equal one big batch's (see grpo.aggregate)."""
@@ -595,8 +603,8 @@ NO_SIGNAL_STEPS = 5  # consecutive steps of zero reward spread everywhere before
 
 
 def warn_if_no_signal(tr: Trainer, row: dict) -> None:
-    """Say once, naming the likely cause, when every group has had equal rewards for NO_SIGNAL_STEPS steps in a
-    row: every advantage is then 0 and the policy gradient too, so the run is only spending time."""
+    """Say once, naming the likely cause, when every group has had equal rewards for NO_SIGNAL_STEPS steps in
+    a row: every advantage is then 0 and the policy gradient too, so the run is only spending time."""
     tr.steps_without_signal = tr.steps_without_signal + 1 if row["zero_std_frac"] >= 1.0 else 0
     if tr.steps_without_signal != NO_SIGNAL_STEPS:
         return
@@ -608,8 +616,9 @@ def warn_if_no_signal(tr: Trainer, row: dict) -> None:
         )
     else:
         cause = (
-            "every completion of a prompt earns the same reward: the task is too hard or too easy for this model, "
-            "or the sampling too narrow: raise --temperature, add --drop-zero-std-groups, or pick another task"
+            "every completion of a prompt earns the same reward: the task is too hard or too easy for this "
+            "model, or the sampling too narrow: raise --temperature, add --drop-zero-std-groups, or pick "
+            "another task"
         )
     tr.run.say(
         f"warning: {NO_SIGNAL_STEPS} steps in a row without reward spread in any group (reward "
@@ -728,8 +737,8 @@ def log_step(
 
 
 def setup(args: Config, run: Run) -> Trainer:
-    """The reference model (none with LoRA: see `reference_logprobs`), the data plan (stages, per-task streams), the optimiser and the generators; restored
-    from the checkpoint when resuming."""
+    """The reference model (none with LoRA: see `reference_logprobs`), the data plan (stages, per-task
+    streams), the optimiser and the generators; restored from the checkpoint when resuming."""
     ref = None
     if args.beta > 0 and not args.lora_rank:  # the frozen starting point that the KL term pulls back towards
         ref = M.load(run.model_path, device=run.env.device).model.eval().requires_grad_(False)
@@ -739,8 +748,9 @@ def setup(args: Config, run: Run) -> Trainer:
     for rec in run.records:
         by_task.setdefault(rec.task, []).append(rec)
     stages = parse_stages(args, available_tasks(run.records))
-    # one stream per task, the same on every rank: each step every rank draws the same global batch and keeps its
-    # own slice (rank_slice), so ranks never overlap and N ranks x B prompts see what 1 process x N*B prompts see
+    # one stream per task, the same on every rank: each step every rank draws the same global batch and keeps
+    # its own slice (rank_slice), so ranks never overlap and N ranks x B prompts see what 1 process x N*B
+    # prompts see
     streams = {task: Stream(len(recs), seed=args.seed, name=task) for task, recs in by_task.items()}
     lr = learning_rate(args, run, small=1e-4, large=1e-5)
     optimizer = torch.optim.AdamW(
@@ -769,7 +779,8 @@ def setup(args: Config, run: Run) -> Trainer:
         for task, st in state["streams"].items():
             streams[task].load_state_dict(st)
     run.say(
-        f"stages {stages}, G={args.group_size} x B={args.prompts_per_step} per process, beta {args.beta}, lr {lr}"
+        f"stages {stages}, G={args.group_size} x B={args.prompts_per_step} per process, beta {args.beta}, "
+        f"lr {lr}"
     )
     return tr
 
@@ -836,7 +847,8 @@ def main(argv: list[str] | None = None) -> dict:
         tasks, t_step = tr.tasks_at[step - 1], time.perf_counter()
         if step == run.start + 1 or tasks != tr.tasks_at[step - 2]:
             run.say(
-                f"step {step}: training on {'+'.join(tasks)} until step {step - 1 + tr.tasks_at[step - 1 :].count(tasks)}"
+                f"step {step}: training on {'+'.join(tasks)} until step "
+                f"{step - 1 + tr.tasks_at[step - 1 :].count(tasks)}"
             )
 
         # ---- rollout and rewards: B prompts x G completions, each scored (rewards.py)

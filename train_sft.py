@@ -3,13 +3,15 @@
     python train_sft.py                                   # embedded defaults: tiny model + synthetic set
     python train_sft.py --model Qwen/Qwen2.5-VL-3B-Instruct --data data/instruct.jsonl --lr 1e-5
     torchrun --nproc_per_node=8 train_sft.py --model Qwen/Qwen2.5-VL-3B-Instruct --data data/instruct.jsonl
-    python train_sft.py --model Qwen/Qwen2.5-VL-3B-Instruct --data data/instruct.jsonl --lora-rank 16 --lr 1e-4
+    python train_sft.py --model Qwen/Qwen2.5-VL-3B-Instruct --data data/instruct.jsonl --lora-rank 16 --lr
+    1e-4
 
 The loss is the mean negative log-likelihood of the assistant tokens (closing <|im_end|> included),
 summed over the global batch and divided explicitly by its token count, so gradient accumulation and
 any number of processes take the same step as one big batch:
 
-    loss = Σ_{assistant tokens t of the global batch} -log p(t | prompt, t_<) / (assistant tokens in the global batch)
+    loss = Σ_{assistant tokens t of the global batch} -log p(t | prompt, t_<) / (assistant tokens in the
+    global batch)
 
 Outputs in --out: log.jsonl (step, loss, eval_loss, lr, grad_norm, tokens/s), checkpoints/step-NNNNNN and
 final/ (HF safetensors directories that `model.load`, eval.py and train_grpo.py read, each with a resume/

@@ -1,6 +1,7 @@
 """The embedded defaults: what every script uses when --model / --data are not given, built once and cached.
 
-    data_dir()     synthetic EO data (synth.make_dataset, 2000 records, seed 0): train.jsonl, test.jsonl, images/
+    data_dir()     synthetic EO data (synth.make_dataset, 2000 records, seed 0):
+                   train.jsonl, test.jsonl, images/
     base_model()   the tiny Qwen2.5-VL (tiny.build_tiny, seed 0), its tokenizer trained on that data's text
     sft_model()    base_model() after a short supervised warm-up (SFT_RECIPE): where GRPO and eval start,
                    because a random-weight model never writes the answer format and GRPO then has no signal

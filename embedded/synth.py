@@ -797,7 +797,8 @@ def _classification(rng: np.random.Generator) -> Sample:
 
 def _label_set(rng: np.random.Generator) -> tuple[str, list[str]]:
     """A scene label and the object classes it holds, each class present about as often (~35%) as the others:
-    ships alone a third of the time (no scene holds ships and airplanes), else each land class by a coin flip."""
+    ships alone a third of the time (no scene holds ships and airplanes), else each land class by a coin
+    flip."""
     if rng.random() < 1 / 3:
         return _pick(rng, ("beach", "water")), ["ship"]
     while not (present := [c for c in CLASSES if c != "ship" and rng.random() < 0.5]):
@@ -967,8 +968,8 @@ def _detection(rng: np.random.Generator) -> Sample:
     )
     boxes = [o.box for o in _by_position([o for o in scene.objects if o.cls == cls])]
     why = (
-        f"There {'is' if k == 1 else 'are'} {_NUM[k]} {COLOUR_WORD[cls]} {SHAPE_WORD[cls]} {_plural(cls, k)}; "
-        + ("it gets a box." if k == 1 else "each gets its own box.")
+        f"There {'is' if k == 1 else 'are'} {_NUM[k]} {COLOUR_WORD[cls]} {SHAPE_WORD[cls]} "
+        f"{_plural(cls, k)}; " + ("it gets a box." if k == 1 else "each gets its own box.")
     )
     return Sample([render(scene)], q, boxes, why, _meta("detect", **{"class": cls}))
 
@@ -1191,7 +1192,10 @@ def _temporal(rng: np.random.Generator) -> Sample:
         if label == "demolition":
             frames, counts = frames[::-1], counts[::-1]
         imgs = [render(scene, f) for f in frames]
-        why = f"The number of magenta buildings goes from {_NUM[counts[0]]} to {_NUM[counts[-1]]} across the frames."
+        why = (
+            f"The number of magenta buildings goes from {_NUM[counts[0]]} to {_NUM[counts[-1]]} "
+            "across the frames."
+        )
     elif label == "flooding":
         for _ in range(20):
             scene = _empty_scene(rng, _pick(rng, ("desert", "farmland", "forest", "urban")))

@@ -4,9 +4,9 @@
     loaded = model.load(path)                        # the same path a real checkpoint takes
 
 It is a stock `Qwen2_5_VLForConditionalGeneration` (TINY_TEXT / TINY_VISION below: 1.55M parameters with the
-embedded tokenizer), a byte-level BPE tokenizer (1024 tokens + the 14 Qwen special tokens) trained on the given
-texts, Qwen's chat template, and the stock Qwen2.5-VL processor with at most TINY_MAX_PIXELS per image. Saved
-as an ordinary HF directory, so everything downstream (loading, sampling, FSDP, checkpoints, eval) runs
+embedded tokenizer), a byte-level BPE tokenizer (1024 tokens + the 14 Qwen special tokens) trained on the
+given texts, Qwen's chat template, and the stock Qwen2.5-VL processor with at most TINY_MAX_PIXELS per image.
+Saved as an ordinary HF directory, so everything downstream (loading, sampling, FSDP, checkpoints, eval) runs
 exactly as on Qwen/Qwen2.5-VL-3B-Instruct. Tests, the demo and the embedded defaults (defaults.py) use it.
 """
 

@@ -11,9 +11,10 @@ metrics:
 (normalised text), or, for box answers, with the mean training box in image-relative coordinates; a
 question never seen in training falls back to the task's most common answer / mean box. `best_blind`
 scores that and the per-task constant and keeps the better per task: the strongest baseline that never
-looks (for multilabel's F1, mind that answering every label is stronger still: F1's chance level). `permute_images` is a derangement within each task (and image count): the question and the answer
-stay, an answer's boxes (and `meta.region`) are moved to the same relative place on the new image, so a
-model that ignores the image scores what it scored before, and one that reads it does not.
+looks (for multilabel's F1, mind that answering every label is stronger still: F1's chance level).
+`permute_images` is a derangement within each task (and image count): the question and the answer stay, an
+answer's boxes (and `meta.region`) are moved to the same relative place on the new image, so a model that
+ignores the image scores what it scored before, and one that reads it does not.
 
     python eval.py --blind data/train.jsonl --data data/test.jsonl --out results/blind
     python -m geovlm.baselines --train data/train.jsonl --data data/test.jsonl     # the same, without eval
@@ -41,7 +42,8 @@ from geovlm.tasks import TASKS
 
 
 def _is_boxes(task: str, answer: Any) -> bool:
-    """A list of boxes (grounded_caption's dict and change_detection's label answers are answered as given)."""
+    """A list of boxes (grounded_caption's dict and change_detection's label answers are answered as
+    given)."""
     return TASKS[task].boxes and isinstance(answer, list)
 
 
@@ -110,8 +112,9 @@ def blind_samples(
 
 
 def best_blind(train: Sequence[Record], records: Sequence[Record], out_dir: str | Path | None = None) -> dict:
-    """eval's metrics of the strongest blind answer per task: per-question or per-task, whichever scores higher
-    on the task's headline metric (named in each task's "baseline"). Writes metrics.json and table.md to out_dir."""
+    """eval's metrics of the strongest blind answer per task: per-question or per-task, whichever scores
+    higher on the task's headline metric (named in each task's "baseline"). Writes metrics.json and table.md
+    to out_dir."""
     best: dict[str, dict] = {}
     for name, by_question in (("per-question", True), ("per-task", False)):
         scored = score_samples(blind_samples(train, records, by_question), caption_extras=False, quiet=True)
@@ -129,7 +132,8 @@ def best_blind(train: Sequence[Record], records: Sequence[Record], out_dir: str 
 
 
 def blind_table(metrics: dict) -> str:
-    """eval's markdown table of `best_blind`'s metrics (each task's "baseline" name left out of the numbers)."""
+    """eval's markdown table of `best_blind`'s metrics (each task's "baseline" name left out of the
+    numbers)."""
     numbers = {t: {k: v for k, v in m.items() if k != "baseline"} for t, m in metrics["tasks"].items()}
     return markdown_table({**metrics, "tasks": numbers})
 

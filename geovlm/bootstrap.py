@@ -86,8 +86,8 @@ def _numbers(task: str, rows: list[dict], idx: np.ndarray, named: dict[str, np.n
 def task_stats(
     rows: list[dict], named: Sequence[str] = (), resamples: int = RESAMPLES, seed: int = 0
 ) -> dict[str, Stat]:
-    """Each metric of the task's lines and the mean of each `named` reward (FORMAT for the format reward), with
-    its LEVEL bootstrap interval (resampling lines with replacement)."""
+    """Each metric of the task's lines and the mean of each `named` reward (FORMAT for the format reward),
+    with its LEVEL bootstrap interval (resampling lines with replacement)."""
     if not rows:
         return {}
     task = rows[0]["task"]

@@ -1,7 +1,8 @@
 """Checkpoints that resume a run exactly.
 
 A checkpoint directory (checkpoints/step-NNNNNN, the step zero-padded to six digits, and final/) is an
-ordinary HF safetensors model + processor (`from_pretrained`, model.load, eval.py) with one extra folder, resume/:
+ordinary HF safetensors model + processor (`from_pretrained`, model.load, eval.py) with one extra folder,
+resume/:
 
     resume/optimizer/      the optimizer state, sharded as it is in memory (torch.distributed.checkpoint)
     resume/rank-00000.pt   per rank: every RNG state (python, numpy, torch, CUDA, the trainer's generators)
@@ -54,7 +55,8 @@ def save_checkpoint(
     state: the trainer's global position (JSON: step, stream positions, ...); rank_state: this rank's own
     (picklable); generators: this rank's torch.Generators, saved with the global RNG states. keep > 0
     prunes the other checkpoints/step-* directories beside `path` to the newest `keep`. lora_config (PEFT's
-    adapter_config.json, lora.peft_config): the model has adapters; the merged model and adapter/ are written."""
+    adapter_config.json, lora.peft_config): the model has adapters; the merged model and adapter/ are
+    written."""
     path = Path(path)
     full = fsdp.full_state_dict(net)  # the whole model on rank 0 (collective under FSDP)
     optim_state = get_optimizer_state_dict(fsdp.unwrap(net), optimizer)  # this rank's shards

@@ -57,7 +57,8 @@ def init_distributed(group_of_one: bool = False) -> Dist:
 
 
 def world_size() -> int:
-    """The number of processes torchrun started (1 without torchrun); readable before any process group exists."""
+    """The number of processes torchrun started (1 without torchrun); readable before any process group
+    exists."""
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 

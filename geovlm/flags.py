@@ -228,7 +228,8 @@ def _without_none(hint: Any) -> Any:
 
 
 def _argparse_type(hint: Any) -> tuple[Any, bool]:
-    """(the flag's type, validator or ("choices", values); is it a switch) for a field's resolved annotation."""
+    """(the flag's type, validator or ("choices", values); is it a switch) for a field's resolved
+    annotation."""
     hint, validator = _without_none(hint), None
     if typing.get_origin(hint) is Annotated:
         hint, *extra = typing.get_args(hint)
@@ -278,7 +279,8 @@ def parse_config(
 
 
 def imagery_flags(args: Any) -> dict:
-    """The --bands / --stretch / --nodata flags as imagery options, or one line (SystemExit) when malformed."""
+    """The --bands / --stretch / --nodata flags as imagery options, or one line (SystemExit) when
+    malformed."""
     try:
         return imagery.options_from_args(args)
     except imagery.ImageError as e:

@@ -1,6 +1,7 @@
 """Readers for the field's data formats, and one command that converts any of them to our JSONL.
 
-    python -m geovlm.formats --format rsvqa --input RSVQA_LR/ --images RSVQA_LR/Images_LR --out data/rsvqa_lr.jsonl
+    python -m geovlm.formats --format rsvqa --input RSVQA_LR/ --images RSVQA_LR/Images_LR \\
+        --out data/rsvqa_lr.jsonl
 
 Each reader is one function `read_<format>(path, images=None, *, ...) -> Conversion`; the records it
 returns went through `data.parse_record`, so every one written passes `data.load_records`. Boxes are
@@ -8,15 +9,23 @@ converted to original-image pixels; what was kept, converted and skipped is coun
 (`Conversion.summary()`). Bad input raises `data.RecordError` naming `file:line` (or `file:item N`, N the
 0-based index in a JSON list) and the field; `skip_bad=True` counts it as skipped instead.
 
-| format | reader | what it reads -> our tasks |
-|---|---|---|
-| geochat (llava, earthdial) | `read_llava` | LLaVA json/jsonl `{"image", "conversations"}` and flat `{"image", "question"/"text", "ground_truth"}` items; GeoChat `{<x1><y1><x2><y2>\\|θ}` and EarthDial `[[x1, y1, x2, y2, θ]]` boxes (0-100); tags `[refer]` -> grounding / detection, `[grounding]` -> grounded_caption, `[identify]` -> region_caption; "Classify ... classes" -> classification; several images (`jpg_A`, `jpg_B`, ... or an image list) -> change_caption / change_detection / temporal_classification |
-| vrsbench | `read_vrsbench` | VRSBench eval json (`image_id`, `question`, `ground_truth`, `type`): captions, referring (`obj_corner`, 0-1) -> grounding, VQA (`meta.type`) |
-| rsvqa | `read_rsvqa` | RSVQA-LR/HR `*_questions.json` / `*_answers.json` / `*_images.json` triples -> vqa (`meta.type`) |
-| dior-rsvg | `read_dior_rsvg` | VOC xml (`object/name`, `bndbox`, `description`) -> grounding |
-| dota | `read_dota` | `x1 y1 x2 y2 x3 y3 x4 y4 class difficult` lines -> detection, one record per image and class |
-| nwpu | `read_nwpu` | NWPU VHR-10 `(x1,y1),(x2,y2),class` lines -> detection, one record per image and class |
-| levir-cc | `read_levir_cc` | LevirCCcaptions.json (`images`: filepath, filename, split, sentences) -> change_caption |
+Formats (--format name, reader: what it reads -> our tasks):
+
+- geochat (llava, earthdial), `read_llava`: LLaVA json/jsonl `{"image", "conversations"}` and flat `{"image",
+  "question"/"text", "ground_truth"}` items; GeoChat `{<x1><y1><x2><y2>|θ}` and EarthDial `[[x1, y1, x2, y2,
+  θ]]` boxes (0-100); tags `[refer]` -> grounding / detection, `[grounding]` -> grounded_caption, `[identify]`
+  -> region_caption; "Classify ... classes" -> classification; several images (`jpg_A`, `jpg_B`, ... or an
+  image list) -> change_caption / change_detection / temporal_classification
+- vrsbench, `read_vrsbench`: VRSBench eval json (`image_id`, `question`, `ground_truth`, `type`): captions,
+  referring (`obj_corner`, 0-1) -> grounding, VQA (`meta.type`)
+- rsvqa, `read_rsvqa`: RSVQA-LR/HR `*_questions.json` / `*_answers.json` / `*_images.json` triples -> vqa
+  (`meta.type`)
+- dior-rsvg, `read_dior_rsvg`: VOC xml (`object/name`, `bndbox`, `description`) -> grounding
+- dota, `read_dota`: `x1 y1 x2 y2 x3 y3 x4 y4 class difficult` lines -> detection, one record per image and
+  class
+- nwpu, `read_nwpu`: NWPU VHR-10 `(x1,y1),(x2,y2),class` lines -> detection, one record per image and class
+- levir-cc, `read_levir_cc`: LevirCCcaptions.json (`images`: filepath, filename, split, sentences) ->
+  change_caption
 
 Conventions the readers share:
 - Rotated boxes (GeoChat / EarthDial θ, VRSBench `obj_corner`, DOTA polygons) become the horizontal
@@ -60,12 +69,14 @@ TAG = re.compile(r"\[([a-z][a-z0-9_.]*)\]")
 TASK_TAGS = {"refer": "grounding", "grounding": "grounded_caption", "identify": "region_caption"}
 MARKERS = re.compile(r"</?(?:p|ref|box|delim|image)>|<delim>", re.I)
 CLASSIFY = re.compile(
-    r"\bclassify\b|\bclassification\b|\b(?:following|given|these|below) (?:classes|categories|options|labels)\b"
+    r"\bclassify\b|\bclassification\b|\b(?:following|given|these|below) "
+    r"(?:classes|categories|options|labels)\b"
     r"|\b(?:classes|categories|options)\s*:",
     re.I,
 )
 MULTILABEL = re.compile(
-    r"one or more|multi-?label|multiple (?:classes|labels|categories)|all (?:the )?(?:classes|labels|categories) that",
+    r"one or more|multi-?label|multiple (?:classes|labels|categories)"
+    r"|all (?:the )?(?:classes|labels|categories) that",
     re.I,
 )
 CAPTION = re.compile(r"\b(?:describe|description|caption)\b", re.I)
@@ -145,7 +156,8 @@ class _Builder:
                     n = imagery.band_count(p)
                     if max(self.bands) > n:
                         raise RecordError(
-                            f"{where}: field 'meta.bands': band {max(self.bands)} requested but {p} has {n} band(s)"
+                            f"{where}: field 'meta.bands': band {max(self.bands)} requested but "
+                            f"{p} has {n} band(s)"
                         )
             rec = data.parse_record(obj, "/", where)
         except (RecordError, imagery.ImageError, OSError) as e:
@@ -186,7 +198,8 @@ def polygon_box(points) -> list[float]:
 
 
 def clip_box(box, size: tuple[int, int]) -> tuple[list[float], bool] | None:
-    """(box clipped to the image and rounded to 0.01 px, whether it was clipped), or None if nothing is left."""
+    """(box clipped to the image and rounded to 0.01 px, whether it was clipped), or None if nothing is
+    left."""
     w, h = size
     out = [
         min(max(box[0], 0.0), w),
@@ -623,7 +636,8 @@ def read_vrsbench(
 
 
 def _rsvqa_triples(path: str, split: str | None) -> list[tuple[str, str, str, str]]:
-    """(questions, answers, images, prefix) files of RSVQA triples in a folder, or the triple a file belongs to."""
+    """(questions, answers, images, prefix) files of RSVQA triples in a folder, or the triple a file
+    belongs to."""
     if os.path.isdir(path):
         qfiles = sorted(os.path.join(path, n) for n in os.listdir(path) if n.endswith("questions.json"))
     else:
@@ -713,7 +727,8 @@ def read_rsvqa(
             if ans is None or "answer" not in ans:
                 b.bad(
                     where,
-                    f"field 'answers_ids': answer {ids[0] if ids else None!r} is not in {os.path.basename(afile)}",
+                    f"field 'answers_ids': answer {ids[0] if ids else None!r} is not in "
+                    f"{os.path.basename(afile)}",
                     "answer id not found",
                 )
                 continue
@@ -1134,11 +1149,14 @@ def build_parser() -> argparse.ArgumentParser:
         "line, boxes in original pixels, image paths relative to --out), and report what was kept, "
         "converted and skipped.",
         epilog=f"formats:\n{formats}\n\nexamples:\n"
-        "  python -m geovlm.formats --format rsvqa --input RSVQA_LR/ --images RSVQA_LR/Images_LR --split test --out data/rsvqa_lr_test.jsonl\n"
-        "  python -m geovlm.formats --format dota --input DOTA/val/labelTxt --images DOTA/val/images --out data/dota_val.jsonl\n"
-        "  python -m geovlm.formats --format geochat --input GeoChat_Instruct.json --images GeoChat/images --out data/geochat.jsonl\n"
-        "  python -m geovlm.formats --format dior-rsvg --input DIOR-RSVG/Annotations --images DIOR-RSVG/JPEGImages "
-        "--split-file DIOR-RSVG/test.txt --out data/dior_rsvg_test.jsonl",
+        "  python -m geovlm.formats --format rsvqa --input RSVQA_LR/ --images RSVQA_LR/Images_LR --split "
+        "test --out data/rsvqa_lr_test.jsonl\n"
+        "  python -m geovlm.formats --format dota --input DOTA/val/labelTxt --images DOTA/val/images --out "
+        "data/dota_val.jsonl\n"
+        "  python -m geovlm.formats --format geochat --input GeoChat_Instruct.json --images GeoChat/images "
+        "--out data/geochat.jsonl\n"
+        "  python -m geovlm.formats --format dior-rsvg --input DIOR-RSVG/Annotations --images "
+        "DIOR-RSVG/JPEGImages --split-file DIOR-RSVG/test.txt --out data/dior_rsvg_test.jsonl",
     )
     p.add_argument(
         "--format",
@@ -1154,7 +1172,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--images",
         default=None,
-        help="folder the input's image names are relative to; default: the folder of --input (--input itself when it is a folder)",
+        help="folder the input's image names are relative to; default: the folder of --input (--input itself "
+        "when it is a folder)",
     )
     p.add_argument(
         "--out",
@@ -1164,22 +1183,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--split",
         default=None,
-        help="rsvqa: which triple to read (train, val, test, test_phili); levir-cc: keep this split only; default: all",
+        help="rsvqa: which triple to read (train, val, test, test_phili); levir-cc: keep this split only; "
+        "default: all",
     )
     p.add_argument(
         "--split-file",
         default=None,
-        help="dior-rsvg: the data set's train.txt/val.txt/test.txt of object indices to keep; default: every object",
+        help="dior-rsvg: the data set's train.txt/val.txt/test.txt of object indices to keep; default: every "
+        "object",
     )
     p.add_argument(
         "--dataset",
         default=None,
-        help="meta.dataset of every record (eval reports per data set); default: the format's name, e.g. RSVQA-LR, DOTA",
+        help="meta.dataset of every record (eval reports per data set); default: the format's name, e.g. "
+        "RSVQA-LR, DOTA",
     )
     p.add_argument(
         "--skip-bad",
         action="store_true",
-        help="skip malformed input items and missing or unreadable images, counted in the report; default: stop at the first with one error line",
+        help="skip malformed input items and missing or unreadable images, counted in the report; default: "
+        "stop at the first with one error line",
     )
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists; default: refuse")
     add_imagery_flags(p)

@@ -1,10 +1,11 @@
-"""FSDP2 done plainly: shard a Qwen2-VL / Qwen2.5-VL model over the process group, and run our own functions on it.
+"""FSDP2 done plainly: shard a Qwen2-VL / Qwen2.5-VL model over the process group, and run our own functions
+on it.
 
-    net = wrap_fsdp(model)                     # fully_shard per vision block, vision tower, decoder layer, root
-    with gathered(net):                        # one all-gather per unit, then any number of forwards, no collective
+    net = wrap_fsdp(model)         # fully_shard per vision block, vision tower, decoder layer, root
+    with gathered(net):            # one all-gather per unit, then any number of forwards, no collective
         rollout = model.sample(net, inputs, ...)
-    call(net, fn, *args)                       # fn(hf_model, *args) inside the root's forward (its hooks fire)
-    state = full_state_dict(net)               # the whole model on rank 0, for save_pretrained
+    call(net, fn, *args)           # fn(hf_model, *args) inside the root's forward (its hooks fire)
+    state = full_state_dict(net)   # the whole model on rank 0, for save_pretrained
 
 Sharding layout (torch.distributed.fsdp.fully_shard, bottom-up): each vision block, the vision tower
 (patch embedding + merger), each decoder layer, then the root. The root is `FSDPRoot`, a thin module
@@ -31,7 +32,8 @@ from torch.distributed.fsdp import (
 
 
 class FSDPRoot(torch.nn.Module):
-    """The FSDP2 root around an HF model: `root(fn, *args)` = fn(hf_model, *args) inside the root's forward."""
+    """The FSDP2 root around an HF model: `root(fn, *args)` = fn(hf_model, *args) inside the root's
+    forward."""
 
     def __init__(self, module: torch.nn.Module):
         super().__init__()

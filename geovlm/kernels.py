@@ -2,7 +2,8 @@
 
     fused_head_logprobs     = model.plain_head_logprobs (log_softmax(h W^T / T)[y]) without ever building the
                               [tokens, vocabulary] logits: a custom autograd function, vocabulary-tiled
-    compiled_decode_step    model.decode_step into a fixed-size KV cache, torch.compile'd (CUDA graphs on CUDA)
+    compiled_decode_step    model.decode_step into a fixed-size KV cache, torch.compile'd
+                            (CUDA graphs on CUDA)
 
 model.py switches between them in one line each (`head_logprobs = ...`, `sample(static_cache=...)`);
 tests/test_model.py checks that each equals its plain twin.

@@ -1,4 +1,5 @@
-"""A run's logs: log.jsonl (one JSON object a step, drawn by plot.py), cut back on resume; and the NaN guard."""
+"""A run's logs: log.jsonl (one JSON object a step, drawn by plot.py), cut back on resume; and the NaN
+guard."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""LoRA (Hu et al., 2021) by hand: low-rank adapters on the text decoder's projections, everything else frozen.
+"""LoRA (Hu et al., 2021) by hand: low-rank adapters on the text decoder's projections, everything else
+frozen.
 
     h = W x + (alpha / r) B A x          W frozen; A [r, in] PEFT's init (Kaiming-uniform), B [out, r] = 0
 
@@ -7,7 +8,8 @@ so training starts exactly at the base model, and only r (in + out) numbers per 
 
     lora.apply(net, rank=8, alpha=16, targets=TARGETS)   # wraps the decoder layers' Linears in place
     with lora.disabled(net): ...                         # the base model again: GRPO's KL reference, no copy
-    merged, adapter = lora.merge(net.state_dict(), lora.adapters(net))   # HF weights W + (alpha/r) B A; PEFT keys
+    # HF weights W + (alpha/r) B A; PEFT keys
+    merged, adapter = lora.merge(net.state_dict(), lora.adapters(net))
     lora.save_adapter(dir, adapter, lora.peft_config(rank, alpha, targets, base))
     lora.load_adapter(net, dir, base)                    # resume: the adapters back onto a fresh base model
 
@@ -64,7 +66,8 @@ class LoRALinear(torch.nn.Module):
 
 
 def target_regex(targets: tuple[str, ...]) -> str:
-    """The module paths adapted, as one regex (PEFT full-matches a string target_modules against module names)."""
+    """The module paths adapted, as one regex (PEFT full-matches a string target_modules against module
+    names)."""
     attn = [t for t in targets if t in _ATTENTION]
     mlp = [t for t in targets if t not in _ATTENTION]
     parts = ([rf"self_attn\.({'|'.join(attn)})"] if attn else []) + (
@@ -135,7 +138,8 @@ def merge(state: dict[str, torch.Tensor], mods: dict[str, LoRALinear]) -> tuple[
 
 
 def peft_config(rank: int, alpha: float, targets: tuple[str, ...], base: str) -> dict:
-    """adapter_config.json as PEFT writes it (the fields it would fill with these same defaults are left out)."""
+    """adapter_config.json as PEFT writes it (the fields it would fill with these same defaults are left
+    out)."""
     return {
         "peft_type": "LORA",
         "task_type": None,

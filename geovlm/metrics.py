@@ -62,8 +62,9 @@ def label_accuracy(preds: Sequence[str | None], gts: Sequence[str]) -> float:
 def vqa_metrics(
     preds: Sequence[str | None], gts: Sequence[str], types: Sequence[str | None]
 ) -> dict[str, float]:
-    """Accuracy overall, per question type ("acc_<type>", meta.type), and "type_average": the mean of the types'
-    accuracies, count and area left out (VQA_AVERAGE_EXCLUDES, any case) as the RSVQA tables of the field do."""
+    """Accuracy overall, per question type ("acc_<type>", meta.type), and "type_average": the mean of the
+    types' accuracies, count and area left out (VQA_AVERAGE_EXCLUDES, any case) as the RSVQA tables of the
+    field do."""
     out = {"accuracy": label_accuracy(preds, gts)}
     by_type: dict[str, list[int]] = defaultdict(list)
     for i, t in enumerate(types):
@@ -119,15 +120,15 @@ def multilabel_metrics(
     }
 
 
-COUNT_ERROR_CAP = (
-    100.0  # |error| of one count in the MAE is capped here: one runaway answer ("9" × 300 parses
-)
-# to 1e300; 2.3e113 was seen) must not hide every other count. Counting benchmarks' true counts are mostly below it.
+# |error| of one count in the MAE is capped here: one runaway answer ("9" × 300 parses to 1e300; 2.3e113
+# was seen) must not hide every other count. Counting benchmarks' true counts are mostly below it.
+COUNT_ERROR_CAP = 100.0
 
 
 def counting_metrics(preds: Sequence[float | None], gts: Sequence[float]) -> dict[str, float]:
-    """Exact accuracy over all records (unparsed is wrong); "mae" over the parsed answers only, each |error| capped
-    at COUNT_ERROR_CAP (absent when none parsed); "unparsed": the share of answers that held no number."""
+    """Exact accuracy over all records (unparsed is wrong); "mae" over the parsed answers only, each |error|
+    capped at COUNT_ERROR_CAP (absent when none parsed); "unparsed": the share of answers that held no
+    number."""
     if len(gts) == 0:
         return {"accuracy": 0.0, "unparsed": 0.0}
     pairs = [(float(p), float(g)) for p, g in zip(preds, gts) if p is not None]
@@ -148,8 +149,8 @@ GROUNDING_THRESHOLDS = (0.5, 0.25, 0.7)  # acc@t: the share of queries whose box
 def grounding_metrics(
     preds: Sequence[Sequence[float] | None], gts: Sequence[Sequence[float]]
 ) -> dict[str, float]:
-    """acc@0.5, acc@0.25, acc@0.7, mean IoU and cumulative IoU (ΣI / ΣU over all queries); a missing box has IoU 0
-    and adds the true box's area to ΣU."""
+    """acc@0.5, acc@0.25, acc@0.7, mean IoU and cumulative IoU (ΣI / ΣU over all queries); a missing box has
+    IoU 0 and adds the true box's area to ΣU."""
     if len(gts) == 0:
         return {**{f"acc@{t}": 0.0 for t in GROUNDING_THRESHOLDS}, "mean_iou": 0.0, "cum_iou": 0.0}
     ious, inters, unions = [], [], []
@@ -182,9 +183,9 @@ def average_precision(
 ) -> float:
     """VOC AP (all-point interpolation), class-agnostic, over all images.
 
-    Generated answers carry no scores, so boxes are ranked by their position in the answer (every image's first
-    box before any second box, ties in record order). Matching as in the VOC devkit: a box takes its best-IoU
-    ground truth; if that one is already taken, the box is a false positive.
+    Generated answers carry no scores, so boxes are ranked by their position in the answer (every image's
+    first box before any second box, ties in record order). Matching as in the VOC devkit: a box takes its
+    best-IoU ground truth; if that one is already taken, the box is a false positive.
     """
     n_pos = sum(len(g) for g in gts)
     if n_pos == 0:
@@ -232,10 +233,11 @@ def detection_metrics(
 ) -> dict[str, float]:
     """Precision / recall / F1 at IoU 0.5 and 0.25 (pooled over images, one-to-one), and AP@0.5.
 
-    A prediction is a list of boxes, [] for an explicit empty answer ("none"), None for no answer. Recall@0.5 is
-    GeoChat's referring accuracy (TP / true boxes). An image with nothing to find adds nothing to recall: each box
-    predicted on it is a false positive, an empty answer is not. "empty_accuracy" (only when there are such images)
-    is the share of them answered explicitly empty: what the reward pays for (rewards._detection).
+    A prediction is a list of boxes, [] for an explicit empty answer ("none"), None for no answer. Recall@0.5
+    is GeoChat's referring accuracy (TP / true boxes). An image with nothing to find adds nothing to recall:
+    each box predicted on it is a false positive, an empty answer is not. "empty_accuracy" (only when there
+    are such images) is the share of them answered explicitly empty: what the reward pays for
+    (rewards._detection).
     """
     boxes = [p or [] for p in preds]
     out = {}
@@ -254,7 +256,8 @@ def detection_metrics(
 
 
 def rouge_metrics(preds: Sequence[str], refs: Sequence[Sequence[str]]) -> dict[str, float]:
-    """ROUGE-1 and ROUGE-L F1 (rouge-score, stemmed) per caption averaged over its references, then over captions."""
+    """ROUGE-1 and ROUGE-L F1 (rouge-score, stemmed) per caption averaged over its references, then over
+    captions."""
     scorer = P.rouge_scorer()
     r1, rl = [], []
     for pred, rs in zip(preds, refs):
@@ -281,9 +284,9 @@ _DEBIAN_WORDNET = Path("/usr/share/wordnet")
 def nltk_wordnet_status() -> str | None:
     """None when NLTK's WordNet loads (so NLTK METEOR runs), else why not and how to enable it.
 
-    NLTK's own data (`nltk.download('wordnet')`) needs the network. Debian's WordNet 3.0 packages hold the same
-    database; NLTK reads it once it sits in an nltk_data layout with a `lexnames` file, which is built here in
-    a cache folder (a one-off copy of ~30 MB).
+    NLTK's own data (`nltk.download('wordnet')`) needs the network. Debian's WordNet 3.0 packages hold the
+    same database; NLTK reads it once it sits in an nltk_data layout with a `lexnames` file, which is built
+    here in a cache folder (a one-off copy of ~30 MB).
     """
     try:
         import nltk
@@ -333,7 +336,8 @@ def nltk_meteor(preds: Sequence[str], refs: Sequence[Sequence[str]]) -> float:
 
 
 def coco_status() -> str | None:
-    """None when pycocoevalcap and Java are there (BLEU, METEOR 1.5, ROUGE-L, CIDEr-D), else how to enable them."""
+    """None when pycocoevalcap and Java are there (BLEU, METEOR 1.5, ROUGE-L, CIDEr-D), else how to enable
+    them."""
     try:
         import pycocoevalcap  # noqa: F401
     except ImportError:
@@ -385,7 +389,7 @@ def coco_metrics(preds: Sequence[str], refs: Sequence[Sequence[str]], meteor: An
     return out
 
 
-# ----------------------------------------------------------------------------- the referring / grounding splits
+# --------------------------------------------------------------------------- the referring / grounding splits
 # GeoChat-bench referring and VRSBench report grounding by object size and by single / multiple objects.
 SPLITS = ("small", "medium", "large", "single", "multiple")  # in table order
 # COCO's ranges in original-image pixels: small < 32², medium < 96² <= large
@@ -393,8 +397,8 @@ SMALL_AREA, LARGE_AREA = (32**2, 96**2)
 
 
 def size_split(s: Sample) -> str | None:
-    """small / medium / large: meta.size_group (VRSBench's) when the record has one, else by the area of its true
-    box (the mean area when several) in the COCO ranges SMALL_AREA, LARGE_AREA; None without a box."""
+    """small / medium / large: meta.size_group (VRSBench's) when the record has one, else by the area of its
+    true box (the mean area when several) in the COCO ranges SMALL_AREA, LARGE_AREA; None without a box."""
     given = str(s.meta.get("size_group", "")).strip().lower()
     if given in SPLITS[:3]:
         return given
@@ -407,8 +411,9 @@ def size_split(s: Sample) -> str | None:
 
 def multiplicity_split(s: Sample) -> str | None:
     """single / multiple: one or several objects of the referred class in the image. From meta.single or
-    meta.unique (VRSBench's) when a boolean, or meta.class_count (objects of that class in the image); else, for
-    detection-style referring, the number of true boxes; None when unknown (a grounding record without them)."""
+    meta.unique (VRSBench's) when a boolean, or meta.class_count (objects of that class in the image); else,
+    for detection-style referring, the number of true boxes; None when unknown (a grounding record without
+    them)."""
     for key in ("single", "unique"):
         if isinstance(s.meta.get(key), bool):
             return "single" if s.meta[key] else "multiple"
@@ -422,14 +427,16 @@ def multiplicity_split(s: Sample) -> str | None:
 
 
 def reference_splits(s: Sample) -> list[str]:
-    """The splits a grounding / detection record belongs to (at most one size, one multiplicity); [] otherwise."""
+    """The splits a grounding / detection record belongs to (at most one size, one multiplicity); []
+    otherwise."""
     if not TASKS[s.task].splits:
         return []
     return [x for x in (size_split(s), multiplicity_split(s)) if x is not None]
 
 
 def _ordered(metrics: dict) -> None:
-    """Tasks and data sets by name ("all" first), splits in SPLITS order: tables and files read the same each run."""
+    """Tasks and data sets by name ("all" first), splits in SPLITS order: tables and files read the same each
+    run."""
     metrics["tasks"] = dict(sorted(metrics["tasks"].items()))
     metrics["datasets"] = {d: dict(sorted(ts.items())) for d, ts in sorted(metrics["datasets"].items())}
     metrics["splits"] = {
@@ -691,8 +698,8 @@ def footer(tasks: Sequence[str]) -> list[str]:
 
 
 def markdown_table(metrics: dict) -> str:
-    """One row per task; per data set when a task spans several; per split (size, single / multiple) of grounding
-    and detection; then what was not computed and what the columns mean."""
+    """One row per task; per data set when a task spans several; per split (size, single / multiple) of
+    grounding and detection; then what was not computed and what the columns mean."""
     lines = [
         "| task | dataset | split | n | well_formed | answer_parsed | metrics |",
         "|---|---|---|---:|---:|---:|---|",

@@ -61,9 +61,9 @@ EMBEDDING_DEVICE = os.environ.get("GEOVLM_EMBEDDING_DEVICE", "cpu")
 HSLR_WEIGHT = 0.5  # HSLR = w × cosine(embeddings) + (1 - w) × ROUGE-L
 
 # ----------------------------------------------------------------------------- splitting <think>/<answer>
-# The format rule is `<think>.*?</think>\s*<answer>.*?</answer>` (DOTALL) matching the whole stripped completion.
-# That regex backtracks quadratically on some strings; is_well_formed decides the same thing in linear time:
-# starts with <think>, ends with </answer>, and "</think> <answer>" occurs in between.
+# The format rule is `<think>.*?</think>\s*<answer>.*?</answer>` (DOTALL) matching the whole stripped
+# completion. That regex backtracks quadratically on some strings; is_well_formed decides the same thing in
+# linear time: starts with <think>, ends with </answer>, and "</think> <answer>" occurs in between.
 FORMAT_PATTERN = r"<think>.*?</think>\s*<answer>.*?</answer>"
 _THINK_THEN_ANSWER_RE = re.compile(r"</think>\s*<answer>")
 # Tag scanning uses finditer on single tags, not a lazy ".*?" between tags: that regex is quadratic on
@@ -196,17 +196,18 @@ NONE_ANSWERS = frozenset({"none", "0", "no", "nothing", "no objects", "no object
 
 
 def says_none(text: str) -> bool:
-    """True for an explicit "nothing here" answer: "none", "No objects.", "[]" (how an empty box list is written)."""
+    """True for an explicit "nothing here" answer: "none", "No objects.", "[]" (how an empty box list is
+    written)."""
     if text.strip() in ("[]", "[ ]"):
         return True
     return normalize_text(text) in NONE_ANSWERS
 
 
 # ----------------------------------------------------------------------------- numbers
-# One rule for counts, boxes and exact match: a number is written in ASCII digits [0-9] or English number words.
-# Other scripts' digits ('٣', '𝟓') are text everywhere (\d would read them here but never in normalize_text),
-# and number words match ASCII case only ((?a:...)): Unicode case folding reads "ſix" as "six", a word no
-# table holds.
+# One rule for counts, boxes and exact match: a number is written in ASCII digits [0-9] or English number
+# words. Other scripts' digits ('٣', '𝟓') are text everywhere (\d would read them here but never in
+# normalize_text), and number words match ASCII case only ((?a:...)): Unicode case folding reads "ſix" as
+# "six", a word no table holds.
 _NUM = r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
 _WORDS = "|".join(sorted(_NUMBER_WORDS, key=len, reverse=True))
 _FIRST_NUMBER_RE = re.compile(
@@ -242,7 +243,8 @@ def _label_fragments(text: str) -> list[str]:
 
 
 def label_key(label: str) -> str:
-    """A label as compared: normalised, without "and" ("sparse woody vegetation and grassland" is one label)."""
+    """A label as compared: normalised, without "and" ("sparse woody vegetation and grassland" is one
+    label)."""
     return " ".join(t for t in normalize_text(label).split() if t != "and")
 
 
@@ -286,7 +288,8 @@ def parse_labels(text: str, known: Sequence[str] = ()) -> list[str]:
 # ----------------------------------------------------------------------------- boxes
 # One regex, alternatives in the order they are tried at each position, matches left to right:
 #   GeoChat / VRSBench  {<x1><y1><x2><y2>|θ}    (0-100)
-#   brackets            [x1, y1, x2, y2] or [x1, y1, x2, y2, θ] (also inside {"bbox_2d": [...]} and JSON lists)
+#   brackets            [x1, y1, x2, y2] or [x1, y1, x2, y2, θ]
+#                       (also inside {"bbox_2d": [...]} and JSON lists)
 #   Qwen2-VL            (x1,y1),(x2,y2)          (box tokens stripped by decoding)
 # GeoChat's θ is "\|\s*(?:<\s*)?NUM", not "\|\s*<?\s*NUM" (quadratic: see _ANY_TAG_RE).
 _N = rf"\s*({_NUM})\s*"
@@ -440,7 +443,8 @@ _rouge_tokens_short = functools.lru_cache(maxsize=16384)(_rouge_tokenize)  # ref
 
 
 def rouge_tokens(text: str) -> tuple[str, ...]:
-    """rouge-score's own tokenizer (lowercase, alphanumeric, Porter stems of words > 3 chars), cached for short texts."""
+    """rouge-score's own tokenizer (lowercase, alphanumeric, Porter stems of words > 3 chars), cached for
+    short texts."""
     return _rouge_tokens_short(text) if len(text) <= _CACHED_LEN * 4 else _rouge_tokenize(text)
 
 
@@ -524,7 +528,8 @@ def set_embedding_model(name: str | None) -> None:
 
 
 def embed_texts(texts: Sequence[str]) -> list[np.ndarray] | None:
-    """Unit sentence embeddings of the texts (one batched forward for the uncached ones); None without a model."""
+    """Unit sentence embeddings of the texts (one batched forward for the uncached ones); None without a
+    model."""
     model = _embedder()
     if model is None:
         return None

@@ -3,7 +3,8 @@
     python -m geovlm.plot runs/grpo                 # -> runs/grpo/plots/*.png
     python -m geovlm.plot runs/sft runs/grpo        # several runs, each into its own plots/
     python -m geovlm.plot runs/demo                 # every run below: runs/demo/<date-time>/{sft,grpo}
-    python -m geovlm.plot runs/grpo --tensorboard   # also runs/grpo/tensorboard/ (then: tensorboard --logdir runs)
+    python -m geovlm.plot runs/grpo --tensorboard   # also runs/grpo/tensorboard/
+                                                    # (then: tensorboard --logdir runs)
 
 Every numeric per-step value in the log is drawn; keys are grouped into panels by name, and panels into
 files by topic (a file is written only when it has a panel):
@@ -115,9 +116,11 @@ def _number(v: Any) -> float | None:
 
 
 def scalars(row: dict) -> dict[str, float]:
-    """The finite numeric values of one log row, flattened: {"eval": {"vqa": {"accuracy": 1}}} -> eval/vqa/accuracy.
+    """The finite numeric values of one log row, flattened: {"eval": {"vqa": {"accuracy": 1}}} ->
+    eval/vqa/accuracy.
 
-    Sample counts inside nested dicts ("n") are left out; booleans, strings, nulls and non-finite values too."""
+    Sample counts inside nested dicts ("n") are left out; booleans, strings, nulls and non-finite values
+    too."""
     out: dict[str, float] = {}
 
     def walk(prefix: str, value: Any) -> None:
@@ -265,7 +268,8 @@ def plot_run(
         if not data:
             if not quiet:
                 print(
-                    f"plot: nothing to plot in {log} ({'no numeric rows' if log.exists() else 'no such file'})"
+                    f"plot: nothing to plot in {log} "
+                    f"({'no numeric rows' if log.exists() else 'no such file'})"
                 )
             return written
         out = Path(out_dir) if out_dir is not None else run / PLOTS_DIR
@@ -372,8 +376,8 @@ def log_to_tensorboard(run_dir: str | os.PathLike, log_dir: str | os.PathLike | 
 
 
 def find_runs(path: Path) -> list[Path]:
-    """The runs a command-line path stands for: a log file or a run folder itself; a folder of runs at any depth
-    (runs/demo/<date-time>/{sft,grpo}) for every folder below it holding a log.jsonl, in name order."""
+    """The runs a command-line path stands for: a log file or a run folder itself; a folder of runs at any
+    depth (runs/demo/<date-time>/{sft,grpo}) for every folder below it holding a log.jsonl, in name order."""
     if not path.is_dir():
         return [path]
     return sorted({log.parent for log in path.rglob("log.jsonl") if log.is_file()})

@@ -1,4 +1,5 @@
-"""Every random state a run draws from, seeded at the start and saved in each checkpoint (resume is bitwise)."""
+"""Every random state a run draws from, seeded at the start and saved in each checkpoint (resume is
+bitwise)."""
 
 from __future__ import annotations
 

@@ -106,8 +106,9 @@ def load_data(
     image_options: dict | None = None,
 ) -> list:
     """Validated records, or one line naming file:line and the field (SystemExit): a user's data, not our bug.
-    image_options (the GeoTIFF flags) become each record's meta.bands / stretch / nodata unless it has its own, and
-    are checked against its images there (--bands 4,3,2 on a 3-band file is a data error, before any model loads)."""
+    image_options (the GeoTIFF flags) become each record's meta.bands / stretch / nodata unless it has its
+    own, and are checked against its images there (--bands 4,3,2 on a 3-band file is a data error, before any
+    model loads)."""
     try:
         records = data.load_records(path, skip_bad=skip_bad, tasks=tasks, meta_defaults=image_options)
     except (data.RecordError, ValueError) as e:
@@ -157,7 +158,8 @@ class Run:
     rollout_log: JsonlLog
 
     def restore(self, optimizer: torch.optim.Optimizer, generators: dict | None = None) -> dict:
-        """Optimizer, RNG states and the trainer's state from the checkpoint being resumed (weights: loaded already)."""
+        """Optimizer, RNG states and the trainer's state from the checkpoint being resumed (weights: loaded
+        already)."""
         state, _ = load_checkpoint(self.resume, self.net, optimizer, self.env, generators)
         return state
 
@@ -190,11 +192,13 @@ class Run:
         self.say(f"saved step {state['step']}: {path}")
 
     def stop_requested(self) -> bool:
-        """True on every rank once any got SIGINT/SIGTERM (one tiny all-reduce a step, so all stop together)."""
+        """True on every rank once any got SIGINT/SIGTERM (one tiny all-reduce a step, so all stop
+        together)."""
         return bool(all_reduce_sum(float(bool(_INTERRUPTED)), self.env.device) > 0)
 
     def finish(self) -> None:
-        """The pictures of the run (rank 0): PNG curves of log.jsonl in OUT/plots, the rollouts as an HTML page."""
+        """The pictures of the run (rank 0): PNG curves of log.jsonl in OUT/plots, the rollouts as an HTML
+        page."""
         if not self.env.main:
             return
         if self.log.tensorboard is not None:
@@ -212,7 +216,8 @@ class Run:
         )
 
     def stop(self, step: int) -> None:
-        """After the interrupt's checkpoint: the pictures, one line per process, then exit 130 (as after Ctrl-C)."""
+        """After the interrupt's checkpoint: the pictures, one line per process, then exit 130 (as after
+        Ctrl-C)."""
         self.finish()
         barrier()
         rank = f"rank {self.env.rank}: " if self.env.world > 1 else ""
@@ -238,9 +243,10 @@ class Run:
 def load_trained_model(
     args: argparse.Namespace, model_path: str, resume: Path | None, device: torch.device
 ) -> M.Loaded:
-    """The model a run trains, fp32: the checkpoint being resumed, else `model_path`; with --lora-rank the base model
-    `model_path` with adapters (lora.py: everything else frozen), the checkpoint's adapters when resuming (its top
-    level is the merged model). One line (SystemExit) when a checkpoint and the run disagree about LoRA."""
+    """The model a run trains, fp32: the checkpoint being resumed, else `model_path`; with --lora-rank the
+    base model `model_path` with adapters (lora.py: everything else frozen), the checkpoint's adapters when
+    resuming (its top level is the merged model). One line (SystemExit) when a checkpoint and the run disagree
+    about LoRA."""
     if resume is not None and (resume / "adapter").is_dir() != bool(args.lora_rank):
         raise SystemExit(
             f"--resume {resume}: saved {'with' if (resume / 'adapter').is_dir() else 'without'} LoRA, "
@@ -375,8 +381,8 @@ def start_run(
     )
     run.say(
         f"{model_path}{what} ({n_train / 1e6:.2f}M trainable, {env.device}, world {env.world}"
-        f"{', FSDP' if use_fsdp else ''}{adapted}, attention {loaded.attn_impl}), {len(records)} records from {data_path}"
-        + (f"; resumed from {resume} at step {start}" if resume else "")
+        f"{', FSDP' if use_fsdp else ''}{adapted}, attention {loaded.attn_impl}), {len(records)} records "
+        f"from {data_path}" + (f"; resumed from {resume} at step {start}" if resume else "")
     )
     if getattr(args, "implied", None):  # what the flags left unset means here, and what they imply
         run.say("implied by the flags: " + "; ".join(args.implied))
@@ -384,8 +390,8 @@ def start_run(
 
 
 def learning_rate(args: argparse.Namespace, run: Run, small: float, large: float) -> float:
-    """--lr, or the default that follows the model: `small` below 100M parameters (the tiny model, whether built
-    or a checkpoint of it), `large` for real checkpoints."""
+    """--lr, or the default that follows the model: `small` below 100M parameters (the tiny model, whether
+    built or a checkpoint of it), `large` for real checkpoints."""
     if args.lr is not None:
         return args.lr
     n = sum(p.numel() for p in fsdp.unwrap(run.net).parameters())

@@ -1,5 +1,6 @@
 """What a step sees: its learning rate (`lr_at`) and its records (`Stream`: a seeded order whose position is
-the whole state, so a resumed run continues exactly; `rank_slice`: this process's part of the global batch)."""
+the whole state, so a resumed run continues exactly; `rank_slice`: this process's part of the global
+batch)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import random
 def lr_at(
     step: int, base_lr: float, warmup: int, total: int, schedule: str = "cosine", min_ratio: float = 0.1
 ) -> float:
-    """Linear warm-up to base_lr over `warmup` steps, then cosine to min_ratio·base_lr at `total` (or constant)."""
+    """Linear warm-up to base_lr over `warmup` steps, then cosine to min_ratio·base_lr at `total` (or
+    constant)."""
     if warmup > 0 and step < warmup:
         return base_lr * (step + 1) / warmup
     if schedule == "constant" or total <= warmup:

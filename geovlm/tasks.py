@@ -2,7 +2,8 @@
 
     TASKS["grounding"].images          (1, 1): how many images a record holds
     TASKS["grounding"].check(answer, image_sizes, where)   -> the validated answer, or RecordError
-    TASKS["grounding"].target(answer, frame)               -> "[140, 98, 280, 196]": the answer as the model writes it
+    TASKS["grounding"].target(answer, frame)               -> "[140, 98, 280, 196]": the answer as the model
+                                                              writes it
     TASKS["grounding"].parse(text, frame, known_labels)    -> [[x1, y1, x2, y2]]: what the model wrote, typed
     TASKS["grounding"].scoring         "grounding": how eval scores it (metrics.SCORERS)
     TASKS["grounding"].metric          "acc@0.5": the headline metric in eval tables
@@ -121,7 +122,7 @@ def check_grounded_caption(v: Any, sizes: list[tuple[int, int]], where: str) -> 
     return {"caption": _text(v["caption"], where), "boxes": check_boxes(v["boxes"], sizes, where)}
 
 
-# ----------------------------------------------------------------------------- answers as the model writes them
+# --------------------------------------------------------------------------- answers as the model writes them
 def box_text(box: Sequence[float], frame: Frame) -> str:
     """One box as written in text: "[x1, y1, x2, y2]", integers in the frame's units."""
     return "[" + ", ".join(str(v) for v in round_box(to_frame(list(box[:4]), frame))) + "]"
@@ -153,7 +154,7 @@ def write_grounded_caption(answer: dict, frame: Frame) -> str:
     return f"{answer['caption']} {boxes}".strip()
 
 
-# ----------------------------------------------------------------------------- parsers: answer text -> typed answer
+# ----------------------------------------------------------------------- parsers: answer text -> typed answer
 # Each takes the extracted answer text (parsing.extract_answer), the frame its boxes are written in and, for
 # label lists, the known labels; returns the answer in the record's types (boxes in original pixels) or None.
 def parse_label(text: str, frame: Frame | None, known: Sequence[str]) -> str | None:
@@ -214,7 +215,8 @@ class Task:
 
 # fmt: off
 TASKS: dict[str, Task] = {t.name: t for t in [
-    #    name                       images   check                   target                  parse                   scoring             metric
+    # name                       images   check                   target                  parse
+    # scoring             metric
     Task("classification",          (1, 1),  check_label,            write_text,             parse_label,            "label",            "accuracy"),
     Task("multilabel",              (1, 1),  check_labels,           write_labels,           parse_label_list,       "multilabel",       "micro_f1"),
     Task("vqa",                     (1, 1),  check_short_answer,     write_text,             parse_short_answer,     "vqa",              "accuracy"),

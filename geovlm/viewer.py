@@ -3,24 +3,24 @@
     python -m geovlm.viewer runs/grpo/rollouts.jsonl                       # -> runs/grpo/rollouts.html
     python -m geovlm.viewer results/predictions.jsonl --out results/view.html
 
-One card per row: the image(s) with the ground-truth boxes (green), the predicted boxes (blue) and,
-for region captions, the region the question asks about (violet, dashed) drawn over them (SVG in the image's
-own pixel coordinates; colours no synth object or ground has, see COLORS); the question, the completion, the
-parsed answer, the reward of each component, the advantage. Several images (change, temporal) sit in a grid
-of at most two columns up to four images, four beyond, so a card never runs off the page. Filters: task, step, reward range, a text search, and the order; the filter is kept in the
-address (view.html#task=grounding&min=0.5) so a view can be shared. One self-contained file: plain
-JavaScript, no network, no CDN; images are embedded once each (downscaled to --max-side) unless
---link-images, which refers to them by a path relative to the page instead (smaller, not portable).
+One card per row: the image(s) with the ground-truth boxes (green), the predicted boxes (blue) and, for region
+captions, the region the question asks about (violet, dashed) drawn over them (SVG in the image's own pixel
+coordinates; colours no synth object or ground has, see COLORS); the question, the completion, the parsed
+answer, the reward of each component, the advantage. Several images (change, temporal) sit in a grid of at
+most two columns up to four images, four beyond, so a card never runs off the page. Filters: task, step,
+reward range, a text search, and the order; the filter is kept in the address
+(view.html#task=grounding&min=0.5) so a view can be shared. One self-contained file: plain JavaScript, no
+network, no CDN; images are embedded once each (downscaled to --max-side) unless --link-images, which refers
+to them by a path relative to the page instead (smaller, not portable).
 
 Rows: rollouts.jsonl {"step", "id", "task", "sample", "images", "frame", "question", "answer", "completion",
 "parsed", "rewards", "advantage", "length", "truncated"} and predictions.jsonl {"id", "task", "images",
 "question", "completion", "parsed", "scores", "answer", "meta", "frame"}: a card needs nothing else. Image
 paths come from the row's "images" (absolute, or relative to the rows file), and the question from its
 "question"; rows without them (older files) take them from the record with the same id in --data (a records
-JSONL, data.load_records). Ground-truth boxes
-are original-image pixels. Predicted boxes: the row's "parsed" when it has one, else the completion's
-answer parsed with parse_boxes in the row's "frame" (Frame(kind, image_size, model_size)); a row without
-a frame gets its boxes drawn as written, and the card says so.
+JSONL, data.load_records). Ground-truth boxes are original-image pixels. Predicted boxes: the row's "parsed"
+when it has one, else the completion's answer parsed with parse_boxes in the row's "frame" (Frame(kind,
+image_size, model_size)); a row without a frame gets its boxes drawn as written, and the card says so.
 """
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ from geovlm.frames import frame_from_json
 from geovlm.parsing import extract_answer
 from geovlm.tasks import TASKS
 
-# Saturated hues no synth scene holds: its objects are white, magenta, red, yellow and cyan (synth.CLASS_RGB) and
-# its grounds muted; green and blue are told apart by most colour-blind eyes. The region never shares a card
-# with boxes (region_caption has none).
+# Saturated hues no synth scene holds: its objects are white, magenta, red, yellow and cyan (synth.CLASS_RGB)
+# and its grounds muted; green and blue are told apart by most colour-blind eyes. The region never shares a
+# card with boxes (region_caption has none).
 COLORS = {"gt": "#39ff14", "pred": "#2f6bff", "region": "#7c4dff"}
 PAGE_SIZE = 60
 
@@ -140,7 +140,8 @@ def _records(data: str | os.PathLike | None) -> dict[str, Any]:
 
 
 class _Images:
-    """Each image once: a data URI (downscaled to max_side) or a path relative to the page; its original size."""
+    """Each image once: a data URI (downscaled to max_side) or a path relative to the page; its original
+    size."""
 
     def __init__(self, out_dir: Path, link: bool, max_side: int):
         self.out_dir, self.link, self.max_side = out_dir, link, max_side
