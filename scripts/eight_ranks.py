@@ -3,16 +3,18 @@
     python scripts/eight_ranks.py                      # ~10 min on 2 cores; prints PASS/FAIL per check
     python scripts/eight_ranks.py --out runs/eight --steps 4
 
-Runs, on the embedded defaults (no --model, no --data: the tiny model after its SFT warm-up, the synthetic set):
+Runs, on the embedded defaults (no --model, no --data: the tiny model after its SFT warm-up, the synthetic
+set):
 
     torchrun --nproc_per_node=8 train_grpo.py --task detection --max-steps STEPS --save-every 1 ...
       killed with SIGKILL (every rank) once the first checkpoint exists, then
-    torchrun --nproc_per_node=8 train_grpo.py --task detection --max-steps STEPS --save-every 1 ... --resume auto
+    torchrun --nproc_per_node=8 train_grpo.py --task detection --max-steps STEPS --save-every 1 ... \\
+        --resume auto
 
-and checks: the run reached a checkpoint with 8 ranks' optimizer shards, the resumed run continued from it (not
-from step 0) to the last step, every step's global batch holds 8 ranks x B prompts with none repeated, and the
-final model loads. Only the batch is smaller than the defaults (--prompts-per-step 1, --max-new-tokens 64):
-8 ranks x 4 prompts x 8 completions x 256 tokens a step would take hours on 2 CPU cores.
+and checks: the run reached a checkpoint with 8 ranks' optimizer shards, the resumed run continued from it
+(not from step 0) to the last step, every step's global batch holds 8 ranks x B prompts with none repeated,
+and the final model loads. Only the batch is smaller than the defaults (--prompts-per-step 1, --max-new-tokens
+64): 8 ranks x 4 prompts x 8 completions x 256 tokens a step would take hours on 2 CPU cores.
 """
 
 from __future__ import annotations

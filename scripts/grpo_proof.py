@@ -1,8 +1,10 @@
-"""Does GRPO learn, and is it the image that explains the gain? SFT -> GRPO on one task, per seed, with controls.
+"""Does GRPO learn, and is it the image that explains the gain? SFT -> GRPO on one task, per seed, with
+controls.
 
     python scripts/grpo_proof.py                           # vqa (answer-balanced), seeds 0,1,2
     python scripts/grpo_proof.py --task grounding          # localisation: the probe set, M-RoPE base 50
-    python scripts/grpo_proof.py --task detection          # the headline task (no result yet on the tiny model)
+    python scripts/grpo_proof.py --task detection          # the headline task
+                                                           # (no result yet on the tiny model)
     python scripts/grpo_proof.py --task counting --sft runs/demo/sft/final --seeds 0
 
 For each seed: a short SFT of the tiny model (under-trained on purpose, so there is room; skipped when --sft
@@ -17,12 +19,13 @@ controls in the same table:
 - blind: the best question-only baseline (baselines.best_blind, fitted on the training records): what the
   answer prior alone is worth.
 
-The held-out set is the embedded test split's records of the task plus fresh synthetic records of another seed.
-Each task has a recipe (RECIPES: SFT length, GRPO steps, learning rate, ...); every flag overrides it.
-Prints a table and writes --out/proof.json. The README holds the vqa and grounding tables. The grounding recipe
-runs on the localisation probe (square_records: one red square on grey, fresh held-out records) from a tiny
-model with M-RoPE base 50, because on synth's EO scenes the tiny model does not localise (README); detection's
-start has F1@0.5 ~0 after its SFT, so its reward has no spread: that recipe is kept for larger models.
+The held-out set is the embedded test split's records of the task plus fresh synthetic records of another
+seed. Each task has a recipe (RECIPES: SFT length, GRPO steps, learning rate, ...); every flag overrides it.
+Prints a table and writes --out/proof.json. The README holds the vqa and grounding tables. The grounding
+recipe runs on the localisation probe (square_records: one red square on grey, fresh held-out records) from a
+tiny model with M-RoPE base 50, because on synth's EO scenes the tiny model does not localise (README);
+detection's start has F1@0.5 ~0 after its SFT, so its reward has no spread: that recipe is kept for larger
+models.
 """
 
 from __future__ import annotations
@@ -54,7 +57,8 @@ from geovlm.tasks import TASKS  # noqa: E402
 # per task: how long the SFT start trains and on what, how GRPO runs. train_records > 0: the SFT and GRPO
 # train on that many fresh records of the task (the embedded set holds ~130 per task); images "squares": the
 # localisation probe (square_records) instead of synth's EO scenes; rope_theta: the per-seed SFT starts from a
-# fresh tiny model with that M-RoPE base (tiny.build_tiny: at the embedded 10000 it hardly sees left from right)
+# fresh tiny model with that M-RoPE base (tiny.build_tiny: at the embedded 10000 it hardly sees left from
+# right)
 RECIPES: dict[str, dict] = {
     "vqa": dict(
         sft_tasks="classification,vqa",
@@ -324,7 +328,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     earlier = [d.name for d in Path(args.out).glob("*-seed*") if d.name.split("-")[0] in ("grpo", "control")]
     if earlier and not args.overwrite:
         raise SystemExit(
-            f"grpo_proof.py: {args.out} holds an earlier proof's runs ({', '.join(sorted(earlier))}); pick another --out or add --overwrite"
+            f"grpo_proof.py: {args.out} holds an earlier proof's runs ({', '.join(sorted(earlier))}); pick "
+            "another --out or add --overwrite"
         )
     return args
 
@@ -372,7 +377,8 @@ def sft_start(args: argparse.Namespace, seed: int, sft_data: Path, out: Path) ->
 
 
 def tiny_base(out: Path, rope_theta: float) -> str:
-    """The embedded tiny model's twin (same sizes, seed and tokenizer) with M-RoPE base `rope_theta`, built once."""
+    """The embedded tiny model's twin (same sizes, seed and tokenizer) with M-RoPE base `rope_theta`, built
+    once."""
 
     corpus = defaults.tokenizer_corpus([defaults.data_dir() / "train.jsonl"])
     build = lambda tmp: tiny.build_tiny(tmp, corpus, seed=0, rope_theta=rope_theta)  # noqa: E731
@@ -381,8 +387,9 @@ def tiny_base(out: Path, rope_theta: float) -> str:
 
 
 def synth_split(args: argparse.Namespace, data_dir: Path, out: Path) -> tuple[Path, Path, Path]:
-    """(held-out, GRPO training, SFT data) JSONL paths from synth's records: held out = the data's test split's
-    task records + args.eval_records fresh ones; training = the data's or args.train_records fresh ones."""
+    """(held-out, GRPO training, SFT data) JSONL paths from synth's records: held out = the data's test
+    split's task records + args.eval_records fresh ones; training = the data's or args.train_records fresh
+    ones."""
     extra = out / f"extra-eval-{args.eval_records}"  # keyed by size: a rerun with another size is not misread
     if not (extra / "train.jsonl").exists():
         synth.make_dataset(extra, n=args.eval_records, seed=1000, tasks=[args.task], test_frac=0.5)
@@ -444,7 +451,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def table(results: dict) -> str:
-    """The proof's markdown table: per seed, start, final, gain and the three controls, in the task's metric."""
+    """The proof's markdown table: per seed, start, final, gain and the three controls, in the task's
+    metric."""
     task, metric, blind = results["task"], results["metric"], results["blind"][results["metric"]]
     lines = [
         "| seed | SFT start | GRPO final | gain | shuffled-reward control | final, images permuted | blind | "
@@ -456,7 +464,8 @@ def table(results: dict) -> str:
         control = run["control"]["curve"][-1][1][metric] if "control" in run else float("nan")
         swapped = run["mismatched"][metric] if "mismatched" in run else float("nan")
         lines.append(
-            f"| {seed} | {start[metric]:.3f} | {final[metric]:.3f} | {100 * (final[metric] - start[metric]):+.1f} pt "
+            f"| {seed} | {start[metric]:.3f} | {final[metric]:.3f} | "
+            f"{100 * (final[metric] - start[metric]):+.1f} pt "
             f"| {control:.3f} | {swapped:.3f} | {blind:.3f} | {start['accuracy_reward']:.3f} → "
             f"{final['accuracy_reward']:.3f} | {run['grpo']['format_rate']:.2f} | {run['minutes']:.1f} |"
         )

@@ -2,11 +2,11 @@
 
     python tests/grpo_launcher.py [--fixed-completions FILE.json] [--sigkill-at-step N] -- TRAIN_GRPO_FLAGS...
 
---fixed-completions: a JSON {record id: [completion texts]}; completion g of a prompt is texts[g % len] instead of a
-    sample, so runs that would draw different samples (1 process vs N, each rank its own generator) train on the
-    same completions (tests/test_distributed.py).
---sigkill-at-step: every rank SIGKILLs itself right after logging step N, before its checkpoint: a crash in the
-    middle of a run at a known point.
+--fixed-completions: a JSON {record id: [completion texts]}; completion g of a prompt is texts[g % len]
+    instead of a sample, so runs that would draw different samples (1 process vs N, each rank its own
+    generator) train on the same completions (tests/test_distributed.py).
+--sigkill-at-step: every rank SIGKILLs itself right after logging step N, before its checkpoint: a crash in
+    the middle of a run at a known point.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from geovlm.distributed import barrier  # noqa: E402
 
 
 def fixed_sampler(path: str):
-    """A stand-in for train_grpo.sample_group that returns the table's completions with their real log-probs."""
+    """A stand-in for train_grpo.sample_group that returns the table's completions with their real
+    log-probs."""
     table = json.loads(Path(path).read_text())
 
     def sample_group(tr: train_grpo.Trainer, inputs: dict, records: list) -> M.Rollout:

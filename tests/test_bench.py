@@ -1,5 +1,6 @@
-"""bench.py end to end at its smallest: the rollout and log-prob rows, and the GPU check's code at a tiny shape
-on the CPU. Checks that the table and the JSON carry every row with positive numbers; timings are never asserted."""
+"""bench.py end to end at its smallest: the rollout and log-prob rows, and the GPU check's code at a tiny
+shape on the CPU. Checks that the table and the JSON carry every row with positive numbers; timings are never
+asserted."""
 
 import json
 import subprocess

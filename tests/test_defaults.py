@@ -1,8 +1,9 @@
-"""The embedded defaults: the headline command, with no --model / --data, has something to learn from step one.
+"""The embedded defaults: the headline command, with no --model / --data, has something to learn from step
+one.
 
 `defaults.sft_model()` (the GRPO start when --model is omitted) is built for real here, in its own process, by
-the same code as on a user's machine; only its recipe is shortened and the data and base model are the session's
-small fixtures, so that the test takes a minute instead of the real build's few.
+the same code as on a user's machine; only its recipe is shortened and the data and base model are the
+session's small fixtures, so that the test takes a minute instead of the real build's few.
 """
 
 import json

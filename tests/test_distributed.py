@@ -182,8 +182,8 @@ def test_grpo_two_processes_equal_one(tiny_dir, synth_dir, tmp_path, monkeypatch
     diff = _max_diff(tmp_path / "one" / "final", tmp_path / "two" / "final")
     moved = _max_diff(tmp_path / "one" / "final", Path(tiny_dir))
     print(
-        f"GRPO 1 vs 2 processes{' (LoRA)' if lora else ''}: max |param diff| {diff:.2e} (parameters moved up to "
-        f"{moved:.2e})"
+        f"GRPO 1 vs 2 processes{' (LoRA)' if lora else ''}: max |param diff| {diff:.2e} (parameters moved up "
+        f"to {moved:.2e})"
     )
     assert moved > 1e-5 and diff < 1e-5  # as above (seen: ~6e-8)
     if lora:  # the adapters themselves, as PEFT reads them
@@ -213,7 +213,8 @@ STEP_FIELDS = (
 @pytest.mark.slow
 def test_sigkill_then_resume_equals_uninterrupted(tiny_dir, synth_dir, tmp_path):
     """Real sampling (each rank its own generator), beta > 0. Both ranks are SIGKILLed in step 3 (of 3), after
-    the step-2 checkpoint; --resume auto passes over a torn checkpoint; losses, prompts, weights equal bitwise."""
+    the step-2 checkpoint; --resume auto passes over a torn checkpoint; losses, prompts, weights equal
+    bitwise."""
     args = [
         "--model",
         str(tiny_dir),
@@ -268,7 +269,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tiny_dir, synth_dir, tmp_path)
     assert not torn.exists()  # cleaned up by the next successful save
 
 
-# ----------------------------------------------------------------------------- the pieces, in one 2-rank worker
+# --------------------------------------------------------------------------- the pieces, in one 2-rank worker
 
 WORKER = r"""
 import json, sys
@@ -298,9 +299,14 @@ def counting(*a, **k):
 pg.foreach_all_gather = counting
 T = 2 + 7 * env.rank
 with fsdp.gathered(net):
-    ro = fsdp.call(net, M.sample, x, 2, T, generator=torch.Generator().manual_seed(0), eos_ids=[], banned=banned, check_every=1)
+    ro = fsdp.call(
+        net, M.sample, x, 2, T, generator=torch.Generator().manual_seed(0), eos_ids=[], banned=banned,
+        check_every=1,
+    )
 pg.foreach_all_gather = real
-ref = M.sample(plain, x, 2, T, generator=torch.Generator().manual_seed(0), eos_ids=[], banned=banned, check_every=1)
+ref = M.sample(
+    plain, x, 2, T, generator=torch.Generator().manual_seed(0), eos_ids=[], banned=banned, check_every=1
+)
 assert ro.completion_ids.shape[1] == T and torch.equal(ro.completion_ids, ref.completion_ids)
 assert torch.allclose(ro.logprobs, ref.logprobs, atol=1e-5)
 units = len(fsdp._fsdp_children(net)) + 1
@@ -315,7 +321,9 @@ lp = fsdp.call(net, M.token_logprobs, x, ro.completion_ids, ro.completion_mask, 
 opt.step()
 with torch.no_grad():
     lp = fsdp.call(net, M.token_logprobs, x, ro.completion_ids, ro.completion_mask, 2, 1.0, banned)
-save_checkpoint(out + "/ckpt", net, loaded.processor, opt, env, state={"step": 1}, rank_state={"rank": env.rank})
+save_checkpoint(
+    out + "/ckpt", net, loaded.processor, opt, env, state={"step": 1}, rank_state={"rank": env.rank}
+)
 if env.main:
     torch.save({"ids": ro.completion_ids, "mask": ro.completion_mask, "lp": lp}, out + "/trained.pt")
 dist.destroy_process_group()

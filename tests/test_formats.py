@@ -185,13 +185,15 @@ def test_earthdial_boxes_regions_and_pairs(tmp_path):
         {
             "id": "e1",
             "image": "img.png",
-            "question": "[refer] [hr_rgb_0.5] <image> \\n Give me the location of <ref>2 white small storage tank</ref>",
+            "question": "[refer] [hr_rgb_0.5] <image> \\n Give me the location of <ref>2 white small storage "
+            "tank</ref>",
             "groundtruth": "[[19, 19, 23, 23, 90]][[14, 15, 18, 19, 0]]",
         },
         {
             "id": "e2",
             "image": "img.png",
-            "question": " [identify] [hr_rgb_0.5] <image> \\n what object is in this location <box>[[7, 22, 14, 31, 0]]</box>",
+            "question": " [identify] [hr_rgb_0.5] <image> \\n what object is in this location <box>[[7, 22, "
+            "14, 31, 0]]</box>",
             "groundtruth": "1 gray medium airplane at the top left",
         },
         {
@@ -207,7 +209,8 @@ def test_earthdial_boxes_regions_and_pairs(tmp_path):
             "jpg_A": "pre.png",
             "jpg_B": "post.png",
             "question": "[changedet] [hr_rgb_temp_0.5] <image> <image> \\n "
-            "Analyze the images to identify the type of disaster from one of the following classes. Classes: fire, flood.",
+            "Analyze the images to identify the type of disaster from one of the following classes. Classes: "
+            "fire, flood.",
             "groundtruth": "flood",
         },
         {

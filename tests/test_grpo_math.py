@@ -120,14 +120,16 @@ def test_policy_loss_masks_padding_and_splits_clip_stats():
 
 
 def test_sequence_ratio_hand_values():
-    # completion 0: log-ratios 0.1, -0.3 (mean -0.1, s = e^-0.1 = 0.904837); completion 1: 0.5 alone (s = e^0.5)
+    # completion 0: log-ratios 0.1, -0.3 (mean -0.1, s = e^-0.1 = 0.904837); completion 1: 0.5 alone (s =
+    # e^0.5)
     old = torch.zeros(2, 3, dtype=torch.float64)
     logp = torch.tensor([[0.1, -0.3, 7.0], [0.5, 7.0, 7.0]], dtype=torch.float64, requires_grad=True)
     mask = torch.tensor([[True, True, False], [True, False, False]])
     adv = torch.tensor([1.0, -1.0], dtype=torch.float64)
     per_token, stats = policy_loss(logp, old, adv, mask, 0.2, 0.28, level="sequence")
     s0 = math.exp(-0.1)
-    # every token of completion 0 carries -s0 * A; completion 1 (A < 0, s = 1.6487 > 1.28) takes the unclipped -s A
+    # every token of completion 0 carries -s0 * A; completion 1 (A < 0, s = 1.6487 > 1.28) takes the unclipped
+    # -s A
     torch.testing.assert_close(
         per_token, torch.tensor([[-s0, -s0, 0.0], [math.exp(0.5), 0.0, 0.0]], dtype=torch.float64)
     )
@@ -165,7 +167,8 @@ def test_sequence_ratio_reduces_to_token_ratio():
         a = _loss_and_grad(logp, old, adv, mask, agg, ratio_level="token")
         b = _loss_and_grad(logp, old, adv, mask, agg, ratio_level="sequence")
         torch.testing.assert_close(a, b)
-    # equal per-token log-ratios within each completion (some outside the clip range): same loss, same gradient
+    # equal per-token log-ratios within each completion (some outside the clip range): same loss, same
+    # gradient
     delta = torch.tensor([[0.1], [-0.4], [0.02], [0.5]], dtype=torch.float64)
     old = torch.randn(4, 5, generator=g, dtype=torch.float64) - 1
     mask = torch.tensor(
@@ -315,7 +318,8 @@ def test_token_mean_vs_seq_mean_length_weighting():
 
 
 def test_grpo_loss_is_the_documented_combination():
-    """grpo_loss = aggregate(policy_loss + beta * kl_k3), with the global normalisers, as the trainer calls it."""
+    """grpo_loss = aggregate(policy_loss + beta * kl_k3), with the global normalisers, as the trainer calls
+    it."""
     g = torch.Generator().manual_seed(3)
     logp = (torch.randn(4, 5, generator=g) - 1).requires_grad_()
     old, ref = (

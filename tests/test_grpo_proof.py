@@ -92,7 +92,8 @@ def test_the_probe_holds_grounding_only_and_earlier_runs_are_kept(proof, tmp_pat
 
 
 def test_the_held_out_set_has_unique_ids(proof, tmp_path, caplog):
-    # the embedded set (seed 0) + fresh records of seed 1000 once shared ids: the viewer showed wrong questions
+    # the embedded set (seed 0) + fresh records of seed 1000 once shared ids: the viewer showed wrong
+    # questions
     import argparse
 
     import data

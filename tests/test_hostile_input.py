@@ -1,6 +1,7 @@
-"""Hostile completions stay cheap. A policy writes anything, and a parser that backtracks quadratically turns one
-bad completion into minutes of a training step: every parser and reward here must stay linear in the text's length
-on long runs of spaces, digits, brackets, tags, commas and newlines, and its caches must not keep long texts."""
+"""Hostile completions stay cheap. A policy writes anything, and a parser that backtracks quadratically turns
+one bad completion into minutes of a training step: every parser and reward here must stay linear in the
+text's length on long runs of spaces, digits, brackets, tags, commas and newlines, and its caches must not
+keep long texts."""
 
 from __future__ import annotations
 
@@ -46,8 +47,8 @@ READERS = {
     "tasks.parse_answer (every task)": lambda t: [tasks.parse_answer(k, t) for k in TASKS],
     "rewards.score (every task)": lambda t: [rewards.score(k, t, ANSWERS[k]) for k in TASKS],
 }
-# (opener, run): a run alone, and after the openers a regex once backtracked on ("<" + spaces, "{<1><2><3><4>|" +
-# spaces were quadratic: minutes at 100k characters)
+# (opener, run): a run alone, and after the openers a regex once backtracked on ("<" + spaces,
+# "{<1><2><3><4>|" + spaces were quadratic: minutes at 100k characters)
 CASES = [
     ("", run)
     for run in (" ", "\n", "7", "[", "]", "<answer>", "</think>", ",", "1,", "[1,2,3,4],", " and ", "{<1>")
@@ -78,7 +79,8 @@ def _seconds(fn, text: str) -> float:
 
 def _linear(t1: float, t4: float) -> bool:
     """Four times the text, about four times the time: a quadratic reader takes 16x, so 8x (+ 100 ms of slack)
-    leaves a factor of two for a loaded machine either way; and 100k characters in well under the 3 s allowed."""
+    leaves a factor of two for a loaded machine either way; and 100k characters in well under the 3 s
+    allowed."""
     return t4 <= 8 * t1 + 0.1 and t4 <= 3.0
 
 
@@ -176,5 +178,6 @@ def test_long_completions_leave_the_caches_small():
             rewards.score(task, completion, ANSWERS[task])
         P.normalize_text(completion)
     sizes = {name: cache.cache_info().currsize for name, cache in CACHES.items()}
-    # what is left: the references and labels (short, they recur) and the short words; no completion, no junk word
+    # what is left: the references and labels (short, they recur) and the short words; no completion, no junk
+    # word
     assert all(size <= 2 * len(words) for size in sizes.values()), sizes

@@ -1,10 +1,11 @@
-"""Ctrl-C on a 2-process run (torchrun, gloo on the CPU): the step in progress finishes, each rank says so in one
-line, a checkpoint is written, and the same command with --resume auto continues from it and finishes.
+"""Ctrl-C on a 2-process run (torchrun, gloo on the CPU): the step in progress finishes, each rank says so in
+one line, a checkpoint is written, and the same command with --resume auto continues from it and finishes.
 
-A terminal's Ctrl-C goes to torchrun's process group. torchrun starts its workers in sessions of their own, so it
-is torchrun that passes SIGINT on to them; it then waits for them (its --shutdown_timeout, 30 s by default: a step
-and a checkpoint must fit in it, or torchrun SIGKILLs the workers) and, having been signalled itself, exits 1 with
-a SignalException traceback of its own, whatever the workers' exit codes (130 here: the run did not finish).
+A terminal's Ctrl-C goes to torchrun's process group. torchrun starts its workers in sessions of their own, so
+it is torchrun that passes SIGINT on to them; it then waits for them (its --shutdown_timeout, 30 s by default:
+a step and a checkpoint must fit in it, or torchrun SIGKILLs the workers) and, having been signalled itself,
+exits 1 with a SignalException traceback of its own, whatever the workers' exit codes (130 here: the run did
+not finish).
 """
 
 from __future__ import annotations

@@ -99,8 +99,8 @@ def test_no_import_circle():
 
 
 def test_imports_go_one_way():
-    """The library never imports an entry point, the embedded world, tools or scripts; the embedded world never
-    imports an entry point; nothing imports tools/ or scripts/."""
+    """The library never imports an entry point, the embedded world, tools or scripts; the embedded world
+    never imports an entry point; nothing imports tools/ or scripts/."""
     for m, deps in graph().items():
         if m.startswith("geovlm."):
             assert not deps & ENTRY_POINTS and not any(d.startswith("embedded.") for d in deps), (m, deps)

@@ -1,6 +1,6 @@
-"""LoRA (lora.py) in both trainers: the adapters start at the base model, switch off to it (GRPO's reference), save
-in PEFT's layout (PEFT itself loads them) next to a merged checkpoint that from_pretrained and eval.py load,
-and resume exactly."""
+"""LoRA (lora.py) in both trainers: the adapters start at the base model, switch off to it (GRPO's reference),
+save in PEFT's layout (PEFT itself loads them) next to a merged checkpoint that from_pretrained and eval.py
+load, and resume exactly."""
 
 import json
 from pathlib import Path
@@ -79,7 +79,8 @@ def test_flags_are_checked_before_anything_loads(capsys):
 
 
 def _fixed(synth_dir, tmp_path, monkeypatch):
-    """Fixed completions with reward spread: the random tiny model alone never earns a reward, so no gradient."""
+    """Fixed completions with reward spread: the random tiny model alone never earns a reward, so no
+    gradient."""
     import test_distributed
 
     table = test_distributed._fixed_completions(Path(synth_dir), tmp_path / "fixed.json")
@@ -136,7 +137,8 @@ def test_grpo_lora_on_the_embedded_defaults_saves_peft_adapter_and_merged_model(
         and k.endswith((".lora_A.weight", ".lora_B.weight"))
         for k in adapter
     )
-    # the merged model: the base model's keys (as HF writes them on disk); only the decoder's projections moved
+    # the merged model: the base model's keys (as HF writes them on disk); only the decoder's projections
+    # moved
     base, merged = load_file(Path(tiny_dir) / "model.safetensors"), load_file(final / "model.safetensors")
     assert base.keys() == merged.keys()
     moved = {k for k in base if not torch.equal(base[k], merged[k])}

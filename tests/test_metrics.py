@@ -62,7 +62,8 @@ def test_multilabel_micro_macro_by_hand():
     assert m["micro_precision"] == pytest.approx(3 / 5)
     assert m["micro_recall"] == pytest.approx(3 / 4)
     assert m["micro_f1"] == pytest.approx(2 * 3 / 9)
-    # per true label: forest tp2 fp0 fn0 -> 1; river tp0 fp1 fn1 -> 0; lake tp1 -> 1 (beach is not a true label)
+    # per true label: forest tp2 fp0 fn0 -> 1; river tp0 fp1 fn1 -> 0; lake tp1 -> 1 (beach is not a true
+    # label)
     assert m["macro_f1"] == pytest.approx(2 / 3)
     assert m["sample_f1"] == pytest.approx(np.mean([2 / 3, 2 / 3, 2 / 3]))
     assert metrics.multilabel_metrics([None], [["a"]])["micro_f1"] == 0.0
@@ -100,7 +101,8 @@ def test_grounding_metrics_by_hand():
 
 def test_referring_splits_by_hand():
     """Size: meta.size_group, else the true box's area (small < 32², medium < 96² <= large, original pixels);
-    single / multiple: meta.unique / meta.single / meta.class_count, else (detection) the number of true boxes."""
+    single / multiple: meta.unique / meta.single / meta.class_count, else (detection) the number of true
+    boxes."""
     small, medium, large = [0, 0, 20, 20], [0, 0, 50, 50], [0, 0, 200, 200]  # 400, 2500, 40000 px²
     g = lambda box, answer, **meta: ("grounding", [box], wrap(str(answer)), None, {"dataset": "D1", **meta})
     samples = [
@@ -156,7 +158,8 @@ def test_empty_ground_truth_detection_is_consistent_with_the_reward():
     assert m["precision@0.5"] == pytest.approx(1 / 3)  # the two boxes on the empty image are false positives
     assert m["recall@0.5"] == 1.0 and m["empty_accuracy"] == pytest.approx(1 / 3)
     assert "empty_accuracy" not in metrics.detection_metrics([[A]], [[A]])
-    # through parsing: "none" is an (empty) answer, words without a box are none, as rewards._detection scores them
+    # through parsing: "none" is an (empty) answer, words without a box are none, as rewards._detection scores
+    # them
     samples = [
         ("detection", [], wrap(x), None, {}) for x in ("none", "[]", "I see nothing of note", "[0, 0, 5, 5]")
     ]

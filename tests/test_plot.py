@@ -1,4 +1,5 @@
-"""plot.py: PNG curves from GRPO and SFT logs (odd and partial logs included) and TensorBoard events read back."""
+"""plot.py: PNG curves from GRPO and SFT logs (odd and partial logs included) and TensorBoard events read
+back."""
 
 from __future__ import annotations
 
@@ -228,7 +229,8 @@ def _masked(data: bytes) -> int:
 
 
 def read_events(folder: Path) -> list:
-    """Every Event of every event file in the folder: TFRecord framing (length, CRCs) checked, protobuf decoded."""
+    """Every Event of every event file in the folder: TFRecord framing (length, CRCs) checked, protobuf
+    decoded."""
     from tensorboardX.proto import event_pb2
 
     events = []

@@ -1,5 +1,6 @@
 """rewards.py and parsing.py: total and bounded on any input, hand-computed values, anti-hacking, frames, box
-syntaxes; the ablation surface (a raising or out-of-range reward in the table, reweighting, context arguments)."""
+syntaxes; the ablation surface (a raising or out-of-range reward in the table, reweighting, context
+arguments)."""
 
 from __future__ import annotations
 
@@ -531,7 +532,8 @@ def test_grounded_caption_by_hand():
 
 
 def test_grounded_caption_without_boxes_pays_its_own_target_in_full():
-    # as detection's empty image: no box to find and none written is right (the caption is the explicit answer)
+    # as detection's empty image: no box to find and none written is right (the caption is the explicit
+    # answer)
     answer = {"caption": "an empty field", "boxes": []}
     target = wrap(tasks.TASKS["grounded_caption"].target(answer, Frame("pixels", (64, 64), (56, 56))))
     assert rewards.score("grounded_caption", target, answer)["total"] == pytest.approx(2.0)

@@ -143,7 +143,7 @@ def test_the_offline_hint_names_the_cli_the_venv_ships(monkeypatch):
     assert "huggingface-cli" not in str(e.value)
 
 
-# ----------------------------------------------------------------------------- issue 20: caught early, said once
+# -------------------------------------------------------------------------- issue 20: caught early, said once
 @pytest.mark.parametrize(
     "flags, words",
     [

@@ -234,7 +234,8 @@ def test_box_colours_are_no_colour_of_synth_scenes():
 
 
 def grpo_rows(tmp_path: Path) -> list[dict]:
-    """rollouts.jsonl rows as train_grpo.rollout_rows writes them, for one grounding prompt and two samples."""
+    """rollouts.jsonl rows as train_grpo.rollout_rows writes them, for one grounding prompt and two
+    samples."""
     import torch
 
     import data

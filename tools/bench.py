@@ -1,7 +1,9 @@
 """Performance: our rollout, GRPO step and log-probs against the usual tools, side by side in one run.
 
-    python tools/bench.py                          # rows rollout, grpo, lora, logprobs on this machine (several minutes)
-    python tools/bench.py --quick                  # reduced sizes and repetitions: a plumbing check, not a measurement
+    python tools/bench.py                          # rows rollout, grpo, lora, logprobs on this machine
+                                                   # (several minutes)
+    python tools/bench.py --quick                  # reduced sizes and repetitions: a plumbing check,
+                                                   # not a measurement
     python tools/bench.py --rows rollout --reps 9  # one row, more repetitions
     python tools/bench.py --gpu                    # CUDA: the real Qwen2.5-VL-3B shape (random weights, bf16)
 
@@ -143,7 +145,7 @@ def row(name: str, case: str, ours: dict | None, base: dict | None, ratio: dict 
     return {"row": name, "case": case, "ours": ours, "baseline": base, "ratio": ratio, **kw}
 
 
-# ----------------------------------------------------------------------------- the fixture: tiny model + images
+# --------------------------------------------------------------------------- the fixture: tiny model + images
 
 
 @dataclass
@@ -201,7 +203,8 @@ def make_images(out_dir: Path, sizes: list[int], per_size: int, seed: int = 0) -
 
 def widen_processor(model_dir: str, max_pixels: int = BENCH_PIXELS) -> None:
     """Raise the saved image processor's pixel budget so 448 px images reach the model unshrunk. Written into
-    the checkpoint, so ours, HF generate, TRL and data.model_size (the coordinate frames) all read one value."""
+    the checkpoint, so ours, HF generate, TRL and data.model_size (the coordinate frames) all read one
+    value."""
     for name in ("processor_config.json", "preprocessor_config.json"):  # newer / older transformers layouts
         path = Path(model_dir) / name
         if not path.exists():
@@ -317,7 +320,8 @@ def bench_rollout(
 
 TRL_HINT = (
     "get it with: pip install -r requirements-bench.txt --constraint <(pip freeze | grep -iE "
-    "'^(torch|torchvision|transformers|tokenizers)==')  (TRL for this row only; torch/transformers stay as they are)"
+    "'^(torch|torchvision|transformers|tokenizers)==')  (TRL for this row only; torch/transformers "
+    "stay as they are)"
 )
 
 
@@ -539,8 +543,8 @@ def update_step(spec: dict, loaded_hook=None):
     """One GRPO update as train_grpo runs it at beta > 0, on a fixed batch, as a callable: reference log-probs
     (full: a second, frozen copy of the model; LoRA: the policy with its adapters off), policy forward +
     backward, grad clip, AdamW. spec["rank"] 0 = full fine-tuning (every weight trained, as by default).
-    The batch is sampled before any adapter exists, so both sides train on the same completions. loaded_hook():
-    called once the policy's weights (and the libraries) are loaded."""
+    The batch is sampled before any adapter exists, so both sides train on the same completions.
+    loaded_hook(): called once the policy's weights (and the libraries) are loaded."""
     loaded = M.load(spec["model_dir"], device="cpu", dtype=torch.float32)
     if loaded_hook is not None:
         loaded_hook()
@@ -578,8 +582,9 @@ def update_step(spec: dict, loaded_hook=None):
 
 
 def update_child(spec: dict) -> dict:
-    """Peak RSS growth of one update (the first: AdamW allocates its state there) and its set-up (the batch; full: the reference copy), over the
-    process holding the policy's weights and the libraries (the same on both sides)."""
+    """Peak RSS growth of one update (the first: AdamW allocates its state there) and its set-up (the batch;
+    full: the reference copy), over the process holding the policy's weights and the libraries (the same on
+    both sides)."""
     base: list[int] = []
 
     def mark() -> None:
@@ -604,7 +609,8 @@ def bench_lora(
     warmup: int,
     threads: int | None,
 ) -> list[dict]:
-    """LoRA (rank LORA_RANK, every decoder projection) against full fine-tuning: the same update on the same batch."""
+    """LoRA (rank LORA_RANK, every decoder projection) against full fine-tuning: the same update on the same
+    batch."""
     spec = {
         "kind": "update",
         "model_dir": fx.model_dir,
@@ -625,7 +631,8 @@ def bench_lora(
     gb = {k: v["peak_bytes"] / 1e9 for k, v in mem.items()}
     speed = paired(t["lora"], t["full"], lambda a, b: a / b)
     print(
-        f"  lora {case}: step LoRA/full {fmt_stat(speed, 'x')}, peak {gb['lora']:.3f} GB vs {gb['full']:.3f} GB",
+        f"  lora {case}: step LoRA/full {fmt_stat(speed, 'x')}, peak {gb['lora']:.3f} GB "
+        f"vs {gb['full']:.3f} GB",
         flush=True,
     )
     return [
@@ -739,8 +746,8 @@ def logprobs_row(name: str, case: str, ours_gb: float, naive_gb: float, target: 
 
 
 def bench_logprobs(lengths: list[int], hidden: int, threads: int | None, precisions: list[str]) -> list[dict]:
-    """Peak memory of kernels.fused_head_logprobs (its default chunk size) vs naive: every length in the first of
-    `precisions` (the one-GPU setting, autocast, in a full run), the longest in the others too."""
+    """Peak memory of kernels.fused_head_logprobs (its default chunk size) vs naive: every length in the first
+    of `precisions` (the one-GPU setting, autocast, in a full run), the longest in the others too."""
     chunk = inspect.signature(kernels.fused_head_logprobs).parameters["chunk_tokens"].default
     out = []
     cases = [(precisions[0], n) for n in lengths] + [(p, max(lengths)) for p in precisions[1:]]
@@ -760,14 +767,14 @@ def bench_logprobs(lengths: list[int], hidden: int, threads: int | None, precisi
             )
         )
         print(
-            f"  logprobs {case}: {ours['peak_bytes'] / 1e9:.2f} GB vs naive {naive['peak_bytes'] / 1e9:.2f} GB "
-            f"= {out[-1]['ratio']['median']:.3f}x; {ours['seconds']:.2f} s vs {naive['seconds']:.2f} s",
+            f"  logprobs {case}: {ours['peak_bytes'] / 1e9:.2f} GB vs naive {naive['peak_bytes'] / 1e9:.2f} "
+            f"GB = {out[-1]['ratio']['median']:.3f}x; {ours['seconds']:.2f} s vs {naive['seconds']:.2f} s",
             flush=True,
         )
     return out
 
 
-# ----------------------------------------------------------------------------- row 5: the GPU check (3B shape)
+# ---------------------------------------------------------------------------- row 5: the GPU check (3B shape)
 
 GPU_SHAPES = {
     # Qwen2.5-VL-3B-Instruct's config.json, random weights
@@ -835,8 +842,8 @@ GPU_SHAPES = {
 
 
 def gpu_model(shape: str, processor, device: torch.device, attn: str) -> torch.nn.Module:
-    """A Qwen2.5-VL of `shape` with random bf16 weights, built directly on `device` (no download, no CPU copy).
-    Its special-token ids are the tiny tokenizer's, so the bench's processor drives it."""
+    """A Qwen2.5-VL of `shape` with random bf16 weights, built directly on `device` (no download, no CPU
+    copy). Its special-token ids are the tiny tokenizer's, so the bench's processor drives it."""
 
     s, tok = GPU_SHAPES[shape], processor.tokenizer
     ids = {t: tok.convert_tokens_to_ids(t) for t in tiny.QWEN_SPECIAL_TOKENS}
@@ -939,9 +946,10 @@ def gpu_check(
     prompts_n: int = 8,
 ) -> list[dict]:
     """The scale-out issue's GPU check: fwd+bwd tokens/s and MFU on ~1k-token rows with images, a rollout of
-    prompts_n x G=8 sequences (64; bench --quick: 16) (ours vs HF generate) with decode bandwidth utilisation, a GRPO update's MFU, peak memory, the
-    attention kernel. bf16 parameters and AdamW state (the trainers' fp32 master copy doubles the memory but not
-    the FLOPs; a 3B model with fp32 master weights and AdamW needs ~60 GB before activations)."""
+    prompts_n x G=8 sequences (64; bench --quick: 16) (ours vs HF generate) with decode bandwidth utilisation,
+    a GRPO update's MFU, peak memory, the attention kernel. bf16 parameters and AdamW state (the trainers'
+    fp32 master copy doubles the memory but not the FLOPs; a 3B model with fp32 master weights and AdamW needs
+    ~60 GB before activations)."""
     card, tflops, tbs = card_peaks(device, peak_tflops, peak_tbs)
     attn = M.attention_backend(device)
     cuda = device.type == "cuda"
@@ -967,9 +975,9 @@ def gpu_check(
         return flops / seconds / (tflops * 1e12) if tflops else None
 
     info = (
-        f"{shape} shape: {counts['total'] / 1e6:,.1f}M params (vision {counts['vision'] / 1e6:,.1f}M, decoder "
-        f"{counts['decoder'] / 1e6:,.1f}M, lm_head {counts['lm_head'] / 1e6:,.1f}M), bf16, attn {attn}, built in "
-        f"{build_s:.1f}s on {card}"
+        f"{shape} shape: {counts['total'] / 1e6:,.1f}M params (vision {counts['vision'] / 1e6:,.1f}M, "
+        f"decoder {counts['decoder'] / 1e6:,.1f}M, lm_head {counts['lm_head'] / 1e6:,.1f}M), bf16, "
+        f"attn {attn}, built in {build_s:.1f}s on {card}"
     )
     print(f"  gpu {info}", flush=True)
 
@@ -1021,19 +1029,22 @@ def gpu_check(
                 mfu=m,
                 peak_gb=peak,
                 attention=f"{attn}: {kernels}",
-                note=f"MFU {fmt_pct(m)}, peak {peak:.1f} GB, {fl / 1e12:.1f} TFLOP/step, attention {attn}: {kernels}",
+                note=f"MFU {fmt_pct(m)}, peak {peak:.1f} GB, {fl / 1e12:.1f} TFLOP/step, "
+                f"attention {attn}: {kernels}",
                 target="MFU >= 40%",
                 met=(m >= 0.4) if m is not None else None,
             )
         ]
 
-    # ---- 2. rollout: 64 sequences = 8 prompts (--quick: 2) x G=8, 64 new tokens, ours vs HF generate; decode bandwidth
+    # ---- 2. rollout: 64 sequences = 8 prompts (--quick: 2) x G=8, 64 new tokens, ours vs HF generate;
+    # decode bandwidth
     G, T = 8, GPU_SHAPES[shape]["new_tokens"]
     prompts = (recs448 * prompts_n)[:prompts_n]
 
     def section_rollout() -> list[dict]:
         """Eager decoding and the static-cache compiled step (model.sample(static_cache=True)), each against
-        HF generate, with the decode step time (all tokens minus prefill + 1 token) over the bytes it reads."""
+        HF generate, with the decode step time (all tokens minus prefill + 1 token) over the bytes it
+        reads."""
         inputs = to_dev(data.collate_prompts(prompts, proc, fk).inputs)
         B, P = inputs["input_ids"].shape
         n = B * G * T
@@ -1074,7 +1085,8 @@ def gpu_check(
             case = f"rollout {B}x{G}={B * G} seq, {P}-tok prompts (448 px), T={T}, {name} decode"
             extra = f", compiled in {compile_s:.0f} s" if name == "compiled" else ""
             print(
-                f"  gpu {case}: speedup {fmt_stat(speed, 'x')}, decode {step_s * 1e3:.1f} ms/step, BW {fmt_pct(util)}{extra}",
+                f"  gpu {case}: speedup {fmt_stat(speed, 'x')}, decode {step_s * 1e3:.1f} ms/step, "
+                f"BW {fmt_pct(util)}{extra}",
                 flush=True,
             )
             out.append(
@@ -1097,7 +1109,8 @@ def gpu_check(
             )
         return out
 
-    # ---- 3. a GRPO update on the 64 rollouts (--quick: 16): micro-batches of G rows (train_grpo's default), one AdamW step
+    # ---- 3. a GRPO update on the 64 rollouts (--quick: 16): micro-batches of G rows (train_grpo's
+    # default), one AdamW step
     def section_update() -> list[dict]:
         inputs = to_dev(data.collate_prompts(prompts, proc, fk).inputs)
         B = len(prompts)
@@ -1241,9 +1254,11 @@ def render(meta: dict, rows: list[dict]) -> str:
         f"- machine: {m['cpu']}, {m['cores']} cores, torch threads {m['torch_threads']}"
         + (f", GPU {m['gpu']}" if m.get("gpu") else "")
         + (f", load avg at start {m['load_avg'][0]:.1f}" if m.get("load_avg") else ""),
-        f"- versions: python {m['python']}, torch {m['torch']}, transformers {m['transformers']}, trl {m['trl'] or 'absent'}",
+        f"- versions: python {m['python']}, torch {m['torch']}, transformers {m['transformers']}, "
+        f"trl {m['trl'] or 'absent'}",
         f"- settings: {meta['settings']}",
-        "- each cell: median [min–max] over the repetitions; ratio = paired per repetition (A and B alternated)",
+        "- each cell: median [min–max] over the repetitions; ratio = paired per repetition "
+        "(A and B alternated)",
         "",
         "| row | case | ours | baseline | ratio | target | met |",
         "|---|---|---|---|---|---|---|",
@@ -1330,8 +1345,8 @@ def main(argv: list[str] | None = None) -> dict:
         gpu_device = torch.device(args.device or "cuda")
         if gpu_device.type == "cuda" and not torch.cuda.is_available():
             print(
-                "bench.py --gpu needs CUDA (no GPU visible to torch). On a CPU, `--gpu --gpu-shape tiny --device cpu` "
-                "runs the same code at a tiny shape.",
+                "bench.py --gpu needs CUDA (no GPU visible to torch). On a CPU, `--gpu --gpu-shape tiny "
+                "--device cpu` runs the same code at a tiny shape.",
                 file=sys.stderr,
             )
             raise SystemExit(2)
@@ -1358,7 +1373,8 @@ def main(argv: list[str] | None = None) -> dict:
     lengths = [1280] if q else [1024, 2048, 4096]
     # --quick: a narrow head so it finishes fast; the full run uses Qwen-3B's 2048
     mem_hidden = 128 if q else 2048
-    # --quick: fp32 only; bf16 matmuls on a CPU without bf16 units take minutes (autocast 1280 tokens: 220 s naive)
+    # --quick: fp32 only; bf16 matmuls on a CPU without bf16 units take minutes (autocast 1280 tokens: 220 s
+    # naive)
     mem_precisions = ["fp32"] if q else list(PRECISIONS)
     settings = (
         f"{'quick' if q else 'full'}; rows {','.join(args.rows)}; reps {args.reps} (+{args.warmup} warm-up) "
@@ -1393,7 +1409,8 @@ def main(argv: list[str] | None = None) -> dict:
             elif name == "logprobs":
                 rows += bench_logprobs(lengths, mem_hidden, args.threads, mem_precisions)
             elif name == "gpu":
-                # --quick: a plumbing check (one repetition, 2 prompts in the rollout and update sections, not 8)
+                # --quick: a plumbing check (one repetition, 2 prompts in the rollout and update sections, not
+                # 8)
                 reps, warmup, n = (1, 0, 2) if q else (args.reps, args.warmup, 8)
                 rows += gpu_check(
                     fx, args.gpu_shape, gpu_device, reps, warmup, args.peak_tflops, args.peak_tbs, n

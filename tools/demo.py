@@ -3,7 +3,8 @@
     synthetic EO data (synth.py) -> tiny Qwen2.5-VL (tiny.build_tiny) -> SFT warm-up (train_sft.py)
     -> greedy eval (eval.py) -> GRPO (train_grpo.py) -> greedy eval -> before/after table per task
 
-    python tools/demo.py                       # ~2 minutes on 2 CPU cores after the first-use build of data and model
+    python tools/demo.py                       # ~2 minutes on 2 CPU cores after the first-use build
+                                               # of data and model
     python tools/demo.py --sft-tasks all --sft-steps 1000    # every task (longer)
     python tools/demo.py --sft-steps 30 --grpo-steps 4 --eval-records 24     # a smoke run
 
@@ -128,7 +129,8 @@ def main(argv: list[str] | None = None) -> Path:
     print("a few answers (SFT, greedy):")
     for row in preds[:: max(1, len(preds) // 6)][:6]:
         print(
-            f"  [{row['task']}] truth {json.dumps(row['answer'])[:60]}\n      model {row['completion'][:110]!r}"
+            f"  [{row['task']}] truth {json.dumps(row['answer'])[:60]}\n      model "
+            f"{row['completion'][:110]!r}"
         )
 
     # ---- GRPO
@@ -163,7 +165,8 @@ def main(argv: list[str] | None = None) -> Path:
     print(
         "GRPO reward (mean over 5-step windows): "
         + "  ".join(
-            f"{steps[i]['step']}:{sum(r['reward_mean'] for r in steps[i : i + 5]) / len(steps[i : i + 5]):.2f}"
+            f"{steps[i]['step']}:"
+            f"{sum(r['reward_mean'] for r in steps[i : i + 5]) / len(steps[i : i + 5]):.2f}"
             for i in range(0, len(steps), 5)
         )
     )
@@ -175,8 +178,8 @@ def main(argv: list[str] | None = None) -> Path:
     page = viewer.write_viewer(out / "eval-grpo" / "predictions.jsonl")
     print(f"\ndemo finished in {(time.perf_counter() - t_start) / 60:.1f} min; outputs in {out}/")
     print(
-        f"look at: {out}/sft/plots/ and {out}/grpo/plots/ (curves), {out}/grpo/rollouts.html (what GRPO sampled "
-        f"and earned), {page} (held-out answers with their boxes)"
+        f"look at: {out}/sft/plots/ and {out}/grpo/plots/ (curves), {out}/grpo/rollouts.html (what GRPO "
+        f"sampled and earned), {page} (held-out answers with their boxes)"
     )
     return out
 
