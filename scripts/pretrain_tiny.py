@@ -57,6 +57,7 @@ from geovlm.tasks import TASKS  # noqa: E402
 
 STAGES = "flat1:600,flatmix:600,synth:1200"  # name:steps, in order (the measured ladder: docs/perception-ladder.md)
 EVAL_TASKS = ("grounding", "detection")
+FIXED_SIDE = 224  # pixels: the localisation probe's image (scripts/grpo_proof.py)
 _GROUND_Q = (
     "Where is the {}?",
     "Locate the {}.",
@@ -74,11 +75,14 @@ _DETECT_Q = (
 # ----------------------------------------------------------------------------- the curriculum's scenes
 
 
-def flat_scene(rng: np.random.Generator, counts: dict[str, int], distractors: int) -> synth.Scene:
+def flat_scene(
+    rng: np.random.Generator, counts: dict[str, int], distractors: int, side: int | None = None
+) -> synth.Scene:
     """A scene of flat ground (one dull random colour, 160-400 px a side) holding exactly counts[c] objects of
     class c (placed by synth's own rejection sampler), then up to `distractors` objects of other classes."""
     for _ in range(60):
         w, h = (int(v) for v in rng.integers(synth._MIN_SIDE, synth._MAX_SIDE + 1, 2))
+        w, h = (side, side) if side else (w, h)  # fixed: the probe's one image shape (one grid of tokens)
         ground = np.empty((h, w, 3), np.float32)
         ground[:] = rng.integers(50, 170, 3)  # render() darkens anything near an object colour
         everywhere = np.ones((h, w), bool)  # ships may sit anywhere: flat ground is land and water at once
@@ -144,6 +148,43 @@ def flat1(rng: np.random.Generator, task: str) -> synth.Sample:
     return (grounding_sample if task == "grounding" else detection_sample)(rng, scene, cls)
 
 
+def square(rng: np.random.Generator, task: str) -> synth.Sample:
+    """scripts/grpo_proof.py's localisation probe (square_records): one red 56-px square at a uniformly random
+    place on flat grey 224 x 224, "Where is the red square?", its cell in the reasoning. Grounding whatever
+    `task`: the rung that checks this loop against the probe's measured SFT."""
+    x, y = (int(v) for v in rng.integers(0, FIXED_SIDE - 56, 2))
+    img = np.full((FIXED_SIDE, FIXED_SIDE, 3), 90, np.uint8)
+    img[y : y + 56, x : x + 56] = (230, 40, 40)
+    at = synth._AT[synth._cell(x + 28, y + 28, FIXED_SIDE, FIXED_SIDE)]
+    box = [[x, y, x + 56, y + 56]]
+    return synth.Sample(
+        [img], "Where is the red square?", box, f"The red square lies {at}.", synth._meta("unique")
+    )
+
+
+def fixedq(rng: np.random.Generator, task: str) -> synth.Sample:
+    """The probe with synth's objects: a fixed FIXED_SIDE-px square of flat ground, one object of any class, and
+    one wording whatever the class ("Where is the object?"), so that the answer's place in the sequence is the
+    same in every record: through M-RoPE (relative) the model then reads an image token's column as the probe
+    does, before learning to do it from wherever the question leaves it."""
+    cls = synth._pick(rng, synth.CLASSES)
+    scene = flat_scene(rng, {cls: 1}, 0, FIXED_SIDE)
+    o = scene.objects[0]
+    at = synth._AT[synth._where(o, scene)]
+    if task == "grounding":
+        q, why = "Where is the object?", f"The object lies {at}."
+    else:
+        q, why = "Detect all objects.", f"There is one object: one {at}; it gets a box."
+    return synth.Sample([synth.render(scene)], q, [o.box], why, synth._meta("unique", **{"class": cls}))
+
+
+def fixed1(rng: np.random.Generator, task: str) -> synth.Sample:
+    """flat1 on a fixed FIXED_SIDE-px square: the probe's one image shape (8 x 8 tokens), synth's objects."""
+    cls = synth._pick(rng, synth.CLASSES)
+    scene = flat_scene(rng, {cls: 1}, 0, FIXED_SIDE)
+    return (grounding_sample if task == "grounding" else detection_sample)(rng, scene, cls)
+
+
 def flatmix(rng: np.random.Generator, task: str) -> synth.Sample:
     """Flat ground, the asked class among 1-4 distractors of the other classes (found by colour and shape)."""
     cls = synth._pick(rng, synth.CLASSES)
@@ -159,6 +200,9 @@ def synth_stage(rng: np.random.Generator, task: str) -> synth.Sample:
 
 
 BUILDERS: dict[str, Callable[[np.random.Generator, str], synth.Sample]] = {
+    "square": square,
+    "fixedq": fixedq,
+    "fixed1": fixed1,
     "flat1": flat1,
     "flatmix": flatmix,
     "synth": synth_stage,
