@@ -386,20 +386,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--blind-records", type=int, default=400, help="synth records the blind baseline is fitted on"
     )
     args = p.parse_args(argv)
-    try:
+    args.task_list = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
+    try:  # name:steps[:task+task], the stage's own tasks overriding --tasks
         args.stage_list = [
-            (name, int(steps)) for name, steps in (s.split(":") for s in args.stages.split(","))
+            (part[0], int(part[1]), tuple(part[2].split("+")) if len(part) > 2 else args.task_list)
+            for part in (s.split(":") for s in args.stages.split(","))
         ]
-    except ValueError:
-        p.error(f"--stages {args.stages!r}: expected name:steps,name:steps,...")
-    bad = [n for n, k in args.stage_list if n not in BUILDERS or k < 0]
+    except (ValueError, IndexError):
+        p.error(f"--stages {args.stages!r}: expected name:steps[:task+task],...")
+    bad = [n for n, k, _ in args.stage_list if n not in BUILDERS or k < 0]
     if bad:
         p.error(f"--stages: unknown stage(s) or negative steps {bad}; stages: {', '.join(BUILDERS)}")
-    args.task_list = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
-    if not args.task_list or any(
-        t not in TASKS or t not in ("grounding", "detection") for t in args.task_list
-    ):
-        p.error(f"--tasks {args.tasks!r}: grounding and/or detection")
+    if any(not ts or any(t not in ("grounding", "detection") for t in ts) for _, _, ts in args.stage_list):
+        p.error(f"--tasks {args.tasks!r} / --stages {args.stages!r}: tasks are grounding and/or detection")
     if min(args.batch_size, args.eval_records) < 1:
         p.error("--batch-size and --eval-records must be at least 1")
     return args
@@ -450,7 +449,7 @@ def main(argv: list[str] | None = None) -> dict:
     path = base_model(args, out)
     env = Dist(0, 1, 0, torch.device("cpu"))
     global_step = 0
-    for k, (stage, steps) in enumerate(args.stage_list):
+    for k, (stage, steps, stage_tasks) in enumerate(args.stage_list):
         folder = out / f"stage-{k}-{stage}"
         if (folder / "done.json").exists():  # finished in an earlier run: continue from its weights
             path, global_step = str(folder), json.loads((folder / "done.json").read_text())["global_step"]
@@ -469,7 +468,7 @@ def main(argv: list[str] | None = None) -> dict:
                 args.seed,
                 (step - 1) * args.batch_size,
                 args.batch_size,
-                args.task_list,
+                stage_tasks,
                 out / "stream",
             )
             batch = data.collate_sft(recs, processor, loaded.frame_kind)
