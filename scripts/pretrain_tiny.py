@@ -1,14 +1,20 @@
 """Perception pre-training for the tiny model: a curriculum of streamed synthetic scenes, measured per stage.
 
-    python scripts/pretrain_tiny.py --out runs/pretrain                       # the recipe (STAGES below)
-    python scripts/pretrain_tiny.py --out runs/p --stages flat1:600,flatmix:600 --eval-records 100
-    python scripts/pretrain_tiny.py --out runs/p --stages flat1:600,synth:1200   # a rerun resumes at the
-                                                                               # first stage not finished
+    python scripts/pretrain_tiny.py --out runs/pretrain                  # the recipe (STAGES below), ~45 min
+    python scripts/pretrain_tiny.py --out runs/p --stages square:500:grounding,fixedq:400:grounding
+    python scripts/pretrain_tiny.py --out runs/p --stages square:500:grounding,fixedq:400:grounding,fixed1:400
+                                    # the same --out again with more stages: resumes after the finished ones
 
-Issue 18, step 1. On synth's EO scenes the tiny model does not localise after grounding SFT on 12k records
-(README); it does localise one red square on grey once M-RoPE's base is 50. This recipe climbs from there:
+Issue 18, step 1; the measured ladder is docs/perception-ladder.md. On synth's EO scenes the tiny model does not
+localise after grounding SFT on 12k records (README); it does localise one red square on grey once M-RoPE's base
+is 50. Trained from scratch on synth's objects it localises nothing, not even one object on flat ground at a
+fixed image size (the ladder's first rungs); started from the probe it does. So the curriculum starts there and
+widens one thing a stage (--stages name:steps[:task+task], in order):
 
-    flat1    flat ground of a random dull colour, exactly one synth object (any class): grounding, detection
+    square   the probe itself (scripts/grpo_proof.py's square_records): one red 56-px square on grey 224 x 224
+    fixedq   the probe's shape and one wording ("Where is the object?"), one synth object of any class
+    fixed1   fixed 224 x 224 flat ground, one synth object, synth's wording (varies with the class and template)
+    flat1    flat ground of a random dull colour at synth's sizes (160-400 px a side), one synth object
     flatmix  flat ground, the asked class (grounding: one; detection: 1-5) among 1-4 distractors of other classes
     synth    synth's own scenes and builders (textured ground, extras, qualifiers: "the leftmost ship")
 
@@ -55,7 +61,11 @@ from geovlm.metrics import Sample, score_samples  # noqa: E402
 from geovlm.schedule import lr_at  # noqa: E402
 from geovlm.tasks import TASKS  # noqa: E402
 
-STAGES = "flat1:600,flatmix:600,synth:1200"  # name:steps, in order (the measured ladder: docs/perception-ladder.md)
+# name:steps:tasks, in order: the measured ladder's best rung (docs/perception-ladder.md)
+STAGES = (
+    "square:500:grounding,fixedq:400:grounding,fixed1:400:grounding,flat1:400:grounding,"
+    "flatmix:400:grounding+detection,synth:1000:grounding+detection"
+)
 EVAL_TASKS = ("grounding", "detection")
 FIXED_SIDE = 224  # pixels: the localisation probe's image (scripts/grpo_proof.py)
 _GROUND_Q = (
@@ -449,6 +459,8 @@ def main(argv: list[str] | None = None) -> dict:
     path = base_model(args, out)
     env = Dist(0, 1, 0, torch.device("cpu"))
     global_step = 0
+    # a stage's own held-out set is the one of its first occurrence, so a repeated stage is measured alike
+    first = {name: [n for n, _, _ in args.stage_list].index(name) for name, _, _ in args.stage_list}
     for k, (stage, steps, stage_tasks) in enumerate(args.stage_list):
         folder = out / f"stage-{k}-{stage}"
         if (folder / "done.json").exists():  # finished in an earlier run: continue from its weights
@@ -495,17 +507,29 @@ def main(argv: list[str] | None = None) -> dict:
                 )
             if args.eval_every and step % args.eval_every == 0 and step < steps:
                 m = evaluate(net, processor, loaded.frame_kind, held, args.max_new_tokens)
+                if stage != "synth":
+                    own = stage_held_out(
+                        stage, k, args.eval_seed, args.eval_records // 2, out / f"heldout-{stage}"
+                    )
+                    m["own_grounding"] = evaluate(
+                        net, processor, loaded.frame_kind, own, args.max_new_tokens
+                    )["grounding"]
                 net.train()
                 log.write(
                     json.dumps({"stage": stage, "step": step, "global_step": global_step, "eval": m}) + "\n"
                 )
                 log.flush()
-                print(f"  eval at step {step}: {json.dumps({t: m[t] for t in EVAL_TASKS})}", flush=True)
+                print(
+                    f"  eval at step {step}: {json.dumps({t: m.get(t) for t in (*EVAL_TASKS, 'own_grounding')})}",
+                    flush=True,
+                )
         train_minutes = (time.time() - t0) / 60
         M.save(net, processor, folder)
         m = evaluate(net, processor, loaded.frame_kind, held, args.max_new_tokens)
         if stage != "synth":  # in-distribution check: does it localise on the stage's own scenes?
-            own = stage_held_out(stage, k, args.eval_seed, args.eval_records // 2, out / f"heldout-{stage}")
+            own = stage_held_out(
+                stage, first[stage], args.eval_seed, args.eval_records // 2, out / f"heldout-{stage}"
+            )
             m["own_grounding"] = evaluate(net, processor, loaded.frame_kind, own, args.max_new_tokens)[
                 "grounding"
             ]
