@@ -433,8 +433,9 @@ def main(argv: list[str] | None = None) -> dict:
         for k in ("stages", "tasks", "seed", "batch_size", "lr", "warmup", "rope_theta", "base_model")
     }
     kept = json.loads((out / "recipe.json").read_text()) if (out / "recipe.json").exists() else None
-    # the same recipe, or one that adds stages after the kept ones (a ladder's next rung), may resume
-    common = min(len(args.stages.split(",")), len(kept["stages"].split(","))) if kept else 0
+    # the same recipe, or one whose stages begin with the finished ones (a ladder's next rung), may resume
+    finished = sum(1 for k in range(len(args.stage_list)) if list(out.glob(f"stage-{k}-*/done.json")))
+    common = min(len(args.stage_list), len(kept["stages"].split(",")), finished) if kept else 0
     if kept is not None and (
         any(kept[k] != recipe[k] for k in recipe if k != "stages")
         or args.stages.split(",")[:common] != kept["stages"].split(",")[:common]
@@ -509,7 +510,7 @@ def main(argv: list[str] | None = None) -> dict:
                 m = evaluate(net, processor, loaded.frame_kind, held, args.max_new_tokens)
                 if stage != "synth":
                     own = stage_held_out(
-                        stage, k, args.eval_seed, args.eval_records // 2, out / f"heldout-{stage}"
+                        stage, first[stage], args.eval_seed, args.eval_records // 2, out / f"heldout-{stage}"
                     )
                     m["own_grounding"] = evaluate(
                         net, processor, loaded.frame_kind, own, args.max_new_tokens
