@@ -195,6 +195,14 @@ def fixed1(rng: np.random.Generator, task: str) -> synth.Sample:
     return (grounding_sample if task == "grounding" else detection_sample)(rng, scene, cls)
 
 
+def fixedmix(rng: np.random.Generator, task: str) -> synth.Sample:
+    """flatmix on the fixed FIXED_SIDE-px square: distractors without the image size varying."""
+    cls = synth._pick(rng, synth.CLASSES)
+    k = 1 if task == "grounding" else int(rng.integers(1, 6))
+    scene = flat_scene(rng, {cls: k}, int(rng.integers(1, 5)), FIXED_SIDE)
+    return (grounding_sample if task == "grounding" else detection_sample)(rng, scene, cls)
+
+
 def flatmix(rng: np.random.Generator, task: str) -> synth.Sample:
     """Flat ground, the asked class among 1-4 distractors of the other classes (found by colour and shape)."""
     cls = synth._pick(rng, synth.CLASSES)
@@ -213,6 +221,7 @@ BUILDERS: dict[str, Callable[[np.random.Generator, str], synth.Sample]] = {
     "square": square,
     "fixedq": fixedq,
     "fixed1": fixed1,
+    "fixedmix": fixedmix,
     "flat1": flat1,
     "flatmix": flatmix,
     "synth": synth_stage,
