@@ -360,7 +360,9 @@ def blind_metrics(train: list[data.Record], records: list[data.Record]) -> dict:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, help="run folder (log.jsonl, stage checkpoints, results.json)")
+    p.add_argument(
+        "--out", required=True, help="run folder (log.jsonl, stage checkpoints, results.json); required"
+    )
     p.add_argument(
         "--stages",
         default=STAGES,
@@ -397,12 +399,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=50.0,
         help="M-RoPE base of the fresh tiny model (tiny.build_tiny; default: %(default)s)",
     )
-    p.add_argument("--base-model", default=None, help="start from this model instead of a fresh tiny one")
+    p.add_argument(
+        "--base-model", default=None, help="start from this model (default: a fresh tiny model, --rope-theta)"
+    )
     p.add_argument(
         "--max-new-tokens", type=int, default=128, help="greedy eval length (default: %(default)s)"
     )
     p.add_argument(
-        "--blind-records", type=int, default=400, help="synth records the blind baseline is fitted on"
+        "--blind-records",
+        type=int,
+        default=400,
+        help="synth records the blind baseline is fitted on (default: %(default)s)",
     )
     args = p.parse_args(argv)
     args.task_list = tuple(t.strip() for t in args.tasks.split(",") if t.strip())

@@ -28,7 +28,7 @@ def _cell(box: list, w: int, h: int) -> str:
     return synth._AT[synth._cell((box[0] + box[2]) / 2, (box[1] + box[3]) / 2, w, h)]
 
 
-@pytest.mark.parametrize("stage", ["flat1", "flatmix", "synth"])
+@pytest.mark.parametrize("stage", ["fixedq", "fixed1", "flat1", "flatmix", "synth"])
 def test_stage_records_hold_what_they_claim(P, stage):
     from embedded import synth
 
@@ -40,7 +40,9 @@ def test_stage_records_hold_what_they_claim(P, stage):
         h, w = img.shape[:2]
         found = synth.find_objects(img)  # every object, recovered from the pixels alone
         mine = [b for c, b in found if c == cls]
-        if stage == "flat1":
+        if stage in ("fixedq", "fixed1"):
+            assert img.shape == (P.FIXED_SIDE, P.FIXED_SIDE, 3)
+        if stage in ("fixedq", "fixed1", "flat1"):
             assert len(found) == 1 and found[0][0] == cls
             assert (
                 len(np.unique(img[~synth.object_mask(img)].reshape(-1, 3), axis=0)) <= 2
@@ -62,6 +64,16 @@ def test_stage_records_hold_what_they_claim(P, stage):
         assert np.mean([d >= 1 for d in distractors]) >= 0.8 and max(distractors) >= 2
     again = P.BUILDERS[stage](np.random.default_rng([5, 1000, 23]), "detection")
     assert again.answer == s.answer and np.array_equal(again.images[0], s.images[0])  # seeded
+
+
+def test_square_is_the_probe(P):
+    for i in range(10):
+        s = P.square(np.random.default_rng([0, 1000, i]), "detection")  # grounding whatever the task
+        img = s.images[0]
+        red = np.argwhere((img[..., 0] > 200) & (img[..., 1] < 80))
+        (y1, x1), (y2, x2) = red.min(0), red.max(0)
+        assert s.answer == [[int(x1), int(y1), int(x2) + 1, int(y2) + 1]] and x2 - x1 + 1 == 56
+        assert s.question == "Where is the red square?" and _cell(s.answer[0], 224, 224) in s.reasoning
 
 
 def test_streams_are_disjoint_from_the_held_out_seed(P, tmp_path):
