@@ -24,6 +24,7 @@ SCRIPTS = {  # modules by name (python -m NAME for the library's), files by path
     "scripts/eight_ranks.py": "main",
     "scripts/reward_throughput.py": "main",
     "scripts/grpo_proof.py": "parse_args",
+    "scripts/pretrain_tiny.py": "parse_args",
 }
 
 

@@ -1,0 +1,579 @@
+"""Perception pre-training for the tiny model: a curriculum of streamed synthetic scenes, measured per stage.
+
+    python scripts/pretrain_tiny.py --out runs/pretrain                  # the recipe (STAGES below), ~45 min
+    python scripts/pretrain_tiny.py --out runs/p --stages square:500:grounding,fixedq:400:grounding
+    python scripts/pretrain_tiny.py --out runs/p --stages square:500:grounding,fixedq:400:grounding,fixed1:400
+                                    # the same --out again with more stages: resumes after the finished ones
+
+Issue 18, step 1; the measured ladder is docs/perception-ladder.md. On synth's EO scenes the tiny model does not
+localise after grounding SFT on 12k records (README); it does localise one red square on grey once M-RoPE's base
+is 50. Trained from scratch on synth's objects it localises nothing, not even one object on flat ground at a
+fixed image size (the ladder's first rungs); started from the probe it does. So the curriculum starts there and
+widens one thing a stage (--stages name:steps[:task+task], in order):
+
+    square   the probe itself (scripts/grpo_proof.py's square_records): one red 56-px square on grey 224 x 224
+    fixedq   the probe's shape and one wording ("Where is the object?"), one synth object of any class
+    fixed1   fixed 224 x 224 flat ground, one synth object, synth's wording (varies with the class and template)
+    flat1    flat ground of a random dull colour at synth's sizes (160-400 px a side), one synth object
+    flatmix  flat ground, the asked class (grounding: one; detection: 1-5) among 1-4 distractors of other classes
+    synth    synth's own scenes and builders (textured ground, extras, qualifiers: "the leftmost ship")
+
+Records are generated on the fly (no data set on disk: each batch's images are written to out/stream/ and
+overwritten by the next), from np.random.default_rng([seed, 1000 + stage index, i]), so any number of samples
+costs only CPU time and never repeats. Supervision is dense where it is cheap: every grounding reasoning names
+the target's 3 x 3 cell (synth's wording), and every detection reasoning names each object's cell in answer
+order ("...: one in the top left, one at the bottom; each gets its own box"), so the model says where before
+it writes the numbers. The held-out sets are synth's own grounding and detection records of --eval-seed
+(synth.make_sample(task, eval_seed, i): a two-word seed, never a training stream's three-word one).
+
+Each stage starts a fresh AdamW with its own warm-up and cosine decay (train_sft.train_step: the project's SFT
+loss and step), ends with a checkpoint out/stage-K-NAME/ (an HF folder model.load reads; done.json marks it
+whole) and a held-out evaluation (eval.generate greedy, geovlm.metrics scores): grounding acc@0.5 and mean IoU,
+detection F1@0.5, and the 3 x 3 cell accuracy of the grounding reasoning, beside the blind baseline
+(geovlm.baselines.best_blind fitted on synth-stage training records). Outputs: out/log.jsonl (a row per step,
+a row per evaluation), out/recipe.json, out/results.json (the per-stage table). A rerun with the same --out and
+the same recipe resumes after the last finished stage; a different recipe there is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+import data  # noqa: E402
+import eval as E  # noqa: E402
+import model as M  # noqa: E402
+import train_sft  # noqa: E402
+from embedded import defaults, synth, tiny  # noqa: E402
+from geovlm import baselines  # noqa: E402
+from geovlm.distributed import Dist  # noqa: E402
+from geovlm.metrics import Sample, score_samples  # noqa: E402
+from geovlm.schedule import lr_at  # noqa: E402
+from geovlm.tasks import TASKS  # noqa: E402
+
+# name:steps:tasks, in order: the measured ladder's best rung (docs/perception-ladder.md)
+STAGES = (
+    "square:500:grounding,fixedq:400:grounding,fixed1:400:grounding,flat1:400:grounding,"
+    "flatmix:400:grounding+detection,synth:1000:grounding+detection"
+)
+EVAL_TASKS = ("grounding", "detection")
+FIXED_SIDE = 224  # pixels: the localisation probe's image (scripts/grpo_proof.py)
+_GROUND_Q = (
+    "Where is the {}?",
+    "Locate the {}.",
+    "Give the bounding box of the {}.",
+    "Find the {} in the image.",
+)
+_DETECT_Q = (
+    "Detect all {p}.",
+    "Find every {c} and give its bounding box.",
+    "Locate all {p} in the image.",
+    "Output a bounding box for each {c}.",
+)
+
+
+# ----------------------------------------------------------------------------- the curriculum's scenes
+
+
+def flat_scene(
+    rng: np.random.Generator, counts: dict[str, int], distractors: int, side: int | None = None
+) -> synth.Scene:
+    """A scene of flat ground (one dull random colour, 160-400 px a side) holding exactly counts[c] objects of
+    class c (placed by synth's own rejection sampler), then up to `distractors` objects of other classes."""
+    for _ in range(60):
+        w, h = (int(v) for v in rng.integers(synth._MIN_SIDE, synth._MAX_SIDE + 1, 2))
+        w, h = (side, side) if side else (w, h)  # fixed: the probe's one image shape (one grid of tokens)
+        ground = np.empty((h, w, 3), np.float32)
+        ground[:] = rng.integers(50, 170, 3)  # render() darkens anything near an object colour
+        everywhere = np.ones((h, w), bool)  # ships may sit anywhere: flat ground is land and water at once
+        scene = synth.Scene("flat", ground, everywhere, everywhere.copy(), (int(rng.choice([-3, 3])), 3))
+        placed = True
+        for cls in sorted(counts, key=synth._BIG_FIRST.index):
+            for _ in range(counts[cls]):
+                o = synth._place(rng, scene, cls)
+                if o is None:
+                    placed = False
+                    break
+                scene.objects.append(o)
+        if not placed:
+            continue
+        others = [c for c in synth.CLASSES if c not in counts]
+        for _ in range(distractors):
+            o = synth._place(rng, scene, synth._pick(rng, others), tries=15)
+            if o is not None:
+                scene.objects.append(o)
+        return scene
+    raise RuntimeError(f"could not fit {counts} on flat ground")
+
+
+def _cells_text(boxes: list[list[int]], w: int, h: int) -> str:
+    """'one in the top left, one at the bottom': each box's 3 x 3 cell, in the order given."""
+    return ", ".join(
+        f"one {synth._AT[synth._cell((b[0] + b[2]) / 2, (b[1] + b[3]) / 2, w, h)]}" for b in boxes
+    )
+
+
+def grounding_sample(rng: np.random.Generator, scene: synth.Scene, cls: str) -> synth.Sample:
+    """Grounding of the one `cls` object of `scene`, worded as synth's unique grounding records."""
+    target = next(o for o in scene.objects if o.cls == cls)
+    q = synth._pick(rng, _GROUND_Q).format(cls)
+    why = f"The only {synth.COLOUR_WORD[cls]} {synth.SHAPE_WORD[cls]} {cls} lies {synth._AT[synth._where(target, scene)]}."
+    return synth.Sample([synth.render(scene)], q, [target.box], why, synth._meta("unique", **{"class": cls}))
+
+
+def detection_sample(rng: np.random.Generator, scene: synth.Scene, cls: str) -> synth.Sample:
+    """Detection of every `cls` object of `scene`: synth's wording, plus each object's cell (dense_detection)."""
+    objs = synth._by_position([o for o in scene.objects if o.cls == cls])
+    q = synth._pick(rng, _DETECT_Q).format(p=synth._plural(cls), c=cls)
+    s = synth.Sample(
+        [synth.render(scene)], q, [o.box for o in objs], "", synth._meta("detect", **{"class": cls})
+    )
+    return dense_detection(s)
+
+
+def dense_detection(s: synth.Sample) -> synth.Sample:
+    """The reasoning names every box's cell in answer order, so position is supervised before the numbers."""
+    k, cls = len(s.answer), s.meta["class"]
+    h, w = s.images[0].shape[:2]
+    what = f"{synth._NUM[k]} {synth.COLOUR_WORD[cls]} {synth.SHAPE_WORD[cls]} {synth._plural(cls, k)}"
+    tail = "it gets a box." if k == 1 else "each gets its own box."
+    s.reasoning = f"There {'is' if k == 1 else 'are'} {what}: {_cells_text(s.answer, w, h)}; {tail}"
+    return s
+
+
+def flat1(rng: np.random.Generator, task: str) -> synth.Sample:
+    """One object of a random class on flat ground: the probe, with synth's objects instead of a square."""
+    cls = synth._pick(rng, synth.CLASSES)
+    scene = flat_scene(rng, {cls: 1}, 0)
+    return (grounding_sample if task == "grounding" else detection_sample)(rng, scene, cls)
+
+
+def square(rng: np.random.Generator, task: str) -> synth.Sample:
+    """scripts/grpo_proof.py's localisation probe (square_records): one red 56-px square at a uniformly random
+    place on flat grey 224 x 224, "Where is the red square?", its cell in the reasoning. Grounding whatever
+    `task`: the rung that checks this loop against the probe's measured SFT."""
+    x, y = (int(v) for v in rng.integers(0, FIXED_SIDE - 56, 2))
+    img = np.full((FIXED_SIDE, FIXED_SIDE, 3), 90, np.uint8)
+    img[y : y + 56, x : x + 56] = (230, 40, 40)
+    at = synth._AT[synth._cell(x + 28, y + 28, FIXED_SIDE, FIXED_SIDE)]
+    box = [[x, y, x + 56, y + 56]]
+    return synth.Sample(
+        [img], "Where is the red square?", box, f"The red square lies {at}.", synth._meta("unique")
+    )
+
+
+def fixedq(rng: np.random.Generator, task: str) -> synth.Sample:
+    """The probe with synth's objects: a fixed FIXED_SIDE-px square of flat ground, one object of any class, and
+    one wording whatever the class ("Where is the object?"), so that the answer's place in the sequence is the
+    same in every record: through M-RoPE (relative) the model then reads an image token's column as the probe
+    does, before learning to do it from wherever the question leaves it."""
+    cls = synth._pick(rng, synth.CLASSES)
+    scene = flat_scene(rng, {cls: 1}, 0, FIXED_SIDE)
+    o = scene.objects[0]
+    at = synth._AT[synth._where(o, scene)]
+    if task == "grounding":
+        q, why = "Where is the object?", f"The object lies {at}."
+    else:
+        q, why = "Detect all objects.", f"There is one object: one {at}; it gets a box."
+    return synth.Sample([synth.render(scene)], q, [o.box], why, synth._meta("unique", **{"class": cls}))
+
+
+def fixed1(rng: np.random.Generator, task: str) -> synth.Sample:
+    """flat1 on a fixed FIXED_SIDE-px square: the probe's one image shape (8 x 8 tokens), synth's objects."""
+    cls = synth._pick(rng, synth.CLASSES)
+    scene = flat_scene(rng, {cls: 1}, 0, FIXED_SIDE)
+    return (grounding_sample if task == "grounding" else detection_sample)(rng, scene, cls)
+
+
+def fixedmix(rng: np.random.Generator, task: str) -> synth.Sample:
+    """flatmix on the fixed FIXED_SIDE-px square: distractors without the image size varying."""
+    cls = synth._pick(rng, synth.CLASSES)
+    k = 1 if task == "grounding" else int(rng.integers(1, 6))
+    scene = flat_scene(rng, {cls: k}, int(rng.integers(1, 5)), FIXED_SIDE)
+    return (grounding_sample if task == "grounding" else detection_sample)(rng, scene, cls)
+
+
+def flatmix(rng: np.random.Generator, task: str) -> synth.Sample:
+    """Flat ground, the asked class among 1-4 distractors of the other classes (found by colour and shape)."""
+    cls = synth._pick(rng, synth.CLASSES)
+    k = 1 if task == "grounding" else int(rng.integers(1, 6))
+    scene = flat_scene(rng, {cls: k}, int(rng.integers(1, 5)))
+    return (grounding_sample if task == "grounding" else detection_sample)(rng, scene, cls)
+
+
+def synth_stage(rng: np.random.Generator, task: str) -> synth.Sample:
+    """synth's own record for `task` (its scenes, extras, qualifiers), detection's reasoning made dense."""
+    s = synth.BUILDERS[task](rng)
+    return dense_detection(s) if task == "detection" else s
+
+
+BUILDERS: dict[str, Callable[[np.random.Generator, str], synth.Sample]] = {
+    "square": square,
+    "fixedq": fixedq,
+    "fixed1": fixed1,
+    "fixedmix": fixedmix,
+    "flat1": flat1,
+    "flatmix": flatmix,
+    "synth": synth_stage,
+}
+
+
+# ----------------------------------------------------------------------------- records
+
+
+def to_record(s: synth.Sample, task: str, rid: str, folder: Path) -> data.Record:
+    """The sample as a validated data.Record (data.parse_record), its image written to folder/rid.png."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = (folder / f"{rid}.png").resolve()
+    Image.fromarray(s.images[0]).save(path, format="PNG", compress_level=1)
+    obj = {
+        "id": rid,
+        "task": task,
+        "images": [str(path)],
+        "question": s.question,
+        "answer": s.answer,
+        "reasoning": s.reasoning,
+        "meta": s.meta,
+    }
+    return data.parse_record(obj, str(folder), rid)
+
+
+def stream_records(
+    stage: str, stage_index: int, seed: int, start: int, n: int, tasks: tuple[str, ...], folder: Path
+) -> list[data.Record]:
+    """Training records start..start+n-1 of a stage: tasks round-robin, record i from rng [seed, 1000+stage, i].
+    Images go to folder/slot-J.png, overwritten by the next batch (collate reads them straight away)."""
+    out = []
+    for j, i in enumerate(range(start, start + n)):
+        task = tasks[i % len(tasks)]
+        s = BUILDERS[stage](np.random.default_rng([seed, 1000 + stage_index, i]), task)
+        out.append(to_record(s, task, f"slot-{j}", folder))
+    return out
+
+
+def held_out(seed: int, n: int, folder: Path) -> list[data.Record]:
+    """synth's own records of the eval tasks for `seed` (its make_sample), n per task, written once."""
+    path = folder / "records.jsonl"
+    if path.exists():
+        return data.load_records(path)
+    rows = []
+    for task in EVAL_TASKS:
+        for i in range(n):
+            s = synth.make_sample(task, seed, i)
+            r = to_record(s, task, f"{task}-{i:05d}", folder / "images")
+            rows.append(
+                {
+                    "id": r.id,
+                    "task": task,
+                    "images": r.images,
+                    "question": s.question,
+                    "answer": s.answer,
+                    "reasoning": s.reasoning,
+                    "meta": s.meta,
+                }
+            )
+    path.with_suffix(".tmp").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    path.with_suffix(".tmp").rename(path)
+    return data.load_records(path)
+
+
+def stage_held_out(stage: str, stage_index: int, seed: int, n: int, folder: Path) -> list[data.Record]:
+    """n grounding records of a curriculum stage from rng [seed, 2000 + stage index, i]: never a training stream
+    (those are [train seed, 1000 + stage index, i])."""
+    return [
+        to_record(
+            BUILDERS[stage](np.random.default_rng([seed, 2000 + stage_index, i]), "grounding"),
+            "grounding",
+            f"{stage}-{i:05d}",
+            folder,
+        )
+        for i in range(n)
+    ]
+
+
+def blind_train(seed: int, n: int, tasks: tuple[str, ...]) -> list[data.Record]:
+    """n synth-stage training records (answers and image sizes only, no files): what the blind baseline fits."""
+    recs = []
+    for i in range(n):
+        task = tasks[i % len(tasks)]
+        s = synth_stage(np.random.default_rng([seed, 999, i]), task)
+        size = [(s.images[0].shape[1], s.images[0].shape[0])]
+        answer = TASKS[task].check(s.answer, size, f"blind-{i}")
+        recs.append(data.Record(f"blind-{i}", task, [""], s.question, answer, s.reasoning, s.meta, "", size))
+    return recs
+
+
+# ----------------------------------------------------------------------------- the signal
+
+
+def said_cell(completion: str) -> str | None:
+    """The 3 x 3 cell the reasoning names first (synth's phrases, e.g. 'in the top left'), None if none."""
+    think = completion.split("</think>")[0]
+    hits = [(think.find(phrase), cell) for cell, phrase in synth._AT.items() if phrase in think]
+    return min(hits)[1] if hits else None
+
+
+def evaluate(net, processor, frame_kind: str, records: list[data.Record], max_new_tokens: int) -> dict:
+    """Greedy held-out metrics (eval.generate, geovlm.metrics): per task the headline numbers, and for
+    grounding the cell accuracy of the reasoning and how many distinct cells it names."""
+    completions, frames = E.generate(net, processor, frame_kind, records, max_new_tokens, torch.device("cpu"))
+    samples = [Sample(r.task, r.answer, c, f, r.meta, r.id) for r, c, f in zip(records, completions, frames)]
+    m = score_samples(samples, caption_extras=False, quiet=True)["tasks"]
+    keep = {
+        "grounding": ("acc@0.5", "acc@0.25", "mean_iou", "well_formed"),
+        "detection": ("f1@0.5", "f1@0.25", "precision@0.5", "recall@0.5"),
+    }
+    out = {t: {k: m[t][k] for k in keep[t]} for t in keep if t in m}
+    said, truth = [], []
+    for r, c in zip(records, completions):
+        if r.task == "grounding":
+            x1, y1, x2, y2 = r.answer[0][:4]
+            truth.append(synth._cell((x1 + x2) / 2, (y1 + y2) / 2, *r.image_sizes[0]))
+            said.append(said_cell(c))
+    out["grounding"]["cell_acc"] = float(np.mean([s == t for s, t in zip(said, truth)]))
+    out["grounding"]["cells_named"] = len({s for s in said if s})
+    out["examples"] = completions[:2] + completions[len(completions) // 2 : len(completions) // 2 + 2]
+    return out
+
+
+def blind_metrics(train: list[data.Record], records: list[data.Record]) -> dict:
+    b = baselines.best_blind(train, records)["tasks"]
+    return {
+        "grounding": {"acc@0.5": b["grounding"]["acc@0.5"], "mean_iou": b["grounding"]["mean_iou"]},
+        "detection": {"f1@0.5": b["detection"]["f1@0.5"]},
+        "cell_acc": None,
+    }
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--out", required=True, help="run folder (log.jsonl, stage checkpoints, results.json); required"
+    )
+    p.add_argument(
+        "--stages",
+        default=STAGES,
+        help=f"comma list of name:steps, names from {list(BUILDERS)} (default: %(default)s)",
+    )
+    p.add_argument(
+        "--tasks", default="grounding,detection", help="training tasks, round-robin (default: %(default)s)"
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="training streams and model init (default: %(default)s)"
+    )
+    p.add_argument(
+        "--eval-seed", type=int, default=90210, help="synth seed of the held-out sets (default: %(default)s)"
+    )
+    p.add_argument(
+        "--eval-records", type=int, default=100, help="held-out records per task (default: %(default)s)"
+    )
+    p.add_argument(
+        "--eval-every",
+        type=int,
+        default=0,
+        help="also evaluate every N steps within a stage; 0: at stage ends only (default: %(default)s)",
+    )
+    p.add_argument("--batch-size", type=int, default=8, help="records a step (default: %(default)s)")
+    p.add_argument(
+        "--lr", type=float, default=2e-3, help="peak learning rate of each stage (default: %(default)s)"
+    )
+    p.add_argument(
+        "--warmup", type=int, default=20, help="warm-up steps of each stage (default: %(default)s)"
+    )
+    p.add_argument(
+        "--rope-theta",
+        type=float,
+        default=50.0,
+        help="M-RoPE base of the fresh tiny model (tiny.build_tiny; default: %(default)s)",
+    )
+    p.add_argument(
+        "--base-model", default=None, help="start from this model (default: a fresh tiny model, --rope-theta)"
+    )
+    p.add_argument(
+        "--max-new-tokens", type=int, default=128, help="greedy eval length (default: %(default)s)"
+    )
+    p.add_argument(
+        "--blind-records",
+        type=int,
+        default=400,
+        help="synth records the blind baseline is fitted on (default: %(default)s)",
+    )
+    args = p.parse_args(argv)
+    args.task_list = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
+    try:  # name:steps[:task+task], the stage's own tasks overriding --tasks
+        args.stage_list = [
+            (part[0], int(part[1]), tuple(part[2].split("+")) if len(part) > 2 else args.task_list)
+            for part in (s.split(":") for s in args.stages.split(","))
+        ]
+    except (ValueError, IndexError):
+        p.error(f"--stages {args.stages!r}: expected name:steps[:task+task],...")
+    bad = [n for n, k, _ in args.stage_list if n not in BUILDERS or k < 0]
+    if bad:
+        p.error(f"--stages: unknown stage(s) or negative steps {bad}; stages: {', '.join(BUILDERS)}")
+    if any(not ts or any(t not in ("grounding", "detection") for t in ts) for _, _, ts in args.stage_list):
+        p.error(f"--tasks {args.tasks!r} / --stages {args.stages!r}: tasks are grounding and/or detection")
+    if min(args.batch_size, args.eval_records) < 1:
+        p.error("--batch-size and --eval-records must be at least 1")
+    return args
+
+
+def base_model(args: argparse.Namespace, out: Path) -> str:
+    """--base-model, else the embedded tiny model's twin with M-RoPE base --rope-theta (same sizes, tokenizer)."""
+    if args.base_model:
+        return args.base_model
+    corpus = defaults.tokenizer_corpus([defaults.data_dir() / "train.jsonl"])
+    build = lambda tmp: tiny.build_tiny(tmp, corpus, seed=args.seed, rope_theta=args.rope_theta)  # noqa: E731
+    return str(defaults._build_once(out / f"base-rope-theta-{args.rope_theta:g}", "config.json", build))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    torch.set_num_threads(1)  # the recipe's figures are one-core figures
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    recipe = {
+        k: getattr(args, k)
+        for k in ("stages", "tasks", "seed", "batch_size", "lr", "warmup", "rope_theta", "base_model")
+    }
+    kept = json.loads((out / "recipe.json").read_text()) if (out / "recipe.json").exists() else None
+    # the same recipe, or one whose stages begin with the finished ones (a ladder's next rung), may resume
+    finished = sum(1 for k in range(len(args.stage_list)) if list(out.glob(f"stage-{k}-*/done.json")))
+    common = min(len(args.stage_list), len(kept["stages"].split(",")), finished) if kept else 0
+    if kept is not None and (
+        any(kept[k] != recipe[k] for k in recipe if k != "stages")
+        or args.stages.split(",")[:common] != kept["stages"].split(",")[:common]
+    ):
+        raise SystemExit(
+            f"pretrain_tiny.py: {out} holds a run of another recipe ({kept}); pick another --out"
+        )
+    (out / "recipe.json").write_text(json.dumps(recipe) + "\n")
+    log = open(out / "log.jsonl", "a")
+    t_start = time.time()
+
+    held = held_out(
+        args.eval_seed, args.eval_records, out / f"heldout-seed{args.eval_seed}-{args.eval_records}"
+    )
+    blind = blind_metrics(blind_train(args.seed, args.blind_records, EVAL_TASKS), held)
+    print(f"blind baseline: {json.dumps(blind)}", flush=True)
+    results = {"blind": blind, "eval_seed": args.eval_seed, "stages": []}
+    results_path = out / "results.json"
+    if results_path.exists():
+        results["stages"] = json.loads(results_path.read_text())["stages"]
+
+    path = base_model(args, out)
+    env = Dist(0, 1, 0, torch.device("cpu"))
+    global_step = 0
+    # a stage's own held-out set is the one of its first occurrence, so a repeated stage is measured alike
+    first = {name: [n for n, _, _ in args.stage_list].index(name) for name, _, _ in args.stage_list}
+    for k, (stage, steps, stage_tasks) in enumerate(args.stage_list):
+        folder = out / f"stage-{k}-{stage}"
+        if (folder / "done.json").exists():  # finished in an earlier run: continue from its weights
+            path, global_step = str(folder), json.loads((folder / "done.json").read_text())["global_step"]
+            print(f"stage {k} {stage}: done already, resuming from {folder}", flush=True)
+            continue
+        loaded = M.load(path, device="cpu")
+        net, processor = loaded.model, loaded.processor
+        net.train()
+        opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.0, betas=(0.9, 0.95))
+        t0 = time.time()
+        for step in range(1, steps + 1):
+            ts = time.perf_counter()
+            recs = stream_records(
+                stage,
+                k,
+                args.seed,
+                (step - 1) * args.batch_size,
+                args.batch_size,
+                stage_tasks,
+                out / "stream",
+            )
+            batch = data.collate_sft(recs, processor, loaded.frame_kind)
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step - 1, args.lr, args.warmup, steps)
+            loss, grad_norm, _ = train_sft.train_step(net, opt, [batch], env, 1.0, step)
+            global_step += 1
+            row = {
+                "stage": stage,
+                "stage_index": k,
+                "step": step,
+                "global_step": global_step,
+                "loss": loss,
+                "lr": opt.param_groups[0]["lr"],
+                "grad_norm": grad_norm,
+                "seconds": time.perf_counter() - ts,
+            }
+            log.write(json.dumps(row) + "\n")
+            if step % 25 == 0 or step == 1:
+                log.flush()
+                print(
+                    f"stage {k} {stage} step {step}/{steps} loss {loss:.4f} ({time.time() - t0:.0f} s)",
+                    flush=True,
+                )
+            if args.eval_every and step % args.eval_every == 0 and step < steps:
+                m = evaluate(net, processor, loaded.frame_kind, held, args.max_new_tokens)
+                if stage != "synth":
+                    own = stage_held_out(
+                        stage, first[stage], args.eval_seed, args.eval_records // 2, out / f"heldout-{stage}"
+                    )
+                    m["own_grounding"] = evaluate(
+                        net, processor, loaded.frame_kind, own, args.max_new_tokens
+                    )["grounding"]
+                net.train()
+                log.write(
+                    json.dumps({"stage": stage, "step": step, "global_step": global_step, "eval": m}) + "\n"
+                )
+                log.flush()
+                print(
+                    f"  eval at step {step}: {json.dumps({t: m.get(t) for t in (*EVAL_TASKS, 'own_grounding')})}",
+                    flush=True,
+                )
+        train_minutes = (time.time() - t0) / 60
+        M.save(net, processor, folder)
+        m = evaluate(net, processor, loaded.frame_kind, held, args.max_new_tokens)
+        if stage != "synth":  # in-distribution check: does it localise on the stage's own scenes?
+            own = stage_held_out(
+                stage, first[stage], args.eval_seed, args.eval_records // 2, out / f"heldout-{stage}"
+            )
+            m["own_grounding"] = evaluate(net, processor, loaded.frame_kind, own, args.max_new_tokens)[
+                "grounding"
+            ]
+        entry = {
+            "stage": stage,
+            "stage_index": k,
+            "steps": steps,
+            "samples": steps * args.batch_size,
+            "global_step": global_step,
+            "train_minutes": train_minutes,
+            "eval_minutes": (time.time() - t0) / 60 - train_minutes,
+            "eval": m,
+        }
+        log.write(json.dumps(entry) + "\n")
+        log.flush()
+        (folder / "done.json").write_text(json.dumps(entry) + "\n")
+        results["stages"].append(entry)
+        results_path.write_text(json.dumps(results, indent=2) + "\n")
+        path = str(folder)
+        print(
+            f"stage {k} {stage} done: {json.dumps({t: m[t] for t in EVAL_TASKS})} "
+            f"({train_minutes:.1f} min training)",
+            flush=True,
+        )
+    print(f"total {(time.time() - t_start) / 60:.1f} min; final model {path}", flush=True)
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""scripts/pretrain_tiny.py: the curriculum's scenes hold what their records claim (checked from the pixels),
+streams are seeded and never repeat, the recipe's first steps learn and log, and a rerun resumes its stages."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def P():
+    spec = importlib.util.spec_from_file_location("pretrain_tiny", ROOT / "scripts" / "pretrain_tiny.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _cell(box: list, w: int, h: int) -> str:
+    from embedded import synth
+
+    return synth._AT[synth._cell((box[0] + box[2]) / 2, (box[1] + box[3]) / 2, w, h)]
+
+
+@pytest.mark.parametrize("stage", ["fixedq", "fixed1", "flat1", "flatmix", "synth"])
+def test_stage_records_hold_what_they_claim(P, stage):
+    from embedded import synth
+
+    distractors = []
+    for i in range(24):
+        task = ("grounding", "detection")[i % 2]
+        s = P.BUILDERS[stage](np.random.default_rng([5, 1000, i]), task)
+        img, cls = s.images[0], s.meta["class"]
+        h, w = img.shape[:2]
+        found = synth.find_objects(img)  # every object, recovered from the pixels alone
+        mine = [b for c, b in found if c == cls]
+        if stage in ("fixedq", "fixed1"):
+            assert img.shape == (P.FIXED_SIDE, P.FIXED_SIDE, 3)
+        if stage in ("fixedq", "fixed1", "flat1"):
+            assert len(found) == 1 and found[0][0] == cls
+            assert (
+                len(np.unique(img[~synth.object_mask(img)].reshape(-1, 3), axis=0)) <= 2
+            )  # flat: ground+shadow
+        if stage == "flatmix":
+            distractors.append(len(found) - len(mine))  # objects of the other classes
+            assert distractors[-1] <= 4
+        if task == "grounding":
+            assert s.answer[0] in mine and _cell(s.answer[0], w, h) in s.reasoning
+            if stage != "synth":
+                assert mine == s.answer  # the asked class is unique there
+        else:
+            assert sorted(map(tuple, mine)) == sorted(map(tuple, s.answer))
+            cells = (
+                s.reasoning.split(": ", 1)[1].split(";")[0].split(", ")
+            )  # dense: each box's cell, in order
+            assert cells == [f"one {_cell(b, w, h)}" for b in s.answer]
+    if stage == "flatmix":
+        assert np.mean([d >= 1 for d in distractors]) >= 0.8 and max(distractors) >= 2
+    again = P.BUILDERS[stage](np.random.default_rng([5, 1000, 23]), "detection")
+    assert again.answer == s.answer and np.array_equal(again.images[0], s.images[0])  # seeded
+
+
+def test_square_is_the_probe(P):
+    for i in range(10):
+        s = P.square(np.random.default_rng([0, 1000, i]), "detection")  # grounding whatever the task
+        img = s.images[0]
+        red = np.argwhere((img[..., 0] > 200) & (img[..., 1] < 80))
+        (y1, x1), (y2, x2) = red.min(0), red.max(0)
+        assert s.answer == [[int(x1), int(y1), int(x2) + 1, int(y2) + 1]] and x2 - x1 + 1 == 56
+        assert s.question == "Where is the red square?" and _cell(s.answer[0], 224, 224) in s.reasoning
+
+
+def test_streams_are_disjoint_from_the_held_out_seed(P, tmp_path):
+    train = P.stream_records("synth", 2, 0, 0, 6, ("grounding", "detection"), tmp_path / "s")
+    answers = [r.answer for r in train]
+    held = P.held_out(90210, 3, tmp_path / "h")
+    assert [r.task for r in held] == ["grounding"] * 3 + ["detection"] * 3
+    assert not any(r.answer in answers for r in held)
+    later = P.stream_records("synth", 2, 0, 6, 6, ("grounding", "detection"), tmp_path / "s")
+    assert [r.answer for r in later] != answers  # the stream moves on: no sample twice
+
+
+def test_said_cell_reads_the_reasoning(P):
+    assert (
+        P.said_cell("<think>The only red ship lies in the top left.</think><answer>[1]</answer>")
+        == "top left"
+    )
+    assert P.said_cell("<think>x</think><answer>in the centre</answer>") is None
+    assert P.said_cell("<think>Of two, the leftmost lies on the left, not at the top</think>") == "left"
+
+
+def test_first_steps_learn_log_and_resume(P, tiny_dir, tmp_path):
+    import data
+    import model as M
+    import train_sft
+    from geovlm.distributed import Dist
+
+    # the recipe's loss on one fixed batch of its stream falls under its own optimiser step
+    loaded = M.load(tiny_dir, device="cpu")
+    recs = P.stream_records("flat1", 0, 0, 0, 4, ("grounding", "detection"), tmp_path / "fixed")
+    batch = data.collate_sft(recs, loaded.processor, loaded.frame_kind)
+    opt = torch.optim.AdamW(loaded.model.parameters(), lr=2e-3)
+    env = Dist(0, 1, 0, torch.device("cpu"))
+    losses = [train_sft.train_step(loaded.model, opt, [batch], env, 1.0, s)[0] for s in range(8)]
+    assert losses[-1] < losses[0] - 0.5, losses
+
+    out = tmp_path / "run"
+    common = [
+        "--out",
+        str(out),
+        "--base-model",
+        tiny_dir,
+        "--eval-records",
+        "2",
+        "--blind-records",
+        "20",
+        "--batch-size",
+        "2",
+        "--max-new-tokens",
+        "8",
+    ]
+    first = P.main([*common, "--stages", "flat1:3"])
+    rows = [json.loads(line) for line in open(out / "log.jsonl")]
+    steps = [r for r in rows if "loss" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3] and all(np.isfinite(r["loss"]) for r in steps)
+    assert first["stages"][0]["samples"] == 6 and "own_grounding" in first["stages"][0]["eval"]
+    assert (out / "stage-0-flat1" / "done.json").exists()
+    # the next rung resumes: stage 0 is not trained again, stage 1 starts from its weights
+    second = P.main([*common, "--stages", "flat1:3,synth:2"])
+    rows = [json.loads(line) for line in open(out / "log.jsonl")]
+    assert [(r["stage"], r["step"]) for r in rows if "loss" in r] == [("flat1", s) for s in (1, 2, 3)] + [
+        ("synth", 1),
+        ("synth", 2),
+    ]
+    assert [s["stage"] for s in second["stages"]] == ["flat1", "synth"]
+    with pytest.raises(SystemExit, match="another recipe"):
+        P.main([*common, "--stages", "flatmix:3"])
