@@ -5,17 +5,22 @@
     python scripts/pretrain_tiny.py --out runs/p --stages square:500:grounding,fixedq:400:grounding,fixed1:400
                                     # the same --out again with more stages: resumes after the finished ones
 
-Issue 18, step 1; the measured ladder is docs/perception-ladder.md. On synth's EO scenes the tiny model does not
-localise after grounding SFT on 12k records (README); it does localise one red square on grey once M-RoPE's base
+Issue 18, step 1; the measured ladder is docs/perception-ladder.md. On synth's EO scenes the tiny model does
+not
+localise after grounding SFT on 12k records (README); it does localise one red square on grey once M-RoPE's
+base
 is 50. Trained from scratch on synth's objects it localises nothing, not even one object on flat ground at a
-fixed image size (the ladder's first rungs); started from the probe it does. So the curriculum starts there and
+fixed image size (the ladder's first rungs); started from the probe it does. So the curriculum starts there
+and
 widens one thing a stage (--stages name:steps[:task+task], in order):
 
     square   the probe itself (scripts/grpo_proof.py's square_records): one red 56-px square on grey 224 x 224
     fixedq   the probe's shape and one wording ("Where is the object?"), one synth object of any class
-    fixed1   fixed 224 x 224 flat ground, one synth object, synth's wording (varies with the class and template)
+    fixed1   fixed 224 x 224 flat ground, one synth object, synth's wording (varies with the class and
+    template)
     flat1    flat ground of a random dull colour at synth's sizes (160-400 px a side), one synth object
-    flatmix  flat ground, the asked class (grounding: one; detection: 1-5) among 1-4 distractors of other classes
+    flatmix  flat ground, the asked class (grounding: one; detection: 1-5) among 1-4 distractors of other
+    classes
     synth    synth's own scenes and builders (textured ground, extras, qualifiers: "the leftmost ship")
 
 Records are generated on the fly (no data set on disk: each batch's images are written to out/stream/ and
@@ -28,10 +33,12 @@ it writes the numbers. The held-out sets are synth's own grounding and detection
 
 Each stage starts a fresh AdamW with its own warm-up and cosine decay (train_sft.train_step: the project's SFT
 loss and step), ends with a checkpoint out/stage-K-NAME/ (an HF folder model.load reads; done.json marks it
-whole) and a held-out evaluation (eval.generate greedy, geovlm.metrics scores): grounding acc@0.5 and mean IoU,
+whole) and a held-out evaluation (eval.generate greedy, geovlm.metrics scores): grounding acc@0.5 and mean
+IoU,
 detection F1@0.5, and the 3 x 3 cell accuracy of the grounding reasoning, beside the blind baseline
 (geovlm.baselines.best_blind fitted on synth-stage training records). Outputs: out/log.jsonl (a row per step,
-a row per evaluation), out/recipe.json, out/results.json (the per-stage table). A rerun with the same --out and
+a row per evaluation), out/recipe.json, out/results.json (the per-stage table). A rerun with the same --out
+and
 the same recipe resumes after the last finished stage; a different recipe there is refused.
 """
 
@@ -127,12 +134,14 @@ def grounding_sample(rng: np.random.Generator, scene: synth.Scene, cls: str) -> 
     """Grounding of the one `cls` object of `scene`, worded as synth's unique grounding records."""
     target = next(o for o in scene.objects if o.cls == cls)
     q = synth._pick(rng, _GROUND_Q).format(cls)
-    why = f"The only {synth.COLOUR_WORD[cls]} {synth.SHAPE_WORD[cls]} {cls} lies {synth._AT[synth._where(target, scene)]}."
+    where = synth._AT[synth._where(target, scene)]
+    why = f"The only {synth.COLOUR_WORD[cls]} {synth.SHAPE_WORD[cls]} {cls} lies {where}."
     return synth.Sample([synth.render(scene)], q, [target.box], why, synth._meta("unique", **{"class": cls}))
 
 
 def detection_sample(rng: np.random.Generator, scene: synth.Scene, cls: str) -> synth.Sample:
-    """Detection of every `cls` object of `scene`: synth's wording, plus each object's cell (dense_detection)."""
+    """Detection of every `cls` object of `scene`: synth's wording, plus each object's cell
+    (dense_detection)."""
     objs = synth._by_position([o for o in scene.objects if o.cls == cls])
     q = synth._pick(rng, _DETECT_Q).format(p=synth._plural(cls), c=cls)
     s = synth.Sample(
@@ -173,7 +182,8 @@ def square(rng: np.random.Generator, task: str) -> synth.Sample:
 
 
 def fixedq(rng: np.random.Generator, task: str) -> synth.Sample:
-    """The probe with synth's objects: a fixed FIXED_SIDE-px square of flat ground, one object of any class, and
+    """The probe with synth's objects: a fixed FIXED_SIDE-px square of flat ground, one object of any class,
+    and
     one wording whatever the class ("Where is the object?"), so that the answer's place in the sequence is the
     same in every record: through M-RoPE (relative) the model then reads an image token's column as the probe
     does, before learning to do it from wherever the question leaves it."""
@@ -251,7 +261,8 @@ def to_record(s: synth.Sample, task: str, rid: str, folder: Path) -> data.Record
 def stream_records(
     stage: str, stage_index: int, seed: int, start: int, n: int, tasks: tuple[str, ...], folder: Path
 ) -> list[data.Record]:
-    """Training records start..start+n-1 of a stage: tasks round-robin, record i from rng [seed, 1000+stage, i].
+    """Training records start..start+n-1 of a stage: tasks round-robin, record i from rng [seed, 1000+stage,
+    i].
     Images go to folder/slot-J.png, overwritten by the next batch (collate reads them straight away)."""
     out = []
     for j, i in enumerate(range(start, start + n)):
@@ -288,7 +299,8 @@ def held_out(seed: int, n: int, folder: Path) -> list[data.Record]:
 
 
 def stage_held_out(stage: str, stage_index: int, seed: int, n: int, folder: Path) -> list[data.Record]:
-    """n grounding records of a curriculum stage from rng [seed, 2000 + stage index, i]: never a training stream
+    """n grounding records of a curriculum stage from rng [seed, 2000 + stage index, i]: never a training
+    stream
     (those are [train seed, 1000 + stage index, i])."""
     return [
         to_record(
@@ -302,7 +314,8 @@ def stage_held_out(stage: str, stage_index: int, seed: int, n: int, folder: Path
 
 
 def blind_train(seed: int, n: int, tasks: tuple[str, ...]) -> list[data.Record]:
-    """n synth-stage training records (answers and image sizes only, no files): what the blind baseline fits."""
+    """n synth-stage training records (answers and image sizes only, no files): what the blind baseline
+    fits."""
     recs = []
     for i in range(n):
         task = tasks[i % len(tasks)]
@@ -431,7 +444,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def base_model(args: argparse.Namespace, out: Path) -> str:
-    """--base-model, else the embedded tiny model's twin with M-RoPE base --rope-theta (same sizes, tokenizer)."""
+    """--base-model, else the embedded tiny model's twin with M-RoPE base --rope-theta (same sizes,
+    tokenizer)."""
     if args.base_model:
         return args.base_model
     corpus = defaults.tokenizer_corpus([defaults.data_dir() / "train.jsonl"])
@@ -536,10 +550,8 @@ def main(argv: list[str] | None = None) -> dict:
                     json.dumps({"stage": stage, "step": step, "global_step": global_step, "eval": m}) + "\n"
                 )
                 log.flush()
-                print(
-                    f"  eval at step {step}: {json.dumps({t: m.get(t) for t in (*EVAL_TASKS, 'own_grounding')})}",
-                    flush=True,
-                )
+                shown = {t: m.get(t) for t in (*EVAL_TASKS, "own_grounding")}
+                print(f"  eval at step {step}: {json.dumps(shown)}", flush=True)
         train_minutes = (time.time() - t0) / 60
         M.save(net, processor, folder)
         m = evaluate(net, processor, loaded.frame_kind, held, args.max_new_tokens)

@@ -1,5 +1,6 @@
 """scripts/pretrain_tiny.py: the curriculum's scenes hold what their records claim (checked from the pixels),
-streams are seeded and never repeat, the recipe's first steps learn and log, and a rerun resumes its stages."""
+streams are seeded and never repeat, the recipe's first steps learn and log, and a rerun resumes its
+stages."""
 
 from __future__ import annotations
 
