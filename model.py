@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
 from geovlm import kernels
 
@@ -86,6 +85,9 @@ def load(
 ) -> Loaded:
     """Model + processor for Qwen2-VL / Qwen2.5-VL: bf16 on CUDA, fp32 on CPU (trainers ask for fp32
     master weights and autocast to bf16)."""
+    # imported here: the auto classes pull in the image processors and torchvision (3 s), which a command that
+    # stops at a mistake in its flags or data must not wait for
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
     device = torch.device(device) if device is not None else pick_device()
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)

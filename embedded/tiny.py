@@ -16,14 +16,6 @@ import os
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import (
-    PreTrainedTokenizerFast,
-    Qwen2_5_VLConfig,
-    Qwen2_5_VLForConditionalGeneration,
-    Qwen2_5_VLProcessor,
-)
-from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
-from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
 import model as model_lib
 
@@ -91,6 +83,7 @@ TINY_MAX_PIXELS = 100 * 28 * 28  # ~280 x 280: at most 100 image tokens per imag
 
 def _train_tokenizer(texts: list[str], vocab_size: int):
     """Byte-level BPE trained on the project's own text, Qwen special tokens appended after it."""
+    from transformers import PreTrainedTokenizerFast  # here: transformers' processors cost seconds to import
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -124,6 +117,10 @@ def build_tiny(
     column frequencies are 3e-3 .. 2e-4 rad a token, so across a 10-token-wide image their angles move by
     under 0.03 rad and left looks like right. At theta 50 they move by up to 0.8 rad (rows: 3.4), enough to
     localise (the README's grounding proof); the embedded model keeps 10000, as its measured figures were."""
+    # here, not at the top: these pull in torchvision (seconds), which `import embedded.defaults` must not pay
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
     tokenizer = _train_tokenizer(corpus, vocab_size)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}

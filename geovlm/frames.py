@@ -22,8 +22,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
-
 FRAME_KINDS = ("pixels", "0-1000", "0-100")
 
 
@@ -75,6 +73,8 @@ def round_box(box: list[float]) -> list[int]:
 
 def model_size(size: tuple[int, int], image_processor) -> tuple[int, int]:
     """(width, height) of the processor's own resize of an image of `size` (Qwen's smart_resize)."""
+    # imported here: it pulls in torchvision (3 s), which a mistake in the flags must not wait for
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
     ip = image_processor
     sz = getattr(ip, "size", None) or {}

@@ -42,8 +42,6 @@ from typing import Any
 
 import numpy as np
 from rapidfuzz import fuzz
-from rouge_score import rouge_scorer as rouge_score_lib
-from rouge_score import tokenize
 from scipy.optimize import linear_sum_assignment
 
 from geovlm.frames import Frame, from_frame
@@ -410,6 +408,10 @@ def answer_boxes(answer: Any) -> list[list[float]]:
 # ----------------------------------------------------------------------------- text similarity
 @functools.lru_cache(maxsize=1)
 def rouge_scorer():
+    from rouge_score import (
+        rouge_scorer as rouge_score_lib,
+    )  # here: it loads NLTK (1 s), only captions need it
+
     return rouge_score_lib.RougeScorer(["rouge1", "rougeL"], use_stemmer=True)
 
 
@@ -435,6 +437,7 @@ def _stem(word: str) -> str:
 
 
 def _rouge_tokenize(text: str) -> tuple[str, ...]:
+    from rouge_score import tokenize  # here, as in rouge_scorer
 
     return tuple(tokenize.tokenize(text, SimpleNamespace(stem=_stem)))
 

@@ -144,22 +144,34 @@ def test_the_offline_hint_names_the_cli_the_venv_ships(monkeypatch):
 
 
 # -------------------------------------------------------------------------- issue 20: caught early, said once
+def test_a_task_that_is_no_task_is_one_line_before_anything_is_built(tmp_path):
+    """On an empty cache: nothing built (not the data, not the 300-step SFT start), --out left untouched."""
+    cache = tmp_path / "cache"
+    proc = _cli(
+        "train_grpo.py",
+        "--out",
+        str(tmp_path / "run"),
+        "--task",
+        "nonsense",
+        env={"GEOVLM_CACHE": str(cache)},
+    )
+    lines = _lines(proc)
+    assert proc.returncode == 2 and len(lines) == 1 and "--task: no task named nonsense" in lines[0], lines
+    assert not cache.exists() and not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize(
     "flags, words",
     [
-        (["--task", "nonsense"], "--task: no task named nonsense"),
         (["--task", "vqa,segmentation"], "--task: no task named segmentation"),
         (["--stages", "detection200"], "--stages: expected task:steps"),
         (["--stages", "detection:200,nonsense:5"], "--stages: no task named nonsense"),
     ],
 )
-def test_a_task_that_is_no_task_is_one_line_before_anything_is_built(tmp_path, flags, words):
-    """On an empty cache: nothing built (not the data, not the 300-step SFT start), --out left untouched."""
-    cache = tmp_path / "cache"
-    proc = _cli("train_grpo.py", "--out", str(tmp_path / "run"), *flags, env={"GEOVLM_CACHE": str(cache)})
-    lines = _lines(proc)
-    assert proc.returncode == 2 and len(lines) == 1 and words in lines[0], lines
-    assert not cache.exists() and not (tmp_path / "run").exists()
+def test_task_names_are_checked_with_the_flags(flags, words, capsys):
+    with pytest.raises(SystemExit) as e:
+        train_grpo.parse_args(flags)
+    assert e.value.code == 2 and words in capsys.readouterr().err
 
 
 def test_a_task_the_data_lacks_is_one_line_before_the_model_and_the_rerun_works(
