@@ -64,6 +64,7 @@ import train_sft  # noqa: E402
 from embedded import defaults, synth, tiny  # noqa: E402
 from geovlm import baselines  # noqa: E402
 from geovlm.distributed import Dist  # noqa: E402
+from geovlm.flags import count, positive, positive_int  # noqa: E402
 from geovlm.metrics import Sample, score_samples  # noqa: E402
 from geovlm.schedule import lr_at  # noqa: E402
 from geovlm.tasks import TASKS  # noqa: E402
@@ -385,30 +386,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--tasks", default="grounding,detection", help="training tasks, round-robin (default: %(default)s)"
     )
     p.add_argument(
-        "--seed", type=int, default=0, help="training streams and model init (default: %(default)s)"
+        "--seed", type=count, default=0, help="training streams and model init (default: %(default)s)"
     )
     p.add_argument(
-        "--eval-seed", type=int, default=90210, help="synth seed of the held-out sets (default: %(default)s)"
+        "--eval-seed",
+        type=count,
+        default=90210,
+        help="synth seed of the held-out sets (default: %(default)s)",
     )
     p.add_argument(
-        "--eval-records", type=int, default=100, help="held-out records per task (default: %(default)s)"
+        "--eval-records",
+        type=positive_int,
+        default=100,
+        help="held-out records per task (default: %(default)s)",
     )
     p.add_argument(
         "--eval-every",
-        type=int,
+        type=count,
         default=0,
         help="also evaluate every N steps within a stage; 0: at stage ends only (default: %(default)s)",
     )
-    p.add_argument("--batch-size", type=int, default=8, help="records a step (default: %(default)s)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="records a step (default: %(default)s)")
     p.add_argument(
-        "--lr", type=float, default=2e-3, help="peak learning rate of each stage (default: %(default)s)"
+        "--lr", type=positive, default=2e-3, help="peak learning rate of each stage (default: %(default)s)"
     )
     p.add_argument(
-        "--warmup", type=int, default=20, help="warm-up steps of each stage (default: %(default)s)"
+        "--warmup", type=count, default=20, help="warm-up steps of each stage (default: %(default)s)"
     )
     p.add_argument(
         "--rope-theta",
-        type=float,
+        type=positive,
         default=50.0,
         help="M-RoPE base of the fresh tiny model (tiny.build_tiny; default: %(default)s)",
     )
@@ -416,11 +423,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--base-model", default=None, help="start from this model (default: a fresh tiny model, --rope-theta)"
     )
     p.add_argument(
-        "--max-new-tokens", type=int, default=128, help="greedy eval length (default: %(default)s)"
+        "--max-new-tokens", type=positive_int, default=128, help="greedy eval length (default: %(default)s)"
     )
     p.add_argument(
         "--blind-records",
-        type=int,
+        type=positive_int,
         default=400,
         help="synth records the blind baseline is fitted on (default: %(default)s)",
     )
