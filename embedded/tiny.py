@@ -55,6 +55,16 @@ CHAT_TEMPLATE = (
     "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
+# The same, with each user turn's text before its images: the question is read before the image, so in the
+# causal LM an image token can already attend to what is asked (which class, which colour) and mark itself;
+# the answer then only has to read where the marked token is, as on the one-object probe. A model-level
+# choice kept in the model's own chat template (the code path is the same), for the perception ladder.
+TEXT_FIRST_CHAT_TEMPLATE = CHAT_TEMPLATE.replace(
+    "{% for content in message['content'] %}",
+    "{% for content in message['content'] %}{% if content['type'] == 'text' and 'text' in content %}"
+    "{{ content['text'] }}{% endif %}{% endfor %}{% for content in message['content'] %}",
+).replace("{% elif 'text' in content %}{{ content['text'] }}{% endif %}", "{% endif %}")
+
 
 TINY_TEXT = dict(
     hidden_size=128,
@@ -108,6 +118,7 @@ def build_tiny(
     seed: int = 0,
     vocab_size: int = 1024,
     rope_theta: float = TINY_TEXT["rope_theta"],
+    text_first: bool = False,
 ) -> str:
     """A real Qwen2_5_VLForConditionalGeneration with random weights (sizes above), its tokenizer trained on
     `corpus` (the texts it will read and write), saved as an HF directory; returns its path.
@@ -116,13 +127,16 @@ def build_tiny(
     middle and the lowest of the head's 16 rotary frequencies (mrope_section [4, 6, 6]); at theta 10000 the
     column frequencies are 3e-3 .. 2e-4 rad a token, so across a 10-token-wide image their angles move by
     under 0.03 rad and left looks like right. At theta 50 they move by up to 0.8 rad (rows: 3.4), enough to
-    localise (the README's grounding proof); the embedded model keeps 10000, as its measured figures were."""
+    localise (the README's grounding proof); the embedded model keeps 10000, as its measured figures were.
+    `text_first`: the chat template puts a turn's text before its images (TEXT_FIRST_CHAT_TEMPLATE)."""
     # here, not at the top: these pull in torchvision (seconds), which `import embedded.defaults` must not pay
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
     tokenizer = _train_tokenizer(corpus, vocab_size)
+    template = TEXT_FIRST_CHAT_TEMPLATE if text_first else CHAT_TEMPLATE
+    tokenizer.chat_template = template
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
     text = dict(
         TINY_TEXT,
@@ -159,6 +173,6 @@ def build_tiny(
         image_processor=image_processor,
         tokenizer=tokenizer,
         video_processor=video_processor,
-        chat_template=CHAT_TEMPLATE,
+        chat_template=template,
     )
     return str(model_lib.save(model, processor, out_dir))

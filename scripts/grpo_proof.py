@@ -269,6 +269,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="skip the shuffled-reward control runs (the cheap "
         "mismatched-image and blind controls always run; default: run them)",
     )
+    p.add_argument(
+        "--sft-only",
+        action="store_true",
+        help="train each seed's SFT start (OUT/sft-seedN/final) and stop: how a start is made to be shipped "
+        "(default: go on to GRPO)",
+    )
     p.add_argument("--out", default=None, help="output folder (default: runs/proof-TASK)")
     p.add_argument(
         "--overwrite",
@@ -439,6 +445,9 @@ def main(argv: list[str] | None = None) -> dict:
     for seed in [int(s) for s in args.seeds.split(",")]:
         t0 = time.time()
         sft = args.sft or sft_start(args, seed, sft_data, out)
+        if args.sft_only:
+            print(f"seed {seed}: SFT start {sft}", flush=True)
+            continue
         run = {"grpo": grpo_run(args, sft, seed, False, eval_path, train_path)}
         run["mismatched"] = mismatched(run["grpo"]["final"], held_out, seed, args)
         if not args.no_control:
@@ -446,7 +455,8 @@ def main(argv: list[str] | None = None) -> dict:
         run["minutes"] = (time.time() - t0) / 60
         results["seeds"][seed] = run
         (out / "proof.json").write_text(json.dumps(results, indent=2))
-    print(table(results))
+    if not args.sft_only:
+        print(table(results))
     return results
 
 

@@ -420,6 +420,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="M-RoPE base of the fresh tiny model (tiny.build_tiny; default: %(default)s)",
     )
     p.add_argument(
+        "--text-first",
+        action="store_true",
+        help="the fresh tiny model's chat template puts the question before the image "
+        "(tiny.TEXT_FIRST_CHAT_TEMPLATE; default: image first, as Qwen2.5-VL)",
+    )
+    p.add_argument(
         "--base-model", default=None, help="start from this model (default: a fresh tiny model, --rope-theta)"
     )
     p.add_argument(
@@ -456,8 +462,11 @@ def base_model(args: argparse.Namespace, out: Path) -> str:
     if args.base_model:
         return args.base_model
     corpus = defaults.tokenizer_corpus([defaults.data_dir() / "train.jsonl"])
-    build = lambda tmp: tiny.build_tiny(tmp, corpus, seed=args.seed, rope_theta=args.rope_theta)  # noqa: E731
-    return str(defaults._build_once(out / f"base-rope-theta-{args.rope_theta:g}", "config.json", build))
+    build = lambda tmp: tiny.build_tiny(  # noqa: E731
+        tmp, corpus, seed=args.seed, rope_theta=args.rope_theta, text_first=args.text_first
+    )
+    name = f"base-rope-theta-{args.rope_theta:g}" + ("-text-first" if args.text_first else "")
+    return str(defaults._build_once(out / name, "config.json", build))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -467,9 +476,24 @@ def main(argv: list[str] | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     recipe = {
         k: getattr(args, k)
-        for k in ("stages", "tasks", "seed", "batch_size", "lr", "warmup", "rope_theta", "base_model")
+        for k in (
+            "stages",
+            "tasks",
+            "seed",
+            "batch_size",
+            "lr",
+            "warmup",
+            "rope_theta",
+            "text_first",
+            "base_model",
+        )
     }
-    kept = json.loads((out / "recipe.json").read_text()) if (out / "recipe.json").exists() else None
+    # (runs from before --text-first existed were image-first)
+    kept = (
+        {"text_first": False} | json.loads((out / "recipe.json").read_text())
+        if (out / "recipe.json").exists()
+        else None
+    )
     # the same recipe, or one whose stages begin with the finished ones (a ladder's next rung), may resume
     finished = sum(1 for k in range(len(args.stage_list)) if list(out.glob(f"stage-{k}-*/done.json")))
     common = min(len(args.stage_list), len(kept["stages"].split(",")), finished) if kept else 0
