@@ -6,6 +6,8 @@ controls.
     python scripts/grpo_proof.py --task detection          # the headline task
                                                            # (no result yet on the tiny model)
     python scripts/grpo_proof.py --task counting --sft runs/demo/sft/final --seeds 0
+    python scripts/grpo_proof.py --task grounding --seeds 0 --sft embedded/weights/grounding-probe-sft
+                                                           # seed 0's SFT start as shipped (the suite's)
 
 For each seed: a short SFT of the tiny model (under-trained on purpose, so there is room; skipped when --sft
 is given), then GRPO with the real rewards, evaluated greedily on held-out records along the way, and three

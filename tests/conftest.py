@@ -61,12 +61,21 @@ def tiny(tiny_dir):
     return loaded
 
 
-@pytest.fixture(scope="session")
-def grpo_proof():
-    """scripts/grpo_proof.py as a module (scripts/ is not a package)."""
+def script(name: str):
+    """scripts/NAME.py as a module (scripts/ is not a package)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("grpo_proof", ROOT / "scripts" / "grpo_proof.py")
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="session")
+def grpo_proof():
+    return script("grpo_proof")
+
+
+@pytest.fixture(scope="session")
+def ship_start():
+    return script("ship_start")

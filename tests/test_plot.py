@@ -284,11 +284,9 @@ def test_log_to_tensorboard_converts_once(tmp_path):
 
 
 def test_the_proof_figure_draws_a_proof_json(tmp_path):
-    import importlib.util
+    from conftest import script
 
-    spec = importlib.util.spec_from_file_location("proof_figure", ROOT / "scripts" / "proof_figure.py")
-    figure = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(figure)
+    figure = script("proof_figure")
     curve = [[0, {"acc@0.5": 0.4}], [50, {"acc@0.5": 0.6}]]
     proof = {
         "task": "grounding",
