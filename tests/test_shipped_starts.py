@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-PROBE = ROOT / "embedded" / "weights" / "grounding-probe-sft"
+WEIGHTS = Path(__file__).resolve().parents[1] / "embedded" / "weights"
+# each shipped start and the grpo_proof.py task whose seed-0 SFT start it is
+STARTS = {"grounding-probe-sft": "grounding", "vqa-sft": "vqa"}
 STEPS = 20  # within the 20-step warm-up, so the learning rate of each step does not depend on --sft-steps
 
 
@@ -18,28 +19,36 @@ def manifest(start: Path) -> dict:
     return json.loads((start / "manifest.json").read_text())
 
 
-def test_the_shipped_files_are_the_manifests(ship_start):
-    m = manifest(PROBE)
-    shipped = {p.name for p in PROBE.iterdir()} - {"manifest.json"}
+def test_every_shipped_start_is_listed_here():
+    assert {p.name for p in WEIGHTS.iterdir() if p.is_dir()} == set(STARTS)
+
+
+@pytest.mark.parametrize("name", STARTS)
+def test_the_shipped_files_are_the_manifests(ship_start, name):
+    start = WEIGHTS / name
+    m = manifest(start)
+    shipped = {p.name for p in start.iterdir()} - {"manifest.json"}
     assert shipped == set(m["sha256"]), "a file is shipped without its hash, or listed and missing"
-    assert {name: ship_start.sha256(PROBE / name) for name in shipped} == m["sha256"]
-    assert "model.safetensors" in shipped and m["commit"] and "grpo_proof.py" in m["command"]
+    assert {f: ship_start.sha256(start / f) for f in shipped} == m["sha256"]
+    assert "model.safetensors" in shipped and m["commit"]
 
 
-def test_the_probe_start_comes_from_the_grounding_recipe(tmp_path, grpo_proof):
-    """The first STEPS steps of `grpo_proof.py --task grounding`'s SFT (the manifest's command) give the
-    logged losses, and the start was trained with that recipe's length and tokenizer."""
+@pytest.mark.parametrize("name", STARTS)
+def test_the_start_comes_from_its_recipe(tmp_path, grpo_proof, name):
+    """The first STEPS steps of `grpo_proof.py --task TASK`'s SFT (the manifest's command) give the logged
+    losses, and the start was trained with that recipe's length and tokenizer."""
     torch.set_num_threads(1)  # as the start was trained (one-thread sums): bit-for-bit on one machine
-    m = manifest(PROBE)
-    recipe = grpo_proof.RECIPES["grounding"]
-    assert m["sft_args"]["max_steps"] == recipe["sft_steps"] == len(m["losses"])
+    start, task = WEIGHTS / name, STARTS[name]
+    m = manifest(start)
+    assert f"--task {task} --seeds 0 --sft-only" in m["command"]
+    assert m["sft_args"]["max_steps"] == grpo_proof.RECIPES[task]["sft_steps"] == len(m["losses"])
     out = tmp_path / "proof"
     grpo_proof.main(
-        ["--task", "grounding", "--seeds", "0", "--sft-only", "--sft-steps", str(STEPS), "--out", str(out)]
+        ["--task", task, "--seeds", "0", "--sft-only", "--sft-steps", str(STEPS), "--out", str(out)]
     )
-    again = [json.loads(line)["loss"] for line in open(out / "sft-seed0" / "log.jsonl")]
+    rows = [json.loads(line) for line in open(out / "sft-seed0" / "log.jsonl")]
+    again = [r["loss"] for r in rows if "loss" in r]
     assert again == pytest.approx(m["losses"][:STEPS], rel=1e-4, abs=1e-5)
     # the same tokenizer: the embedded corpus it is trained on has not changed since
-    assert (out / "sft-seed0" / "final" / "tokenizer.json").read_bytes() == (
-        PROBE / "tokenizer.json"
-    ).read_bytes()
+    fresh = out / "sft-seed0" / "final" / "tokenizer.json"
+    assert fresh.read_bytes() == (start / "tokenizer.json").read_bytes()
