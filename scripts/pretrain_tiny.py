@@ -6,21 +6,19 @@
                                     # the same --out again with more stages: resumes after the finished ones
 
 Issue 18, step 1; the measured ladder is docs/perception-ladder.md. On synth's EO scenes the tiny model does
-not
-localise after grounding SFT on 12k records (README); it does localise one red square on grey once M-RoPE's
-base
-is 50. Trained from scratch on synth's objects it localises nothing, not even one object on flat ground at a
-fixed image size (the ladder's first rungs); started from the probe it does. So the curriculum starts there
-and
-widens one thing a stage (--stages name:steps[:task+task], in order):
+not localise after grounding SFT on 12k records (README); it does localise one red square on grey once
+M-RoPE's base is 50. Trained from scratch on synth's objects it localises nothing, not even one object on flat
+ground at a fixed image size (the ladder's first rungs); started from the probe it does. So the curriculum
+starts there and widens one thing a stage (--stages name:steps[:task+task], in order):
 
     square   the probe itself (scripts/grpo_proof.py's square_records): one red 56-px square on grey 224 x 224
     fixedq   the probe's shape and one wording ("Where is the object?"), one synth object of any class
-    fixed1   fixed 224 x 224 flat ground, one synth object, synth's wording (varies with the class and
-    template)
+    fixed1   fixed 224 x 224 flat ground, one synth object, synth's wording (varies with class and template)
+    fixed1l  fixed1 with every object at its class's largest size (37-100 px: more than one image token)
     flat1    flat ground of a random dull colour at synth's sizes (160-400 px a side), one synth object
-    flatmix  flat ground, the asked class (grounding: one; detection: 1-5) among 1-4 distractors of other
-    classes
+    fixedmix fixed 224 x 224 flat ground, the asked class among 1-4 distractors of other classes
+    fixedmixl fixedmix at the largest sizes, 1-2 distractors (detection: 1-2 of the asked class)
+    flatmix  flat ground, the asked class (grounding: one; detection: 1-5) among 1-4 distractors of others
     synth    synth's own scenes and builders (textured ground, extras, qualifiers: "the leftmost ship")
 
 Records are generated on the fly (no data set on disk: each batch's images are written to out/stream/ and
@@ -34,13 +32,10 @@ it writes the numbers. The held-out sets are synth's own grounding and detection
 Each stage starts a fresh AdamW with its own warm-up and cosine decay (train_sft.train_step: the project's SFT
 loss and step), ends with a checkpoint out/stage-K-NAME/ (an HF folder model.load reads; done.json marks it
 whole) and a held-out evaluation (eval.generate greedy, geovlm.metrics scores): grounding acc@0.5 and mean
-IoU,
-detection F1@0.5, and the 3 x 3 cell accuracy of the grounding reasoning, beside the blind baseline
+IoU, detection F1@0.5, and the 3 x 3 cell accuracy of the grounding reasoning, beside the blind baseline
 (geovlm.baselines.best_blind fitted on synth-stage training records). Outputs: out/log.jsonl (a row per step,
 a row per evaluation), out/recipe.json, out/results.json (the per-stage table). A rerun with the same --out
-and
-the same recipe resumes after the last finished stage; a different recipe there is refused.
-"""
+and the same recipe resumes after the last finished stage; a different recipe there is refused."""
 
 from __future__ import annotations
 
@@ -94,10 +89,16 @@ _DETECT_Q = (
 
 
 def flat_scene(
-    rng: np.random.Generator, counts: dict[str, int], distractors: int, side: int | None = None
+    rng: np.random.Generator,
+    counts: dict[str, int],
+    distractors: int,
+    side: int | None = None,
+    large: bool = False,
 ) -> synth.Scene:
     """A scene of flat ground (one dull random colour, 160-400 px a side) holding exactly counts[c] objects of
-    class c (placed by synth's own rejection sampler), then up to `distractors` objects of other classes."""
+    class c (placed by synth's own rejection sampler), then up to `distractors` objects of other classes.
+    `large`: every object at its class's largest synth size (37-100 px: over one 28-px image token)."""
+    size_of = lambda cls: list(synth._SIZES[cls])[-1] if large else None  # noqa: E731
     for _ in range(60):
         w, h = (int(v) for v in rng.integers(synth._MIN_SIDE, synth._MAX_SIDE + 1, 2))
         w, h = (side, side) if side else (w, h)  # fixed: the probe's one image shape (one grid of tokens)
@@ -108,7 +109,7 @@ def flat_scene(
         placed = True
         for cls in sorted(counts, key=synth._BIG_FIRST.index):
             for _ in range(counts[cls]):
-                o = synth._place(rng, scene, cls)
+                o = synth._place(rng, scene, cls, size_of(cls))
                 if o is None:
                     placed = False
                     break
@@ -117,7 +118,8 @@ def flat_scene(
             continue
         others = [c for c in synth.CLASSES if c not in counts]
         for _ in range(distractors):
-            o = synth._place(rng, scene, synth._pick(rng, others), tries=15)
+            other = synth._pick(rng, others)
+            o = synth._place(rng, scene, other, size_of(other), tries=15)
             if o is not None:
                 scene.objects.append(o)
         return scene
@@ -184,10 +186,9 @@ def square(rng: np.random.Generator, task: str) -> synth.Sample:
 
 def fixedq(rng: np.random.Generator, task: str) -> synth.Sample:
     """The probe with synth's objects: a fixed FIXED_SIDE-px square of flat ground, one object of any class,
-    and
-    one wording whatever the class ("Where is the object?"), so that the answer's place in the sequence is the
-    same in every record: through M-RoPE (relative) the model then reads an image token's column as the probe
-    does, before learning to do it from wherever the question leaves it."""
+    and one wording whatever the class ("Where is the object?"), so that the answer's place in the sequence is
+    the same in every record: through M-RoPE (relative) the model then reads an image token's column as the
+    probe does, before learning to do it from wherever the question leaves it."""
     cls = synth._pick(rng, synth.CLASSES)
     scene = flat_scene(rng, {cls: 1}, 0, FIXED_SIDE)
     o = scene.objects[0]
@@ -214,6 +215,21 @@ def fixedmix(rng: np.random.Generator, task: str) -> synth.Sample:
     return (grounding_sample if task == "grounding" else detection_sample)(rng, scene, cls)
 
 
+def fixed1l(rng: np.random.Generator, task: str) -> synth.Sample:
+    """fixed1 with the object at its class's largest size: position first, where a token can resolve it."""
+    cls = synth._pick(rng, synth.CLASSES)
+    scene = flat_scene(rng, {cls: 1}, 0, FIXED_SIDE, large=True)
+    return (grounding_sample if task == "grounding" else detection_sample)(rng, scene, cls)
+
+
+def fixedmixl(rng: np.random.Generator, task: str) -> synth.Sample:
+    """fixedmix with every object at its class's largest size: selection by colour without small objects."""
+    cls = synth._pick(rng, synth.CLASSES)
+    k = 1 if task == "grounding" else int(rng.integers(1, 3))
+    scene = flat_scene(rng, {cls: k}, int(rng.integers(1, 3)), FIXED_SIDE, large=True)
+    return (grounding_sample if task == "grounding" else detection_sample)(rng, scene, cls)
+
+
 def flatmix(rng: np.random.Generator, task: str) -> synth.Sample:
     """Flat ground, the asked class among 1-4 distractors of the other classes (found by colour and shape)."""
     cls = synth._pick(rng, synth.CLASSES)
@@ -233,6 +249,8 @@ BUILDERS: dict[str, Callable[[np.random.Generator, str], synth.Sample]] = {
     "fixedq": fixedq,
     "fixed1": fixed1,
     "fixedmix": fixedmix,
+    "fixed1l": fixed1l,
+    "fixedmixl": fixedmixl,
     "flat1": flat1,
     "flatmix": flatmix,
     "synth": synth_stage,
@@ -301,8 +319,7 @@ def held_out(seed: int, n: int, folder: Path) -> list[data.Record]:
 
 def stage_held_out(stage: str, stage_index: int, seed: int, n: int, folder: Path) -> list[data.Record]:
     """n grounding records of a curriculum stage from rng [seed, 2000 + stage index, i]: never a training
-    stream
-    (those are [train seed, 1000 + stage index, i])."""
+    stream (those are [train seed, 1000 + stage index, i])."""
     return [
         to_record(
             BUILDERS[stage](np.random.default_rng([seed, 2000 + stage_index, i]), "grounding"),
