@@ -256,7 +256,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--model",
         help="Generate with this checkpoint directory or hub id; unset: the embedded tiny "
-        "model after its SFT warm-up (defaults.sft_model, built on first use).",
+        "model after its SFT warm-up (defaults.sft_model, shipped in embedded/weights/embedded-sft).",
     )
     ap.add_argument(
         "--data",

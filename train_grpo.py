@@ -83,7 +83,7 @@ class Config(RunFlags, OptimiserFlags, LoRAFlags, ImageryFlags):
 
     # ---- what to train
     model: str | None = None  # hub id or local checkpoint directory; None: the embedded tiny model after its
-    # SFT warm-up (embedded.defaults.sft_model, built on first use)
+    # SFT warm-up (embedded.defaults.sft_model, shipped in embedded/weights/embedded-sft)
     task: str = "all"  # one task, a comma list (mixed round-robin in every batch), or all; tasks:
     # classification, multilabel, vqa, counting, grounding, detection, region_caption, caption,
     # grounded_caption, change_caption, change_detection, temporal_classification

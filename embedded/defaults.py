@@ -3,12 +3,13 @@
     data_dir()     synthetic EO data (synth.make_dataset, 2000 records, seed 0):
                    train.jsonl, test.jsonl, images/
     base_model()   the tiny Qwen2.5-VL (tiny.build_tiny, seed 0), its tokenizer trained on that data's text
-    sft_model()    base_model() after a short supervised warm-up (SFT_RECIPE): where GRPO and eval start,
-                   because a random-weight model never writes the answer format and GRPO then has no signal
+    sft_model()    base_model() after a short supervised warm-up, shipped in weights/embedded-sft (its
+                   manifest.json says how it was made): where GRPO and eval start, because a random-weight
+                   model never writes the answer format and GRPO then has no signal
 
-Both live under GEOVLM_CACHE (default ~/.cache/geovlm-r1) and are built on first use, each in a temporary
-folder renamed when whole, so concurrent processes (torchrun ranks) never see half a build and the loser of
-a race keeps the winner's (identical) files. Everything here is offline.
+The first two live under GEOVLM_CACHE (default ~/.cache/geovlm-r1) and are built on first use, each in a
+temporary folder renamed when whole, so concurrent processes (torchrun ranks) never see half a build and the
+loser of a race keeps the winner's (identical) files. Everything here is offline.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -96,58 +95,15 @@ def base_model(cache: Path = CACHE) -> str:
     )
 
 
-# The warm-up the embedded GRPO start gets (train_sft.py flags): the format and a first grasp of every task,
-# short enough to build in a few CPU minutes. Changing it changes the cache folder's name (a new build).
-SFT_RECIPE = ("--max-steps", "300", "--batch-size", "8", "--seed", "0")
+# The embedded GRPO / eval start, shipped in the repository (scripts/ship_start.py): base_model() after the
+# supervised warm-up in its manifest (train_sft.py --max-steps 300 --batch-size 8 --seed 0 on data_dir()).
+# Shipped rather than built on first use: the warm-up costs minutes of CPU that a first headline command and
+# the suite should not pay. tests/test_shipped_starts.py re-runs its first steps against the logged losses.
+SFT_START = Path(__file__).resolve().parent / "weights" / "embedded-sft"
 
 
 def sft_model(cache: Path = CACHE) -> str:
-    """The embedded GRPO / eval start: base_model() after `train_sft.py SFT_RECIPE` on the embedded data.
-
-    Built once, in a separate process (a torchrun rank may call this: the warm-up must not join its process
-    group), with its progress shown. The warm-up run (log.jsonl, plots/) stays beside the model, in
-    NAME-warm-up/, and its log is copied into the model folder (warm-up-log.jsonl)."""
-    name = f"tiny-qwen2.5-vl-v{DATA_VERSION}-sft-" + "-".join(a.lstrip("-") for a in SFT_RECIPE)
-    data, base = data_dir(cache), base_model(cache)
-
-    run = cache / f"{name}-warm-up"  # kept: the curves it prints the path of
-
-    def warm_up(tmp: Path) -> None:
-        print(
-            f"defaults: building the embedded GRPO start once: train_sft.py {' '.join(SFT_RECIPE)} "
-            f"(a few minutes on 2 CPU cores) -> {cache / name}",
-            flush=True,
-        )
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if k
-            not in (
-                "RANK",
-                "WORLD_SIZE",
-                "LOCAL_RANK",
-                "LOCAL_WORLD_SIZE",
-                "MASTER_ADDR",
-                "MASTER_PORT",
-                "GROUP_RANK",
-            )
-        }
-        cmd = [
-            sys.executable,
-            str(Path(__file__).resolve().parents[1] / "train_sft.py"),
-            "--model",
-            base,
-            "--data",
-            str(data / "train.jsonl"),
-            "--out",
-            str(run),
-            "--overwrite",  # what an interrupted earlier build left there
-            "--save-every",
-            "0",
-            *SFT_RECIPE,
-        ]
-        subprocess.run(cmd, env=env, check=True)
-        (run / "final").rename(tmp)
-        shutil.copy(run / "log.jsonl", tmp / "warm-up-log.jsonl")
-
-    return str(_build_once(cache / name, "config.json", warm_up))
+    """The embedded GRPO / eval start (SFT_START): base_model() after a short supervised warm-up, because a
+    random-weight model never writes the answer format and GRPO then has no signal. `cache` is unused (the
+    start is shipped); kept so every default takes the same argument."""
+    return str(SFT_START)

@@ -321,7 +321,7 @@ def start_run(
         if eval_data
         else []
     )
-    with local_rank0_first(env):  # after the data is known good: the default GRPO start is minutes of SFT
+    with local_rank0_first(env):  # after the data is known good: a default model may be built on first use
         model_path = args.model or default_model()
 
     start = checkpoint_step(resume) if resume is not None else 0
@@ -379,6 +379,10 @@ def start_run(
     what = (
         "" if args.model else f" (the embedded default: {default_model.__module__}.{default_model.__name__})"
     )
+    shipped = Path(model_path) / "manifest.json"  # a start shipped with scripts/ship_start.py says its origin
+    if shipped.is_file():
+        made = json.loads(shipped.read_text())
+        what += f" [shipped start: `{made.get('command')}` at {made.get('commit')}]"
     run.say(
         f"{model_path}{what} ({n_train / 1e6:.2f}M trainable, {env.device}, world {env.world}"
         f"{', FSDP' if use_fsdp else ''}{adapted}, attention {loaded.attn_impl}), {len(records)} records "

@@ -1,7 +1,7 @@
 """The starts shipped in embedded/weights/ are what their manifests say: the files hash as listed, and the
-recipe's first steps, re-run now, give the losses logged when the start was trained (scripts/ship_start.py).
-A start whose recipe, data or code changed since fails here; rebuild it with the two commands in
-scripts/ship_start.py."""
+recipe's first steps, re-run now with the same flags, give the losses logged when the start was trained
+(scripts/ship_start.py). A start whose recipe, data or code changed since fails here; rebuild it with the
+commands in scripts/ship_start.py."""
 
 import json
 from pathlib import Path
@@ -9,17 +9,41 @@ from pathlib import Path
 import pytest
 import torch
 
+import train_sft
+
 WEIGHTS = Path(__file__).resolve().parents[1] / "embedded" / "weights"
-# each shipped start and the grpo_proof.py task whose seed-0 SFT start it is
-STARTS = {"grounding-probe-sft": "grounding", "vqa-sft": "vqa"}
-STEPS = 20  # within the 20-step warm-up, so the learning rate of each step does not depend on --sft-steps
+STEPS = 10  # within the 20-step warm-up, so the learning rate of each step does not depend on --max-steps
+
+
+def proof_start(task: str):
+    """The seed-0 SFT start of `grpo_proof.py --task TASK`, re-run for STEPS steps: its run folder."""
+
+    def rerun(out: Path, grpo_proof) -> Path:
+        argv = ["--task", task, "--seeds", "0", "--sft-only", "--sft-steps", str(STEPS), "--out", str(out)]
+        grpo_proof.main(argv)
+        return out / "sft-seed0"
+
+    return rerun
+
+
+def embedded_start(out: Path, grpo_proof) -> Path:
+    """defaults.sft_model(): train_sft.py's warm-up of the embedded model on the embedded data."""
+    train_sft.main(["--max-steps", str(STEPS), "--batch-size", "8", "--seed", "0", "--out", str(out / "sft")])
+    return out / "sft"
+
+
+STARTS = {
+    "grounding-probe-sft": proof_start("grounding"),
+    "vqa-sft": proof_start("vqa"),
+    "embedded-sft": embedded_start,
+}
 
 
 def manifest(start: Path) -> dict:
     return json.loads((start / "manifest.json").read_text())
 
 
-def test_every_shipped_start_is_listed_here():
+def test_every_shipped_start_is_checked_here():
     assert {p.name for p in WEIGHTS.iterdir() if p.is_dir()} == set(STARTS)
 
 
@@ -35,20 +59,23 @@ def test_the_shipped_files_are_the_manifests(ship_start, name):
 
 @pytest.mark.parametrize("name", STARTS)
 def test_the_start_comes_from_its_recipe(tmp_path, grpo_proof, name):
-    """The first STEPS steps of `grpo_proof.py --task TASK`'s SFT (the manifest's command) give the logged
-    losses, and the start was trained with that recipe's length and tokenizer."""
-    torch.set_num_threads(1)  # as the start was trained (one-thread sums): bit-for-bit on one machine
-    start, task = WEIGHTS / name, STARTS[name]
-    m = manifest(start)
-    assert f"--task {task} --seeds 0 --sft-only" in m["command"]
-    assert m["sft_args"]["max_steps"] == grpo_proof.RECIPES[task]["sft_steps"] == len(m["losses"])
-    out = tmp_path / "proof"
-    grpo_proof.main(
-        ["--task", task, "--seeds", "0", "--sft-only", "--sft-steps", str(STEPS), "--out", str(out)]
-    )
-    rows = [json.loads(line) for line in open(out / "sft-seed0" / "log.jsonl")]
+    """The first STEPS steps of the manifest's command, re-run now, take the same flags (but the length) and
+    give the logged losses, with the same tokenizer."""
+    torch.set_num_threads(1)  # as the starts were trained (one-thread sums): bit-for-bit on one machine
+    start, m = WEIGHTS / name, manifest(WEIGHTS / name)
+    run = STARTS[name](tmp_path / "again", grpo_proof)
+    flags = {k: v for k, v in json.loads((run / "args.json").read_text()).items() if k in m["sft_args"]}
+    assert flags | {"max_steps": m["sft_args"]["max_steps"]} == m["sft_args"]
+    assert len(m["losses"]) == m["sft_args"]["max_steps"]
+    rows = [json.loads(line) for line in open(run / "log.jsonl")]
     again = [r["loss"] for r in rows if "loss" in r]
     assert again == pytest.approx(m["losses"][:STEPS], rel=1e-4, abs=1e-5)
     # the same tokenizer: the embedded corpus it is trained on has not changed since
-    fresh = out / "sft-seed0" / "final" / "tokenizer.json"
-    assert fresh.read_bytes() == (start / "tokenizer.json").read_bytes()
+    assert (run / "final" / "tokenizer.json").read_bytes() == (start / "tokenizer.json").read_bytes()
+
+
+def test_the_proof_starts_have_their_recipes_length(grpo_proof):
+    for name, task in (("grounding-probe-sft", "grounding"), ("vqa-sft", "vqa")):
+        m = manifest(WEIGHTS / name)
+        assert f"--task {task} --seeds 0 --sft-only" in m["command"]
+        assert m["sft_args"]["max_steps"] == grpo_proof.RECIPES[task]["sft_steps"]
