@@ -117,7 +117,7 @@ def _lora_targets(text: str) -> tuple[str, ...]:
 class RunFlags:
     # ---- run
     model: str | None = (
-        None  # hub id or local checkpoint directory; None: the embedded default (built on first use)
+        None  # hub id or local checkpoint directory; None: the embedded default (built once, or shipped)
     )
     data: str | None = None  # training JSONL (records, see data.py); None: the embedded synthetic set
     skip_bad: bool = False  # skip malformed records (counted and reported) instead of stopping

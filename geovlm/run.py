@@ -275,8 +275,9 @@ def start_run(
     """Set up a training run, in the order that finds a user's mistakes before anything slow:
 
     default_data / default_model: what --data / --model mean when not given (the trainer's embedded defaults,
-    built on first use). tasks: keep only these tasks' records. plan(records) -> the tasks the run trains,
-    or one line (SystemExit) when the data cannot serve the flags; the held-out records are those tasks'.
+    built on first use, or shipped). tasks: keep only these tasks' records. plan(records) -> the tasks the run
+    trains, or one line (SystemExit) when the data cannot serve the flags; the held-out records are those
+    tasks'.
 
     1. the output folder: refused if it holds another run, unless --resume or --overwrite; --resume auto
        with nothing to resume in a folder that holds a run is refused too (its logs stay as they are);
