@@ -18,6 +18,7 @@ starts there and widens one thing a stage (--stages name:steps[:task+task], in o
     flat1    flat ground of a random dull colour at synth's sizes (160-400 px a side), one synth object
     fixedmix fixed 224 x 224 flat ground, the asked class among 1-4 distractors of other classes
     fixedmixl fixedmix at the largest sizes, 1-2 distractors (detection: 1-2 of the asked class)
+    colourmixl fixedmixl asked by colour ("Where is the yellow object?"), one distractor
     flatmix  flat ground, the asked class (grounding: one; detection: 1-5) among 1-4 distractors of others
     synth    synth's own scenes and builders (textured ground, extras, qualifiers: "the leftmost ship")
 
@@ -230,6 +231,22 @@ def fixedmixl(rng: np.random.Generator, task: str) -> synth.Sample:
     return (grounding_sample if task == "grounding" else detection_sample)(rng, scene, cls)
 
 
+def colourmixl(rng: np.random.Generator, task: str) -> synth.Sample:
+    """fixedmixl asked by colour ("Where is the yellow object?"), one distractor: binding a colour word to the
+    image's colour is all the selection left (grounding whatever `task`)."""
+    cls = synth._pick(rng, synth.CLASSES)
+    scene = flat_scene(rng, {cls: 1}, 1, FIXED_SIDE, large=True)
+    target = next(o for o in scene.objects if o.cls == cls)
+    colour, at = synth.COLOUR_WORD[cls], synth._AT[synth._where(target, scene)]
+    return synth.Sample(
+        [synth.render(scene)],
+        f"Where is the {colour} object?",
+        [target.box],
+        f"The {colour} object lies {at}.",
+        synth._meta("unique", **{"class": cls}),
+    )
+
+
 def flatmix(rng: np.random.Generator, task: str) -> synth.Sample:
     """Flat ground, the asked class among 1-4 distractors of the other classes (found by colour and shape)."""
     cls = synth._pick(rng, synth.CLASSES)
@@ -251,6 +268,7 @@ BUILDERS: dict[str, Callable[[np.random.Generator, str], synth.Sample]] = {
     "fixedmix": fixedmix,
     "fixed1l": fixed1l,
     "fixedmixl": fixedmixl,
+    "colourmixl": colourmixl,
     "flat1": flat1,
     "flatmix": flatmix,
     "synth": synth_stage,
