@@ -102,8 +102,7 @@ def base_model(cache: Path = CACHE) -> str:
 SFT_START = Path(__file__).resolve().parent / "weights" / "embedded-sft"
 
 
-def sft_model(cache: Path = CACHE) -> str:
+def sft_model() -> str:
     """The embedded GRPO / eval start (SFT_START): base_model() after a short supervised warm-up, because a
-    random-weight model never writes the answer format and GRPO then has no signal. `cache` is unused (the
-    start is shipped); kept so every default takes the same argument."""
+    random-weight model never writes the answer format and GRPO then has no signal."""
     return str(SFT_START)

@@ -261,6 +261,16 @@ def load_trained_model(
     return loaded
 
 
+def shipped_origin(model_dir: Path) -> str:
+    """' [shipped start: `COMMAND` at COMMIT]' for a start shipped with scripts/ship_start.py (its
+    manifest.json), else ''. A manifest.json of another kind in a user's model folder is not ours: ignored."""
+    try:
+        made = json.loads((model_dir / "manifest.json").read_text())
+        return f" [shipped start: `{made['command']}` at {made['commit']}]"
+    except (OSError, ValueError, TypeError, KeyError):
+        return ""
+
+
 def start_run(
     args: argparse.Namespace,
     name: str,
@@ -380,10 +390,7 @@ def start_run(
     what = (
         "" if args.model else f" (the embedded default: {default_model.__module__}.{default_model.__name__})"
     )
-    shipped = Path(model_path) / "manifest.json"  # a start shipped with scripts/ship_start.py says its origin
-    if shipped.is_file():
-        made = json.loads(shipped.read_text())
-        what += f" [shipped start: `{made.get('command')}` at {made.get('commit')}]"
+    what += shipped_origin(Path(model_path))
     run.say(
         f"{model_path}{what} ({n_train / 1e6:.2f}M trainable, {env.device}, world {env.world}"
         f"{', FSDP' if use_fsdp else ''}{adapted}, attention {loaded.attn_impl}), {len(records)} records "

@@ -164,11 +164,26 @@ def dense_detection(s: synth.Sample) -> synth.Sample:
     return s
 
 
+def asked_class(
+    rng: np.random.Generator,
+    task: str,
+    most: int = 1,
+    distractors: tuple[int, int] = (0, 0),
+    side: int | None = None,
+    large: bool = False,
+) -> synth.Sample:
+    """A record about one random class on flat_scene ground: grounding of its one object, or detection of 1 to
+    `most` of them, among rng.integers(*distractors) objects of other classes (none for (0, 0))."""
+    cls = synth._pick(rng, synth.CLASSES)
+    k = 1 if task == "grounding" or most == 1 else int(rng.integers(1, most + 1))
+    others = int(rng.integers(*distractors)) if distractors != (0, 0) else 0
+    scene = flat_scene(rng, {cls: k}, others, side, large)
+    return (grounding_sample if task == "grounding" else detection_sample)(rng, scene, cls)
+
+
 def flat1(rng: np.random.Generator, task: str) -> synth.Sample:
     """One object of a random class on flat ground: the probe, with synth's objects instead of a square."""
-    cls = synth._pick(rng, synth.CLASSES)
-    scene = flat_scene(rng, {cls: 1}, 0)
-    return (grounding_sample if task == "grounding" else detection_sample)(rng, scene, cls)
+    return asked_class(rng, task)
 
 
 def square(rng: np.random.Generator, task: str) -> synth.Sample:
@@ -203,32 +218,22 @@ def fixedq(rng: np.random.Generator, task: str) -> synth.Sample:
 
 def fixed1(rng: np.random.Generator, task: str) -> synth.Sample:
     """flat1 on a fixed FIXED_SIDE-px square: the probe's one image shape (8 x 8 tokens), synth's objects."""
-    cls = synth._pick(rng, synth.CLASSES)
-    scene = flat_scene(rng, {cls: 1}, 0, FIXED_SIDE)
-    return (grounding_sample if task == "grounding" else detection_sample)(rng, scene, cls)
+    return asked_class(rng, task, side=FIXED_SIDE)
 
 
 def fixedmix(rng: np.random.Generator, task: str) -> synth.Sample:
     """flatmix on the fixed FIXED_SIDE-px square: distractors without the image size varying."""
-    cls = synth._pick(rng, synth.CLASSES)
-    k = 1 if task == "grounding" else int(rng.integers(1, 6))
-    scene = flat_scene(rng, {cls: k}, int(rng.integers(1, 5)), FIXED_SIDE)
-    return (grounding_sample if task == "grounding" else detection_sample)(rng, scene, cls)
+    return asked_class(rng, task, 5, (1, 5), FIXED_SIDE)
 
 
 def fixed1l(rng: np.random.Generator, task: str) -> synth.Sample:
     """fixed1 with the object at its class's largest size: position first, where a token can resolve it."""
-    cls = synth._pick(rng, synth.CLASSES)
-    scene = flat_scene(rng, {cls: 1}, 0, FIXED_SIDE, large=True)
-    return (grounding_sample if task == "grounding" else detection_sample)(rng, scene, cls)
+    return asked_class(rng, task, side=FIXED_SIDE, large=True)
 
 
 def fixedmixl(rng: np.random.Generator, task: str) -> synth.Sample:
     """fixedmix with every object at its class's largest size: selection by colour without small objects."""
-    cls = synth._pick(rng, synth.CLASSES)
-    k = 1 if task == "grounding" else int(rng.integers(1, 3))
-    scene = flat_scene(rng, {cls: k}, int(rng.integers(1, 3)), FIXED_SIDE, large=True)
-    return (grounding_sample if task == "grounding" else detection_sample)(rng, scene, cls)
+    return asked_class(rng, task, 2, (1, 3), FIXED_SIDE, large=True)
 
 
 def colourmixl(rng: np.random.Generator, task: str) -> synth.Sample:
@@ -249,10 +254,7 @@ def colourmixl(rng: np.random.Generator, task: str) -> synth.Sample:
 
 def flatmix(rng: np.random.Generator, task: str) -> synth.Sample:
     """Flat ground, the asked class among 1-4 distractors of the other classes (found by colour and shape)."""
-    cls = synth._pick(rng, synth.CLASSES)
-    k = 1 if task == "grounding" else int(rng.integers(1, 6))
-    scene = flat_scene(rng, {cls: k}, int(rng.integers(1, 5)))
-    return (grounding_sample if task == "grounding" else detection_sample)(rng, scene, cls)
+    return asked_class(rng, task, 5, (1, 5))
 
 
 def synth_stage(rng: np.random.Generator, task: str) -> synth.Sample:

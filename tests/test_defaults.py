@@ -25,7 +25,7 @@ def test_bad_data_is_reported_before_the_default_start_is_sought(tmp_path, monke
     bad = tmp_path / "train.jsonl"
     bad.write_text('{"id": "a", "task": "vqa"\n')
     monkeypatch.setattr(
-        defaults, "sft_model", lambda cache=None: pytest.fail("sought the GRPO start before reading --data")
+        defaults, "sft_model", lambda: pytest.fail("sought the GRPO start before reading --data")
     )
     with pytest.raises(SystemExit) as stop:
         train_grpo.main(["--data", str(bad), "--out", str(tmp_path / "run")])

@@ -140,3 +140,20 @@ def test_first_steps_learn_log_and_resume(P, tiny_dir, tmp_path):
     assert [s["stage"] for s in second["stages"]] == ["flat1", "synth"]
     with pytest.raises(SystemExit, match="another recipe"):
         P.main([*common, "--stages", "flatmix:3"])
+
+
+def test_the_text_first_template_puts_each_turn_s_text_before_its_images():
+    from jinja2 import Template
+
+    from embedded import tiny
+
+    content = [{"type": "image", "image": "a.png"}, {"type": "text", "text": "Where?"}]
+    turn = [{"role": "user", "content": content}]
+    image_first, text_first = (
+        Template(t).render(messages=turn, add_generation_prompt=True)
+        for t in (tiny.CHAT_TEMPLATE, tiny.TEXT_FIRST_CHAT_TEMPLATE)
+    )
+    pad = "<|vision_start|><|image_pad|><|vision_end|>"
+    assert f"user\n{pad}Where?<|im_end|>" in image_first
+    assert f"user\nWhere?{pad}<|im_end|>" in text_first
+    assert image_first.replace(pad, "") == text_first.replace(pad, "")  # only the order differs

@@ -246,3 +246,13 @@ def test_grpo_evaluates_the_trained_tasks_and_prints_the_headline(tiny_dir, synt
     assert [sorted(h["eval"]) for h in result["eval"]] == [["vqa"], ["vqa"]]
     assert result["eval"][0]["eval"]["vqa"]["n"] == 4
     assert "held-out at step 0: vqa accuracy " in capsys.readouterr().out
+
+
+def test_a_shipped_start_says_its_origin_and_a_foreign_manifest_is_ignored(tmp_path):
+    from geovlm.run import shipped_origin
+
+    assert shipped_origin(tmp_path) == ""
+    (tmp_path / "manifest.json").write_text('["not", "ours"]')
+    assert shipped_origin(tmp_path) == ""
+    (tmp_path / "manifest.json").write_text('{"command": "python train_sft.py", "commit": "abc1234"}')
+    assert shipped_origin(tmp_path) == " [shipped start: `python train_sft.py` at abc1234]"
