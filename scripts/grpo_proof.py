@@ -330,6 +330,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         raise SystemExit(
             "grpo_proof.py: --eval-records, --train-records and --rope-theta must not be negative"
         )
+    if args.sft_only and args.sft:
+        raise SystemExit("grpo_proof.py: --sft-only trains the SFT starts; with --sft there is none to train")
     if args.base_model:
         args.rope_theta = 0.0  # the SFT starts from --base-model as it is (and recipe.json says so)
     args.out = args.out or f"runs/proof-{args.task}"

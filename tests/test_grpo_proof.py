@@ -82,6 +82,7 @@ def test_the_probe_holds_grounding_only_and_earlier_runs_are_kept(proof, tmp_pat
         (["--eval-records", "-1"], "no embedded"),
         (["--images", "synth", "--eval-records", "-1"], "must not be negative"),
         (["--rope-theta", "-5"], "must not be negative"),
+        (["--sft-only", "--sft", "some/start"], "none to train"),
     ):
         with pytest.raises(SystemExit, match=said):
             proof.parse_args(["--task", "grounding", "--out", str(tmp_path / "c"), *flags])
