@@ -20,6 +20,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 MANIFEST = "manifest.json"
@@ -48,10 +49,7 @@ def ship(run: Path, dest: Path, command: str, commit: str) -> dict:
         raise SystemExit(f"ship_start.py: {run} is not a finished SFT run (missing {missing[0]})")
     if dest.exists():
         raise SystemExit(f"ship_start.py: {dest} exists; remove it first (a shipped start is replaced whole)")
-    dest.mkdir(parents=True)
     files = sorted(p for p in final.iterdir() if p.is_file())
-    for p in files:
-        shutil.copy2(p, dest / p.name)
     args = json.loads((run / "args.json").read_text())
     rows = [json.loads(line) for line in open(log)]
     manifest = {
@@ -59,9 +57,17 @@ def ship(run: Path, dest: Path, command: str, commit: str) -> dict:
         "commit": commit,
         "sft_args": {k: v for k, v in args.items() if k not in ("model", "data", "out")},
         "losses": [r["loss"] for r in rows if "loss" in r],
-        "sha256": {p.name: sha256(dest / p.name) for p in files},
+        "sha256": {p.name: sha256(p) for p in files},
     }
-    (dest / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    try:  # built beside dest and renamed when whole: an interrupted ship leaves no half a start
+        for p in files:
+            shutil.copy2(p, tmp / p.name)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+        tmp.rename(dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return manifest
 
 

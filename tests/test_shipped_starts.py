@@ -79,3 +79,24 @@ def test_the_proof_starts_have_their_recipes_length(grpo_proof):
         m = manifest(WEIGHTS / name)
         assert f"--task {task} --seeds 0 --sft-only" in m["command"]
         assert m["sft_args"]["max_steps"] == grpo_proof.RECIPES[task]["sft_steps"]
+
+
+def test_ship_writes_a_whole_start_with_its_manifest_and_never_replaces_one(tmp_path, ship_start):
+    run = tmp_path / "run"
+    (run / "final" / "resume").mkdir(parents=True)
+    (run / "final" / "config.json").write_text("{}")
+    (run / "final" / "model.safetensors").write_bytes(b"weights")
+    (run / "args.json").write_text('{"model": "/x", "data": "/y", "out": "/z", "lr": 0.002, "max_steps": 2}')
+    (run / "log.jsonl").write_text('{"step": 0, "eval_loss": 7.0}\n{"loss": 6.5}\n{"loss": 6.1}\n')
+    dest = tmp_path / "weights" / "start"
+    m = ship_start.ship(run, dest, "python train_sft.py --max-steps 2", "abc1234")
+    assert sorted(p.name for p in dest.iterdir()) == ["config.json", "manifest.json", "model.safetensors"]
+    assert manifest(dest) == m and m["losses"] == [6.5, 6.1]
+    assert m["sft_args"] == {"lr": 0.002, "max_steps": 2}  # without the run's paths
+    assert m["sha256"]["model.safetensors"] == ship_start.sha256(dest / "model.safetensors")
+    with pytest.raises(SystemExit, match="exists; remove it first"):
+        ship_start.ship(run, dest, "again", "def5678")
+    assert manifest(dest)["commit"] == "abc1234"  # the shipped start is untouched
+    with pytest.raises(SystemExit, match="not a finished SFT run"):
+        ship_start.ship(tmp_path / "nothing", tmp_path / "weights" / "other", "c", "d")
+    assert sorted(p.name for p in (tmp_path / "weights").iterdir()) == ["start"]  # no half-built folder left
