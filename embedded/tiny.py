@@ -119,6 +119,7 @@ def build_tiny(
     vocab_size: int = 1024,
     rope_theta: float = TINY_TEXT["rope_theta"],
     text_first: bool = False,
+    lm_width: int = TINY_TEXT["hidden_size"],
 ) -> str:
     """A real Qwen2_5_VLForConditionalGeneration with random weights (sizes above), its tokenizer trained on
     `corpus` (the texts it will read and write), saved as an HF directory; returns its path.
@@ -128,7 +129,9 @@ def build_tiny(
     column frequencies are 3e-3 .. 2e-4 rad a token, so across a 10-token-wide image their angles move by
     under 0.03 rad and left looks like right. At theta 50 they move by up to 0.8 rad (rows: 3.4), enough to
     localise (the README's grounding proof); the embedded model keeps 10000, as its measured figures were.
-    `text_first`: the chat template puts a turn's text before its images (TEXT_FIRST_CHAT_TEMPLATE)."""
+    `text_first`: the chat template puts a turn's text before its images (TEXT_FIRST_CHAT_TEMPLATE).
+    `lm_width`: the LM's hidden size; heads keep their 32 dims (so the M-RoPE sections hold), kv heads are
+    half the heads and the MLP 3x the width, as in TINY_TEXT (the perception ladder's capacity rung)."""
     # here, not at the top: these pull in torchvision (seconds), which `import embedded.defaults` must not pay
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
@@ -138,8 +141,13 @@ def build_tiny(
     template = TEXT_FIRST_CHAT_TEMPLATE if text_first else CHAT_TEMPLATE
     tokenizer.chat_template = template
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
+    heads = lm_width // 32
     text = dict(
         TINY_TEXT,
+        hidden_size=lm_width,
+        intermediate_size=3 * lm_width,
+        num_attention_heads=heads,
+        num_key_value_heads=max(1, heads // 2),
         rope_theta=rope_theta,
         vocab_size=len(tokenizer),
         bos_token_id=ids["<|endoftext|>"],
@@ -147,7 +155,7 @@ def build_tiny(
         pad_token_id=ids["<|endoftext|>"],
         rope_scaling={"type": "mrope", "mrope_section": [4, 6, 6]},
     )
-    vision = dict(TINY_VISION, out_hidden_size=TINY_TEXT["hidden_size"])
+    vision = dict(TINY_VISION, out_hidden_size=lm_width)
     config = Qwen2_5_VLConfig(
         text_config=text,
         vision_config=vision,

@@ -463,6 +463,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "(tiny.TEXT_FIRST_CHAT_TEMPLATE; default: image first, as Qwen2.5-VL)",
     )
     p.add_argument(
+        "--lm-width",
+        type=positive_int,
+        default=tiny.TINY_TEXT["hidden_size"],
+        help="the fresh tiny model's LM hidden size, a multiple of 32 (32-dim heads; default: %(default)s, "
+        "the embedded model's)",
+    )
+    p.add_argument(
         "--base-model", default=None, help="start from this model (default: a fresh tiny model, --rope-theta)"
     )
     p.add_argument(
@@ -488,6 +495,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--stages: unknown stage(s) or negative steps {bad}; stages: {', '.join(BUILDERS)}")
     if any(not ts or any(t not in ("grounding", "detection") for t in ts) for _, _, ts in args.stage_list):
         p.error(f"--tasks {args.tasks!r} / --stages {args.stages!r}: tasks are grounding and/or detection")
+    if args.lm_width % 32:
+        p.error(f"--lm-width {args.lm_width}: a multiple of 32 (the heads' width)")
     if min(args.batch_size, args.eval_records) < 1:
         p.error("--batch-size and --eval-records must be at least 1")
     return args
@@ -500,9 +509,15 @@ def base_model(args: argparse.Namespace, out: Path) -> str:
         return args.base_model
     corpus = defaults.tokenizer_corpus([defaults.data_dir() / "train.jsonl"])
     build = lambda tmp: tiny.build_tiny(  # noqa: E731
-        tmp, corpus, seed=args.seed, rope_theta=args.rope_theta, text_first=args.text_first
+        tmp,
+        corpus,
+        seed=args.seed,
+        rope_theta=args.rope_theta,
+        text_first=args.text_first,
+        lm_width=args.lm_width,
     )
     name = f"base-rope-theta-{args.rope_theta:g}" + ("-text-first" if args.text_first else "")
+    name += f"-lm{args.lm_width}" if args.lm_width != tiny.TINY_TEXT["hidden_size"] else ""
     return str(defaults._build_once(out / name, "config.json", build))
 
 
@@ -522,12 +537,14 @@ def main(argv: list[str] | None = None) -> dict:
             "warmup",
             "rope_theta",
             "text_first",
+            "lm_width",
             "base_model",
         )
     }
-    # (runs from before --text-first existed were image-first)
+    # (runs from before --text-first / --lm-width existed were image-first, 128 wide)
     kept = (
-        {"text_first": False} | json.loads((out / "recipe.json").read_text())
+        {"text_first": False, "lm_width": tiny.TINY_TEXT["hidden_size"]}
+        | json.loads((out / "recipe.json").read_text())
         if (out / "recipe.json").exists()
         else None
     )
