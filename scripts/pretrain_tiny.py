@@ -19,6 +19,7 @@ starts there and widens one thing a stage (--stages name:steps[:task+task], in o
     fixedmix fixed 224 x 224 flat ground, the asked class among 1-4 distractors of other classes
     fixedmixl fixedmix at the largest sizes, 1-2 distractors (detection: 1-2 of the asked class)
     colourmixl fixedmixl asked by colour ("Where is the yellow object?"), one distractor
+    colourmix01l colourmixl, half the records without the distractor
     flatmix  flat ground, the asked class (grounding: one; detection: 1-5) among 1-4 distractors of others
     synth    synth's own scenes and builders (textured ground, extras, qualifiers: "the leftmost ship")
 
@@ -236,11 +237,11 @@ def fixedmixl(rng: np.random.Generator, task: str) -> synth.Sample:
     return asked_class(rng, task, 2, (1, 3), FIXED_SIDE, large=True)
 
 
-def colourmixl(rng: np.random.Generator, task: str) -> synth.Sample:
+def colourmixl(rng: np.random.Generator, task: str, distractors: int = 1) -> synth.Sample:
     """fixedmixl asked by colour ("Where is the yellow object?"), one distractor: binding a colour word to the
     image's colour is all the selection left (grounding whatever `task`)."""
     cls = synth._pick(rng, synth.CLASSES)
-    scene = flat_scene(rng, {cls: 1}, 1, FIXED_SIDE, large=True)
+    scene = flat_scene(rng, {cls: 1}, distractors, FIXED_SIDE, large=True)
     target = next(o for o in scene.objects if o.cls == cls)
     colour, at = synth.COLOUR_WORD[cls], synth._AT[synth._where(target, scene)]
     return synth.Sample(
@@ -250,6 +251,12 @@ def colourmixl(rng: np.random.Generator, task: str) -> synth.Sample:
         f"The {colour} object lies {at}.",
         synth._meta("unique", **{"class": cls}),
     )
+
+
+def colourmix01l(rng: np.random.Generator, task: str) -> synth.Sample:
+    """colourmixl where half the records have no distractor: the one-object localisation the start has is
+    kept in training while the selection is learnt beside it, instead of being unlearnt first (rung 20)."""
+    return colourmixl(rng, task, int(rng.integers(0, 2)))
 
 
 def flatmix(rng: np.random.Generator, task: str) -> synth.Sample:
@@ -271,6 +278,7 @@ BUILDERS: dict[str, Callable[[np.random.Generator, str], synth.Sample]] = {
     "fixed1l": fixed1l,
     "fixedmixl": fixedmixl,
     "colourmixl": colourmixl,
+    "colourmix01l": colourmix01l,
     "flat1": flat1,
     "flatmix": flatmix,
     "synth": synth_stage,

@@ -65,6 +65,39 @@ def test_stage_records_hold_what_they_claim(P, stage):
     assert again.answer == s.answer and np.array_equal(again.images[0], s.images[0])  # seeded
 
 
+@pytest.mark.parametrize("stage", ["fixed1l", "fixedmixl", "colourmixl", "colourmix01l"])
+def test_large_and_colour_stages_hold_what_they_claim(P, stage):
+    """The large-object stages draw every object at its class's largest size; the colour stages ask for the
+    target by its colour beside exactly one (colourmixl) or at most one (colourmix01l) distractor."""
+    from embedded import synth
+
+    others = []
+    for i in range(24):
+        s = P.BUILDERS[stage](np.random.default_rng([5, 1000, i]), "grounding")
+        cls, img = s.meta["class"], s.images[0]
+        found = synth.find_objects(img)  # recovered from the pixels alone
+        assert img.shape == (P.FIXED_SIDE, P.FIXED_SIDE, 3)
+        assert s.answer[0] in [b for c, b in found if c == cls]
+        for c, (x1, y1, x2, y2) in found:
+            lo = list(synth._SIZES[c].values())[-1][0]  # the largest size's lower bound
+            side = max(x2 - x1, y2 - y1)
+            if c in ("airplane", "ship", "vehicle"):  # a length: these may lie along a diagonal
+                side = max(side, np.hypot(x2 - x1, y2 - y1) - 4)
+            assert side >= lo - 2, (c, x2 - x1, y2 - y1)
+        others.append(len(found) - 1)
+        if stage.startswith("colour"):
+            assert s.question == f"Where is the {synth.COLOUR_WORD[cls]} object?"
+            assert len({c for c, _ in found}) == len(found)  # the colour names one object
+    if stage == "fixed1l":
+        assert set(others) == {0}
+    elif stage == "colourmixl":
+        assert set(others) == {1}
+    elif stage == "colourmix01l":
+        assert set(others) == {0, 1}
+    else:
+        assert min(others) >= 1
+
+
 def test_square_is_the_probe(P):
     for i in range(10):
         s = P.square(np.random.default_rng([0, 1000, i]), "detection")  # grounding whatever the task
