@@ -12,6 +12,7 @@ ground at a fixed image size (the ladder's first rungs); started from the probe 
 starts there and widens one thing a stage (--stages name:steps[:task+task], in order):
 
     square   the probe itself (scripts/grpo_proof.py's square_records): one red 56-px square on grey 224 x 224
+    square2  the probe with a second square of another colour: "Where is the blue square?"
     fixedq   the probe's shape and one wording ("Where is the object?"), one synth object of any class
     fixed1   fixed 224 x 224 flat ground, one synth object, synth's wording (varies with class and template)
     fixed1l  fixed1 with every object at its class's largest size (37-100 px: more than one image token)
@@ -201,6 +202,37 @@ def square(rng: np.random.Generator, task: str) -> synth.Sample:
     )
 
 
+SQUARE_COLOURS = {
+    "red": (230, 40, 40),
+    "blue": (40, 70, 230),
+    "green": (40, 200, 60),
+    "yellow": (230, 220, 40),
+}
+
+
+def square2(rng: np.random.Generator, task: str) -> synth.Sample:
+    """The probe with a second square of another colour: "Where is the blue square?" among two 56-px squares
+    on grey 224 x 224 (8 px apart at least). Binding a colour word to one of two salient tokens, with nothing
+    else changed from the probe the model already localises (grounding whatever `task`)."""
+    asked, other = rng.choice(list(SQUARE_COLOURS), 2, replace=False)
+    img = np.full((FIXED_SIDE, FIXED_SIDE, 3), 90, np.uint8)
+    while True:
+        (x, y), (u, v) = (rng.integers(0, FIXED_SIDE - 56, 2) for _ in range(2))
+        if abs(int(x) - int(u)) >= 64 or abs(int(y) - int(v)) >= 64:
+            break
+    x, y, u, v = int(x), int(y), int(u), int(v)
+    img[y : y + 56, x : x + 56] = SQUARE_COLOURS[asked]
+    img[v : v + 56, u : u + 56] = SQUARE_COLOURS[other]
+    at = synth._AT[synth._cell(x + 28, y + 28, FIXED_SIDE, FIXED_SIDE)]
+    return synth.Sample(
+        [img],
+        f"Where is the {asked} square?",
+        [[x, y, x + 56, y + 56]],
+        f"The {asked} square lies {at}.",
+        synth._meta("unique"),
+    )
+
+
 def fixedq(rng: np.random.Generator, task: str) -> synth.Sample:
     """The probe with synth's objects: a fixed FIXED_SIDE-px square of flat ground, one object of any class,
     and one wording whatever the class ("Where is the object?"), so that the answer's place in the sequence is
@@ -272,6 +304,7 @@ def synth_stage(rng: np.random.Generator, task: str) -> synth.Sample:
 
 BUILDERS: dict[str, Callable[[np.random.Generator, str], synth.Sample]] = {
     "square": square,
+    "square2": square2,
     "fixedq": fixedq,
     "fixed1": fixed1,
     "fixedmix": fixedmix,
