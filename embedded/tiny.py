@@ -120,6 +120,7 @@ def build_tiny(
     rope_theta: float = TINY_TEXT["rope_theta"],
     text_first: bool = False,
     lm_width: int = TINY_TEXT["hidden_size"],
+    mrope_section: tuple[int, int, int] = (4, 6, 6),
 ) -> str:
     """A real Qwen2_5_VLForConditionalGeneration with random weights (sizes above), its tokenizer trained on
     `corpus` (the texts it will read and write), saved as an HF directory; returns its path.
@@ -131,7 +132,8 @@ def build_tiny(
     localise (the README's grounding proof); the embedded model keeps 10000, as its measured figures were.
     `text_first`: the chat template puts a turn's text before its images (TEXT_FIRST_CHAT_TEMPLATE).
     `lm_width`: the LM's hidden size; heads keep their 32 dims (so the M-RoPE sections hold), kv heads are
-    half the heads and the MLP 3x the width, as in TINY_TEXT (the perception ladder's capacity rung)."""
+    half the heads and the MLP 3x the width, as in TINY_TEXT (the perception ladder's capacity rung).
+    `mrope_section`: how many of the 16 frequencies (highest first) go to time, rows and columns."""
     # here, not at the top: these pull in torchvision (seconds), which `import embedded.defaults` must not pay
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
@@ -153,7 +155,7 @@ def build_tiny(
         bos_token_id=ids["<|endoftext|>"],
         eos_token_id=ids["<|im_end|>"],
         pad_token_id=ids["<|endoftext|>"],
-        rope_scaling={"type": "mrope", "mrope_section": [4, 6, 6]},
+        rope_scaling={"type": "mrope", "mrope_section": list(mrope_section)},
     )
     vision = dict(TINY_VISION, out_hidden_size=lm_width)
     config = Qwen2_5_VLConfig(

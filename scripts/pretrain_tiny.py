@@ -511,6 +511,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "the embedded model's)",
     )
     p.add_argument(
+        "--mrope-section",
+        default="4,6,6",
+        help="the fresh tiny model's M-RoPE split of its 16 rotary frequencies, highest first, into time, "
+        "rows and columns (default: %(default)s, the embedded model's)",
+    )
+    p.add_argument(
         "--base-model", default=None, help="start from this model (default: a fresh tiny model, --rope-theta)"
     )
     p.add_argument(
@@ -536,6 +542,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--stages: unknown stage(s) or negative steps {bad}; stages: {', '.join(BUILDERS)}")
     if any(not ts or any(t not in ("grounding", "detection") for t in ts) for _, _, ts in args.stage_list):
         p.error(f"--tasks {args.tasks!r} / --stages {args.stages!r}: tasks are grounding and/or detection")
+    try:
+        args.mrope = tuple(int(v) for v in args.mrope_section.split(","))
+    except ValueError:
+        args.mrope = ()
+    if len(args.mrope) != 3 or sum(args.mrope) != 16 or min(args.mrope) < 0:
+        p.error(f"--mrope-section {args.mrope_section!r}: three counts that sum to 16, e.g. 4,6,6")
     if args.lm_width % 32:
         p.error(f"--lm-width {args.lm_width}: a multiple of 32 (the heads' width)")
     if min(args.batch_size, args.eval_records) < 1:
@@ -556,9 +568,11 @@ def base_model(args: argparse.Namespace, out: Path) -> str:
         rope_theta=args.rope_theta,
         text_first=args.text_first,
         lm_width=args.lm_width,
+        mrope_section=args.mrope,
     )
     name = f"base-rope-theta-{args.rope_theta:g}" + ("-text-first" if args.text_first else "")
     name += f"-lm{args.lm_width}" if args.lm_width != tiny.TINY_TEXT["hidden_size"] else ""
+    name += f"-mrope{'-'.join(map(str, args.mrope))}" if args.mrope != (4, 6, 6) else ""
     return str(defaults._build_once(out / name, "config.json", build))
 
 
@@ -579,12 +593,13 @@ def main(argv: list[str] | None = None) -> dict:
             "rope_theta",
             "text_first",
             "lm_width",
+            "mrope_section",
             "base_model",
         )
     }
-    # (runs from before --text-first / --lm-width existed were image-first, 128 wide)
+    # (runs from before --text-first / --lm-width / --mrope-section existed: image-first, 128 wide, 4,6,6)
     kept = (
-        {"text_first": False, "lm_width": tiny.TINY_TEXT["hidden_size"]}
+        {"text_first": False, "lm_width": tiny.TINY_TEXT["hidden_size"], "mrope_section": "4,6,6"}
         | json.loads((out / "recipe.json").read_text())
         if (out / "recipe.json").exists()
         else None
