@@ -46,20 +46,19 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from PIL import Image  # noqa: E402
 
 import data  # noqa: E402
 import eval as E  # noqa: E402
 import model as M  # noqa: E402
 import train_sft  # noqa: E402
 from embedded import defaults, synth, tiny  # noqa: E402
+from embedded.curriculum import BUILDERS, synth_stage, to_record  # noqa: E402
 from geovlm import baselines  # noqa: E402
 from geovlm.distributed import Dist  # noqa: E402
 from geovlm.flags import count, positive, positive_int  # noqa: E402
@@ -73,269 +72,9 @@ STAGES = (
     "flatmix:400:grounding+detection,synth:1000:grounding+detection"
 )
 EVAL_TASKS = ("grounding", "detection")
-FIXED_SIDE = 224  # pixels: the localisation probe's image (scripts/grpo_proof.py)
-_GROUND_Q = (
-    "Where is the {}?",
-    "Locate the {}.",
-    "Give the bounding box of the {}.",
-    "Find the {} in the image.",
-)
-_DETECT_Q = (
-    "Detect all {p}.",
-    "Find every {c} and give its bounding box.",
-    "Locate all {p} in the image.",
-    "Output a bounding box for each {c}.",
-)
-
-
-# ----------------------------------------------------------------------------- the curriculum's scenes
-
-
-def flat_scene(
-    rng: np.random.Generator,
-    counts: dict[str, int],
-    distractors: int,
-    side: int | None = None,
-    large: bool = False,
-) -> synth.Scene:
-    """A scene of flat ground (one dull random colour, 160-400 px a side) holding exactly counts[c] objects of
-    class c (placed by synth's own rejection sampler), then up to `distractors` objects of other classes.
-    `large`: every object at its class's largest synth size (37-100 px: over one 28-px image token)."""
-    size_of = lambda cls: list(synth._SIZES[cls])[-1] if large else None  # noqa: E731
-    for _ in range(60):
-        w, h = (int(v) for v in rng.integers(synth._MIN_SIDE, synth._MAX_SIDE + 1, 2))
-        w, h = (side, side) if side else (w, h)  # fixed: the probe's one image shape (one grid of tokens)
-        ground = np.empty((h, w, 3), np.float32)
-        ground[:] = rng.integers(50, 170, 3)  # render() darkens anything near an object colour
-        everywhere = np.ones((h, w), bool)  # ships may sit anywhere: flat ground is land and water at once
-        scene = synth.Scene("flat", ground, everywhere, everywhere.copy(), (int(rng.choice([-3, 3])), 3))
-        placed = True
-        for cls in sorted(counts, key=synth._BIG_FIRST.index):
-            for _ in range(counts[cls]):
-                o = synth._place(rng, scene, cls, size_of(cls))
-                if o is None:
-                    placed = False
-                    break
-                scene.objects.append(o)
-        if not placed:
-            continue
-        others = [c for c in synth.CLASSES if c not in counts]
-        for _ in range(distractors):
-            other = synth._pick(rng, others)
-            o = synth._place(rng, scene, other, size_of(other), tries=15)
-            if o is not None:
-                scene.objects.append(o)
-        return scene
-    raise RuntimeError(f"could not fit {counts} on flat ground")
-
-
-def _cells_text(boxes: list[list[int]], w: int, h: int) -> str:
-    """'one in the top left, one at the bottom': each box's 3 x 3 cell, in the order given."""
-    return ", ".join(
-        f"one {synth._AT[synth._cell((b[0] + b[2]) / 2, (b[1] + b[3]) / 2, w, h)]}" for b in boxes
-    )
-
-
-def grounding_sample(rng: np.random.Generator, scene: synth.Scene, cls: str) -> synth.Sample:
-    """Grounding of the one `cls` object of `scene`, worded as synth's unique grounding records."""
-    target = next(o for o in scene.objects if o.cls == cls)
-    q = synth._pick(rng, _GROUND_Q).format(cls)
-    where = synth._AT[synth._where(target, scene)]
-    why = f"The only {synth.COLOUR_WORD[cls]} {synth.SHAPE_WORD[cls]} {cls} lies {where}."
-    return synth.Sample([synth.render(scene)], q, [target.box], why, synth._meta("unique", **{"class": cls}))
-
-
-def detection_sample(rng: np.random.Generator, scene: synth.Scene, cls: str) -> synth.Sample:
-    """Detection of every `cls` object of `scene`: synth's wording, plus each object's cell
-    (dense_detection)."""
-    objs = synth._by_position([o for o in scene.objects if o.cls == cls])
-    q = synth._pick(rng, _DETECT_Q).format(p=synth._plural(cls), c=cls)
-    s = synth.Sample(
-        [synth.render(scene)], q, [o.box for o in objs], "", synth._meta("detect", **{"class": cls})
-    )
-    return dense_detection(s)
-
-
-def dense_detection(s: synth.Sample) -> synth.Sample:
-    """The reasoning names every box's cell in answer order, so position is supervised before the numbers."""
-    k, cls = len(s.answer), s.meta["class"]
-    h, w = s.images[0].shape[:2]
-    what = f"{synth._NUM[k]} {synth.COLOUR_WORD[cls]} {synth.SHAPE_WORD[cls]} {synth._plural(cls, k)}"
-    tail = "it gets a box." if k == 1 else "each gets its own box."
-    s.reasoning = f"There {'is' if k == 1 else 'are'} {what}: {_cells_text(s.answer, w, h)}; {tail}"
-    return s
-
-
-def asked_class(
-    rng: np.random.Generator,
-    task: str,
-    most: int = 1,
-    distractors: tuple[int, int] = (0, 0),
-    side: int | None = None,
-    large: bool = False,
-) -> synth.Sample:
-    """A record about one random class on flat_scene ground: grounding of its one object, or detection of 1 to
-    `most` of them, among rng.integers(*distractors) objects of other classes (none for (0, 0))."""
-    cls = synth._pick(rng, synth.CLASSES)
-    k = 1 if task == "grounding" or most == 1 else int(rng.integers(1, most + 1))
-    others = int(rng.integers(*distractors)) if distractors != (0, 0) else 0
-    scene = flat_scene(rng, {cls: k}, others, side, large)
-    return (grounding_sample if task == "grounding" else detection_sample)(rng, scene, cls)
-
-
-def flat1(rng: np.random.Generator, task: str) -> synth.Sample:
-    """One object of a random class on flat ground: the probe, with synth's objects instead of a square."""
-    return asked_class(rng, task)
-
-
-def square(rng: np.random.Generator, task: str) -> synth.Sample:
-    """scripts/grpo_proof.py's localisation probe (square_records): one red 56-px square at a uniformly random
-    place on flat grey 224 x 224, "Where is the red square?", its cell in the reasoning. Grounding whatever
-    `task`: the rung that checks this loop against the probe's measured SFT."""
-    x, y = (int(v) for v in rng.integers(0, FIXED_SIDE - 56, 2))
-    img = np.full((FIXED_SIDE, FIXED_SIDE, 3), 90, np.uint8)
-    img[y : y + 56, x : x + 56] = (230, 40, 40)
-    at = synth._AT[synth._cell(x + 28, y + 28, FIXED_SIDE, FIXED_SIDE)]
-    box = [[x, y, x + 56, y + 56]]
-    return synth.Sample(
-        [img], "Where is the red square?", box, f"The red square lies {at}.", synth._meta("unique")
-    )
-
-
-SQUARE_COLOURS = {
-    "red": (230, 40, 40),
-    "blue": (40, 70, 230),
-    "green": (40, 200, 60),
-    "yellow": (230, 220, 40),
-}
-
-
-def square2(rng: np.random.Generator, task: str) -> synth.Sample:
-    """The probe with a second square of another colour: "Where is the blue square?" among two 56-px squares
-    on grey 224 x 224 (8 px apart at least). Binding a colour word to one of two salient tokens, with nothing
-    else changed from the probe the model already localises (grounding whatever `task`)."""
-    asked, other = rng.choice(list(SQUARE_COLOURS), 2, replace=False)
-    img = np.full((FIXED_SIDE, FIXED_SIDE, 3), 90, np.uint8)
-    while True:
-        (x, y), (u, v) = (rng.integers(0, FIXED_SIDE - 56, 2) for _ in range(2))
-        if abs(int(x) - int(u)) >= 64 or abs(int(y) - int(v)) >= 64:
-            break
-    x, y, u, v = int(x), int(y), int(u), int(v)
-    img[y : y + 56, x : x + 56] = SQUARE_COLOURS[asked]
-    img[v : v + 56, u : u + 56] = SQUARE_COLOURS[other]
-    at = synth._AT[synth._cell(x + 28, y + 28, FIXED_SIDE, FIXED_SIDE)]
-    return synth.Sample(
-        [img],
-        f"Where is the {asked} square?",
-        [[x, y, x + 56, y + 56]],
-        f"The {asked} square lies {at}.",
-        synth._meta("unique"),
-    )
-
-
-def fixedq(rng: np.random.Generator, task: str) -> synth.Sample:
-    """The probe with synth's objects: a fixed FIXED_SIDE-px square of flat ground, one object of any class,
-    and one wording whatever the class ("Where is the object?"), so that the answer's place in the sequence is
-    the same in every record: through M-RoPE (relative) the model then reads an image token's column as the
-    probe does, before learning to do it from wherever the question leaves it."""
-    cls = synth._pick(rng, synth.CLASSES)
-    scene = flat_scene(rng, {cls: 1}, 0, FIXED_SIDE)
-    o = scene.objects[0]
-    at = synth._AT[synth._where(o, scene)]
-    if task == "grounding":
-        q, why = "Where is the object?", f"The object lies {at}."
-    else:
-        q, why = "Detect all objects.", f"There is one object: one {at}; it gets a box."
-    return synth.Sample([synth.render(scene)], q, [o.box], why, synth._meta("unique", **{"class": cls}))
-
-
-def fixed1(rng: np.random.Generator, task: str) -> synth.Sample:
-    """flat1 on a fixed FIXED_SIDE-px square: the probe's one image shape (8 x 8 tokens), synth's objects."""
-    return asked_class(rng, task, side=FIXED_SIDE)
-
-
-def fixedmix(rng: np.random.Generator, task: str) -> synth.Sample:
-    """flatmix on the fixed FIXED_SIDE-px square: distractors without the image size varying."""
-    return asked_class(rng, task, 5, (1, 5), FIXED_SIDE)
-
-
-def fixed1l(rng: np.random.Generator, task: str) -> synth.Sample:
-    """fixed1 with the object at its class's largest size: position first, where a token can resolve it."""
-    return asked_class(rng, task, side=FIXED_SIDE, large=True)
-
-
-def fixedmixl(rng: np.random.Generator, task: str) -> synth.Sample:
-    """fixedmix with every object at its class's largest size: selection by colour without small objects."""
-    return asked_class(rng, task, 2, (1, 3), FIXED_SIDE, large=True)
-
-
-def colourmixl(rng: np.random.Generator, task: str, distractors: int = 1) -> synth.Sample:
-    """fixedmixl asked by colour ("Where is the yellow object?"), one distractor: binding a colour word to the
-    image's colour is all the selection left (grounding whatever `task`)."""
-    cls = synth._pick(rng, synth.CLASSES)
-    scene = flat_scene(rng, {cls: 1}, distractors, FIXED_SIDE, large=True)
-    target = next(o for o in scene.objects if o.cls == cls)
-    colour, at = synth.COLOUR_WORD[cls], synth._AT[synth._where(target, scene)]
-    return synth.Sample(
-        [synth.render(scene)],
-        f"Where is the {colour} object?",
-        [target.box],
-        f"The {colour} object lies {at}.",
-        synth._meta("unique", **{"class": cls}),
-    )
-
-
-def colourmix01l(rng: np.random.Generator, task: str) -> synth.Sample:
-    """colourmixl where half the records have no distractor: the one-object localisation the start has is
-    kept in training while the selection is learnt beside it, instead of being unlearnt first (rung 20)."""
-    return colourmixl(rng, task, int(rng.integers(0, 2)))
-
-
-def flatmix(rng: np.random.Generator, task: str) -> synth.Sample:
-    """Flat ground, the asked class among 1-4 distractors of the other classes (found by colour and shape)."""
-    return asked_class(rng, task, 5, (1, 5))
-
-
-def synth_stage(rng: np.random.Generator, task: str) -> synth.Sample:
-    """synth's own record for `task` (its scenes, extras, qualifiers), detection's reasoning made dense."""
-    s = synth.BUILDERS[task](rng)
-    return dense_detection(s) if task == "detection" else s
-
-
-BUILDERS: dict[str, Callable[[np.random.Generator, str], synth.Sample]] = {
-    "square": square,
-    "square2": square2,
-    "fixedq": fixedq,
-    "fixed1": fixed1,
-    "fixedmix": fixedmix,
-    "fixed1l": fixed1l,
-    "fixedmixl": fixedmixl,
-    "colourmixl": colourmixl,
-    "colourmix01l": colourmix01l,
-    "flat1": flat1,
-    "flatmix": flatmix,
-    "synth": synth_stage,
-}
 
 
 # ----------------------------------------------------------------------------- records
-
-
-def to_record(s: synth.Sample, task: str, rid: str, folder: Path) -> data.Record:
-    """The sample as a validated data.Record (data.parse_record), its image written to folder/rid.png."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = (folder / f"{rid}.png").resolve()
-    Image.fromarray(s.images[0]).save(path, format="PNG", compress_level=1)
-    obj = {
-        "id": rid,
-        "task": task,
-        "images": [str(path)],
-        "question": s.question,
-        "answer": s.answer,
-        "reasoning": s.reasoning,
-        "meta": s.meta,
-    }
-    return data.parse_record(obj, str(folder), rid)
 
 
 def stream_records(

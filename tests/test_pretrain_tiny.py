@@ -1,6 +1,6 @@
-"""scripts/pretrain_tiny.py: the curriculum's scenes hold what their records claim (checked from the pixels),
-streams are seeded and never repeat, the recipe's first steps learn and log, and a rerun resumes its
-stages."""
+"""scripts/pretrain_tiny.py and embedded/curriculum.py: the curriculum's scenes hold what their records
+claim (checked from the pixels), streams are seeded and never repeat, the recipe's first steps learn and
+log, and a rerun resumes its stages."""
 
 from __future__ import annotations
 
@@ -12,6 +12,13 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def C():
+    from embedded import curriculum
+
+    return curriculum
 
 
 @pytest.fixture(scope="module")
@@ -28,19 +35,19 @@ def _cell(box: list, w: int, h: int) -> str:
 
 
 @pytest.mark.parametrize("stage", ["fixedq", "fixed1", "flat1", "flatmix", "synth"])
-def test_stage_records_hold_what_they_claim(P, stage):
+def test_stage_records_hold_what_they_claim(C, stage):
     from embedded import synth
 
     distractors = []
     for i in range(24):
         task = ("grounding", "detection")[i % 2]
-        s = P.BUILDERS[stage](np.random.default_rng([5, 1000, i]), task)
+        s = C.BUILDERS[stage](np.random.default_rng([5, 1000, i]), task)
         img, cls = s.images[0], s.meta["class"]
         h, w = img.shape[:2]
         found = synth.find_objects(img)  # every object, recovered from the pixels alone
         mine = [b for c, b in found if c == cls]
         if stage in ("fixedq", "fixed1"):
-            assert img.shape == (P.FIXED_SIDE, P.FIXED_SIDE, 3)
+            assert img.shape == (C.FIXED_SIDE, C.FIXED_SIDE, 3)
         if stage in ("fixedq", "fixed1", "flat1"):
             assert len(found) == 1 and found[0][0] == cls
             assert (
@@ -61,22 +68,22 @@ def test_stage_records_hold_what_they_claim(P, stage):
             assert cells == [f"one {_cell(b, w, h)}" for b in s.answer]
     if stage == "flatmix":
         assert np.mean([d >= 1 for d in distractors]) >= 0.8 and max(distractors) >= 2
-    again = P.BUILDERS[stage](np.random.default_rng([5, 1000, 23]), "detection")
+    again = C.BUILDERS[stage](np.random.default_rng([5, 1000, 23]), "detection")
     assert again.answer == s.answer and np.array_equal(again.images[0], s.images[0])  # seeded
 
 
 @pytest.mark.parametrize("stage", ["fixed1l", "fixedmixl", "colourmixl", "colourmix01l"])
-def test_large_and_colour_stages_hold_what_they_claim(P, stage):
+def test_large_and_colour_stages_hold_what_they_claim(C, stage):
     """The large-object stages draw every object at its class's largest size; the colour stages ask for the
     target by its colour beside exactly one (colourmixl) or at most one (colourmix01l) distractor."""
     from embedded import synth
 
     others = []
     for i in range(24):
-        s = P.BUILDERS[stage](np.random.default_rng([5, 1000, i]), "grounding")
+        s = C.BUILDERS[stage](np.random.default_rng([5, 1000, i]), "grounding")
         cls, img = s.meta["class"], s.images[0]
         found = synth.find_objects(img)  # recovered from the pixels alone
-        assert img.shape == (P.FIXED_SIDE, P.FIXED_SIDE, 3)
+        assert img.shape == (C.FIXED_SIDE, C.FIXED_SIDE, 3)
         assert s.answer[0] in [b for c, b in found if c == cls]
         for c, (x1, y1, x2, y2) in found:
             lo = list(synth._SIZES[c].values())[-1][0]  # the largest size's lower bound
@@ -98,9 +105,9 @@ def test_large_and_colour_stages_hold_what_they_claim(P, stage):
         assert min(others) >= 1
 
 
-def test_square_is_the_probe(P):
+def test_square_is_the_probe(C):
     for i in range(10):
-        s = P.square(np.random.default_rng([0, 1000, i]), "detection")  # grounding whatever the task
+        s = C.square(np.random.default_rng([0, 1000, i]), "detection")  # grounding whatever the task
         img = s.images[0]
         red = np.argwhere((img[..., 0] > 200) & (img[..., 1] < 80))
         (y1, x1), (y2, x2) = red.min(0), red.max(0)
