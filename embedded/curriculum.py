@@ -18,6 +18,7 @@ import data
 from embedded import synth
 
 FIXED_SIDE = 224  # pixels: the localisation probe's image (scripts/grpo_proof.py)
+GREY = 90  # the probe's ground
 _GROUND_Q = (
     "Where is the {}?",
     "Locate the {}.",
@@ -137,7 +138,7 @@ def square(rng: np.random.Generator, task: str) -> synth.Sample:
     place on flat grey 224 x 224, "Where is the red square?", its cell in the reasoning. Grounding whatever
     `task`: the rung that checks this loop against the probe's measured SFT."""
     x, y = (int(v) for v in rng.integers(0, FIXED_SIDE - 56, 2))
-    img = np.full((FIXED_SIDE, FIXED_SIDE, 3), 90, np.uint8)
+    img = np.full((FIXED_SIDE, FIXED_SIDE, 3), GREY, np.uint8)
     img[y : y + 56, x : x + 56] = (230, 40, 40)
     at = synth._AT[synth._cell(x + 28, y + 28, FIXED_SIDE, FIXED_SIDE)]
     box = [[x, y, x + 56, y + 56]]
@@ -154,19 +155,28 @@ SQUARE_COLOURS = {
 }
 
 
-def square2(rng: np.random.Generator, task: str) -> synth.Sample:
+def square2(
+    rng: np.random.Generator, task: str, red_asked: bool = False, faded: bool = False
+) -> synth.Sample:
     """The probe with a second square of another colour: "Where is the blue square?" among two 56-px squares
     on grey 224 x 224 (8 px apart at least). Binding a colour word to one of two salient tokens, with nothing
-    else changed from the probe the model already localises (grounding whatever `task`)."""
-    asked, other = rng.choice(list(SQUARE_COLOURS), 2, replace=False)
-    img = np.full((FIXED_SIDE, FIXED_SIDE, 3), 90, np.uint8)
+    else changed from the probe the model already localises (grounding whatever `task`).
+    `red_asked`: always "Where is the red square?", the other square of another colour (selection by colour
+    without reading the question). `faded`: the other square's colour blended with the grey by a uniform
+    random strength (0: invisible, 1: full colour), so that the one-square readout still half works."""
+    if red_asked:
+        asked, other = "red", rng.choice([c for c in SQUARE_COLOURS if c != "red"])
+    else:
+        asked, other = rng.choice(list(SQUARE_COLOURS), 2, replace=False)
+    img = np.full((FIXED_SIDE, FIXED_SIDE, 3), GREY, np.uint8)
     while True:
         (x, y), (u, v) = (rng.integers(0, FIXED_SIDE - 56, 2) for _ in range(2))
         if abs(int(x) - int(u)) >= 64 or abs(int(y) - int(v)) >= 64:
             break
     x, y, u, v = int(x), int(y), int(u), int(v)
+    strength = rng.uniform(0.0, 1.0) if faded else 1.0
     img[y : y + 56, x : x + 56] = SQUARE_COLOURS[asked]
-    img[v : v + 56, u : u + 56] = SQUARE_COLOURS[other]
+    img[v : v + 56, u : u + 56] = np.round(GREY + strength * (np.array(SQUARE_COLOURS[other]) - GREY))
     at = synth._AT[synth._cell(x + 28, y + 28, FIXED_SIDE, FIXED_SIDE)]
     return synth.Sample(
         [img],
@@ -249,6 +259,8 @@ def synth_stage(rng: np.random.Generator, task: str) -> synth.Sample:
 BUILDERS: dict[str, Callable[[np.random.Generator, str], synth.Sample]] = {
     "square": square,
     "square2": square2,
+    "square2red": lambda rng, task: square2(rng, task, red_asked=True),
+    "square2fade": lambda rng, task: square2(rng, task, faded=True),
     "fixedq": fixedq,
     "fixed1": fixed1,
     "fixedmix": fixedmix,

@@ -72,13 +72,11 @@ def summary(rows: list[dict]) -> dict:
 
 def other_object(stage: str, img: np.ndarray, target: Box) -> Box | None:
     """The scene's one object that is not the target, from the pixels; None when there is none."""
-    if stage in ("square", "square2"):
-        found = []
-        for rgb in curriculum.SQUARE_COLOURS.values():
-            yx = np.argwhere((img == np.array(rgb, np.uint8)).all(-1))
-            if len(yx):
-                (y1, x1), (y2, x2) = yx.min(0), yx.max(0)
-                found.append([int(x1), int(y1), int(x2) + 1, int(y2) + 1])
+    if stage.startswith("square"):  # the one box of what is not grey outside the target
+        rest = (img != curriculum.GREY).any(-1)
+        rest[int(target[1]) : int(target[3]), int(target[0]) : int(target[2])] = False
+        yx = np.argwhere(rest)
+        found = [] if not len(yx) else [[*map(int, yx.min(0)[::-1]), *map(int, yx.max(0)[::-1] + 1)]]
     else:
         found = [list(b) for _, b in synth.find_objects(img)]
     others = [b for b in found if b != list(target)]
@@ -88,7 +86,8 @@ def other_object(stage: str, img: np.ndarray, target: Box) -> Box | None:
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="a ladder checkpoint (an HF folder model.load reads)")
-    p.add_argument("stage", choices=["square2", "colourmixl", "fixedmixl", "fixedmix"], help="the scenes")
+    two = ["square2", "square2red", "square2fade", "colourmixl", "fixedmixl", "fixedmix"]
+    p.add_argument("stage", choices=two, help="the two-object scenes to place boxes on")
     p.add_argument("--records", type=positive_int, default=50, help="held-out records (default: %(default)s)")
     p.add_argument("--stage-index", type=count, default=0, help="the stage's index in its run (default: 0)")
     p.add_argument("--eval-seed", type=count, default=90210, help="as pretrain_tiny's (default: %(default)s)")

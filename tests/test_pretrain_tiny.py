@@ -197,3 +197,30 @@ def test_the_text_first_template_puts_each_turn_s_text_before_its_images():
     assert f"user\n{pad}Where?<|im_end|>" in image_first
     assert f"user\nWhere?{pad}<|im_end|>" in text_first
     assert image_first.replace(pad, "") == text_first.replace(pad, "")  # only the order differs
+
+
+def test_two_square_stages(C):
+    """square2: two full-colour squares, the asked one answered; square2red: red always asked; square2fade:
+    the other square on the line from the grey to its colour."""
+    strengths = []
+    for stage in ("square2", "square2red", "square2fade"):
+        for i in range(12):
+            s = C.BUILDERS[stage](np.random.default_rng([5, 1000, i]), "grounding")
+            img, (x1, y1, x2, y2) = s.images[0], s.answer[0]
+            asked = s.question.split()[3]
+            assert (img[y1:y2, x1:x2] == C.SQUARE_COLOURS[asked]).all() and x2 - x1 == 56
+            rest = img.copy()
+            rest[y1:y2, x1:x2] = C.GREY
+            colours = np.unique(rest.reshape(-1, 3), axis=0).tolist()
+            other = [c for c in colours if c != [C.GREY] * 3]
+            assert len(other) <= 1 and (stage == "square2fade" or len(other) == 1)
+            assert stage != "square2red" or asked == "red"
+            if stage == "square2fade" and other:
+                full = [np.array(v) for k, v in C.SQUARE_COLOURS.items() if k != asked]
+                t = [(np.array(other[0]) - C.GREY) / (f - C.GREY) for f in full]
+                strengths += [float(np.median(v)) for v in t if np.allclose(v, np.median(v), atol=0.02)]
+            elif other:
+                assert tuple(other[0]) in map(tuple, C.SQUARE_COLOURS.values()) and other[0] != list(
+                    C.SQUARE_COLOURS[asked]
+                )
+    assert len(strengths) >= 10 and min(strengths) < 0.4 and max(strengths) > 0.6
