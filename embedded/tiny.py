@@ -121,6 +121,7 @@ def build_tiny(
     text_first: bool = False,
     lm_width: int = TINY_TEXT["hidden_size"],
     mrope_section: tuple[int, int, int] = (4, 6, 6),
+    kv_heads: int | None = None,
 ) -> str:
     """A real Qwen2_5_VLForConditionalGeneration with random weights (sizes above), its tokenizer trained on
     `corpus` (the texts it will read and write), saved as an HF directory; returns its path.
@@ -133,7 +134,8 @@ def build_tiny(
     `text_first`: the chat template puts a turn's text before its images (TEXT_FIRST_CHAT_TEMPLATE).
     `lm_width`: the LM's hidden size; heads keep their 32 dims (so the M-RoPE sections hold), kv heads are
     half the heads and the MLP 3x the width, as in TINY_TEXT (the perception ladder's capacity rung).
-    `mrope_section`: how many of the 16 frequencies (highest first) go to time, rows and columns."""
+    `mrope_section`: how many of the 16 frequencies (highest first) go to time, rows and columns.
+    `kv_heads`: key/value heads (default: half the heads, as TINY_TEXT; the heads' count: no sharing)."""
     # here, not at the top: these pull in torchvision (seconds), which `import embedded.defaults` must not pay
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
@@ -149,7 +151,7 @@ def build_tiny(
         hidden_size=lm_width,
         intermediate_size=3 * lm_width,
         num_attention_heads=heads,
-        num_key_value_heads=max(1, heads // 2),
+        num_key_value_heads=kv_heads or max(1, heads // 2),
         rope_theta=rope_theta,
         vocab_size=len(tokenizer),
         bos_token_id=ids["<|endoftext|>"],

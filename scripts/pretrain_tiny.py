@@ -250,6 +250,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "the embedded model's)",
     )
     p.add_argument(
+        "--kv-heads",
+        type=positive_int,
+        default=None,
+        help="the fresh tiny model's key/value heads (default: half its heads, the embedded model's)",
+    )
+    p.add_argument(
         "--mrope-section",
         default="4,6,6",
         help="the fresh tiny model's M-RoPE split of its 16 rotary frequencies, highest first, into time, "
@@ -308,10 +314,12 @@ def base_model(args: argparse.Namespace, out: Path) -> str:
         text_first=args.text_first,
         lm_width=args.lm_width,
         mrope_section=args.mrope,
+        kv_heads=args.kv_heads,
     )
     name = f"base-rope-theta-{args.rope_theta:g}" + ("-text-first" if args.text_first else "")
     name += f"-lm{args.lm_width}" if args.lm_width != tiny.TINY_TEXT["hidden_size"] else ""
     name += f"-mrope{'-'.join(map(str, args.mrope))}" if args.mrope != (4, 6, 6) else ""
+    name += f"-kv{args.kv_heads}" if args.kv_heads else ""
     return str(defaults._build_once(out / name, "config.json", build))
 
 
@@ -333,12 +341,13 @@ def main(argv: list[str] | None = None) -> dict:
             "text_first",
             "lm_width",
             "mrope_section",
+            "kv_heads",
             "base_model",
         )
     }
-    # (runs from before --text-first / --lm-width / --mrope-section existed: image-first, 128 wide, 4,6,6)
+    # (runs from before these flags existed: image-first, 128 wide, 4,6,6, 2 kv heads)
     kept = (
-        {"text_first": False, "lm_width": tiny.TINY_TEXT["hidden_size"], "mrope_section": "4,6,6"}
+        {"text_first": False, "lm_width": 128, "mrope_section": "4,6,6", "kv_heads": None}
         | json.loads((out / "recipe.json").read_text())
         if (out / "recipe.json").exists()
         else None
