@@ -187,6 +187,23 @@ def square2(
     )
 
 
+def square2p(rng: np.random.Generator, task: str) -> synth.Sample:
+    """square2 when `task` is grounding; when it is vqa, the same kind of scene asked "Is there a green
+    square?" (yes for half the records): selecting by the question's colour word with a yes/no answer, before
+    having to say where."""
+    if task != "vqa":
+        return square2(rng, task)
+    s = square2(rng, "grounding")
+    present = {tuple(c) for c in np.unique(s.images[0].reshape(-1, 3), axis=0).tolist()}
+    colours = [c for c, rgb in SQUARE_COLOURS.items() if tuple(rgb) in present]
+    if rng.random() < 0.5:
+        asked, answer = str(rng.choice(colours)), "yes"
+    else:
+        asked, answer = str(rng.choice([c for c in SQUARE_COLOURS if c not in colours])), "no"
+    why = f"There is a {asked} square." if answer == "yes" else f"There is no {asked} square."
+    return synth.Sample(s.images, f"Is there a {asked} square?", answer, why, synth._meta("presence"))
+
+
 def fixedq(rng: np.random.Generator, task: str) -> synth.Sample:
     """The probe with synth's objects: a fixed FIXED_SIDE-px square of flat ground, one object of any class,
     and one wording whatever the class ("Where is the object?"), so that the answer's place in the sequence is
@@ -261,6 +278,7 @@ BUILDERS: dict[str, Callable[[np.random.Generator, str], synth.Sample]] = {
     "square2": square2,
     "square2red": lambda rng, task: square2(rng, task, red_asked=True),
     "square2fade": lambda rng, task: square2(rng, task, faded=True),
+    "square2p": square2p,
     "fixedq": fixedq,
     "fixed1": fixed1,
     "fixedmix": fixedmix,

@@ -72,6 +72,7 @@ STAGES = (
     "flatmix:400:grounding+detection,synth:1000:grounding+detection"
 )
 EVAL_TASKS = ("grounding", "detection")
+STAGE_TASKS = (*EVAL_TASKS, "vqa")  # vqa: the presence questions of square2p
 
 
 # ----------------------------------------------------------------------------- records
@@ -117,18 +118,31 @@ def held_out(seed: int, n: int, folder: Path) -> list[data.Record]:
     return data.load_records(path)
 
 
-def stage_held_out(stage: str, stage_index: int, seed: int, n: int, folder: Path) -> list[data.Record]:
-    """n grounding records of a curriculum stage from rng [seed, 2000 + stage index, i]: never a training
+def stage_held_out(
+    stage: str, stage_index: int, seed: int, n: int, folder: Path, task: str = "grounding"
+) -> list[data.Record]:
+    """n `task` records of a curriculum stage from rng [seed, 2000 + stage index, i]: never a training
     stream (those are [train seed, 1000 + stage index, i])."""
     return [
         to_record(
-            BUILDERS[stage](np.random.default_rng([seed, 2000 + stage_index, i]), "grounding"),
-            "grounding",
-            f"{stage}-{i:05d}",
+            BUILDERS[stage](np.random.default_rng([seed, 2000 + stage_index, i]), task),
+            task,
+            f"{stage}-{task}-{i:05d}" if task != "grounding" else f"{stage}-{i:05d}",
             folder,
         )
         for i in range(n)
     ]
+
+
+def own_scenes(net, processor, frame_kind: str, args, stage: str, index: int, tasks, out: Path) -> dict:
+    """The stage's own held-out records of each of its tasks, scored: {"own_grounding": {...}, ...}."""
+    m = {}
+    for task in tasks:
+        recs = stage_held_out(
+            stage, index, args.eval_seed, args.eval_records // 2, out / f"heldout-{stage}", task
+        )
+        m[f"own_{task}"] = evaluate(net, processor, frame_kind, recs, args.max_new_tokens)[task]
+    return m
 
 
 def blind_train(seed: int, n: int, tasks: tuple[str, ...]) -> list[data.Record]:
@@ -163,6 +177,7 @@ def evaluate(net, processor, frame_kind: str, records: list[data.Record], max_ne
     keep = {
         "grounding": ("acc@0.5", "acc@0.25", "mean_iou", "well_formed"),
         "detection": ("f1@0.5", "f1@0.25", "precision@0.5", "recall@0.5"),
+        "vqa": ("accuracy", "well_formed"),
     }
     out = {t: {k: m[t][k] for k in keep[t]} for t in keep if t in m}
     said, truth = [], []
@@ -171,8 +186,9 @@ def evaluate(net, processor, frame_kind: str, records: list[data.Record], max_ne
             x1, y1, x2, y2 = r.answer[0][:4]
             truth.append(synth._cell((x1 + x2) / 2, (y1 + y2) / 2, *r.image_sizes[0]))
             said.append(said_cell(c))
-    out["grounding"]["cell_acc"] = float(np.mean([s == t for s, t in zip(said, truth)]))
-    out["grounding"]["cells_named"] = len({s for s in said if s})
+    if said:
+        out["grounding"]["cell_acc"] = float(np.mean([s == t for s, t in zip(said, truth)]))
+        out["grounding"]["cells_named"] = len({s for s in said if s})
     out["examples"] = completions[:2] + completions[len(completions) // 2 : len(completions) // 2 + 2]
     return out
 
@@ -285,8 +301,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     bad = [n for n, k, _ in args.stage_list if n not in BUILDERS or k < 0]
     if bad:
         p.error(f"--stages: unknown stage(s) or negative steps {bad}; stages: {', '.join(BUILDERS)}")
-    if any(not ts or any(t not in ("grounding", "detection") for t in ts) for _, _, ts in args.stage_list):
-        p.error(f"--tasks {args.tasks!r} / --stages {args.stages!r}: tasks are grounding and/or detection")
+    if any(not ts or any(t not in STAGE_TASKS for t in ts) for _, _, ts in args.stage_list):
+        p.error(f"--tasks {args.tasks!r} / --stages {args.stages!r}: tasks are from {', '.join(STAGE_TASKS)}")
     try:
         args.mrope = tuple(int(v) for v in args.mrope_section.split(","))
     except ValueError:
@@ -428,29 +444,21 @@ def main(argv: list[str] | None = None) -> dict:
             if args.eval_every and step % args.eval_every == 0 and step < steps:
                 m = evaluate(net, processor, loaded.frame_kind, held, args.max_new_tokens)
                 if stage != "synth":
-                    own = stage_held_out(
-                        stage, first[stage], args.eval_seed, args.eval_records // 2, out / f"heldout-{stage}"
+                    m |= own_scenes(
+                        net, processor, loaded.frame_kind, args, stage, first[stage], stage_tasks, out
                     )
-                    m["own_grounding"] = evaluate(
-                        net, processor, loaded.frame_kind, own, args.max_new_tokens
-                    )["grounding"]
                 net.train()
                 log.write(
                     json.dumps({"stage": stage, "step": step, "global_step": global_step, "eval": m}) + "\n"
                 )
                 log.flush()
-                shown = {t: m.get(t) for t in (*EVAL_TASKS, "own_grounding")}
+                shown = {t: v for t, v in m.items() if t in EVAL_TASKS or t.startswith("own_")}
                 print(f"  eval at step {step}: {json.dumps(shown)}", flush=True)
         train_minutes = (time.time() - t0) / 60
         M.save(net, processor, folder)
         m = evaluate(net, processor, loaded.frame_kind, held, args.max_new_tokens)
         if stage != "synth":  # in-distribution check: does it localise on the stage's own scenes?
-            own = stage_held_out(
-                stage, first[stage], args.eval_seed, args.eval_records // 2, out / f"heldout-{stage}"
-            )
-            m["own_grounding"] = evaluate(net, processor, loaded.frame_kind, own, args.max_new_tokens)[
-                "grounding"
-            ]
+            m |= own_scenes(net, processor, loaded.frame_kind, args, stage, first[stage], stage_tasks, out)
         entry = {
             "stage": stage,
             "stage_index": k,

@@ -224,3 +224,18 @@ def test_two_square_stages(C):
                     C.SQUARE_COLOURS[asked]
                 )
     assert len(strengths) >= 10 and min(strengths) < 0.4 and max(strengths) > 0.6
+
+
+def test_square2p_asks_presence_by_colour(C):
+    answers = []
+    for i in range(40):
+        rng = lambda i=i: np.random.default_rng([5, 1000, i])  # noqa: E731
+        s = C.square2p(rng(), "vqa")
+        asked = s.question.split()[3]
+        shown = {tuple(v) for v in np.unique(s.images[0].reshape(-1, 3), axis=0).tolist()}
+        assert s.answer == ("yes" if tuple(C.SQUARE_COLOURS[asked]) in shown else "no")
+        assert s.meta["type"] == "presence" and ("no" in s.reasoning.split()) == (s.answer == "no")
+        answers.append(s.answer)
+        g = C.square2p(rng(), "grounding")
+        assert np.array_equal(g.images[0], C.square2(rng(), "grounding").images[0])
+    assert 12 <= answers.count("yes") <= 28
