@@ -156,18 +156,23 @@ SQUARE_COLOURS = {
 
 
 def square2(
-    rng: np.random.Generator, task: str, red_asked: bool = False, faded: bool = False
+    rng: np.random.Generator,
+    task: str,
+    red_asked: bool = False,
+    faded: bool = False,
+    colours: tuple[str, ...] = tuple(SQUARE_COLOURS),
 ) -> synth.Sample:
     """The probe with a second square of another colour: "Where is the blue square?" among two 56-px squares
     on grey 224 x 224 (8 px apart at least). Binding a colour word to one of two salient tokens, with nothing
     else changed from the probe the model already localises (grounding whatever `task`).
     `red_asked`: always "Where is the red square?", the other square of another colour (selection by colour
     without reading the question). `faded`: the other square's colour blended with the grey by a uniform
-    random strength (0: invisible, 1: full colour), so that the one-square readout still half works."""
+    random strength (0: invisible, 1: full colour), so that the one-square readout still half works.
+    `colours`: the colours drawn from (("red", "blue"): one bit for the question to choose)."""
     if red_asked:
         asked, other = "red", rng.choice([c for c in SQUARE_COLOURS if c != "red"])
     else:
-        asked, other = rng.choice(list(SQUARE_COLOURS), 2, replace=False)
+        asked, other = rng.choice(list(colours), 2, replace=False)
     img = np.full((FIXED_SIDE, FIXED_SIDE, 3), GREY, np.uint8)
     while True:
         (x, y), (u, v) = (rng.integers(0, FIXED_SIDE - 56, 2) for _ in range(2))
@@ -279,6 +284,7 @@ BUILDERS: dict[str, Callable[[np.random.Generator, str], synth.Sample]] = {
     "square2red": lambda rng, task: square2(rng, task, red_asked=True),
     "square2fade": lambda rng, task: square2(rng, task, faded=True),
     "square2p": square2p,
+    "square2rb": lambda rng, task: square2(rng, task, colours=("red", "blue")),
     "fixedq": fixedq,
     "fixed1": fixed1,
     "fixedmix": fixedmix,
