@@ -201,9 +201,9 @@ def test_the_text_first_template_puts_each_turn_s_text_before_its_images():
 
 def test_two_square_stages(C):
     """square2: two full-colour squares, the asked one answered; square2red: red always asked; square2fade:
-    the other square on the line from the grey to its colour."""
+    the other square on the line from the grey to its colour; square2rb: red and blue only."""
     strengths = []
-    for stage in ("square2", "square2red", "square2fade"):
+    for stage in ("square2", "square2red", "square2fade", "square2rb"):
         for i in range(12):
             s = C.BUILDERS[stage](np.random.default_rng([5, 1000, i]), "grounding")
             img, (x1, y1, x2, y2) = s.images[0], s.answer[0]
@@ -215,6 +215,8 @@ def test_two_square_stages(C):
             other = [c for c in colours if c != [C.GREY] * 3]
             assert len(other) <= 1 and (stage == "square2fade" or len(other) == 1)
             assert stage != "square2red" or asked == "red"
+            rb = {tuple(C.SQUARE_COLOURS[c]) for c in ("red", "blue")}
+            assert stage != "square2rb" or (asked in ("red", "blue") and tuple(other[0]) in rb)
             if stage == "square2fade" and other:
                 full = [np.array(v) for k, v in C.SQUARE_COLOURS.items() if k != asked]
                 t = [(np.array(other[0]) - C.GREY) / (f - C.GREY) for f in full]
