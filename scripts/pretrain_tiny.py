@@ -9,10 +9,13 @@ Issue 18, step 1; the measured ladder is docs/perception-ladder.md. On synth's E
 not localise after grounding SFT on 12k records (README); it does localise one red square on grey once
 M-RoPE's base is 50. Trained from scratch on synth's objects it localises nothing, not even one object on flat
 ground at a fixed image size (the ladder's first rungs); started from the probe it does. So the curriculum
-starts there and widens one thing a stage (--stages name:steps[:task+task], in order):
+starts there and widens one thing a stage (--stages name:steps[:task+task], in order; the scenes are built in
+embedded/curriculum.py):
 
     square   the probe itself (scripts/grpo_proof.py's square_records): one red 56-px square on grey 224 x 224
     square2  the probe with a second square of another colour: "Where is the blue square?"
+    square2red / square2rb / square2fade   square2 with red always asked / red and blue only / the other
+             square faded by a random strength; square2p: square2, and (vqa) "Is there a green square?"
     fixedq   the probe's shape and one wording ("Where is the object?"), one synth object of any class
     fixed1   fixed 224 x 224 flat ground, one synth object, synth's wording (varies with class and template)
     fixed1l  fixed1 with every object at its class's largest size (37-100 px: more than one image token)
