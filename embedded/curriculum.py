@@ -285,6 +285,7 @@ BUILDERS: dict[str, Callable[[np.random.Generator, str], synth.Sample]] = {
     "square2fade": lambda rng, task: square2(rng, task, faded=True),
     "square2p": square2p,
     "square2rb": lambda rng, task: square2(rng, task, colours=("red", "blue")),
+    "square2rbg": lambda rng, task: square2(rng, task, colours=("red", "blue", "green")),
     "fixedq": fixedq,
     "fixed1": fixed1,
     "fixedmix": fixedmix,

@@ -14,8 +14,8 @@ embedded/curriculum.py):
 
     square   the probe itself (scripts/grpo_proof.py's square_records): one red 56-px square on grey 224 x 224
     square2  the probe with a second square of another colour: "Where is the blue square?"
-    square2red / square2rb / square2fade   square2 with red always asked / red and blue only / the other
-             square faded by a random strength; square2p: square2, and (vqa) "Is there a green square?"
+    square2red / square2rb / square2rbg / square2fade   square2 with red always asked / red and blue only /
+             red, blue, green / the other square faded; square2p: square2, and "Is there a green square?"
     fixedq   the probe's shape and one wording ("Where is the object?"), one synth object of any class
     fixed1   fixed 224 x 224 flat ground, one synth object, synth's wording (varies with class and template)
     fixed1l  fixed1 with every object at its class's largest size (37-100 px: more than one image token)

@@ -203,7 +203,7 @@ def test_two_square_stages(C):
     """square2: two full-colour squares, the asked one answered; square2red: red always asked; square2fade:
     the other square on the line from the grey to its colour; square2rb: red and blue only."""
     strengths = []
-    for stage in ("square2", "square2red", "square2fade", "square2rb"):
+    for stage in ("square2", "square2red", "square2fade", "square2rb", "square2rbg"):
         for i in range(12):
             s = C.BUILDERS[stage](np.random.default_rng([5, 1000, i]), "grounding")
             img, (x1, y1, x2, y2) = s.images[0], s.answer[0]
@@ -217,6 +217,8 @@ def test_two_square_stages(C):
             assert stage != "square2red" or asked == "red"
             rb = {tuple(C.SQUARE_COLOURS[c]) for c in ("red", "blue")}
             assert stage != "square2rb" or (asked in ("red", "blue") and tuple(other[0]) in rb)
+            yellow = list(C.SQUARE_COLOURS["yellow"])
+            assert stage != "square2rbg" or (asked != "yellow" and other[0] != yellow)
             if stage == "square2fade" and other:
                 full = [np.array(v) for k, v in C.SQUARE_COLOURS.items() if k != asked]
                 t = [(np.array(other[0]) - C.GREY) / (f - C.GREY) for f in full]
