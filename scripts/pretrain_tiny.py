@@ -48,6 +48,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -306,12 +307,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--stages: unknown stage(s) or negative steps {bad}; stages: {', '.join(BUILDERS)}")
     if any(not ts or any(t not in STAGE_TASKS for t in ts) for _, _, ts in args.stage_list):
         p.error(f"--tasks {args.tasks!r} / --stages {args.stages!r}: tasks are from {', '.join(STAGE_TASKS)}")
+    with tempfile.TemporaryDirectory() as tmp:  # one record of each stage and task: does the stage write it?
+        for name, _, ts in args.stage_list:
+            for task in ts:
+                try:
+                    to_record(BUILDERS[name](np.random.default_rng(0), task), task, "check", Path(tmp))
+                except ValueError as e:
+                    p.error(f"--stages: stage {name} does not make {task} records ({e})")
     try:
         args.mrope = tuple(int(v) for v in args.mrope_section.split(","))
     except ValueError:
         args.mrope = ()
     if len(args.mrope) != 3 or sum(args.mrope) != 16 or min(args.mrope) < 0:
         p.error(f"--mrope-section {args.mrope_section!r}: three counts that sum to 16, e.g. 4,6,6")
+    args.mrope_section = ",".join(map(str, args.mrope))  # "2, 4, 10" resumes a "2,4,10" run
     if args.lm_width % 32:
         p.error(f"--lm-width {args.lm_width}: a multiple of 32 (the heads' width)")
     if min(args.batch_size, args.eval_records) < 1:

@@ -243,3 +243,19 @@ def test_square2p_asks_presence_by_colour(C):
         g = C.square2p(rng(), "grounding")
         assert np.array_equal(g.images[0], C.square2(rng(), "grounding").images[0])
     assert 12 <= answers.count("yes") <= 28
+
+
+def test_flag_mistakes_are_one_line_before_anything_is_built(P, tmp_path, capsys):
+    for flags, said in (
+        (["--stages", "square:10:vqa"], "stage square does not make vqa records"),
+        (["--stages", "square2p:10:vqa+grounding", "--mrope-section", "4,6"], "three counts that sum to 16"),
+        (["--stages", "square:10", "--lm-width", "100"], "a multiple of 32"),
+    ):
+        with pytest.raises(SystemExit):
+            P.parse_args(["--out", str(tmp_path / "run"), *flags])
+        assert said in capsys.readouterr().err
+    args = P.parse_args(
+        ["--out", str(tmp_path / "run"), "--stages", "square2p:10:vqa", "--mrope-section", "2, 4, 10"]
+    )
+    assert args.mrope == (2, 4, 10) and args.mrope_section == "2,4,10"  # resumes a run written "2,4,10"
+    assert not (tmp_path / "run").exists()
