@@ -42,16 +42,19 @@ def flat_scene(
     distractors: int,
     side: int | None = None,
     large: bool = False,
+    grey: bool = False,
 ) -> synth.Scene:
     """A scene of flat ground (one dull random colour, 160-400 px a side) holding exactly counts[c] objects of
     class c (placed by synth's own rejection sampler), then up to `distractors` objects of other classes.
-    `large`: every object at its class's largest synth size (37-100 px: over one 28-px image token)."""
+    `large`: every object at its class's largest synth size (37-100 px: over one 28-px image token).
+    `grey`: the probe's grey ground, not a random colour (where the squares models learnt their salience)."""
     size_of = lambda cls: list(synth._SIZES[cls])[-1] if large else None  # noqa: E731
     for _ in range(60):
         w, h = (int(v) for v in rng.integers(synth._MIN_SIDE, synth._MAX_SIDE + 1, 2))
         w, h = (side, side) if side else (w, h)  # fixed: the probe's one image shape (one grid of tokens)
         ground = np.empty((h, w, 3), np.float32)
         ground[:] = rng.integers(50, 170, 3)  # render() darkens anything near an object colour
+        ground[:] = GREY if grey else ground  # drawn either way: the other stages' streams stay as they were
         everywhere = np.ones((h, w), bool)  # ships may sit anywhere: flat ground is land and water at once
         scene = synth.Scene("flat", ground, everywhere, everywhere.copy(), (int(rng.choice([-3, 3])), 3))
         placed = True
@@ -118,13 +121,14 @@ def asked_class(
     distractors: tuple[int, int] = (0, 0),
     side: int | None = None,
     large: bool = False,
+    grey: bool = False,
 ) -> synth.Sample:
     """A record about one random class on flat_scene ground: grounding of its one object, or detection of 1 to
     `most` of them, among rng.integers(*distractors) objects of other classes (none for (0, 0))."""
     cls = synth._pick(rng, synth.CLASSES)
     k = 1 if task == "grounding" or most == 1 else int(rng.integers(1, most + 1))
     others = int(rng.integers(*distractors)) if distractors != (0, 0) else 0
-    scene = flat_scene(rng, {cls: k}, others, side, large)
+    scene = flat_scene(rng, {cls: k}, others, side, large, grey)
     return (grounding_sample if task == "grounding" else detection_sample)(rng, scene, cls)
 
 
@@ -240,16 +244,18 @@ def fixed1l(rng: np.random.Generator, task: str) -> synth.Sample:
     return asked_class(rng, task, side=FIXED_SIDE, large=True)
 
 
-def fixedmixl(rng: np.random.Generator, task: str) -> synth.Sample:
-    """fixedmix with every object at its class's largest size: selection by colour without small objects."""
-    return asked_class(rng, task, 2, (1, 3), FIXED_SIDE, large=True)
+def fixedmixl(rng: np.random.Generator, task: str, grey: bool = False) -> synth.Sample:
+    """fixedmix with every object at its class's largest size: selection by colour without small objects.
+    `grey` (fixedmixlg): on the probe's grey, where the four-colour squares model already half-localises
+    synth's objects (docs/perception-ladder.md, the ground diagnosis)."""
+    return asked_class(rng, task, 2, (1, 3), FIXED_SIDE, large=True, grey=grey)
 
 
-def colourmixl(rng: np.random.Generator, task: str, distractors: int = 1) -> synth.Sample:
+def colourmixl(rng: np.random.Generator, task: str, distractors: int = 1, grey: bool = False) -> synth.Sample:
     """fixedmixl asked by colour ("Where is the yellow object?"), one distractor: binding a colour word to the
-    image's colour is all the selection left (grounding whatever `task`)."""
+    image's colour is all the selection left (grounding whatever `task`). `grey` (colourmixlg): on grey."""
     cls = synth._pick(rng, synth.CLASSES)
-    scene = flat_scene(rng, {cls: 1}, distractors, FIXED_SIDE, large=True)
+    scene = flat_scene(rng, {cls: 1}, distractors, FIXED_SIDE, large=True, grey=grey)
     target = next(o for o in scene.objects if o.cls == cls)
     colour, at = synth.COLOUR_WORD[cls], synth._AT[synth._where(target, scene)]
     return synth.Sample(
@@ -291,7 +297,9 @@ BUILDERS: dict[str, Callable[[np.random.Generator, str], synth.Sample]] = {
     "fixedmix": fixedmix,
     "fixed1l": fixed1l,
     "fixedmixl": fixedmixl,
+    "fixedmixlg": lambda rng, task: fixedmixl(rng, task, grey=True),
     "colourmixl": colourmixl,
+    "colourmixlg": lambda rng, task: colourmixl(rng, task, grey=True),
     "colourmix01l": colourmix01l,
     "flat1": flat1,
     "flatmix": flatmix,

@@ -24,6 +24,7 @@ embedded/curriculum.py):
     fixedmixl fixedmix at the largest sizes, 1-2 distractors (detection: 1-2 of the asked class)
     colourmixl fixedmixl asked by colour ("Where is the yellow object?"), one distractor
     colourmix01l colourmixl, half the records without the distractor
+    fixedmixlg / colourmixlg   fixedmixl / colourmixl on the probe's grey ground
     flatmix  flat ground, the asked class (grounding: one; detection: 1-5) among 1-4 distractors of others
     synth    synth's own scenes and builders (textured ground, extras, qualifiers: "the leftmost ship")
 

@@ -72,10 +72,13 @@ def test_stage_records_hold_what_they_claim(C, stage):
     assert again.answer == s.answer and np.array_equal(again.images[0], s.images[0])  # seeded
 
 
-@pytest.mark.parametrize("stage", ["fixed1l", "fixedmixl", "colourmixl", "colourmix01l"])
+@pytest.mark.parametrize(
+    "stage", ["fixed1l", "fixedmixl", "fixedmixlg", "colourmixl", "colourmixlg", "colourmix01l"]
+)
 def test_large_and_colour_stages_hold_what_they_claim(C, stage):
     """The large-object stages draw every object at its class's largest size; the colour stages ask for the
-    target by its colour beside exactly one (colourmixl) or at most one (colourmix01l) distractor."""
+    target by its colour beside exactly one (colourmixl) or at most one (colourmix01l) distractor; the g
+    stages lie on the probe's grey, the others on a random ground."""
     from embedded import synth
 
     others = []
@@ -85,6 +88,8 @@ def test_large_and_colour_stages_hold_what_they_claim(C, stage):
         found = synth.find_objects(img)  # recovered from the pixels alone
         assert img.shape == (C.FIXED_SIDE, C.FIXED_SIDE, 3)
         assert s.answer[0] in [b for c, b in found if c == cls]
+        ground = np.unique(img[~synth.object_mask(img)].reshape(-1, 3), axis=0).tolist()
+        assert ([C.GREY] * 3 in ground) == stage.endswith("g"), ground  # ground (and its shadow)
         for c, (x1, y1, x2, y2) in found:
             lo = list(synth._SIZES[c].values())[-1][0]  # the largest size's lower bound
             side = max(x2 - x1, y2 - y1)
@@ -97,7 +102,7 @@ def test_large_and_colour_stages_hold_what_they_claim(C, stage):
             assert len({c for c, _ in found}) == len(found)  # the colour names one object
     if stage == "fixed1l":
         assert set(others) == {0}
-    elif stage == "colourmixl":
+    elif stage in ("colourmixl", "colourmixlg"):
         assert set(others) == {1}
     elif stage == "colourmix01l":
         assert set(others) == {0, 1}
