@@ -278,6 +278,15 @@ def flatmix(rng: np.random.Generator, task: str) -> synth.Sample:
     return asked_class(rng, task, 5, (1, 5))
 
 
+def synth_unique(rng: np.random.Generator, task: str) -> synth.Sample:
+    """synth's scenes (textured ground, extras, its image sizes and object sizes) without its qualifiers:
+    grounding of a class's one object (synth's unique half), detection as synth's (dense)."""
+    if task != "grounding":
+        return synth_stage(rng, task)
+    cls = synth._pick(rng, synth.CLASSES)
+    return grounding_sample(rng, synth.make_scene(rng, synth._scene_for(rng, cls, 1), {cls: 1}), cls)
+
+
 def synth_stage(rng: np.random.Generator, task: str) -> synth.Sample:
     """synth's own record for `task` (its scenes, extras, qualifiers), detection's reasoning made dense."""
     s = synth.BUILDERS[task](rng)
@@ -303,6 +312,7 @@ BUILDERS: dict[str, Callable[[np.random.Generator, str], synth.Sample]] = {
     "colourmix01l": colourmix01l,
     "flat1": flat1,
     "flatmix": flatmix,
+    "synthu": synth_unique,
     "synth": synth_stage,
 }
 

@@ -26,6 +26,7 @@ embedded/curriculum.py):
     colourmix01l colourmixl, half the records without the distractor
     fixedmixlg / colourmixlg   fixedmixl / colourmixl on the probe's grey ground
     flatmix  flat ground, the asked class (grounding: one; detection: 1-5) among 1-4 distractors of others
+    synthu   synth's scenes without its qualifiers: grounding of a class's one object; detection as synth's
     synth    synth's own scenes and builders (textured ground, extras, qualifiers: "the leftmost ship")
 
 Records are generated on the fly (no data set on disk: each batch's images are written to out/stream/ and

@@ -34,7 +34,7 @@ def _cell(box: list, w: int, h: int) -> str:
     return synth._AT[synth._cell((box[0] + box[2]) / 2, (box[1] + box[3]) / 2, w, h)]
 
 
-@pytest.mark.parametrize("stage", ["fixedq", "fixed1", "flat1", "flatmix", "synth"])
+@pytest.mark.parametrize("stage", ["fixedq", "fixed1", "flat1", "flatmix", "synthu", "synth"])
 def test_stage_records_hold_what_they_claim(C, stage):
     from embedded import synth
 
