@@ -246,8 +246,8 @@ def fixed1l(rng: np.random.Generator, task: str) -> synth.Sample:
 
 def fixedmixl(rng: np.random.Generator, task: str, grey: bool = False) -> synth.Sample:
     """fixedmix with every object at its class's largest size: selection by colour without small objects.
-    `grey` (fixedmixlg): on the probe's grey, where the four-colour squares model already half-localises
-    synth's objects (docs/perception-ladder.md, the ground diagnosis)."""
+    `grey` (fixedmixlg): on the probe's grey, where the squares models learnt their salience (rung 43: no
+    better than a random ground)."""
     return asked_class(rng, task, 2, (1, 3), FIXED_SIDE, large=True, grey=grey)
 
 
