@@ -251,16 +251,22 @@ def fixedmixl(rng: np.random.Generator, task: str, grey: bool = False) -> synth.
     return asked_class(rng, task, 2, (1, 3), FIXED_SIDE, large=True, grey=grey)
 
 
-def colourmixl(rng: np.random.Generator, task: str, distractors: int = 1, grey: bool = False) -> synth.Sample:
+def colourmixl(
+    rng: np.random.Generator, task: str, distractors: int = 1, grey: bool = False, by_class: bool = False
+) -> synth.Sample:
     """fixedmixl asked by colour ("Where is the yellow object?"), one distractor: binding a colour word to the
-    image's colour is all the selection left (grounding whatever `task`). `grey` (colourmixlg): on grey."""
+    image's colour is all the selection left (grounding whatever `task`). `grey` (colourmixlg): on grey.
+    `by_class` (classmixl): asked by class in synth's wording ("Find the storage tank in the image."), the
+    reasoning still "The yellow object lies ...": the model says the colour before the box, so the box is read
+    as it was asked by colour; only the class-to-colour word is new."""
     cls = synth._pick(rng, synth.CLASSES)
     scene = flat_scene(rng, {cls: 1}, distractors, FIXED_SIDE, large=True, grey=grey)
     target = next(o for o in scene.objects if o.cls == cls)
     colour, at = synth.COLOUR_WORD[cls], synth._AT[synth._where(target, scene)]
+    question = synth._pick(rng, _GROUND_Q).format(cls) if by_class else f"Where is the {colour} object?"
     return synth.Sample(
         [synth.render(scene)],
-        f"Where is the {colour} object?",
+        question,
         [target.box],
         f"The {colour} object lies {at}.",
         synth._meta("unique", **{"class": cls}),
@@ -309,6 +315,7 @@ BUILDERS: dict[str, Callable[[np.random.Generator, str], synth.Sample]] = {
     "fixedmixlg": lambda rng, task: fixedmixl(rng, task, grey=True),
     "colourmixl": colourmixl,
     "colourmixlg": lambda rng, task: colourmixl(rng, task, grey=True),
+    "classmixl": lambda rng, task: colourmixl(rng, task, by_class=True),
     "colourmix01l": colourmix01l,
     "flat1": flat1,
     "flatmix": flatmix,

@@ -25,6 +25,7 @@ embedded/curriculum.py):
     colourmixl fixedmixl asked by colour ("Where is the yellow object?"), one distractor
     colourmix01l colourmixl, half the records without the distractor
     fixedmixlg / colourmixlg   fixedmixl / colourmixl on the probe's grey ground
+    classmixl colourmixl asked by class ("Find the ship."), its reasoning still "The red object lies ..."
     flatmix  flat ground, the asked class (grounding: one; detection: 1-5) among 1-4 distractors of others
     synthu   synth's scenes without its qualifiers: grounding of a class's one object; detection as synth's
     synth    synth's own scenes and builders (textured ground, extras, qualifiers: "the leftmost ship")

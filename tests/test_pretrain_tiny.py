@@ -73,7 +73,7 @@ def test_stage_records_hold_what_they_claim(C, stage):
 
 
 @pytest.mark.parametrize(
-    "stage", ["fixed1l", "fixedmixl", "fixedmixlg", "colourmixl", "colourmixlg", "colourmix01l"]
+    "stage", ["fixed1l", "fixedmixl", "fixedmixlg", "colourmixl", "colourmixlg", "classmixl", "colourmix01l"]
 )
 def test_large_and_colour_stages_hold_what_they_claim(C, stage):
     """The large-object stages draw every object at its class's largest size; the colour stages ask for the
@@ -97,12 +97,16 @@ def test_large_and_colour_stages_hold_what_they_claim(C, stage):
                 side = max(side, np.hypot(x2 - x1, y2 - y1) - 4)
             assert side >= lo - 2, (c, x2 - x1, y2 - y1)
         others.append(len(found) - 1)
+        if stage.startswith(("colour", "class")):
+            assert len({c for c, _ in found}) == len(found)  # the colour (or class) names one object
+            assert s.reasoning.startswith(f"The {synth.COLOUR_WORD[cls]} object lies ")
         if stage.startswith("colour"):
             assert s.question == f"Where is the {synth.COLOUR_WORD[cls]} object?"
-            assert len({c for c, _ in found}) == len(found)  # the colour names one object
+        if stage == "classmixl":
+            assert cls in s.question and synth.COLOUR_WORD[cls] not in s.question
     if stage == "fixed1l":
         assert set(others) == {0}
-    elif stage in ("colourmixl", "colourmixlg"):
+    elif stage in ("colourmixl", "colourmixlg", "classmixl"):
         assert set(others) == {1}
     elif stage == "colourmix01l":
         assert set(others) == {0, 1}
