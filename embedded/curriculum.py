@@ -293,6 +293,18 @@ def synth_unique(rng: np.random.Generator, task: str) -> synth.Sample:
     return grounding_sample(rng, synth.make_scene(rng, synth._scene_for(rng, cls, 1), {cls: 1}), cls)
 
 
+def said_by_colour(s: synth.Sample) -> synth.Sample:
+    """A unique grounding record's reasoning as classmixl's: "The only red pointed ship lies at the top." ->
+    "The red object lies at the top." (detection records, whose dense reasoning names the colour first, as
+    they are)."""
+    if s.meta["type"] != "unique":
+        return s
+    cls = s.meta["class"]
+    said = f"The only {synth.COLOUR_WORD[cls]} {synth.SHAPE_WORD[cls]} {cls} lies "
+    s.reasoning = f"The {synth.COLOUR_WORD[cls]} object lies " + s.reasoning.removeprefix(said)
+    return s
+
+
 def synth_stage(rng: np.random.Generator, task: str) -> synth.Sample:
     """synth's own record for `task` (its scenes, extras, qualifiers), detection's reasoning made dense."""
     s = synth.BUILDERS[task](rng)
@@ -320,6 +332,8 @@ BUILDERS: dict[str, Callable[[np.random.Generator, str], synth.Sample]] = {
     "flat1": flat1,
     "flatmix": flatmix,
     "synthu": synth_unique,
+    "classmix": lambda rng, task: said_by_colour(fixedmix(rng, task)),
+    "synthuc": lambda rng, task: said_by_colour(synth_unique(rng, task)),
     "synth": synth_stage,
 }
 

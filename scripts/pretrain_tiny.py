@@ -28,6 +28,7 @@ embedded/curriculum.py):
     classmixl colourmixl asked by class ("Find the ship."), its reasoning still "The red object lies ..."
     flatmix  flat ground, the asked class (grounding: one; detection: 1-5) among 1-4 distractors of others
     synthu   synth's scenes without its qualifiers: grounding of a class's one object; detection as synth's
+    classmix / synthuc   fixedmix / synthu, their grounding reasoning as classmixl's ("The red object lies")
     synth    synth's own scenes and builders (textured ground, extras, qualifiers: "the leftmost ship")
 
 Records are generated on the fly (no data set on disk: each batch's images are written to out/stream/ and

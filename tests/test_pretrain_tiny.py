@@ -34,7 +34,9 @@ def _cell(box: list, w: int, h: int) -> str:
     return synth._AT[synth._cell((box[0] + box[2]) / 2, (box[1] + box[3]) / 2, w, h)]
 
 
-@pytest.mark.parametrize("stage", ["fixedq", "fixed1", "flat1", "flatmix", "synthu", "synth"])
+@pytest.mark.parametrize(
+    "stage", ["fixedq", "fixed1", "flat1", "flatmix", "classmix", "synthu", "synthuc", "synth"]
+)
 def test_stage_records_hold_what_they_claim(C, stage):
     from embedded import synth
 
@@ -53,6 +55,8 @@ def test_stage_records_hold_what_they_claim(C, stage):
             assert (
                 len(np.unique(img[~synth.object_mask(img)].reshape(-1, 3), axis=0)) <= 2
             )  # flat: ground+shadow
+        if stage in ("classmix", "synthuc") and task == "grounding":  # the colour said, as classmixl's
+            assert s.reasoning.startswith(f"The {synth.COLOUR_WORD[cls]} object lies ")
         if stage == "flatmix":
             distractors.append(len(found) - len(mine))  # objects of the other classes
             assert distractors[-1] <= 4
