@@ -258,7 +258,8 @@ def colourmixl(
     image's colour is all the selection left (grounding whatever `task`). `grey` (colourmixlg): on grey.
     `by_class` (classmixl): asked by class in synth's wording ("Find the storage tank in the image."), the
     reasoning still "The yellow object lies ...": the model says the colour before the box, so the box is read
-    as it was asked by colour; only the class-to-colour word is new."""
+    as it was asked by colour; only the class-to-colour word is new (classmixl's detection records are
+    fixedmixl's)."""
     cls = synth._pick(rng, synth.CLASSES)
     scene = flat_scene(rng, {cls: 1}, distractors, FIXED_SIDE, large=True, grey=grey)
     target = next(o for o in scene.objects if o.cls == cls)
@@ -327,7 +328,9 @@ BUILDERS: dict[str, Callable[[np.random.Generator, str], synth.Sample]] = {
     "fixedmixlg": lambda rng, task: fixedmixl(rng, task, grey=True),
     "colourmixl": colourmixl,
     "colourmixlg": lambda rng, task: colourmixl(rng, task, grey=True),
-    "classmixl": lambda rng, task: colourmixl(rng, task, by_class=True),
+    "classmixl": lambda rng, task: (
+        colourmixl(rng, task, by_class=True) if task == "grounding" else fixedmixl(rng, task)
+    ),
     "colourmix01l": colourmix01l,
     "flat1": flat1,
     "flatmix": flatmix,

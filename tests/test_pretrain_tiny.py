@@ -108,6 +108,12 @@ def test_large_and_colour_stages_hold_what_they_claim(C, stage):
             assert s.question == f"Where is the {synth.COLOUR_WORD[cls]} object?"
         if stage == "classmixl":
             assert cls in s.question and synth.COLOUR_WORD[cls] not in s.question
+    if stage == "classmixl":  # its detection records: every large object of the asked class, among others
+        s = C.BUILDERS[stage](np.random.default_rng([5, 1000, 0]), "detection")
+        found = synth.find_objects(s.images[0])
+        assert sorted(s.answer) == sorted(b for c, b in found if c == s.meta["class"]) and len(found) > len(
+            s.answer
+        )
     if stage == "fixed1l":
         assert set(others) == {0}
     elif stage in ("colourmixl", "colourmixlg", "classmixl"):
