@@ -28,6 +28,7 @@ embedded/curriculum.py):
     classmixl colourmixl asked by class ("Find the ship."), its reasoning still "The red object lies ..."
     flatmix  flat ground, the asked class (grounding: one; detection: 1-5) among 1-4 distractors of others
     synthu   synth's scenes without its qualifiers: grounding of a class's one object; detection as synth's
+    classmix1 classmixl at all sizes, one distractor (grounding reasoning as classmixl's, as the next two)
     classmix / synthuc   fixedmix / synthu, their grounding reasoning as classmixl's ("The red object lies")
     synth    synth's own scenes and builders (textured ground, extras, qualifiers: "the leftmost ship")
 

@@ -35,7 +35,7 @@ def _cell(box: list, w: int, h: int) -> str:
 
 
 @pytest.mark.parametrize(
-    "stage", ["fixedq", "fixed1", "flat1", "flatmix", "classmix", "synthu", "synthuc", "synth"]
+    "stage", ["fixedq", "fixed1", "flat1", "flatmix", "classmix1", "classmix", "synthu", "synthuc", "synth"]
 )
 def test_stage_records_hold_what_they_claim(C, stage):
     from embedded import synth
@@ -48,14 +48,18 @@ def test_stage_records_hold_what_they_claim(C, stage):
         h, w = img.shape[:2]
         found = synth.find_objects(img)  # every object, recovered from the pixels alone
         mine = [b for c, b in found if c == cls]
-        if stage in ("fixedq", "fixed1"):
+        if stage == "classmix1":
+            assert len(found) - len(mine) == 1  # one distractor, at any size
+        if stage in ("fixedq", "fixed1", "classmix1"):
             assert img.shape == (C.FIXED_SIDE, C.FIXED_SIDE, 3)
         if stage in ("fixedq", "fixed1", "flat1"):
             assert len(found) == 1 and found[0][0] == cls
             assert (
                 len(np.unique(img[~synth.object_mask(img)].reshape(-1, 3), axis=0)) <= 2
             )  # flat: ground+shadow
-        if stage in ("classmix", "synthuc") and task == "grounding":  # the colour said, as classmixl's
+        if (
+            stage in ("classmix1", "classmix", "synthuc") and task == "grounding"
+        ):  # the colour said, as classmixl's
             assert s.reasoning.startswith(f"The {synth.COLOUR_WORD[cls]} object lies ")
         if stage == "flatmix":
             distractors.append(len(found) - len(mine))  # objects of the other classes
