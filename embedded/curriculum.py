@@ -54,7 +54,8 @@ def flat_scene(
         w, h = (side, side) if side else (w, h)  # fixed: the probe's one image shape (one grid of tokens)
         ground = np.empty((h, w, 3), np.float32)
         ground[:] = rng.integers(50, 170, 3)  # render() darkens anything near an object colour
-        ground[:] = GREY if grey else ground  # drawn either way: the other stages' streams stay as they were
+        if grey:  # after the draw, so that the other stages' streams stay as they were
+            ground[:] = GREY
         everywhere = np.ones((h, w), bool)  # ships may sit anywhere: flat ground is land and water at once
         scene = synth.Scene("flat", ground, everywhere, everywhere.copy(), (int(rng.choice([-3, 3])), 3))
         placed = True
@@ -300,9 +301,8 @@ def said_by_colour(s: synth.Sample) -> synth.Sample:
     they are)."""
     if s.meta["type"] != "unique":
         return s
-    cls = s.meta["class"]
-    said = f"The only {synth.COLOUR_WORD[cls]} {synth.SHAPE_WORD[cls]} {cls} lies "
-    s.reasoning = f"The {synth.COLOUR_WORD[cls]} object lies " + s.reasoning.removeprefix(said)
+    where = s.reasoning.split(" lies ", 1)[1]  # "at the top.": every unique reasoning ends "... lies <cell>."
+    s.reasoning = f"The {synth.COLOUR_WORD[s.meta['class']]} object lies {where}"
     return s
 
 

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="a ladder checkpoint (an HF folder model.load reads)")
     two = ["square2", "square2red", "square2rb", "square2rbg", "square2fade"]
-    two += ["colourmixl", "colourmixlg", "classmixl", "classmix1", "fixedmixl", "fixedmixlg"]
+    two += ["colourmixl", "colourmixlg", "classmixl", "classmix1", "fixedmixl", "fixedmixlg", "fixedmix"]
     p.add_argument("stage", choices=two, help="the two-object scenes to place boxes on")
     p.add_argument("--records", type=positive_int, default=50, help="held-out records (default: %(default)s)")
     p.add_argument("--stage-index", type=count, default=0, help="the stage's index in its run (default: 0)")
