@@ -1,10 +1,11 @@
-"""A run's logs: log.jsonl (one JSON object a step, drawn by plot.py), cut back on resume; and the NaN
-guard."""
+"""A run's logs: log.jsonl (one JSON object a step, drawn by plot.py), cut back on resume; the commit that
+wrote a run; and the NaN guard."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import torch
@@ -25,6 +26,16 @@ class JsonlLog:
                 f.write(json.dumps(row, default=float) + "\n")
             if self.tensorboard is not None:
                 self.tensorboard.write(row)
+
+
+def commit_of(folder: Path) -> str:
+    """HEAD of the repository holding `folder`, with "+changes" when its tracked files differ from HEAD."""
+    git = ["git", "-C", str(folder)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    if head.returncode:
+        return "unknown (not a git checkout)"
+    dirty = subprocess.run([*git, "diff", "--quiet", "HEAD"]).returncode
+    return head.stdout.strip() + ("+changes" if dirty else "")
 
 
 def truncate_log(path: str | os.PathLike, step: int) -> None:

@@ -45,8 +45,9 @@ loss and step), ends with a checkpoint out/stage-K-NAME/ (an HF folder model.loa
 whole) and a held-out evaluation (eval.generate greedy, geovlm.metrics scores): grounding acc@0.5 and mean
 IoU, detection F1@0.5, and the 3 x 3 cell accuracy of the grounding reasoning, beside the blind baseline
 (geovlm.baselines.best_blind fitted on synth-stage training records). Outputs: out/log.jsonl (a row per step,
-a row per evaluation), out/recipe.json, out/results.json (the per-stage table). A rerun with the same --out
-and the same recipe resumes after the last finished stage; a different recipe there is refused."""
+a row per evaluation), out/recipe.json (with each launch's commit), out/results.json (the per-stage table).
+A rerun with the same --out and the same recipe resumes after the last finished stage; a different recipe
+there is refused."""
 
 from __future__ import annotations
 
@@ -71,6 +72,7 @@ from embedded.curriculum import BUILDERS, synth_stage, to_record  # noqa: E402
 from geovlm import baselines  # noqa: E402
 from geovlm.distributed import Dist  # noqa: E402
 from geovlm.flags import count, positive, positive_int  # noqa: E402
+from geovlm.logs import commit_of  # noqa: E402
 from geovlm.metrics import Sample, score_samples  # noqa: E402
 from geovlm.schedule import lr_at  # noqa: E402
 from geovlm.tasks import TASKS  # noqa: E402
@@ -395,7 +397,9 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(
             f"pretrain_tiny.py: {out} holds a run of another recipe ({kept}); pick another --out"
         )
-    (out / "recipe.json").write_text(json.dumps(recipe) + "\n")
+    # every launch's commit, in order: a ladder's rungs resume a run at later commits
+    commits = (kept or {}).get("commits", []) + [commit_of(Path(__file__).resolve().parent)]
+    (out / "recipe.json").write_text(json.dumps(recipe | {"commits": commits}) + "\n")
     log = open(out / "log.jsonl", "a")
     t_start = time.time()
 

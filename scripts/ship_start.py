@@ -19,25 +19,19 @@ import argparse
 import hashlib
 import json
 import shutil
-import subprocess
+import sys
 import tempfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from geovlm.logs import commit_of  # noqa: E402
 
 MANIFEST = "manifest.json"
 
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def commit_of(folder: Path) -> str:
-    """HEAD of the repository holding `folder`, with "+changes" when its tracked files differ from HEAD."""
-    git = ["git", "-C", str(folder)]
-    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    if head.returncode:
-        return "unknown (not a git checkout)"
-    dirty = subprocess.run([*git, "diff", "--quiet", "HEAD"]).returncode
-    return head.stdout.strip() + ("+changes" if dirty else "")
 
 
 def ship(run: Path, dest: Path, command: str, commit: str) -> dict:
