@@ -338,6 +338,7 @@ BUILDERS: dict[str, Callable[[np.random.Generator, str], synth.Sample]] = {
     "classmix1": lambda rng, task: said_by_colour(asked_class(rng, task, 2, (1, 2), FIXED_SIDE)),
     "classmix": lambda rng, task: said_by_colour(fixedmix(rng, task)),
     "synthuc": lambda rng, task: said_by_colour(synth_unique(rng, task)),
+    "synthc": lambda rng, task: said_by_colour(synth_stage(rng, task)),
     "synth": synth_stage,
 }
 

@@ -30,6 +30,7 @@ embedded/curriculum.py):
     synthu   synth's scenes without its qualifiers: grounding of a class's one object; detection as synth's
     classmix1 classmixl at all sizes, one distractor (grounding reasoning as classmixl's, as the next two)
     classmix / synthuc   fixedmix / synthu, their grounding reasoning as classmixl's ("The red object lies")
+    synthc   synth's own records, its unique grounding reasoning as classmixl's (qualified: synth's own)
     synth    synth's own scenes and builders (textured ground, extras, qualifiers: "the leftmost ship")
 
 Records are generated on the fly (no data set on disk: each batch's images are written to out/stream/ and

@@ -35,7 +35,8 @@ def _cell(box: list, w: int, h: int) -> str:
 
 
 @pytest.mark.parametrize(
-    "stage", ["fixedq", "fixed1", "flat1", "flatmix", "classmix1", "classmix", "synthu", "synthuc", "synth"]
+    "stage",
+    ["fixedq", "fixed1", "flat1", "flatmix", "classmix1", "classmix", "synthu", "synthuc", "synthc", "synth"],
 )
 def test_stage_records_hold_what_they_claim(C, stage):
     from embedded import synth
@@ -57,7 +58,10 @@ def test_stage_records_hold_what_they_claim(C, stage):
             assert (
                 len(np.unique(img[~synth.object_mask(img)].reshape(-1, 3), axis=0)) <= 2
             )  # flat: ground+shadow
-        colour_said = stage in ("classmix1", "classmix", "synthuc")
+        qualified = s.meta["type"] != "unique" and task == "grounding"
+        colour_said = stage in ("classmix1", "classmix", "synthuc") or (stage == "synthc" and not qualified)
+        if stage == "synthc" and qualified:  # synth's wording: "Of the three ships, the leftmost one lies"
+            assert s.reasoning.startswith("Of the ") and f"the {s.meta['type']} one lies " in s.reasoning
         if colour_said and task == "grounding":  # classmixl's reasoning, the cell kept from synth's
             assert s.reasoning.startswith(f"The {synth.COLOUR_WORD[cls]} object lies ")
             assert "only" not in s.reasoning
@@ -66,7 +70,7 @@ def test_stage_records_hold_what_they_claim(C, stage):
             assert distractors[-1] <= 4
         if task == "grounding":
             assert s.answer[0] in mine and _cell(s.answer[0], w, h) in s.reasoning
-            if stage != "synth":
+            if stage not in ("synth", "synthc"):
                 assert mine == s.answer  # the asked class is unique there
         else:
             assert sorted(map(tuple, mine)) == sorted(map(tuple, s.answer))
