@@ -182,7 +182,8 @@ def said_cell(completion: str) -> str | None:
 
 def evaluate(net, processor, frame_kind: str, records: list[data.Record], max_new_tokens: int) -> dict:
     """Greedy held-out metrics (eval.generate, geovlm.metrics): per task the headline numbers, and for
-    grounding the cell accuracy of the reasoning and how many distinct cells it names."""
+    grounding the cell accuracy of the reasoning, how many distinct cells it names and, where synth's two
+    halves are both held out, acc@0.5 and mean IoU of each."""
     completions, frames = E.generate(net, processor, frame_kind, records, max_new_tokens, torch.device("cpu"))
     samples = [Sample(r.task, r.answer, c, f, r.meta, r.id) for r, c, f in zip(records, completions, frames)]
     m = score_samples(samples, caption_extras=False, quiet=True)["tasks"]
@@ -192,6 +193,15 @@ def evaluate(net, processor, frame_kind: str, records: list[data.Record], max_ne
         "vqa": ("accuracy", "well_formed"),
     }
     out = {t: {k: m[t][k] for k in keep[t]} for t in keep if t in m}
+    # synth's grounding is half unique ("the ship"), half qualified ("the leftmost ship"): score each half
+    halves = {"unique": [], "qualified": []}
+    for s in samples:
+        if s.task == "grounding" and "type" in s.meta:
+            halves["unique" if s.meta["type"] == "unique" else "qualified"].append(s)
+    if halves["unique"] and halves["qualified"]:
+        for half, group in halves.items():
+            g = score_samples(group, caption_extras=False, quiet=True)["tasks"]["grounding"]
+            out["grounding"] |= {f"{half}_acc@0.5": g["acc@0.5"], f"{half}_mean_iou": g["mean_iou"]}
     said, truth = [], []
     for r, c in zip(records, completions):
         if r.task == "grounding":

@@ -288,3 +288,20 @@ def test_flag_mistakes_are_one_line_before_anything_is_built(P, tmp_path, capsys
     )
     assert args.mrope == (2, 4, 10) and args.mrope_section == "2,4,10"  # resumes a run written "2,4,10"
     assert not (tmp_path / "run").exists()
+
+
+def test_held_out_grounding_is_scored_per_half_unique_and_qualified(P, tmp_path, monkeypatch):
+    records = [r for r in P.held_out(90210, 12, tmp_path / "held") if r.task == "grounding"]
+    unique = [r.meta["type"] == "unique" for r in records]
+    assert 0 < sum(unique) < len(records)  # both halves are held out
+
+    def generate(net, processor, frame_kind, records, max_new_tokens, device):
+        """Right boxes on the unique half, a box off the image's corner on the qualified half."""
+        boxes = [r.answer[0][:4] if r.meta["type"] == "unique" else [0, 0, 2, 2] for r in records]
+        texts = [f"<think>.</think><answer>{[round(v) for v in b]}</answer>" for b in boxes]
+        return texts, [None] * len(records)
+
+    monkeypatch.setattr(P.E, "generate", generate)
+    g = P.evaluate(None, None, "qwen2.5-vl", records, 64)["grounding"]
+    assert g["unique_acc@0.5"] == 1.0 and g["qualified_acc@0.5"] == 0.0
+    assert g["acc@0.5"] == pytest.approx(np.mean(unique)) and g["unique_mean_iou"] > 0.9
