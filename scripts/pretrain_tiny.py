@@ -4,6 +4,8 @@
     python scripts/pretrain_tiny.py --out runs/p --stages square:500:grounding,fixedq:400:grounding
     python scripts/pretrain_tiny.py --out runs/p --stages square:500:grounding,fixedq:400:grounding,fixed1:400
                                     # the same --out again with more stages: resumes after the finished ones
+    python scripts/pretrain_tiny.py --out runs/e --base-model runs/p/stage-2-fixed1 --stages synth:0:grounding
+                                    # 0 steps: evaluates the model alone, as a stage end does
 
 Issue 18, step 1; the measured ladder is docs/perception-ladder.md. On synth's EO scenes the tiny model does
 not localise after grounding SFT on 12k records (README); it does localise one red square on grey once

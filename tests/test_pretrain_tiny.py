@@ -305,3 +305,16 @@ def test_held_out_grounding_is_scored_per_half_unique_and_qualified(P, tmp_path,
     g = P.evaluate(None, None, "qwen2.5-vl", records, 64)["grounding"]
     assert g["unique_acc@0.5"] == 1.0 and g["qualified_acc@0.5"] == 0.0
     assert g["acc@0.5"] == pytest.approx(np.mean(unique)) and g["unique_mean_iou"] > 0.9
+
+
+def test_a_stage_of_no_steps_evaluates_the_base_model_unchanged(P, tiny_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "e"
+    flags = ["--eval-records", "2", "--blind-records", "20", "--max-new-tokens", "8", "--tasks", "grounding"]
+    results = P.main(["--out", str(out), "--base-model", tiny_dir, "--stages", "synthc:0", *flags])
+    stage = results["stages"][0]
+    assert stage["steps"] == 0 and {"grounding", "own_grounding"} <= set(stage["eval"])
+    base = load_file(Path(tiny_dir) / "model.safetensors")
+    kept = load_file(out / "stage-0-synthc" / "model.safetensors")
+    assert base.keys() == kept.keys() and all(torch.equal(base[k], kept[k]) for k in base)
