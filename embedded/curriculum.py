@@ -306,6 +306,25 @@ def said_by_colour(s: synth.Sample) -> synth.Sample:
     return s
 
 
+def qualified_dense(rng: np.random.Generator, task: str) -> synth.Sample:
+    """synth's grounding where a qualified record's reasoning first lists the class's objects by cell, as
+    dense detection does, then picks one: "There are three red pointed ships: one in the top left, one at the
+    bottom, one on the right; the leftmost one lies in the top left." Unique records read as synthuc's, and
+    other tasks as synth_stage's."""
+    if task != "grounding":
+        return synth_stage(rng, task)
+    scene, target, qual = synth._grounding_target(rng)
+    if qual is None:
+        return said_by_colour(grounding_sample(rng, scene, target.cls))
+    cls = target.cls
+    same = synth._by_position([o for o in scene.objects if o.cls == cls])
+    q = synth._pick(rng, _GROUND_Q).format(f"{qual} {cls}")
+    what = f"{synth._NUM[len(same)]} {synth.COLOUR_WORD[cls]} {synth.SHAPE_WORD[cls]} {synth._plural(cls)}"
+    cells = _cells_text([o.box for o in same], scene.width, scene.height)
+    why = f"There are {what}: {cells}; the {qual} one lies {synth._AT[synth._where(target, scene)]}."
+    return synth.Sample([synth.render(scene)], q, [target.box], why, synth._meta(qual, **{"class": cls}))
+
+
 def synth_stage(rng: np.random.Generator, task: str) -> synth.Sample:
     """synth's own record for `task` (its scenes, extras, qualifiers), detection's reasoning made dense."""
     s = synth.BUILDERS[task](rng)
@@ -339,6 +358,7 @@ BUILDERS: dict[str, Callable[[np.random.Generator, str], synth.Sample]] = {
     "classmix": lambda rng, task: said_by_colour(fixedmix(rng, task)),
     "synthuc": lambda rng, task: said_by_colour(synth_unique(rng, task)),
     "synthc": lambda rng, task: said_by_colour(synth_stage(rng, task)),
+    "synthqd": qualified_dense,
     "synth": synth_stage,
 }
 

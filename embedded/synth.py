@@ -916,7 +916,9 @@ def _qualified(objs: list[Obj], qual: str) -> Obj | None:
     return first if key(second) - key(first) >= 20 else None
 
 
-def _grounding(rng: np.random.Generator) -> Sample:
+def _grounding_target(rng: np.random.Generator) -> tuple[Scene, Obj, str | None]:
+    """A grounding scene and its target: the one object of a random class, or (half the time) the one of 2-4
+    that a qualifier picks out, with that qualifier (None when unique)."""
     cls = _pick(rng, CLASSES)
     unique = rng.random() < 0.5
     want = _pick(rng, QUALIFIERS)  # chosen first so that the rarer "largest"/"smallest" still get asked
@@ -934,6 +936,12 @@ def _grounding(rng: np.random.Generator) -> Sample:
             break
     else:
         raise RuntimeError("no unambiguous grounding target")
+    return scene, target, qual
+
+
+def _grounding(rng: np.random.Generator) -> Sample:
+    scene, target, qual = _grounding_target(rng)
+    cls = target.cls
     name = cls if qual is None else f"{qual} {cls}"
     q = _pick(
         rng,
@@ -948,7 +956,8 @@ def _grounding(rng: np.random.Generator) -> Sample:
     if qual is None:
         why = f"The only {COLOUR_WORD[cls]} {SHAPE_WORD[cls]} {cls} lies {where}."
     else:
-        why = f"Of the {_NUM[len(same)]} {_plural(cls)}, the {qual} one lies {where}."
+        same = sum(o.cls == cls for o in scene.objects)
+        why = f"Of the {_NUM[same]} {_plural(cls)}, the {qual} one lies {where}."
     return Sample([render(scene)], q, [target.box], why, _meta(qual or "unique", **{"class": cls}))
 
 

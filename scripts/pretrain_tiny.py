@@ -33,6 +33,7 @@ embedded/curriculum.py):
     classmix1 classmixl at all sizes, one distractor (grounding reasoning as classmixl's, as the next two)
     classmix / synthuc   fixedmix / synthu, their grounding reasoning as classmixl's ("The red object lies")
     synthc   synth's own records, its unique grounding reasoning as classmixl's (qualified: synth's own)
+    synthqd  synthc, its qualified reasoning dense: the class's objects by cell, then "the leftmost one lies"
     synth    synth's own scenes and builders (textured ground, extras, qualifiers: "the leftmost ship")
 
 Records are generated on the fly (no data set on disk: each batch's images are written to out/stream/ and

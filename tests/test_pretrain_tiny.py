@@ -36,12 +36,24 @@ def _cell(box: list, w: int, h: int) -> str:
 
 @pytest.mark.parametrize(
     "stage",
-    ["fixedq", "fixed1", "flat1", "flatmix", "classmix1", "classmix", "synthu", "synthuc", "synthc", "synth"],
+    [
+        "fixedq",
+        "fixed1",
+        "flat1",
+        "flatmix",
+        "classmix1",
+        "classmix",
+        "synthu",
+        "synthuc",
+        "synthc",
+        "synthqd",
+        "synth",
+    ],
 )
 def test_stage_records_hold_what_they_claim(C, stage):
     from embedded import synth
 
-    distractors = []
+    distractors, kinds = [], set()
     for i in range(24):
         task = ("grounding", "detection")[i % 2]
         s = C.BUILDERS[stage](np.random.default_rng([5, 1000, i]), task)
@@ -59,7 +71,16 @@ def test_stage_records_hold_what_they_claim(C, stage):
                 len(np.unique(img[~synth.object_mask(img)].reshape(-1, 3), axis=0)) <= 2
             )  # flat: ground+shadow
         qualified = s.meta["type"] != "unique" and task == "grounding"
-        colour_said = stage in ("classmix1", "classmix", "synthuc") or (stage == "synthc" and not qualified)
+        kinds.add((task, qualified))
+        colour_said = stage in ("classmix1", "classmix", "synthuc") or (
+            stage in ("synthc", "synthqd") and not qualified
+        )
+        if stage == "synthqd" and qualified:  # every object of the class by cell, in position order, then one
+            listed, picked = s.reasoning.split(": ", 1)[1].split("; ")
+            by_position = sorted(mine, key=lambda b: (b[1], b[0]))
+            assert listed.split(", ") == [f"one {_cell(b, w, h)}" for b in by_position] and len(mine) >= 2
+            assert picked == f"the {s.meta['type']} one lies {_cell(s.answer[0], w, h)}."
+            assert f"the {s.meta['type']} {cls}" in s.question
         if stage == "synthc" and qualified:  # synth's wording: "Of the three ships, the leftmost one lies"
             assert s.reasoning.startswith("Of the ") and f"the {s.meta['type']} one lies " in s.reasoning
         if colour_said and task == "grounding":  # classmixl's reasoning, the cell kept from synth's
@@ -70,7 +91,7 @@ def test_stage_records_hold_what_they_claim(C, stage):
             assert distractors[-1] <= 4
         if task == "grounding":
             assert s.answer[0] in mine and _cell(s.answer[0], w, h) in s.reasoning
-            if stage not in ("synth", "synthc"):
+            if stage not in ("synth", "synthc", "synthqd"):
                 assert mine == s.answer  # the asked class is unique there
         else:
             assert sorted(map(tuple, mine)) == sorted(map(tuple, s.answer))
@@ -78,6 +99,8 @@ def test_stage_records_hold_what_they_claim(C, stage):
                 s.reasoning.split(": ", 1)[1].split(";")[0].split(", ")
             )  # dense: each box's cell, in order
             assert cells == [f"one {_cell(b, w, h)}" for b in s.answer]
+    if stage in ("synth", "synthc", "synthqd"):
+        assert ("grounding", True) in kinds and ("grounding", False) in kinds  # both halves were checked
     if stage == "flatmix":
         assert np.mean([d >= 1 for d in distractors]) >= 0.8 and max(distractors) >= 2
     again = C.BUILDERS[stage](np.random.default_rng([5, 1000, 23]), "detection")
