@@ -66,6 +66,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 
 import data  # noqa: E402
 import eval as E  # noqa: E402
@@ -78,8 +79,9 @@ from geovlm.distributed import Dist  # noqa: E402
 from geovlm.flags import count, positive, positive_int  # noqa: E402
 from geovlm.logs import commit_of  # noqa: E402
 from geovlm.metrics import Sample, score_samples  # noqa: E402
+from geovlm.parsing import box_iou  # noqa: E402
 from geovlm.schedule import lr_at  # noqa: E402
-from geovlm.tasks import TASKS  # noqa: E402
+from geovlm.tasks import TASKS, parse_answer  # noqa: E402
 
 # name:steps:tasks, in order: the measured ladder's best rung (docs/perception-ladder.md)
 STAGES = (
@@ -186,7 +188,8 @@ def said_cell(completion: str) -> str | None:
 def evaluate(net, processor, frame_kind: str, records: list[data.Record], max_new_tokens: int) -> dict:
     """Greedy held-out metrics (eval.generate, geovlm.metrics): per task the headline numbers, and for
     grounding the cell accuracy of the reasoning, how many distinct cells it names and, where synth's two
-    halves are both held out, acc@0.5 and mean IoU of each."""
+    halves are both held out, acc@0.5 and mean IoU of each and the qualified half's wrong picks; for detection
+    the boxes it gives and the objects there are, per record."""
     completions, frames = E.generate(net, processor, frame_kind, records, max_new_tokens, torch.device("cpu"))
     samples = [Sample(r.task, r.answer, c, f, r.meta, r.id) for r, c, f in zip(records, completions, frames)]
     m = score_samples(samples, caption_extras=False, quiet=True)["tasks"]
@@ -205,6 +208,12 @@ def evaluate(net, processor, frame_kind: str, records: list[data.Record], max_ne
         for half, group in halves.items():
             g = score_samples(group, caption_extras=False, quiet=True)["tasks"]["grounding"]
             out["grounding"] |= {f"{half}_acc@0.5": g["acc@0.5"], f"{half}_mean_iou": g["mean_iou"]}
+        out["grounding"]["qualified_other@0.5"] = _other_object_share(records, completions, frames)
+    if "detection" in out:  # does it list one box per object, or one box whatever the count?
+        dets = [(r, c, f) for r, c, f in zip(records, completions, frames) if r.task == "detection"]
+        given = [len(parse_answer("detection", c, f) or []) for _, c, f in dets]
+        out["detection"]["boxes_per_record"] = float(np.mean(given))
+        out["detection"]["objects_per_record"] = float(np.mean([len(r.answer) for r, _, _ in dets]))
     said, truth = [], []
     for r, c in zip(records, completions):
         if r.task == "grounding":
@@ -216,6 +225,20 @@ def evaluate(net, processor, frame_kind: str, records: list[data.Record], max_ne
         out["grounding"]["cells_named"] = len({s for s in said if s})
     out["examples"] = completions[:2] + completions[len(completions) // 2 : len(completions) // 2 + 2]
     return out
+
+
+def _other_object_share(records: list[data.Record], completions: list[str], frames: list) -> float:
+    """Of synth's qualified grounding records, the share whose box lands (IoU >= 0.5) on an object of the
+    asked class other than the target (recovered from the pixels): the wrong one picked, not none."""
+    hits = []
+    for r, c, f in zip(records, completions, frames):
+        if r.task != "grounding" or r.meta.get("type", "unique") == "unique":
+            continue
+        box = (parse_answer("grounding", c, f) or [None])[0]
+        image = np.asarray(Image.open(r.images[0]).convert("RGB"))
+        others = [b for _, b in synth.find_objects(image, r.meta["class"]) if box_iou(b, r.answer[0]) < 0.5]
+        hits.append(box is not None and any(box_iou(box, b) >= 0.5 for b in others))
+    return float(np.mean(hits))
 
 
 def blind_metrics(train: list[data.Record], records: list[data.Record]) -> dict:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -318,9 +319,22 @@ def test_held_out_grounding_is_scored_per_half_unique_and_qualified(P, tmp_path,
     unique = [r.meta["type"] == "unique" for r in records]
     assert 0 < sum(unique) < len(records)  # both halves are held out
 
+    from embedded import synth
+
+    def another(r):
+        """An object of the asked class that the qualifier does not pick, recovered from the pixels."""
+        found = synth.find_objects(np.asarray(Image.open(r.images[0]).convert("RGB")), r.meta["class"])
+        return next(b for _, b in found if b != r.answer[0])
+
+    qualified = [r for r in records if r.meta["type"] != "unique"]
+    wrong = {r.id for r in qualified[: len(qualified) // 2]}  # the wrong one of the class, else nowhere
+
     def generate(net, processor, frame_kind, records, max_new_tokens, device):
-        """Right boxes on the unique half, a box off the image's corner on the qualified half."""
-        boxes = [r.answer[0][:4] if r.meta["type"] == "unique" else [0, 0, 2, 2] for r in records]
+        """Right boxes on the unique half; on the qualified half another object of the class, or a corner."""
+        boxes = [
+            r.answer[0][:4] if r.meta["type"] == "unique" else another(r) if r.id in wrong else [0, 0, 2, 2]
+            for r in records
+        ]
         texts = [f"<think>.</think><answer>{[round(v) for v in b]}</answer>" for b in boxes]
         return texts, [None] * len(records)
 
@@ -328,6 +342,21 @@ def test_held_out_grounding_is_scored_per_half_unique_and_qualified(P, tmp_path,
     g = P.evaluate(None, None, "qwen2.5-vl", records, 64)["grounding"]
     assert g["unique_acc@0.5"] == 1.0 and g["qualified_acc@0.5"] == 0.0
     assert g["acc@0.5"] == pytest.approx(np.mean(unique)) and g["unique_mean_iou"] > 0.9
+    assert 0 < len(wrong) < len(qualified) and g["qualified_other@0.5"] == len(wrong) / len(qualified)
+
+
+def test_held_out_detection_counts_the_boxes_given_against_the_objects(P, tmp_path, monkeypatch):
+    records = [r for r in P.held_out(90210, 12, tmp_path / "held") if r.task == "detection"]
+
+    def generate(net, processor, frame_kind, records, max_new_tokens, device):
+        """The first object's box alone: one box whatever the count."""
+        texts = [f"<think>.</think><answer>[{[round(v) for v in r.answer[0]]}]</answer>" for r in records]
+        return texts, [None] * len(records)
+
+    monkeypatch.setattr(P.E, "generate", generate)
+    d = P.evaluate(None, None, "qwen2.5-vl", records, 64)["detection"]
+    assert d["boxes_per_record"] == 1.0 and d["precision@0.5"] == 1.0
+    assert d["objects_per_record"] == np.mean([len(r.answer) for r in records]) > 1
 
 
 def test_a_stage_of_no_steps_evaluates_the_base_model_unchanged(P, tiny_dir, tmp_path):
