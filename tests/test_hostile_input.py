@@ -156,7 +156,9 @@ long_runs = st.lists(st.tuples(st.sampled_from(PIECES), st.integers(1, 3000)), m
 @given(text=long_runs)
 def test_any_mix_of_long_runs_is_cheap(text):
     for name, fn in READERS.items():
-        assert _seconds(fn, text) < 3.0, (name, len(text))  # a backtracking regex takes minutes
+        # a backtracking regex takes minutes; a linear reader up to ~4 s on 100k characters when two other
+        # processes share the 2 cores (parse_answer on 46k of "{<1><2><3><4>|<5>}" took 4.4 s so)
+        assert _seconds(fn, text) < 15.0, (name, len(text))
 
 
 CACHES = {
