@@ -105,13 +105,18 @@ def detection_sample(rng: np.random.Generator, scene: synth.Scene, cls: str) -> 
     return dense_detection(s)
 
 
+def _listed(cls: str, boxes: list[list[int]], w: int, h: int) -> str:
+    """'There are two red pointed ships: one in the top left, one at the bottom': objects by cell."""
+    k = len(boxes)
+    what = f"{synth._NUM[k]} {synth.COLOUR_WORD[cls]} {synth.SHAPE_WORD[cls]} {synth._plural(cls, k)}"
+    return f"There {'is' if k == 1 else 'are'} {what}: {_cells_text(boxes, w, h)}"
+
+
 def dense_detection(s: synth.Sample) -> synth.Sample:
     """The reasoning names every box's cell in answer order, so position is supervised before the numbers."""
-    k, cls = len(s.answer), s.meta["class"]
     h, w = s.images[0].shape[:2]
-    what = f"{synth._NUM[k]} {synth.COLOUR_WORD[cls]} {synth.SHAPE_WORD[cls]} {synth._plural(cls, k)}"
-    tail = "it gets a box." if k == 1 else "each gets its own box."
-    s.reasoning = f"There {'is' if k == 1 else 'are'} {what}: {_cells_text(s.answer, w, h)}; {tail}"
+    tail = "it gets a box." if len(s.answer) == 1 else "each gets its own box."
+    s.reasoning = f"{_listed(s.meta['class'], s.answer, w, h)}; {tail}"
     return s
 
 
@@ -319,9 +324,8 @@ def qualified_dense(rng: np.random.Generator, task: str) -> synth.Sample:
     cls = target.cls
     same = synth._by_position([o for o in scene.objects if o.cls == cls])
     q = synth._pick(rng, _GROUND_Q).format(f"{qual} {cls}")
-    what = f"{synth._NUM[len(same)]} {synth.COLOUR_WORD[cls]} {synth.SHAPE_WORD[cls]} {synth._plural(cls)}"
-    cells = _cells_text([o.box for o in same], scene.width, scene.height)
-    why = f"There are {what}: {cells}; the {qual} one lies {synth._AT[synth._where(target, scene)]}."
+    listed = _listed(cls, [o.box for o in same], scene.width, scene.height)
+    why = f"{listed}; the {qual} one lies {synth._AT[synth._where(target, scene)]}."
     return synth.Sample([synth.render(scene)], q, [target.box], why, synth._meta(qual, **{"class": cls}))
 
 
