@@ -3,15 +3,15 @@ controls.
 
     python scripts/grpo_proof.py                           # vqa (answer-balanced), seeds 0,1,2
     python scripts/grpo_proof.py --task grounding          # localisation: the probe set, M-RoPE base 50
-    python scripts/grpo_proof.py --task detection          # the headline task
-                                                           # (no result yet on the tiny model)
+    python scripts/grpo_proof.py --task detection          # the headline task, from the shipped perception
+                                                           # start (embedded/weights/perception-start)
     python scripts/grpo_proof.py --task counting --sft runs/demo/sft/final --seeds 0
     python scripts/grpo_proof.py --task grounding --seeds 0 --sft embedded/weights/grounding-probe-sft
                                                            # seed 0's SFT start as shipped (the suite's)
 
 For each seed: a short SFT of the tiny model (under-trained on purpose, so there is room; skipped when --sft
-is given), then GRPO with the real rewards, evaluated greedily on held-out records along the way, and three
-controls in the same table:
+is given or the task's recipe ships a start), then GRPO with the real rewards, evaluated greedily on held-out
+records along the way, and three controls in the same table:
 
 - shuffled rewards: the same GRPO with rewards permuted at random among each batch's completions (same reward
   distribution, no credit assignment): its gain is what extra steps and sampling noise give;
@@ -25,9 +25,10 @@ The held-out set is the embedded test split's records of the task plus fresh syn
 seed. Each task has a recipe (RECIPES: SFT length, GRPO steps, learning rate, ...); every flag overrides it.
 Prints a table and writes --out/proof.json. The README holds the vqa and grounding tables. The grounding
 recipe runs on the localisation probe (square_records: one red square on grey, fresh held-out records) from a
-tiny model with M-RoPE base 50, because on synth's EO scenes the tiny model does not localise (README);
-detection's start has F1@0.5 ~0 after its SFT, so its reward has no spread: that recipe is kept for larger
-models.
+tiny model with M-RoPE base 50, because after a short SFT on synth's EO scenes the tiny model does not
+localise. The detection recipe runs on synth's scenes from the perception start (scripts/perception_start.py:
+the perception ladder's chain, 26,500 steps of pre-training, shipped with its manifest), whose detection
+reward spreads within a group; from a short SFT it is 0 on every completion.
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ from geovlm.tasks import TASKS  # noqa: E402
 # train on that many fresh records of the task (the embedded set holds ~130 per task); images "squares": the
 # localisation probe (square_records) instead of synth's EO scenes; rope_theta: the per-seed SFT starts from a
 # fresh tiny model with that M-RoPE base (tiny.build_tiny: at the embedded 10000 it hardly sees left from
-# right)
+# right); sft: a shipped start every seed's GRPO begins from instead (none of the per-seed SFT is trained)
+WEIGHTS = Path(__file__).resolve().parents[1] / "embedded" / "weights"
 RECIPES: dict[str, dict] = {
     "vqa": dict(
         sft_tasks="classification,vqa",
@@ -76,21 +78,23 @@ RECIPES: dict[str, dict] = {
         beta=0.0,
         images="synth",
         rope_theta=0.0,
+        sft=None,
     ),
     "detection": dict(
         sft_tasks="detection",
         sft_steps=400,
         train_records=1200,
-        steps=40,
-        eval_every=20,
-        lr=1e-4,
+        steps=150,
+        eval_every=50,
+        lr=2e-4,
         group_size=8,
         prompts=8,
         temperature=0.7,
-        max_new_tokens=96,
+        max_new_tokens=128,
         beta=0.0,
         images="synth",
         rope_theta=0.0,
+        sft=str(WEIGHTS / "perception-start"),
     ),
     "grounding": dict(
         sft_tasks="grounding",
@@ -106,6 +110,7 @@ RECIPES: dict[str, dict] = {
         beta=0.0,
         images="squares",
         rope_theta=50.0,
+        sft=None,
     ),
 }
 SQUARE_SIDE, SQUARE_IMAGE = 56, 224  # pixels
@@ -243,7 +248,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="comma list of seeds, one SFT + GRPO + control each (default: %(default)s)",
     )
     p.add_argument(
-        "--sft", default=None, help="an SFT checkpoint every seed starts from (default: a short SFT per seed)"
+        "--sft",
+        default=None,
+        help="an SFT checkpoint every seed starts from (default: the start the task's recipe ships, "
+        "else a short SFT per seed)",
     )
     p.add_argument(
         "--base-model",
@@ -309,7 +317,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     recipe = RECIPES.get(args.task, DEFAULT_RECIPE)
     for key, value in recipe.items():
-        if getattr(args, key) is None:
+        # --base-model and --sft-only ask for the per-seed SFT: a recipe's shipped start does not stand in
+        if getattr(args, key) is None and not (key == "sft" and (args.base_model or args.sft_only)):
             setattr(args, key, value)
     args.sft_tasks = args.sft_tasks or args.task
     args.eval_records = (

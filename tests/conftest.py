@@ -79,3 +79,13 @@ def grpo_proof():
 @pytest.fixture(scope="session")
 def ship_start():
     return script("ship_start")
+
+
+@pytest.fixture(scope="session")
+def perception_start():
+    return script("perception_start")
+
+
+@pytest.fixture(scope="session")
+def pretrain_tiny():
+    return script("pretrain_tiny")

@@ -92,6 +92,22 @@ def test_the_probe_holds_grounding_only_and_earlier_runs_are_kept(proof, tmp_pat
     assert kept.rope_theta == 0.0  # a given base model is used as it is, not rebuilt with the recipe's base
 
 
+def test_detection_starts_from_the_shipped_perception_start_unless_a_per_seed_sft_is_asked_for(
+    proof, tmp_path
+):
+    out = ["--task", "detection", "--out", str(tmp_path / "d")]
+    shipped = proof.parse_args(out).sft
+    assert (
+        shipped
+        and (Path(shipped) / "model.safetensors").exists()
+        and Path(shipped).name == "perception-start"
+    )
+    assert proof.parse_args([*out, "--sft", "my/start"]).sft == "my/start"
+    assert proof.parse_args([*out, "--base-model", "some/model"]).sft is None  # the per-seed SFT from it
+    assert proof.parse_args([*out, "--sft-only"]).sft is None
+    assert proof.parse_args(["--task", "vqa", "--out", str(tmp_path / "v")]).sft is None
+
+
 def test_the_held_out_set_has_unique_ids(proof, tmp_path, caplog):
     # the embedded set (seed 0) + fresh records of seed 1000 once shared ids: the viewer showed wrong
     # questions

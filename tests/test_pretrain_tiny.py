@@ -23,10 +23,8 @@ def C():
 
 
 @pytest.fixture(scope="module")
-def P():
-    from conftest import script
-
-    return script("pretrain_tiny")
+def P(pretrain_tiny):
+    return pretrain_tiny
 
 
 def _cell(box: list, w: int, h: int) -> str:

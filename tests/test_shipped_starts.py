@@ -1,7 +1,7 @@
 """The starts shipped in embedded/weights/ are what their manifests say: the files hash as listed, and the
 recipe's first steps, re-run now with the same flags, give the losses logged when the start was trained
-(scripts/ship_start.py). A start whose recipe, data or code changed since fails here; rebuild it with the
-commands in scripts/ship_start.py."""
+(scripts/ship_start.py; the perception start's chain: scripts/perception_start.py). A start whose recipe,
+data or code changed since fails here; rebuild it with the commands in those scripts."""
 
 import json
 from pathlib import Path
@@ -32,11 +32,12 @@ def embedded_start(out: Path, grpo_proof) -> Path:
     return out / "sft"
 
 
-STARTS = {
+SFT_STARTS = {
     "grounding-probe-sft": proof_start("grounding"),
     "vqa-sft": proof_start("vqa"),
     "embedded-sft": embedded_start,
 }
+STARTS = [*SFT_STARTS, "perception-start"]
 
 
 def manifest(start: Path) -> dict:
@@ -57,13 +58,13 @@ def test_the_shipped_files_are_the_manifests(ship_start, name):
     assert "model.safetensors" in shipped and m["commit"]
 
 
-@pytest.mark.parametrize("name", STARTS)
+@pytest.mark.parametrize("name", SFT_STARTS)
 def test_the_start_comes_from_its_recipe(tmp_path, grpo_proof, name):
     """The first STEPS steps of the manifest's command, re-run now, take the same flags (but the length) and
     give the logged losses, with the same tokenizer."""
     torch.set_num_threads(1)  # as the starts were trained (one-thread sums): bit-for-bit on one machine
     start, m = WEIGHTS / name, manifest(WEIGHTS / name)
-    run = STARTS[name](tmp_path / "again", grpo_proof)
+    run = SFT_STARTS[name](tmp_path / "again", grpo_proof)
     flags = {k: v for k, v in json.loads((run / "args.json").read_text()).items() if k in m["sft_args"]}
     assert flags | {"max_steps": m["sft_args"]["max_steps"]} == m["sft_args"]
     assert len(m["losses"]) == m["sft_args"]["max_steps"]
@@ -100,3 +101,41 @@ def test_ship_writes_a_whole_start_with_its_manifest_and_never_replaces_one(tmp_
     with pytest.raises(SystemExit, match="not a finished SFT run"):
         ship_start.ship(tmp_path / "nothing", tmp_path / "weights" / "other", "c", "d")
     assert sorted(p.name for p in (tmp_path / "weights").iterdir()) == ["start"]  # no half-built folder left
+
+
+def test_the_perception_start_comes_from_its_chain(tmp_path, perception_start, pretrain_tiny):
+    """The manifest's chain is the script's; each rung's log in docs/perception-ladder/ is the one shipped
+    with it; the first link's first STEPS steps, re-run now from a fresh model, give that log's losses."""
+    torch.set_num_threads(1)
+    start = WEIGHTS / "perception-start"
+    m = manifest(start)
+    chain = perception_start.CHAIN
+    assert [(c["rung"], c["run"], c["commit"], c["flags"]) for c in m["chain"]] == chain
+    for c in m["chain"]:
+        assert perception_start.sha256(perception_start.LADDER / c["run"] / "log.jsonl") == c["log_sha256"]
+    assert m["commit"] == chain[-1][2]
+    assert m["heldout"]["detection"]["f1@0.5"] > m["heldout"]["blind"]["detection"]["f1@0.5"] + 0.1
+    flags = chain[0][3].split()
+    at = flags.index("--stages")
+    stage, _, tasks = flags[at + 1].split(":")
+    flags[at + 1] = f"{stage}:{STEPS}:{tasks}"
+    out = tmp_path / "again"
+    small_eval = ["--eval-records", "2", "--blind-records", "20", "--max-new-tokens", "8"]
+    pretrain_tiny.main(["--out", str(out), *flags, *small_eval])
+    again = [r["loss"] for r in map(json.loads, open(out / "log.jsonl")) if "loss" in r]
+    logged = perception_start.LADDER / chain[0][1] / "log.jsonl"
+    first = [r["loss"] for r in map(json.loads, open(logged)) if "loss" in r and r["stage"] == stage][:STEPS]
+    assert again == pytest.approx(first, rel=1e-4, abs=1e-5)
+    tokenizer = (out / f"stage-0-{stage}" / "tokenizer.json").read_bytes()
+    assert tokenizer == (start / "tokenizer.json").read_bytes()
+
+
+def test_perception_start_ships_only_a_finished_chain_and_never_replaces_a_start(tmp_path, perception_start):
+    with pytest.raises(SystemExit, match="not finished; run the chain first"):
+        perception_start.ship(tmp_path / "chain", tmp_path / "dest")
+    with pytest.raises(SystemExit, match="exists; remove it first"):
+        last = perception_start.stage_dir(tmp_path / "chain", len(perception_start.CHAIN) - 1)
+        last.mkdir(parents=True)
+        (last / "done.json").write_text("{}")
+        perception_start.ship(tmp_path / "chain", WEIGHTS / "perception-start")
+    assert not (tmp_path / "dest").exists()

@@ -1,0 +1,147 @@
+"""The perception start in one command: the perception ladder's chain of pretrain_tiny.py runs, from a fresh
+tiny model to the start the detection proof begins from (embedded/weights/perception-start).
+
+    python scripts/perception_start.py --out runs/perception     # 16 links, 26,500 steps: ~11 h of one core
+    python scripts/perception_start.py --out runs/perception     # again: resumes after the finished links
+    python scripts/perception_start.py --out runs/perception --ship embedded/weights/perception-start
+                                        # copy the last link's model there, with its manifest
+
+Each link is one rung of docs/perception-ladder.md: a pretrain_tiny.py run of one stage from the previous
+link's model (the first from a fresh tiny model with M-RoPE base 300, sections 2 / 4 / 10 and 4 key/value
+heads). Each link draws its records from its own stream (stage index 0), as the rung did, so the chain gives
+the ladder's runs again rather than one long run with other records; the way there was found rung by rung,
+and this is that way, not a tidier one that was never measured. The held-out figures of each link are the
+ladder's table; the shipped start's are in its manifest.
+
+The manifest holds the chain (each link's flags and the commit the rung ran at), the sha256 of each rung's
+log in docs/perception-ladder/ and of every shipped file. tests/test_shipped_starts.py checks the hashes and
+re-runs the first link's first steps, which must give the logged losses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LADDER = ROOT / "docs" / "perception-ladder"
+
+# (rung, its run folder in docs/perception-ladder/, the commit it ran at, pretrain_tiny.py flags). The rungs
+# that are not here were side branches: docs/perception-ladder.md says what each showed.
+LR_B16 = "--lr 1e-3 --batch-size 16"
+CHAIN: list[tuple[int, str, str, str]] = [
+    (
+        30,
+        "rope300-mha-square2",
+        "519c8ea",
+        "--rope-theta 300 --mrope-section 2,4,10 --kv-heads 4 --stages square:500:grounding",
+    ),
+    (32, "rope300-mha-square2rb", "25c0f71", "--stages square2rb:1000:grounding"),
+    (35, "square2rb-more", "c6193fa", "--stages square2rb:1000:grounding --lr 1e-3"),
+    (37, "square2rbg", "03ffac8", "--stages square2rbg:1500:grounding --lr 1e-3"),
+    (38, "square2-after-rbg", "56f8d2f", "--stages square2:1500:grounding --lr 1e-3"),
+    (40, "colourmixl-after-square2", "a3b3594", "--stages colourmixl:1000:grounding --lr 1e-3"),
+    (42, "colourmixl-more", "1d7b825", "--stages colourmixl:1500:grounding --lr 1e-3"),
+    (47, "classmixl-after-colourmixl", "ec00b03", "--stages classmixl:1500:grounding --lr 1e-3"),
+    (50, "classmix1-after-classmixl", "703956f", "--stages classmix1:1500:grounding --lr 1e-3"),
+    (52, "classmix1-more", "703956f", "--stages classmix1:3000:grounding --lr 1e-3"),
+    (54, "synthuc-after-classmix1", "703956f", "--stages synthuc:2000:grounding --lr 1e-3"),
+    (57, "synthuc-more", "161011b", "--stages synthuc:2000:grounding --lr 1e-3"),
+    (58, "synthuc-b16", "f15ca78", f"--stages synthuc:3000:grounding {LR_B16}"),
+    (62, "synthuc-b16-more", "8a4e28f", f"--stages synthuc:1500:grounding {LR_B16}"),
+    (64, "synthuc-gd-after-b16-more", "e088643", f"--stages synthuc:3000:grounding+detection {LR_B16}"),
+    (67, "synthuc-gd-more", "f95df74", f"--stages synthuc:1000:grounding+detection {LR_B16}"),
+]
+MANIFEST = "manifest.json"
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def link_dir(out: Path, k: int) -> Path:
+    rung, run, _, _ = CHAIN[k]
+    return out / f"{k:02d}-rung{rung}-{run}"
+
+
+def stage_dir(out: Path, k: int) -> Path:
+    """The model link k ends with: its run's stage-0 folder."""
+    flags = CHAIN[k][3].split()
+    return link_dir(out, k) / f"stage-0-{flags[flags.index('--stages') + 1].split(':')[0]}"
+
+
+def run_chain(out: Path) -> Path:
+    """Train every link not finished yet, each from the one before; returns the last link's model folder."""
+    for k, (rung, _, _, flags) in enumerate(CHAIN):
+        if (stage_dir(out, k) / "done.json").exists():
+            print(f"perception_start: link {k} (rung {rung}) done already", flush=True)
+            continue
+        base = ["--base-model", str(stage_dir(out, k - 1))] if k else []
+        cmd = [sys.executable, str(ROOT / "scripts" / "pretrain_tiny.py"), "--out", str(link_dir(out, k))]
+        print(f"perception_start: link {k} of {len(CHAIN)} (rung {rung}): {flags}", flush=True)
+        subprocess.run([*cmd, *base, *flags.split()], check=True)
+    return stage_dir(out, len(CHAIN) - 1)
+
+
+def ship(out: Path, dest: Path) -> dict:
+    """Copy the last link's model files to `dest` with a manifest (the chain, the rungs' log hashes, the
+    held-out figures, every file's sha256); returns the manifest."""
+    final = stage_dir(out, len(CHAIN) - 1)
+    if not (final / "done.json").exists():
+        raise SystemExit(f"perception_start.py: {final} is not finished; run the chain first (no --ship)")
+    if dest.exists():
+        raise SystemExit(f"perception_start.py: {dest} exists; remove it first (a start is replaced whole)")
+    files = sorted(p for p in final.iterdir() if p.is_file() and p.name != "done.json")
+    results = json.loads((link_dir(out, len(CHAIN) - 1) / "results.json").read_text())
+    chain = [
+        dict(rung=r, run=run, commit=c, flags=f, log_sha256=sha256(LADDER / run / "log.jsonl"))
+        for r, run, c, f in CHAIN
+    ]
+    manifest = {
+        "command": "python scripts/perception_start.py --out runs/perception",
+        "commit": CHAIN[-1][2],
+        "chain": chain,
+        "heldout": {"blind": results["blind"], "eval_seed": results["eval_seed"]}
+        | results["stages"][-1]["eval"],
+        "sha256": {p.name: sha256(p) for p in files},
+    }
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    try:  # built beside dest and renamed when whole: an interrupted ship leaves no half a start
+        for p in files:
+            shutil.copy2(p, tmp / p.name)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+        tmp.rename(dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> Path:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, required=True, help="the chain's folder: one run folder per link")
+    p.add_argument(
+        "--ship",
+        type=Path,
+        default=None,
+        help="copy the finished chain's last model to this new folder, with its manifest, and stop "
+        "(default: train the chain)",
+    )
+    args = p.parse_args(argv)
+    if args.ship:
+        manifest = ship(args.out, args.ship)
+        print(f"shipped {stage_dir(args.out, len(CHAIN) - 1)} to {args.ship} (commit {manifest['commit']})")
+        return args.ship
+    final = run_chain(args.out)
+    print(f"perception_start: the chain's model is {final}")
+    return final
+
+
+if __name__ == "__main__":
+    main()
