@@ -1,7 +1,7 @@
 """The perception start in one command: the perception ladder's chain of pretrain_tiny.py runs, from a fresh
 tiny model to the start the detection proof begins from (embedded/weights/perception-start).
 
-    python scripts/perception_start.py --out runs/perception     # 16 links, 26,500 steps: ~11 h of one core
+    python scripts/perception_start.py --out runs/perception     # 16 links, 26,500 steps: 9-11 h of one core
     python scripts/perception_start.py --out runs/perception     # again: resumes after the finished links
     python scripts/perception_start.py --out runs/perception --ship embedded/weights/perception-start
                                         # copy the last link's model there, with its manifest
@@ -85,7 +85,12 @@ def run_chain(out: Path) -> Path:
         base = ["--base-model", str(stage_dir(out, k - 1))] if k else []
         cmd = [sys.executable, str(ROOT / "scripts" / "pretrain_tiny.py"), "--out", str(link_dir(out, k))]
         print(f"perception_start: link {k} of {len(CHAIN)} (rung {rung}): {flags}", flush=True)
-        subprocess.run([*cmd, *base, *flags.split()], check=True)
+        code = subprocess.run([*cmd, *base, *flags.split()]).returncode
+        if code:  # pretrain_tiny.py has said why; finished links are kept
+            raise SystemExit(
+                f"perception_start.py: link {k} (rung {rung}) stopped (exit {code}); the same command starts "
+                "it again from the link before"
+            )
     return stage_dir(out, len(CHAIN) - 1)
 
 
@@ -125,7 +130,9 @@ def ship(out: Path, dest: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> Path:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, required=True, help="the chain's folder: one run folder per link")
+    p.add_argument(
+        "--out", type=Path, required=True, help="the chain's folder, one run folder per link (required)"
+    )
     p.add_argument(
         "--ship",
         type=Path,

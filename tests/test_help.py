@@ -25,6 +25,7 @@ SCRIPTS = {  # modules by name (python -m NAME for the library's), files by path
     "scripts/reward_throughput.py": "main",
     "scripts/grpo_proof.py": "parse_args",
     "scripts/pretrain_tiny.py": "parse_args",
+    "scripts/perception_start.py": "main",
 }
 
 

@@ -170,3 +170,28 @@ def test_the_perception_start_sees_the_objects_it_boxes(tmp_path):
     seen, permuted = f1(held), f1(baselines.permute_images(held, 0))
     blind = baselines.best_blind(fit, held)["tasks"]["detection"]["f1@0.5"]
     assert seen >= max(permuted, blind) + 0.08, (seen, permuted, blind)  # measured: 0.155, 0.010, 0.000
+
+
+def test_the_chain_trains_each_link_from_the_last_and_resumes_after_the_finished_ones(
+    tmp_path, perception_start, monkeypatch, capsys
+):
+    small = "--eval-records 2 --blind-records 20 --max-new-tokens 8"
+    chain = [
+        (1, "first", "abc1234", f"--stages square:2:grounding {small}"),
+        (2, "second", "abc1234", f"--stages square2rb:2:grounding {small}"),
+    ]
+    monkeypatch.setattr(perception_start, "CHAIN", chain)
+    final = perception_start.run_chain(tmp_path / "chain")
+    assert (
+        final == tmp_path / "chain" / "01-rung2-second" / "stage-0-square2rb"
+        and (final / "done.json").exists()
+    )
+    second = json.loads((tmp_path / "chain" / "01-rung2-second" / "recipe.json").read_text())
+    assert second["base_model"] == str(tmp_path / "chain" / "00-rung1-first" / "stage-0-square")
+    perception_start.run_chain(tmp_path / "chain")  # again: both links are done, nothing is trained
+    assert capsys.readouterr().out.count("done already") == 2
+    monkeypatch.setattr(
+        perception_start, "CHAIN", [*chain, (3, "third", "abc1234", "--stages nosuchstage:2")]
+    )
+    with pytest.raises(SystemExit, match="link 2 \\(rung 3\\) stopped"):
+        perception_start.run_chain(tmp_path / "chain")
