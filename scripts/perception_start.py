@@ -21,15 +21,16 @@ re-runs the first link's first steps, which must give the logged losses.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from geovlm.shipped import sha256, write_start  # noqa: E402
+
 LADDER = ROOT / "docs" / "perception-ladder"
 
 # (rung, its run folder in docs/perception-ladder/, the commit it ran at, pretrain_tiny.py flags). The rungs
@@ -58,11 +59,6 @@ CHAIN: list[tuple[int, str, str, str]] = [
     (64, "synthuc-gd-after-b16-more", "e088643", f"--stages synthuc:3000:grounding+detection {LR_B16}"),
     (67, "synthuc-gd-more", "f95df74", f"--stages synthuc:1000:grounding+detection {LR_B16}"),
 ]
-MANIFEST = "manifest.json"
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def link_dir(out: Path, k: int) -> Path:
@@ -116,15 +112,7 @@ def ship(out: Path, dest: Path) -> dict:
         | results["stages"][-1]["eval"],
         "sha256": {p.name: sha256(p) for p in files},
     }
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
-    try:  # built beside dest and renamed when whole: an interrupted ship leaves no half a start
-        for p in files:
-            shutil.copy2(p, tmp / p.name)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-        tmp.rename(dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    write_start(files, dest, manifest)
     return manifest
 
 

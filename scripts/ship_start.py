@@ -16,22 +16,14 @@ two commands above. The optimiser state (final/resume/) is not shipped: nobody r
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from geovlm.logs import commit_of  # noqa: E402
-
-MANIFEST = "manifest.json"
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+from geovlm.shipped import sha256, write_start  # noqa: E402
 
 
 def ship(run: Path, dest: Path, command: str, commit: str) -> dict:
@@ -53,15 +45,7 @@ def ship(run: Path, dest: Path, command: str, commit: str) -> dict:
         "losses": [r["loss"] for r in rows if "loss" in r],
         "sha256": {p.name: sha256(p) for p in files},
     }
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
-    try:  # built beside dest and renamed when whole: an interrupted ship leaves no half a start
-        for p in files:
-            shutil.copy2(p, tmp / p.name)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-        tmp.rename(dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    write_start(files, dest, manifest)
     return manifest
 
 
