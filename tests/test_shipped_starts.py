@@ -132,14 +132,25 @@ def test_the_perception_start_comes_from_its_chain(tmp_path, perception_start, p
 
 
 def test_perception_start_ships_only_a_finished_chain_and_never_replaces_a_start(tmp_path, perception_start):
+    chain, dest = tmp_path / "chain", tmp_path / "weights" / "start"
     with pytest.raises(SystemExit, match="not finished; run the chain first"):
-        perception_start.ship(tmp_path / "chain", tmp_path / "dest")
+        perception_start.ship(chain, dest)
+    last = perception_start.stage_dir(chain, len(perception_start.CHAIN) - 1)
+    last.mkdir(parents=True)
+    (last / "done.json").write_text("{}")
+    (last / "model.safetensors").write_bytes(b"weights")
+    results = {"blind": {"detection": {"f1@0.5": 0.01}}, "eval_seed": 7, "stages": [{"eval": {"x": 1}}]}
+    (last.parent / "results.json").write_text(json.dumps(results))
+    m = perception_start.ship(chain, dest)
+    assert sorted(p.name for p in dest.iterdir()) == ["manifest.json", "model.safetensors"]  # not done.json
+    assert manifest(dest) == m and m["heldout"] == {"blind": results["blind"], "eval_seed": 7, "x": 1}
+    assert m["sha256"] == {"model.safetensors": perception_start.sha256(dest / "model.safetensors")}
+    assert [c["log_sha256"] for c in m["chain"]] == [
+        c["log_sha256"] for c in manifest(WEIGHTS / "perception-start")["chain"]
+    ]
     with pytest.raises(SystemExit, match="exists; remove it first"):
-        last = perception_start.stage_dir(tmp_path / "chain", len(perception_start.CHAIN) - 1)
-        last.mkdir(parents=True)
-        (last / "done.json").write_text("{}")
-        perception_start.ship(tmp_path / "chain", WEIGHTS / "perception-start")
-    assert not (tmp_path / "dest").exists()
+        perception_start.ship(chain, dest)
+    assert manifest(dest) == m and sorted(p.name for p in dest.parent.iterdir()) == ["start"]  # untouched
 
 
 def test_the_perception_start_sees_the_objects_it_boxes(tmp_path):
