@@ -81,7 +81,10 @@ def run_chain(out: Path) -> Path:
         base = ["--base-model", str(stage_dir(out, k - 1))] if k else []
         cmd = [sys.executable, str(ROOT / "scripts" / "pretrain_tiny.py"), "--out", str(link_dir(out, k))]
         print(f"perception_start: link {k} of {len(CHAIN)} (rung {rung}): {flags}", flush=True)
-        code = subprocess.run([*cmd, *base, *flags.split()]).returncode
+        try:
+            code = subprocess.run([*cmd, *base, *flags.split()]).returncode
+        except KeyboardInterrupt:  # the link got the Ctrl-C too; its finished predecessors are kept
+            code = 130
         if code:  # pretrain_tiny.py has said why; finished links are kept
             raise SystemExit(
                 f"perception_start.py: link {k} (rung {rung}) stopped (exit {code}); the same command starts "
