@@ -84,7 +84,7 @@ from geovlm.schedule import lr_at  # noqa: E402
 from geovlm.tasks import TASKS, parse_answer  # noqa: E402
 
 # name:steps:tasks, in order: the ladder's first whole recipe (docs/perception-ladder.md, "Time on one core").
-# The best chains so far (rungs 62-67) took several launches with other flags: the doc's command table.
+# The best chain (rungs 30-67, a launch a rung with other flags) is scripts/perception_start.py's CHAIN.
 STAGES = (
     "square:500:grounding,fixedq:400:grounding,fixed1:400:grounding,flat1:400:grounding,"
     "flatmix:400:grounding+detection,synth:1000:grounding+detection"
