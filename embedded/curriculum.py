@@ -368,14 +368,17 @@ BUILDERS: dict[str, Callable[[np.random.Generator, str], synth.Sample]] = {
 
 
 def to_record(s: synth.Sample, task: str, rid: str, folder: Path) -> data.Record:
-    """The sample as a validated data.Record (data.parse_record), its image written to folder/rid.png."""
+    """The sample as a validated data.Record (data.parse_record), its image written to folder/rid.png (a
+    multi-image task's to folder/rid-K.png)."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = (folder / f"{rid}.png").resolve()
-    Image.fromarray(s.images[0]).save(path, format="PNG", compress_level=1)
+    names = [f"{rid}.png"] if len(s.images) == 1 else [f"{rid}-{k}.png" for k in range(len(s.images))]
+    paths = [(folder / name).resolve() for name in names]
+    for image, path in zip(s.images, paths):
+        Image.fromarray(image).save(path, format="PNG", compress_level=1)
     obj = {
         "id": rid,
         "task": task,
-        "images": [str(path)],
+        "images": [str(path) for path in paths],
         "question": s.question,
         "answer": s.answer,
         "reasoning": s.reasoning,

@@ -90,7 +90,9 @@ STAGES = (
     "flatmix:400:grounding+detection,synth:1000:grounding+detection"
 )
 EVAL_TASKS = ("grounding", "detection")
-STAGE_TASKS = (*EVAL_TASKS, "vqa")  # vqa: the presence questions of square2p
+# the curriculum's scenes make grounding, detection and (square2p) vqa; synth's (synthuc, synthc, synth) every
+# task, so that a last stage can mix the other tasks back in beside the perception ones
+STAGE_TASKS = tuple(synth.BUILDERS)
 
 
 # ----------------------------------------------------------------------------- records
@@ -155,7 +157,7 @@ def stage_held_out(
 def own_scenes(net, processor, frame_kind: str, args, stage: str, index: int, tasks, out: Path) -> dict:
     """The stage's own held-out records of each of its tasks, scored: {"own_grounding": {...}, ...}."""
     m = {}
-    for task in tasks:
+    for task in dict.fromkeys(tasks):  # a task listed twice (weighted) is scored once
         recs = stage_held_out(
             stage, index, args.eval_seed, args.eval_records // 2, out / f"heldout-{stage}", task
         )
@@ -199,7 +201,7 @@ def evaluate(net, processor, frame_kind: str, records: list[data.Record], max_ne
         "detection": ("f1@0.5", "f1@0.25", "precision@0.5", "recall@0.5"),
         "vqa": ("accuracy", "well_formed"),
     }
-    out = {t: {k: m[t][k] for k in keep[t]} for t in keep if t in m}
+    out = {t: {k: m[t][k] for k in keep.get(t, (TASKS[t].metric, "well_formed"))} for t in m}
     # synth's grounding is half unique ("the ship"), half qualified ("the leftmost ship"): score each half
     halves = {"unique": [], "qualified": []}
     for s in samples:
@@ -254,6 +256,12 @@ def blind_metrics(train: list[data.Record], records: list[data.Record]) -> dict:
 # ----------------------------------------------------------------------------- the run
 
 
+def expand_all(tasks) -> tuple[str, ...]:
+    """Task names in order, "all" standing for every synth task; a task named twice is drawn twice as often
+    (the round-robin), e.g. grounding+detection+all."""
+    return tuple(t for name in tasks for t in (STAGE_TASKS if name == "all" else (name,)))
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
@@ -265,7 +273,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"comma list of name:steps, names from {list(BUILDERS)} (default: %(default)s)",
     )
     p.add_argument(
-        "--tasks", default="grounding,detection", help="training tasks, round-robin (default: %(default)s)"
+        "--tasks",
+        default="grounding,detection",
+        help="training tasks, round-robin; all: every synth task; one named twice is drawn twice as often "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--seed", type=count, default=0, help="training streams and model init (default: %(default)s)"
@@ -339,10 +350,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="synth records the blind baseline is fitted on (default: %(default)s)",
     )
     args = p.parse_args(argv)
-    args.task_list = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
-    try:  # name:steps[:task+task], the stage's own tasks overriding --tasks
+    args.task_list = expand_all(t.strip() for t in args.tasks.split(",") if t.strip())
+    try:  # name:steps[:task+task], the stage's own tasks overriding --tasks; "all": every synth task
         args.stage_list = [
-            (part[0], int(part[1]), tuple(part[2].split("+")) if len(part) > 2 else args.task_list)
+            (part[0], int(part[1]), expand_all(part[2].split("+")) if len(part) > 2 else args.task_list)
             for part in (s.split(":") for s in args.stages.split(","))
         ]
     except (ValueError, IndexError):
