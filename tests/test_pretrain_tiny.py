@@ -369,3 +369,21 @@ def test_a_stage_of_no_steps_evaluates_the_base_model_unchanged(P, tiny_dir, tmp
     base = load_file(Path(tiny_dir) / "model.safetensors")
     kept = load_file(out / "stage-0-synthc" / "model.safetensors")
     assert base.keys() == kept.keys() and all(torch.equal(base[k], kept[k]) for k in base)
+
+
+def test_a_stage_of_every_task_streams_each_task_with_all_its_images(P, tmp_path):
+    """synthuc:N:grounding+all: grounding drawn twice as often, every synth task in the round-robin, the
+    multi-image tasks' records with each of their images written (the embedded start's last link)."""
+    from embedded import synth
+
+    ((_, steps, tasks),) = P.parse_args(
+        ["--out", str(tmp_path / "run"), "--stages", "synthuc:3:grounding+all"]
+    ).stage_list
+    assert steps == 3 and tasks == ("grounding", *synth.BUILDERS) and len(set(tasks)) == 12
+    records = P.stream_records("synthuc", 0, 0, 0, len(tasks), tasks, tmp_path / "stream")
+    assert [r.task for r in records] == list(tasks)
+    images = [Path(p) for r in records for p in r.images]
+    assert any(len(r.images) > 1 for r in records) and len(set(images)) == len(images)
+    assert all(p.exists() for p in images)
+    two = next(r for r in records if r.task == "change_detection")
+    assert not np.array_equal(*(np.asarray(Image.open(p)) for p in two.images[:2]))  # before and after differ
