@@ -1,21 +1,26 @@
-"""The perception start in one command: the perception ladder's chain of pretrain_tiny.py runs, from a fresh
-tiny model to the start the detection proof begins from (embedded/weights/perception-start).
+"""The embedded start in one command: the perception ladder's chain of pretrain_tiny.py runs, from a fresh
+tiny model to the start the defaults use (embedded/weights/embedded-start, defaults.sft_model()).
 
-    python scripts/perception_start.py --out runs/perception     # 16 links, 26,500 steps: 9-11 h of one core
+    python scripts/perception_start.py --out runs/perception     # 17 links, 27,500 steps: 10-12 h of one core
     python scripts/perception_start.py --out runs/perception     # again: resumes after the finished links
-    python scripts/perception_start.py --out runs/perception --ship embedded/weights/perception-start
+    python scripts/perception_start.py --out runs/perception --ship embedded/weights/embedded-start
                                         # copy the last link's model there, with its manifest
+    python scripts/perception_start.py --out runs/perception --links 16 \\
+        --ship embedded/weights/perception-start      # the first 16 links only: the perception start
 
 Each link is one rung of docs/perception-ladder.md: a pretrain_tiny.py run of one stage from the previous
 link's model (the first from a fresh tiny model with M-RoPE base 300, sections 2 / 4 / 10 and 4 key/value
 heads). Each link draws its records from its own stream (stage index 0), as the rung did, so the chain gives
 the ladder's runs again rather than one long run with other records; the way there was found rung by rung,
-and this is that way, not a tidier one that was never measured. The held-out figures of each link are the
-ladder's table; the shipped start's are in its manifest.
+and this is that way, not a tidier one that was never measured. The first 16 links teach grounding and
+detection only and end at the perception start (what the detection proof begins from); the last mixes every
+other task of synth back in beside them, so that the start answers everything the defaults ask. The held-out
+figures of each link are the ladder's table; the shipped start's are in its manifest.
 
 The manifest holds the chain (each link's flags and the commit the rung ran at), the sha256 of each rung's
 log in docs/perception-ladder/ and of every shipped file. tests/test_shipped_starts.py checks the hashes and
-re-runs the first link's first steps, which must give the logged losses.
+re-runs the first link's first steps from a fresh model and the last link's from the shipped perception
+start, which must give the logged losses.
 """
 
 from __future__ import annotations
@@ -58,7 +63,14 @@ CHAIN: list[tuple[int, str, str, str]] = [
     (62, "synthuc-b16-more", "8a4e28f", f"--stages synthuc:1500:grounding {LR_B16}"),
     (64, "synthuc-gd-after-b16-more", "e088643", f"--stages synthuc:3000:grounding+detection {LR_B16}"),
     (67, "synthuc-gd-more", "f95df74", f"--stages synthuc:1000:grounding+detection {LR_B16}"),
+    (
+        69,
+        "synthuc-all-after-r67",
+        "9f89d40",
+        "--stages synthuc:1000:grounding+detection+all --lr 5e-4 --batch-size 16 --seed 1 --eval-every 500",
+    ),
 ]
+PERCEPTION_LINKS = 16  # the perception start (embedded/weights/perception-start): the chain up to rung 67
 
 
 def link_dir(out: Path, k: int) -> Path:
@@ -72,15 +84,17 @@ def stage_dir(out: Path, k: int) -> Path:
     return link_dir(out, k) / f"stage-0-{flags[flags.index('--stages') + 1].split(':')[0]}"
 
 
-def run_chain(out: Path) -> Path:
-    """Train every link not finished yet, each from the one before; returns the last link's model folder."""
-    for k, (rung, _, _, flags) in enumerate(CHAIN):
+def run_chain(out: Path, links: int = 0) -> Path:
+    """Train every link of the first `links` (0: all) not finished yet, each from the one before; returns the
+    last one's model folder."""
+    links = links or len(CHAIN)
+    for k, (rung, _, _, flags) in enumerate(CHAIN[:links]):
         if (stage_dir(out, k) / "done.json").exists():
             print(f"perception_start: link {k} (rung {rung}) done already", flush=True)
             continue
         base = ["--base-model", str(stage_dir(out, k - 1))] if k else []
         cmd = [sys.executable, str(ROOT / "scripts" / "pretrain_tiny.py"), "--out", str(link_dir(out, k))]
-        print(f"perception_start: link {k} of {len(CHAIN)} (rung {rung}): {flags}", flush=True)
+        print(f"perception_start: link {k} of {links} (rung {rung}): {flags}", flush=True)
         try:
             code = subprocess.run([*cmd, *base, *flags.split()]).returncode
         except KeyboardInterrupt:  # the link got the Ctrl-C too; its finished predecessors are kept
@@ -90,26 +104,28 @@ def run_chain(out: Path) -> Path:
                 f"perception_start.py: link {k} (rung {rung}) stopped (exit {code}); the same command starts "
                 "it again from the link before"
             )
-    return stage_dir(out, len(CHAIN) - 1)
+    return stage_dir(out, links - 1)
 
 
-def ship(out: Path, dest: Path) -> dict:
-    """Copy the last link's model files to `dest` with a manifest (the chain, the rungs' log hashes, the
-    held-out figures, every file's sha256); returns the manifest."""
-    final = stage_dir(out, len(CHAIN) - 1)
+def ship(out: Path, dest: Path, links: int = 0) -> dict:
+    """Copy the model of the first `links` links (0: all) to `dest` with a manifest (the chain, the rungs' log
+    hashes, the held-out figures, every file's sha256); returns the manifest."""
+    links = links or len(CHAIN)
+    final = stage_dir(out, links - 1)
     if not (final / "done.json").exists():
         raise SystemExit(f"perception_start.py: {final} is not finished; run the chain first (no --ship)")
     if dest.exists():
         raise SystemExit(f"perception_start.py: {dest} exists; remove it first (a start is replaced whole)")
     files = sorted(p for p in final.iterdir() if p.is_file() and p.name != "done.json")
-    results = json.loads((link_dir(out, len(CHAIN) - 1) / "results.json").read_text())
+    results = json.loads((link_dir(out, links - 1) / "results.json").read_text())
     chain = [
         dict(rung=r, run=run, commit=c, flags=f, log_sha256=sha256(LADDER / run / "log.jsonl"))
-        for r, run, c, f in CHAIN
+        for r, run, c, f in CHAIN[:links]
     ]
     manifest = {
-        "command": "python scripts/perception_start.py --out runs/perception",
-        "commit": CHAIN[-1][2],
+        "command": "python scripts/perception_start.py --out runs/perception"
+        + (f" --links {links}" if links < len(CHAIN) else ""),
+        "commit": CHAIN[links - 1][2],
         "chain": chain,
         "heldout": {"blind": results["blind"], "eval_seed": results["eval_seed"]}
         | results["stages"][-1]["eval"],
@@ -131,12 +147,21 @@ def main(argv: list[str] | None = None) -> Path:
         help="copy the finished chain's last model to this new folder, with its manifest, and stop "
         "(default: train the chain)",
     )
+    p.add_argument(
+        "--links",
+        type=int,
+        choices=range(1, len(CHAIN) + 1),
+        metavar=f"1..{len(CHAIN)}",
+        default=len(CHAIN),
+        help=f"train (or ship) the chain's first N links only; {PERCEPTION_LINKS}: the perception start "
+        "(default: all, %(default)s: the embedded start)",
+    )
     args = p.parse_args(argv)
     if args.ship:
-        manifest = ship(args.out, args.ship)
-        print(f"shipped {stage_dir(args.out, len(CHAIN) - 1)} to {args.ship} (commit {manifest['commit']})")
+        manifest = ship(args.out, args.ship, args.links)
+        print(f"shipped {stage_dir(args.out, args.links - 1)} to {args.ship} (commit {manifest['commit']})")
         return args.ship
-    final = run_chain(args.out)
+    final = run_chain(args.out, args.links)
     print(f"perception_start: the chain's model is {final}")
     return final
 
