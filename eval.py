@@ -256,7 +256,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--model",
         help="Generate with this checkpoint directory or hub id; unset: the embedded tiny "
-        "model after its SFT warm-up (defaults.sft_model, shipped in embedded/weights/embedded-sft).",
+        "model pre-trained to see, then on every task (defaults.sft_model, shipped in "
+        "embedded/weights/embedded-start).",
     )
     ap.add_argument(
         "--data",

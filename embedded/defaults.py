@@ -3,9 +3,10 @@
     data_dir()     synthetic EO data (synth.make_dataset, 2000 records, seed 0):
                    train.jsonl, test.jsonl, images/
     base_model()   the tiny Qwen2.5-VL (tiny.build_tiny, seed 0), its tokenizer trained on that data's text
-    sft_model()    base_model() after a short supervised warm-up, shipped in weights/embedded-sft (its
-                   manifest.json says how it was made): where GRPO and eval start, because a random-weight
-                   model never writes the answer format and GRPO then has no signal
+    sft_model()    the embedded start, shipped in weights/embedded-start (its manifest.json says how it was
+                   made): the tiny model pre-trained to see (the perception ladder's chain), then on every
+                   task; where GRPO and eval start, because a random-weight model never writes the answer
+                   format and sees nothing, and GRPO then has no signal
 
 The first two live under GEOVLM_CACHE (default ~/.cache/geovlm-r1) and are built on first use, each in a
 temporary folder renamed when whole, so concurrent processes (torchrun ranks) never see half a build and the
@@ -95,14 +96,15 @@ def base_model(cache: Path = CACHE) -> str:
     )
 
 
-# The embedded GRPO / eval start, shipped in the repository (scripts/ship_start.py): base_model() after the
-# supervised warm-up in its manifest (train_sft.py --max-steps 300 --batch-size 8 --seed 0 on data_dir()).
-# Shipped rather than built on first use: the warm-up costs minutes of CPU that a first headline command and
-# the suite should not pay. tests/test_shipped_starts.py re-runs its first steps against the logged losses.
-SFT_START = Path(__file__).resolve().parent / "weights" / "embedded-sft"
+# The embedded GRPO / eval start, shipped in the repository (scripts/perception_start.py --ship): a tiny model
+# of the same tokenizer as base_model() (M-RoPE base 300, not 10000: at 10000 it cannot tell left from right)
+# after the perception ladder's chain of pretrain_tiny.py stages, the last of them on every task. Shipped
+# rather than built on first use: the chain costs 10-12 hours of one core. tests/test_shipped_starts.py
+# re-runs the last link's first steps against the logged losses.
+SFT_START = Path(__file__).resolve().parent / "weights" / "embedded-start"
 
 
 def sft_model() -> str:
-    """The embedded GRPO / eval start (SFT_START): base_model() after a short supervised warm-up, because a
-    random-weight model never writes the answer format and GRPO then has no signal."""
+    """The embedded GRPO / eval start (SFT_START): the tiny model pre-trained to see, then on every task,
+    because a random-weight model never writes the answer format and GRPO then has no signal."""
     return str(SFT_START)

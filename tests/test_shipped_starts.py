@@ -4,12 +4,11 @@ recipe's first steps, re-run now with the same flags, give the losses logged whe
 data or code changed since fails here; rebuild it with the commands in those scripts."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
-
-import train_sft
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "embedded" / "weights"
 N_SEEN = 40  # fresh detection records the perception start is scored on (its own held-out F1: 0.16 on 100)
@@ -27,18 +26,12 @@ def proof_start(task: str):
     return rerun
 
 
-def embedded_start(out: Path, grpo_proof) -> Path:
-    """defaults.sft_model(): train_sft.py's warm-up of the embedded model on the embedded data."""
-    train_sft.main(["--max-steps", str(STEPS), "--batch-size", "8", "--seed", "0", "--out", str(out / "sft")])
-    return out / "sft"
-
-
 SFT_STARTS = {
     "grounding-probe-sft": proof_start("grounding"),
     "vqa-sft": proof_start("vqa"),
-    "embedded-sft": embedded_start,
 }
-STARTS = [*SFT_STARTS, "perception-start"]
+CHAIN_STARTS = {"perception-start": 16, "embedded-start": 17}  # links of scripts/perception_start.py's chain
+STARTS = [*SFT_STARTS, *CHAIN_STARTS]
 
 
 def manifest(start: Path) -> dict:
@@ -104,27 +97,35 @@ def test_ship_writes_a_whole_start_with_its_manifest_and_never_replaces_one(tmp_
     assert sorted(p.name for p in (tmp_path / "weights").iterdir()) == ["start"]  # no half-built folder left
 
 
-def test_the_perception_start_comes_from_its_chain(tmp_path, perception_start, pretrain_tiny):
-    """The manifest's chain is the script's; each rung's log in docs/perception-ladder/ is the one shipped
-    with it; the first link's first STEPS steps, re-run now from a fresh model, give that log's losses."""
+@pytest.mark.parametrize("name", CHAIN_STARTS)
+def test_the_chain_starts_come_from_their_chain(tmp_path, perception_start, pretrain_tiny, name):
+    """The manifest's chain is the script's first links; each rung's log in docs/perception-ladder/ is the one
+    shipped with it. Re-run now for STEPS steps, the first link (from a fresh model) for the perception start,
+    the last (from the shipped perception start) for the embedded start, give that rung's logged losses."""
     torch.set_num_threads(1)
-    start = WEIGHTS / "perception-start"
+    start, links = WEIGHTS / name, CHAIN_STARTS[name]
     m = manifest(start)
-    chain = perception_start.CHAIN
+    chain = perception_start.CHAIN[:links]
     assert [(c["rung"], c["run"], c["commit"], c["flags"]) for c in m["chain"]] == chain
     for c in m["chain"]:
         assert perception_start.sha256(perception_start.LADDER / c["run"] / "log.jsonl") == c["log_sha256"]
     assert m["commit"] == chain[-1][2]
     assert m["heldout"]["detection"]["f1@0.5"] > m["heldout"]["blind"]["detection"]["f1@0.5"] + 0.1
-    flags = chain[0][3].split()
+    if links == perception_start.PERCEPTION_LINKS:
+        rung, base = chain[0], []
+    else:
+        assert links == perception_start.PERCEPTION_LINKS + 1 == len(perception_start.CHAIN)
+        rung, base = chain[-1], ["--base-model", str(WEIGHTS / "perception-start")]
+    flags = rung[3].split()
     at = flags.index("--stages")
     stage, _, tasks = flags[at + 1].split(":")
     flags[at + 1] = f"{stage}:{STEPS}:{tasks}"
     out = tmp_path / "again"
     small_eval = ["--eval-records", "2", "--blind-records", "20", "--max-new-tokens", "8"]
-    pretrain_tiny.main(["--out", str(out), *flags, *small_eval])
+    small_eval += ["--eval-every", "0"]
+    pretrain_tiny.main(["--out", str(out), *flags, *base, *small_eval])
     again = [r["loss"] for r in map(json.loads, open(out / "log.jsonl")) if "loss" in r]
-    logged = perception_start.LADDER / chain[0][1] / "log.jsonl"
+    logged = perception_start.LADDER / rung[1] / "log.jsonl"
     first = [r["loss"] for r in map(json.loads, open(logged)) if "loss" in r and r["stage"] == stage][:STEPS]
     assert again == pytest.approx(first, rel=1e-4, abs=1e-5)
     tokenizer = (out / f"stage-0-{stage}" / "tokenizer.json").read_bytes()
@@ -146,16 +147,26 @@ def test_perception_start_ships_only_a_finished_chain_and_never_replaces_a_start
     assert manifest(dest) == m and m["heldout"] == {"blind": results["blind"], "eval_seed": 7, "x": 1}
     assert m["sha256"] == {"model.safetensors": perception_start.sha256(dest / "model.safetensors")}
     assert [c["log_sha256"] for c in m["chain"]] == [
-        c["log_sha256"] for c in manifest(WEIGHTS / "perception-start")["chain"]
+        c["log_sha256"] for c in manifest(WEIGHTS / "embedded-start")["chain"]
     ]
     with pytest.raises(SystemExit, match="exists; remove it first"):
         perception_start.ship(chain, dest)
     assert manifest(dest) == m and sorted(p.name for p in dest.parent.iterdir()) == ["start"]  # untouched
+    # the perception start: the chain's first links only, said so in the manifest's command
+    links = perception_start.PERCEPTION_LINKS
+    with pytest.raises(SystemExit, match="not finished; run the chain first"):
+        perception_start.ship(chain, tmp_path / "weights" / "perception", links)
+    shutil.copytree(last.parent, perception_start.link_dir(chain, links - 1))  # both links end in synthuc
+    p = perception_start.ship(chain, tmp_path / "weights" / "perception", links)
+    assert p["command"].endswith(f"--out runs/perception --links {links}")
+    assert p["chain"] == manifest(WEIGHTS / "perception-start")["chain"]
 
 
-def test_the_perception_start_sees_the_objects_it_boxes(tmp_path):
-    """On fresh synth detection records, the perception start beats the best blind answer and its own score
-    with the images permuted among the records: the image explains its boxes (the detection proof's start)."""
+@pytest.mark.parametrize("name", CHAIN_STARTS)
+def test_the_chain_starts_see_the_objects_they_box(tmp_path, name):
+    """On fresh synth detection records, the start beats the best blind answer and its own score with the
+    images permuted among the records: the image explains its boxes (the detection proof's start, and the
+    embedded one that the defaults use)."""
     import eval as E
     import model as M
     from data import load_records
@@ -169,7 +180,7 @@ def test_the_perception_start_sees_the_objects_it_boxes(tmp_path):
         load_records(tmp_path / "held" / "train.jsonl"),
         load_records(tmp_path / "fit" / "train.jsonl"),
     )
-    loaded = M.load(str(WEIGHTS / "perception-start"), device="cpu")
+    loaded = M.load(str(WEIGHTS / name), device="cpu")
     loaded.model.eval()
 
     def f1(records) -> float:
