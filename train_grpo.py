@@ -82,8 +82,8 @@ class Config(RunFlags, OptimiserFlags, LoRAFlags, ImageryFlags):
     in by `implied`, in words."""
 
     # ---- what to train
-    model: str | None = None  # hub id or local checkpoint directory; None: the embedded tiny model after its
-    # SFT warm-up (embedded.defaults.sft_model, shipped in embedded/weights/embedded-sft)
+    model: str | None = None  # hub id or local checkpoint directory; None: the embedded tiny model pre-trained
+    # to see, then on every task (embedded.defaults.sft_model, shipped in embedded/weights/embedded-start)
     task: str = "all"  # one task, a comma list (mixed round-robin in every batch), or all; tasks:
     # classification, multilabel, vqa, counting, grounding, detection, region_caption, caption,
     # grounded_caption, change_caption, change_detection, temporal_classification
@@ -92,7 +92,8 @@ class Config(RunFlags, OptimiserFlags, LoRAFlags, ImageryFlags):
     max_steps: PositiveInt = 100  # GRPO steps (one rollout each)
     out: str = "runs/grpo"  # log.jsonl, rollouts.jsonl, checkpoints/ and final/ go here; a folder that
     # holds another run is refused unless --resume or --overwrite
-    eval_data: str | None = None  # held-out JSONL, evaluated greedily (eval.py) at start and end
+    eval_data: str | None = None  # held-out JSONL, evaluated greedily (eval.py) at start and end; None: the
+    # embedded test split when --data is not given either (so the defaults log a held-out curve), else none
     eval_every: Count = 0  # also evaluate every N steps; 0 = start and end only
     eval_records: Count = 0  # evaluate the first N held-out records; 0 = all
     log_rollouts_every: Count = 10  # completions to rollouts.jsonl every N steps; 0 = off
@@ -803,7 +804,7 @@ def main(argv: list[str] | None = None) -> dict:
         default_data=defaults.train_data,
         default_model=defaults.sft_model,
         logs=("log.jsonl", "rollouts.jsonl"),
-        eval_data=args.eval_data,
+        eval_data=args.eval_data or (None if args.data else lambda _: defaults.test_data()),
         eval_records=args.eval_records,
         plan=lambda records: sorted(
             {t for tasks, _ in parse_stages(args, available_tasks(records)) for t in tasks}
