@@ -1,9 +1,11 @@
 """The demo's before/after table: n, intervals, and a change that means something only when its paired
 interval excludes 0 (issue 20, item 9)."""
 
+import json
 import re
 
 import demo
+import pytest
 
 from geovlm import metrics
 from geovlm.frames import Frame
@@ -46,3 +48,18 @@ def test_the_change_table_gives_n_and_paired_intervals(synth_dir, tmp_path):
     assert 0 < low < 0.5 < high  # 8 more right answers of 16: a change the interval cannot explain away
     same = demo.change_table(tmp_path / "before", tmp_path / "same", ["vqa"])
     assert "+0.000 [+0.000, +0.000]" in same and "contains 0 is not distinguishable from noise" in same
+
+
+@pytest.mark.slow(minutes=0.4)
+def test_the_demo_runs_end_to_end_on_a_small_budget(tmp_path, capsys):
+    """make demo's path, shortened: the embedded start evaluated, GRPO on detection, evaluated again with the
+    images permuted, the table and the viewer written into a new dated folder."""
+    out = demo.main(["--grpo-steps", "2", "--prompts", "2", "--eval-records", "4", "--out", str(tmp_path)])
+    said = capsys.readouterr().out
+    assert out.parent == tmp_path and "made by `python scripts/perception_start.py" in said
+    assert "| detection (GRPO's task) | 4 | f1@0.5 |" in said and "images permuted" in said
+    for part in ("eval-start", "eval-grpo", "eval-permuted"):
+        assert len((out / part / "predictions.jsonl").read_text().splitlines()) == 4
+    assert (out / "eval-grpo" / "predictions.html").exists() and (out / "grpo" / "final").is_dir()
+    steps = [r for r in map(json.loads, open(out / "grpo" / "log.jsonl")) if "reward_mean" in r]
+    assert [r["step"] for r in steps] == [1, 2] and all("acc/detection" in r for r in steps)

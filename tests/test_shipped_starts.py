@@ -11,7 +11,7 @@ import pytest
 import torch
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "embedded" / "weights"
-N_SEEN = 40  # fresh detection records the perception start is scored on (its own held-out F1: 0.16 on 100)
+N_SEEN = 40  # fresh detection records the embedded start is scored on (its held-out F1: 0.11 on 100)
 STEPS = 10  # within the 20-step warm-up, so the learning rate of each step does not depend on --max-steps
 
 
@@ -26,10 +26,7 @@ def proof_start(task: str):
     return rerun
 
 
-SFT_STARTS = {
-    "grounding-probe-sft": proof_start("grounding"),
-    "vqa-sft": proof_start("vqa"),
-}
+SFT_STARTS = {"grounding-probe-sft": proof_start("grounding"), "vqa-sft": proof_start("vqa")}
 CHAIN_STARTS = {"perception-start": 16, "embedded-start": 17}  # links of scripts/perception_start.py's chain
 STARTS = [*SFT_STARTS, *CHAIN_STARTS]
 
@@ -162,11 +159,10 @@ def test_perception_start_ships_only_a_finished_chain_and_never_replaces_a_start
     assert p["chain"] == manifest(WEIGHTS / "perception-start")["chain"]
 
 
-@pytest.mark.parametrize("name", CHAIN_STARTS)
-def test_the_chain_starts_see_the_objects_they_box(tmp_path, name):
-    """On fresh synth detection records, the start beats the best blind answer and its own score with the
-    images permuted among the records: the image explains its boxes (the detection proof's start, and the
-    embedded one that the defaults use)."""
+def test_the_embedded_start_sees_the_objects_it_boxes(tmp_path):
+    """On fresh synth detection records, the embedded start (what the defaults use) beats the best blind
+    answer and its own score with the images permuted among the records: the image explains its boxes. (The
+    perception start it was trained from, the detection proof's, is what its chain test re-runs from.)"""
     import eval as E
     import model as M
     from data import load_records
@@ -180,7 +176,7 @@ def test_the_chain_starts_see_the_objects_they_box(tmp_path, name):
         load_records(tmp_path / "held" / "train.jsonl"),
         load_records(tmp_path / "fit" / "train.jsonl"),
     )
-    loaded = M.load(str(WEIGHTS / name), device="cpu")
+    loaded = M.load(str(WEIGHTS / "embedded-start"), device="cpu")
     loaded.model.eval()
 
     def f1(records) -> float:
@@ -191,7 +187,7 @@ def test_the_chain_starts_see_the_objects_they_box(tmp_path, name):
 
     seen, permuted = f1(held), f1(baselines.permute_images(held, 0))
     blind = baselines.best_blind(fit, held)["tasks"]["detection"]["f1@0.5"]
-    assert seen >= max(permuted, blind) + 0.08, (seen, permuted, blind)  # measured: 0.155, 0.010, 0.000
+    assert seen >= max(permuted, blind) + 0.06, (seen, permuted, blind)  # measured: 0.105, 0.000, 0.000
 
 
 def test_the_chain_trains_each_link_from_the_last_and_resumes_after_the_finished_ones(
