@@ -82,8 +82,8 @@ class Config(RunFlags, OptimiserFlags, LoRAFlags, ImageryFlags):
     in by `implied`, in words."""
 
     # ---- what to train
-    model: str | None = None  # hub id or local checkpoint directory; None: the embedded tiny model pre-trained
-    # to see, then on every task (embedded.defaults.sft_model, shipped in embedded/weights/embedded-start)
+    model: str | None = None  # hub id or local checkpoint directory; None: the embedded tiny model
+    # pre-trained to see, then on every task (defaults.sft_model, shipped in embedded/weights/embedded-start)
     task: str = "all"  # one task, a comma list (mixed round-robin in every batch), or all; tasks:
     # classification, multilabel, vqa, counting, grounding, detection, region_caption, caption,
     # grounded_caption, change_caption, change_detection, temporal_classification
