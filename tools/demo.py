@@ -18,7 +18,7 @@ permuted among the held-out records (the image must matter) and the best questio
 
 Everything lands in a new folder under --out (default runs/demo/<date-time>, so a rerun never touches an
 earlier one): grpo/ (log.jsonl, plots/, rollouts.html), eval-start/, eval-grpo/, eval-permuted/
-(metrics.json, table.md, predictions.jsonl) and held-out/ (the records).
+(metrics.json, table.md, predictions.jsonl; predictions.html for the first two) and held-out/ (the records).
 """
 
 from __future__ import annotations
@@ -185,11 +185,13 @@ def main(argv: list[str] | None = None) -> Path:
             f"  {task} {metric}: {after[task][metric]:.3f}; images permuted {permuted[task][metric]:.3f}; "
             f"blind ({blind[task]['baseline']}) {blind[task][metric]:.3f}"
         )
-    page = viewer.write_viewer(out / "eval-grpo" / "predictions.jsonl")
+    before, page = (
+        viewer.write_viewer(out / part / "predictions.jsonl") for part in ("eval-start", "eval-grpo")
+    )
     print(f"\ndemo finished in {(time.perf_counter() - t_start) / 60:.1f} min; outputs in {out}/")
     print(
         f"look at: {out}/grpo/plots/ (curves), {out}/grpo/rollouts.html (what GRPO sampled and earned), "
-        f"{page} (held-out answers with their boxes; the start's: {out}/eval-start/predictions.jsonl)"
+        f"{page} (held-out answers with their boxes; the start's: {before})"
     )
     return out
 
