@@ -335,6 +335,30 @@ def synth_stage(rng: np.random.Generator, task: str) -> synth.Sample:
     return dense_detection(s) if task == "detection" else s
 
 
+def dense_counted(rng: np.random.Generator, task: str) -> synth.Sample:
+    """synthuc's record, where counting and change detection name each object's cell as dense detection does
+    (what taught grounding and detection where things are): "There are three red pointed ships: one in the top
+    left, one at the bottom, one on the right; I count three." and "Three objects differ: two appeared and one
+    disappeared: one in the top left, one in the top left, one at the bottom; each gets its own box." The
+    other tasks' records are synthuc's (the same draws)."""
+    if task == "counting":
+        s, scene = synth.counting_with_scene(rng)
+        cls = s.meta["class"]
+        counted = [o.box for o in synth._by_position([o for o in scene.objects if o.cls == cls])]
+        if counted:  # "No red pointed ships appear in the image." stays
+            s.reasoning = (
+                f"{_listed(cls, counted, scene.width, scene.height)}; I count {synth._NUM[s.answer]}."
+            )
+        return s
+    s = BUILDERS["synthuc"](rng, task)
+    if task == "change_detection":
+        h, w = s.images[0].shape[:2]
+        s.reasoning = (
+            f"{s.reasoning.removesuffix('.')}: {_cells_text(s.answer, w, h)}; each gets its own box."
+        )
+    return s
+
+
 BUILDERS: dict[str, Callable[[np.random.Generator, str], synth.Sample]] = {
     "square": square,
     "square2": square2,
@@ -361,6 +385,7 @@ BUILDERS: dict[str, Callable[[np.random.Generator, str], synth.Sample]] = {
     "classmix1": lambda rng, task: said_by_colour(asked_class(rng, task, 2, (1, 2), FIXED_SIDE)),
     "classmix": lambda rng, task: said_by_colour(fixedmix(rng, task)),
     "synthuc": lambda rng, task: said_by_colour(synth_unique(rng, task)),
+    "synthucd": dense_counted,
     "synthc": lambda rng, task: said_by_colour(synth_stage(rng, task)),
     "synthqd": qualified_dense,
     "synth": synth_stage,

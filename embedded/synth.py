@@ -881,6 +881,11 @@ def _vqa(rng: np.random.Generator) -> Sample:
 
 
 def _counting(rng: np.random.Generator) -> Sample:
+    return counting_with_scene(rng)[0]
+
+
+def counting_with_scene(rng: np.random.Generator) -> tuple[Sample, Scene]:
+    """A counting record and the scene it shows (embedded/curriculum.py names each counted object's cell)."""
     cls = _pick(rng, CLASSES)
     k = int(rng.integers(0, 7))
     scene = make_scene(rng, _scene_for(rng, cls, k), {cls: k})
@@ -896,7 +901,7 @@ def _counting(rng: np.random.Generator) -> Sample:
     )
     desc = f"{COLOUR_WORD[cls]} {SHAPE_WORD[cls]} {_plural(cls, k)}"
     why = f"I count {_NUM[k]} {desc} in the image." if k else f"No {desc} appear in the image."
-    return Sample([render(scene)], q, k, why, _meta("count", **{"class": cls}))
+    return Sample([render(scene)], q, k, why, _meta("count", **{"class": cls})), scene
 
 
 def _qualified(objs: list[Obj], qual: str) -> Obj | None:

@@ -32,6 +32,7 @@ embedded/curriculum.py):
     synthu   synth's scenes without its qualifiers: grounding of a class's one object; detection as synth's
     classmix1 classmixl at all sizes, one distractor (grounding reasoning as classmixl's, as the next two)
     classmix / synthuc   fixedmix / synthu, their grounding reasoning as classmixl's ("The red object lies")
+    synthucd synthuc, counting's and change detection's reasoning dense (each counted or changed one's cell)
     synthc   synth's own records, its unique grounding reasoning as classmixl's (qualified: synth's own)
     synthqd  synthc, its qualified reasoning dense: the class's objects by cell, then "the leftmost one lies"
     synth    synth's own scenes and builders (textured ground, extras, qualifiers: "the leftmost ship")

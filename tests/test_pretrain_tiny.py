@@ -387,3 +387,39 @@ def test_a_stage_of_every_task_streams_each_task_with_all_its_images(P, tmp_path
     assert all(p.exists() for p in images)
     two = next(r for r in records if r.task == "change_detection")
     assert not np.array_equal(*(np.asarray(Image.open(p)) for p in two.images[:2]))  # before and after differ
+
+
+def test_synthucd_names_the_cell_of_each_counted_and_changed_object(C):
+    """synthucd is synthuc with counting's and change detection's reasoning dense: each object of the counted
+    class (found in the pixels) by cell in position order, and each changed box's cell in answer order."""
+    from embedded import synth
+
+    for i in range(16):
+        rng = lambda i=i: np.random.default_rng([6, 1000, i])  # noqa: E731
+        s, plain = C.BUILDERS["synthucd"](rng(), "counting"), C.BUILDERS["synthuc"](rng(), "counting")
+        assert np.array_equal(s.images[0], plain.images[0]) and s.answer == plain.answer  # the same draws
+        h, w = s.images[0].shape[:2]
+        mine = sorted(
+            (b for c, b in synth.find_objects(s.images[0]) if c == s.meta["class"]),
+            key=lambda b: (b[1], b[0]),
+        )
+        assert len(mine) == s.answer
+        if mine:
+            listed, count = s.reasoning.split(": ", 1)[1].split("; ")
+            assert listed.split(", ") == [f"one {_cell(b, w, h)}" for b in mine]
+            assert count == f"I count {synth._NUM[s.answer]}."
+        else:
+            assert s.reasoning == plain.reasoning
+        s, plain = (
+            C.BUILDERS["synthucd"](rng(), "change_detection"),
+            C.BUILDERS["synthuc"](rng(), "change_detection"),
+        )
+        assert s.answer == plain.answer and s.reasoning.startswith(plain.reasoning[:-1] + ": ")
+        h, w = s.images[0].shape[:2]
+        tail = s.reasoning.removeprefix(plain.reasoning.removesuffix(".") + ": ")
+        cells = tail.removesuffix("; each gets its own box.").split(", ")
+        assert cells == [f"one {_cell(b, w, h)}" for b in s.answer] and len(cells) == len(s.answer) >= 1
+        for task in ("grounding", "detection", "vqa"):  # the rest as synthuc's
+            assert (
+                C.BUILDERS["synthucd"](rng(), task).reasoning == C.BUILDERS["synthuc"](rng(), task).reasoning
+            )
