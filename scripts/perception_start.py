@@ -1,7 +1,7 @@
 """The embedded start in one command: the perception ladder's chain of pretrain_tiny.py runs, from a fresh
 tiny model to the start the defaults use (embedded/weights/embedded-start, defaults.sft_model()).
 
-    python scripts/perception_start.py --out runs/perception     # 17 links, 27,500 steps: 10-12 h of one core
+    python scripts/perception_start.py --out runs/perception     # 18 links, 28,500 steps: 11-13 h of one core
     python scripts/perception_start.py --out runs/perception     # again: resumes after the finished links
     python scripts/perception_start.py --out runs/perception --ship embedded/weights/embedded-start
                                         # copy the last link's model there, with its manifest
@@ -13,14 +13,16 @@ link's model (the first from a fresh tiny model with M-RoPE base 300, sections 2
 heads). Each link draws its records from its own stream (stage index 0), as the rung did, so the chain gives
 the ladder's runs again rather than one long run with other records; the way there was found rung by rung,
 and this is that way, not a tidier one that was never measured. The first 16 links teach grounding and
-detection only and end at the perception start (what the detection proof begins from); the last mixes every
-other task of synth back in beside them, so that the start answers everything the defaults ask. The held-out
+detection only and end at the perception start (what the detection proof begins from); the last two mix every
+other task of synth back in beside them, so that the start answers everything the defaults ask (the last with
+counting and change detection reasoned object by object, stage synthucd). The held-out
 figures of each link are the ladder's table; the shipped start's are in its manifest.
 
 The manifest holds the chain (each link's flags and the commit the rung ran at), the sha256 of each rung's
 log in docs/perception-ladder/ and of every shipped file. tests/test_shipped_starts.py checks the hashes and
-re-runs the first link's first steps from a fresh model and the last link's from the shipped perception
-start, which must give the logged losses.
+re-runs the first link's first steps from a fresh model and the first link after the perception start from
+the shipped perception start, which must give the logged losses (the last link starts from a model that is not
+shipped: its log's hash is checked).
 """
 
 from __future__ import annotations
@@ -68,6 +70,13 @@ CHAIN: list[tuple[int, str, str, str]] = [
         "synthuc-all-after-r67",
         "9f89d40",
         "--stages synthuc:1000:grounding+detection+all --lr 5e-4 --batch-size 16 --seed 1 --eval-every 500",
+    ),
+    (
+        72,
+        "synthucd-all-after-r69",
+        "da5e594",
+        "--stages synthucd:1000:grounding+detection+counting+change_detection+all --lr 2.5e-4 "
+        "--batch-size 16 --seed 2 --eval-every 500",
     ),
 ]
 PERCEPTION_LINKS = 16  # the perception start (embedded/weights/perception-start): the chain up to rung 67

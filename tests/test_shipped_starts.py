@@ -27,7 +27,7 @@ def proof_start(task: str):
 
 
 SFT_STARTS = {"grounding-probe-sft": proof_start("grounding"), "vqa-sft": proof_start("vqa")}
-CHAIN_STARTS = {"perception-start": 16, "embedded-start": 17}  # links of scripts/perception_start.py's chain
+CHAIN_STARTS = {"perception-start": 16, "embedded-start": 18}  # links of scripts/perception_start.py's chain
 STARTS = [*SFT_STARTS, *CHAIN_STARTS]
 
 
@@ -98,7 +98,8 @@ def test_ship_writes_a_whole_start_with_its_manifest_and_never_replaces_one(tmp_
 def test_the_chain_starts_come_from_their_chain(tmp_path, perception_start, pretrain_tiny, name):
     """The manifest's chain is the script's first links; each rung's log in docs/perception-ladder/ is the one
     shipped with it. Re-run now for STEPS steps, the first link (from a fresh model) for the perception start,
-    the last (from the shipped perception start) for the embedded start, give that rung's logged losses."""
+    the one after the perception start (from the shipped perception start) for the embedded start, give that
+    rung's logged losses. (The embedded start's last link starts from the link before: not shipped.)"""
     torch.set_num_threads(1)
     start, links = WEIGHTS / name, CHAIN_STARTS[name]
     m = manifest(start)
@@ -111,8 +112,9 @@ def test_the_chain_starts_come_from_their_chain(tmp_path, perception_start, pret
     if links == perception_start.PERCEPTION_LINKS:
         rung, base = chain[0], []
     else:
-        assert links == perception_start.PERCEPTION_LINKS + 1 == len(perception_start.CHAIN)
-        rung, base = chain[-1], ["--base-model", str(WEIGHTS / "perception-start")]
+        assert links == len(perception_start.CHAIN)
+        rung = chain[perception_start.PERCEPTION_LINKS]
+        base = ["--base-model", str(WEIGHTS / "perception-start")]
     flags = rung[3].split()
     at = flags.index("--stages")
     stage, _, tasks = flags[at + 1].split(":")
@@ -153,7 +155,8 @@ def test_perception_start_ships_only_a_finished_chain_and_never_replaces_a_start
     links = perception_start.PERCEPTION_LINKS
     with pytest.raises(SystemExit, match="not finished; run the chain first"):
         perception_start.ship(chain, tmp_path / "weights" / "perception", links)
-    shutil.copytree(last.parent, perception_start.link_dir(chain, links - 1))  # both links end in synthuc
+    shutil.copytree(last, perception_start.stage_dir(chain, links - 1))  # a finished link's model
+    shutil.copy(last.parent / "results.json", perception_start.link_dir(chain, links - 1))
     p = perception_start.ship(chain, tmp_path / "weights" / "perception", links)
     assert p["command"].endswith(f"--out runs/perception --links {links}")
     assert p["chain"] == manifest(WEIGHTS / "perception-start")["chain"]
