@@ -64,3 +64,11 @@ def test_the_demo_runs_end_to_end_on_a_small_budget(tmp_path, capsys):
     assert (out / "grpo" / "final").is_dir()
     steps = [r for r in map(json.loads, open(out / "grpo" / "log.jsonl")) if "reward_mean" in r]
     assert [r["step"] for r in steps] == [1, 2] and all("acc/detection" in r for r in steps)
+
+
+def test_a_demo_never_writes_into_an_existing_dated_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(demo.time, "strftime", lambda fmt: "20260101-000000")
+    (tmp_path / "20260101-000000" / "eval-start").mkdir(parents=True)
+    with pytest.raises(SystemExit, match="exists already"):
+        demo.main(["--out", str(tmp_path)])
+    assert [p.name for p in (tmp_path / "20260101-000000").iterdir()] == ["eval-start"]

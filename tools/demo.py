@@ -131,6 +131,10 @@ def main(argv: list[str] | None = None) -> Path:
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise SystemExit(f"--grpo-task: unknown task(s) {unknown}; tasks: {', '.join(TASKS)}")
+    try:  # a demo started in the same second must not write into this one's folder
+        out.mkdir(parents=True)
+    except FileExistsError:
+        raise SystemExit(f"demo: {out} exists already (a demo started this second); run it again") from None
 
     # ---- data (built once, cached), the start (shipped) and the held-out records
     data_dir, start = defaults.data_dir(), defaults.sft_model()
