@@ -1,7 +1,7 @@
 """The embedded start in one command: the perception ladder's chain of pretrain_tiny.py runs, from a fresh
 tiny model to the start the defaults use (embedded/weights/embedded-start, defaults.sft_model()).
 
-    python scripts/perception_start.py --out runs/perception     # 20 links, 30,500 steps: 12-14 h of one core
+    python scripts/perception_start.py --out runs/perception     # 20 links, 30,500 steps: 13-15 h of one core
     python scripts/perception_start.py --out runs/perception     # again: resumes after the finished links
     python scripts/perception_start.py --out runs/perception --ship embedded/weights/embedded-start
                                         # copy the last link's model there, with its manifest
