@@ -190,7 +190,7 @@ def test_the_embedded_start_sees_the_objects_it_boxes(tmp_path):
 
     seen, permuted = f1(held), f1(baselines.permute_images(held, 0))
     blind = baselines.best_blind(fit, held)["tasks"]["detection"]["f1@0.5"]
-    assert seen >= max(permuted, blind) + 0.06, (seen, permuted, blind)  # measured: 0.115, 0.000, 0.000
+    assert seen >= max(permuted, blind) + 0.06, (seen, permuted, blind)  # measured: 0.209, 0.000, 0.000
 
 
 def test_the_chain_trains_each_link_from_the_last_and_resumes_after_the_finished_ones(
