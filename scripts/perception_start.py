@@ -72,7 +72,7 @@ CHAIN: list[tuple[int, str, str, str]] = [
         69,
         "synthuc-all-after-r67",
         "9f89d40",
-        "--stages synthuc:1000:grounding+detection+all --lr 5e-4 --batch-size 16 --seed 1 --eval-every 500",
+        f"--stages synthuc:1000:grounding+detection+all {LR_5E4_B16} --seed 1 --eval-every 500",
     ),
     (
         72,

@@ -4,10 +4,11 @@ The detection recipe (synth's EO scenes; format + detection reward, G=8, 8 promp
 lr 2e-4, 128 new tokens) from its shipped start, embedded/weights/perception-start, with STEPS GRPO steps
 instead of 150 (its cosine schedule spans the STEPS) on 80 fresh training records instead of 1,200,
 evaluated greedily on 40 held-out records (the test split's 34 detection records and 6 fresh ones) before
-and after, and once more with the images permuted among them. STEPS steps are too few to show a gain (the
-README's table: +2.5 to +5.2 points in 150 steps, each within about 3 points of noise); what they do show is
-that the score, before and after GRPO, is read from the image (the images-permuted and blind scores are a
-small fraction of it) and that GRPO's updates keep the policy writing the format and finding objects.
+and after, and once more with the images permuted among them. STEPS steps are too few to show a gain
+(docs/results.md's table: +2.5 to +5.2 points in 150 steps, each within about 3 points of noise); what they
+do show is that the score, before and after GRPO, is read from the image (the images-permuted and blind
+scores are a small fraction of it) and that GRPO's updates keep the policy writing the format and finding
+objects.
 """
 
 import json

@@ -8,7 +8,7 @@
     python tools/demo.py --grpo-steps 4 --eval-records 24        # a smoke run
 
 The start is embedded/weights/embedded-start (defaults.sft_model; its manifest says how it was made: the
-perception ladder's chain, then two stages of every task, scripts/perception_start.py): the supervised
+perception ladder's chain, then four stages of every task, scripts/perception_start.py): the supervised
 warm-up of the method, shipped because it takes hours of CPU. GRPO then trains on the embedded training
 split with the detection proof's recipe (scripts/grpo_proof.py: lr 2e-4, temperature 0.7, 8 prompts x 8
 completions, 128 new tokens, beta 0), for fewer steps. The held-out records of each GRPO task are the
