@@ -26,6 +26,7 @@ SCRIPTS = {  # modules by name (python -m NAME for the library's), files by path
     "scripts/grpo_proof.py": "parse_args",
     "scripts/pretrain_tiny.py": "parse_args",
     "scripts/perception_start.py": "main",
+    "scripts/box_counts.py": "main",
 }
 
 
