@@ -271,7 +271,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--grpo-args",
         default="",
-        help="more train_grpo.py flags, e.g. '--drop-zero-std-groups' (default: none)",
+        help="more train_grpo.py flags, joined to the flag by = since they start with a dash: "
+        "--grpo-args='--freeze-vision --drop-zero-std-groups' (default: none)",
     )
     p.add_argument(
         "--no-control",

@@ -108,6 +108,15 @@ def test_detection_starts_from_the_shipped_perception_start_unless_a_per_seed_sf
     assert proof.parse_args(["--task", "vqa", "--out", str(tmp_path / "v")]).sft is None
 
 
+def test_more_train_grpo_flags_pass_in_the_form_its_help_gives(proof, tmp_path):
+    out = ["--task", "detection", "--out", str(tmp_path / "d")]
+    assert proof.parse_args([*out, "--grpo-args=--freeze-vision --beta 0.04"]).grpo_args.split() == [
+        "--freeze-vision",
+        "--beta",
+        "0.04",
+    ]
+
+
 def test_the_held_out_set_has_unique_ids(proof, tmp_path, caplog):
     # the embedded set (seed 0) + fresh records of seed 1000 once shared ids: the viewer showed wrong
     # questions
