@@ -13,6 +13,7 @@ should drop boxes pays the "-1" row more than the "+0" row.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import sys
 from collections import defaultdict
@@ -65,12 +66,14 @@ def step_range(text: str) -> tuple[int, int]:
 
 def main(argv: list[str] | None = None) -> dict[int, dict[str, float]]:
     p = ArgumentParser(description=__doc__)
-    p.add_argument("rollouts", type=Path, help="a GRPO run's rollouts.jsonl")
+    p.add_argument("rollouts", type=Path, help="a GRPO run's rollouts.jsonl (or rollouts.jsonl.gz)")
     p.add_argument("--steps", type=step_range, default=None, help="N or N-M: only these GRPO steps")
     args = p.parse_args(argv)
     if not args.rollouts.is_file():
         p.error(f"{args.rollouts}: no such file (train_grpo.py writes OUT/rollouts.jsonl)")
-    rows = [json.loads(line) for line in args.rollouts.open() if line.strip()]
+    opened = gzip.open(args.rollouts, "rt") if args.rollouts.suffix == ".gz" else args.rollouts.open()
+    with opened as lines:
+        rows = [json.loads(line) for line in lines if line.strip()]
     if args.steps:
         rows = [r for r in rows if args.steps[0] <= r["step"] <= args.steps[1]]
     table = by_count_difference(rows)

@@ -1,5 +1,6 @@
 """scripts/box_counts.py: sampled detection completions grouped by #predicted − #true."""
 
+import gzip
 import json
 
 import pytest
@@ -42,6 +43,9 @@ def test_rows_are_grouped_by_count_difference(B, tmp_path, capsys):
     assert table[2]["f1"] == pytest.approx(4 / 7) and table[-2]["f1"] == 0.0
     assert "| +2 or more | 1 |" in capsys.readouterr().out
     assert sorted(B.main([str(path), "--steps", "2"])) == [-2, 2]  # step 2 only
+    packed = tmp_path / "rollouts.jsonl.gz"
+    packed.write_bytes(gzip.compress(path.read_bytes()))
+    assert B.main([str(packed)]) == table
 
 
 def test_user_mistakes_get_one_line(B, tmp_path, capsys):
