@@ -21,18 +21,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from geovlm import parsing  # noqa: E402
+from geovlm import metrics, parsing  # noqa: E402
 from geovlm.flags import ArgumentParser  # noqa: E402
 
 CLIP = 2  # differences beyond ±CLIP share a row
 
 
 def f1_at_half(pred: list[list[float]], true: list[list[float]]) -> float:
-    """2·TP / (#pred + #true), TP = one-to-one matches with IoU ≥ 0.5; 1 when both are empty."""
+    """2·TP / (#pred + #true), TP = eval.py's one-to-one matches at IoU ≥ 0.5; 1 when both are empty."""
     if not pred and not true:
         return 1.0
-    hits = sum(iou >= 0.5 for _, _, iou in parsing.hungarian_match(pred, true)) if pred and true else 0
-    return 2 * hits / (len(pred) + len(true))
+    return 2 * metrics.count_matches(pred, true, 0.5) / (len(pred) + len(true))
 
 
 def by_count_difference(rows: list[dict]) -> dict[int, dict[str, float]]:
@@ -56,6 +55,33 @@ def by_count_difference(rows: list[dict]) -> dict[int, dict[str, float]]:
     }
 
 
+FIELDS = ("step", "task", "answer", "rewards", "advantage")  # what each row of rollouts.jsonl must hold
+
+
+def read_rollouts(path: Path) -> list[dict]:
+    """The rows of rollouts.jsonl(.gz); ValueError naming the line and field of the first bad one."""
+    hint = "is it a GRPO run's rollouts.jsonl?"
+    opened = gzip.open(path, "rt") if path.suffix == ".gz" else path.open()
+    rows = []
+    with opened as lines:
+        for i, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{i}: not JSON ({e.msg}); {hint}") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{i}: not a JSON object; {hint}")
+            missing = [f for f in FIELDS if f not in row]
+            if not missing and not (isinstance(row["rewards"], dict) and "accuracy" in row["rewards"]):
+                missing = ["rewards.accuracy"]
+            if missing:
+                raise ValueError(f"{path}:{i}: no {missing[0]!r}; {hint}")
+            rows.append(row)
+    return rows
+
+
 def step_range(text: str) -> tuple[int, int]:
     first, _, last = text.partition("-")
     try:
@@ -71,9 +97,10 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, float]]:
     args = p.parse_args(argv)
     if not args.rollouts.is_file():
         p.error(f"{args.rollouts}: no such file (train_grpo.py writes OUT/rollouts.jsonl)")
-    opened = gzip.open(args.rollouts, "rt") if args.rollouts.suffix == ".gz" else args.rollouts.open()
-    with opened as lines:
-        rows = [json.loads(line) for line in lines if line.strip()]
+    try:
+        rows = read_rollouts(args.rollouts)
+    except ValueError as e:
+        p.error(str(e))
     if args.steps:
         rows = [r for r in rows if args.steps[0] <= r["step"] <= args.steps[1]]
     table = by_count_difference(rows)

@@ -53,6 +53,14 @@ def test_user_mistakes_get_one_line(B, tmp_path, capsys):
         with pytest.raises(SystemExit):
             B.main(argv)
         assert "Traceback" not in capsys.readouterr().err
+    bad = tmp_path / "bad.jsonl"
+    good = json.dumps(_row(1, TRUE, 1.0, 0.0)) + "\n"
+    for line, says in (("{not json", "not JSON"), ("[1, 2]", "not a JSON object"), ('{"step": 1}', "'task'")):
+        bad.write_text(good + line + "\n")
+        with pytest.raises(SystemExit):
+            B.main([str(bad)])
+        err = capsys.readouterr().err
+        assert "bad.jsonl:2: " in err and says in err and "Traceback" not in err, err
     empty = tmp_path / "rollouts.jsonl"
     empty.write_text(json.dumps(_row(1, TRUE, 1.0, 0.0, task="vqa")) + "\n")
     with pytest.raises(SystemExit):
