@@ -12,11 +12,11 @@ perception ladder's chain, then four stages of every task, scripts/perception_st
 warm-up of the method, shipped because it takes hours of CPU. GRPO then trains on the embedded training
 split with the detection proof's recipe (scripts/grpo_proof.py: temperature 0.7, 8 prompts x 8 completions,
 128 new tokens, beta 0) for fewer steps, at lr 1e-4, train_grpo.py's own rate for the tiny model: from this
-start the proof's 2e-4 lowers held-out detection on the proof's records (docs/results.md). The held-out
-records of each GRPO task are the embedded test split's and fresh synth records (seed 1000, never trained
-on), --eval-records in all, as in the proof. Beside the change it prints what explains it: the final
-policy's score with the images permuted among the held-out records (the image must matter) and the best
-question-only answer (blind).
+start the proof's 2e-4 lowers held-out detection on the proof's records, 1e-4 less (docs/results.md). The
+held-out records of each GRPO task are the embedded test split's and fresh synth records (seed 1000, never
+trained on), --eval-records in all, as in the proof. Beside the change it prints what explains it: the
+final policy's score with the images permuted among the held-out records (the image must matter) and the
+best question-only answer (blind).
 
 Everything lands in a new folder under --out (default runs/demo/<date-time>, so a rerun never touches an
 earlier one): grpo/ (log.jsonl, plots/, rollouts.html), eval-start/, eval-grpo/, eval-permuted/
