@@ -101,6 +101,8 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, float]]:
         rows = read_rollouts(args.rollouts)
     except ValueError as e:
         p.error(str(e))
+    except OSError as e:  # e.g. a .gz that is not gzip
+        p.error(f"{args.rollouts}: cannot be read ({e}); is it a GRPO run's rollouts.jsonl?")
     if args.steps:
         rows = [r for r in rows if args.steps[0] <= r["step"] <= args.steps[1]]
     table = by_count_difference(rows)

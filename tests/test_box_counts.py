@@ -61,6 +61,11 @@ def test_user_mistakes_get_one_line(B, tmp_path, capsys):
             B.main([str(bad)])
         err = capsys.readouterr().err
         assert "bad.jsonl:2: " in err and says in err and "Traceback" not in err, err
+    fake_gz = tmp_path / "rollouts.jsonl.gz"
+    fake_gz.write_text(good)  # not gzip
+    with pytest.raises(SystemExit):
+        B.main([str(fake_gz)])
+    assert "cannot be read" in capsys.readouterr().err
     empty = tmp_path / "rollouts.jsonl"
     empty.write_text(json.dumps(_row(1, TRUE, 1.0, 0.0, task="vqa")) + "\n")
     with pytest.raises(SystemExit):
