@@ -1,7 +1,10 @@
 """scripts/grpo_proof.py's parts that take no training: the localisation probe's records and what the script
 refuses (an SFT start of another recipe, an earlier proof's runs, the probe with a task it does not hold)."""
 
+import argparse
 import json
+import re
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -108,12 +111,17 @@ def test_detection_starts_from_the_shipped_perception_start_unless_a_per_seed_sf
     assert proof.parse_args(["--task", "vqa", "--out", str(tmp_path / "v")]).sft is None
 
 
-def test_more_train_grpo_flags_pass_in_the_form_its_help_gives(proof, tmp_path):
+def test_the_help_example_of_grpo_args_reaches_train_grpo(proof, tmp_path, monkeypatch):
+    parsers = []
+    real = argparse.ArgumentParser.parse_args
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", lambda p, *a: parsers.append(p) or real(p, *a))
     out = ["--task", "detection", "--out", str(tmp_path / "d")]
-    assert proof.parse_args([*out, "--grpo-args=--freeze-vision --beta 0.04"]).grpo_args.split() == [
+    proof.parse_args(out)
+    flag = next(a for a in parsers[0]._actions if "--grpo-args" in a.option_strings)
+    example = re.search(r"(--grpo-args='[^']*')", flag.help).group(1)  # as a user would paste it
+    assert proof.parse_args([*out, *shlex.split(example)]).grpo_args.split() == [
         "--freeze-vision",
-        "--beta",
-        "0.04",
+        "--drop-zero-std-groups",
     ]
 
 

@@ -80,6 +80,26 @@ def test_sampling_logprobs_match_recomputed(tiny, synth_dir):
     assert not torch.isin(ro.completion_ids[ro.completion_mask], banned).any()
 
 
+def test_sampling_logprobs_match_recomputed_on_the_embedded_start(synth_dir):
+    """The shipped start (M-RoPE base 50, its own sections) on detection prompts at the proof's temperature
+    and completion length: GRPO's gradient is taken on what the sampler drew, at the log-probs it drew it
+    with."""
+    from embedded import defaults
+
+    start = M.load(defaults.sft_model(), device="cpu")
+    start.model.eval()
+    _, batch = _prompts(start, synth_dir, tasks=("detection", "grounding", "counting"))
+    banned, G = M.banned_token_ids(start.model, start.processor), 2
+    gen = torch.Generator().manual_seed(0)
+    eos = M.eos_token_ids(start.model, start.processor)
+    ro = M.sample(
+        start.model, batch.inputs, G, 128, temperature=0.7, generator=gen, banned=banned, eos_ids=eos
+    )
+    lp = M.token_logprobs(start.model, batch.inputs, ro.completion_ids, ro.completion_mask, G, 0.7, banned)
+    assert ro.completion_mask.sum(1).min() > 30  # whole answers with boxes, not a few tokens
+    assert ((lp - ro.logprobs).abs() * ro.completion_mask).max().item() <= 1e-4
+
+
 def test_vision_tokens_never_sampled(tiny_dir, synth_dir):
     loaded = M.load(tiny_dir, device="cpu")
     banned = M.banned_token_ids(loaded.model, loaded.processor)
