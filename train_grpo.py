@@ -134,6 +134,8 @@ class Config(RunFlags, OptimiserFlags, LoRAFlags, ImageryFlags):
     lr: Positive | None = None  # peak AdamW learning rate; None: 1e-4 for a small (< 100M parameter) model
     # such as the embedded tiny one (it learns at ~1e-4 and breaks at 5e-4), 1e-5 otherwise
     lr_schedule: Annotated[str, choices("constant", "cosine")] = "constant"  # after the warm-up
+    optimizer: Annotated[str, choices("adamw", "sgd")] = "adamw"  # sgd: SGD with momentum 0.9, whose step
+    # scales with the gradient (AdamW moves every weight by ~lr whatever its gradient); needs its own --lr
     micro_batch_size: PositiveInt | None = None  # completions per forward/backward (gradient
     # accumulation), a multiple or a divisor of --group-size; None: --group-size
 
@@ -154,6 +156,10 @@ def implied(args: Config) -> list[str]:
             "--compile-decode runs on one process only (not under FSDP: several GPUs, --cpu-offload)"
         )
     named_stages(args)  # a task name that is no task, or a malformed --stages
+    if args.optimizer == "sgd" and args.lr is None:
+        raise ValueError(
+            "--optimizer sgd needs --lr: its step is lr x gradient, so AdamW's default does not fit"
+        )
     notes = lora_implies(args)
     if args.micro_batch_size is None:
         args.micro_batch_size = G
@@ -754,9 +760,11 @@ def setup(args: Config, run: Run) -> Trainer:
     # prompts see
     streams = {task: Stream(len(recs), seed=args.seed, name=task) for task, recs in by_task.items()}
     lr = learning_rate(args, run, small=1e-4, large=1e-5)
-    optimizer = torch.optim.AdamW(
-        [p for p in run.net.parameters() if p.requires_grad], lr=lr, weight_decay=args.weight_decay
-    )
+    trained = [p for p in run.net.parameters() if p.requires_grad]
+    if args.optimizer == "sgd":
+        optimizer = torch.optim.SGD(trained, lr=lr, momentum=0.9, weight_decay=args.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(trained, lr=lr, weight_decay=args.weight_decay)
     generators = {
         "sample": torch.Generator(device=run.env.device).manual_seed(args.seed + run.env.rank),
         "shuffle": torch.Generator().manual_seed(args.seed + run.env.rank),

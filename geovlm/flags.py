@@ -140,7 +140,7 @@ class OptimiserFlags:
     # ---- optimiser and memory
     lr: Positive | None = None  # peak AdamW learning rate; None: the trainer's default for the model's size
     warmup_steps: Count = 0  # linear warm-up, in optimiser steps
-    weight_decay: NonNegative = 0.0  # AdamW weight decay
+    weight_decay: NonNegative = 0.0  # weight decay (decoupled in AdamW)
     grad_clip: Positive = 1.0  # max global gradient norm
     grad_ckpt: bool = False  # gradient checkpointing (less memory, ~30% slower)
     freeze_vision: bool = False  # keep the vision tower frozen (the common RL setting); GRPO then computes
