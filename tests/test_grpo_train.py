@@ -363,3 +363,28 @@ def test_ratio_level_sequence_trains_with_gspo_clip_range(tiny_dir, synth_dir, t
         last["step"] == 1 and torch.isfinite(torch.tensor(last["loss"])) and 0.0 <= last["clip_frac"] <= 1.0
     )
     assert json.loads((out / "args.json").read_text())["clip_eps_low"] == 3e-4
+
+
+def test_sgd_steps_by_lr_times_the_clipped_gradient_and_needs_its_own_lr(
+    tiny_dir, synth_dir, tmp_path, capsys
+):
+    import safetensors.torch
+
+    with pytest.raises(SystemExit):
+        train_grpo.parse_args(["--optimizer", "sgd"])  # AdamW's default lr is 1000x too small for SGD
+    assert "--optimizer sgd needs --lr" in capsys.readouterr().err
+
+    # the first SGD step (momentum buffer = gradient) moves the weights by exactly lr x the clipped gradient;
+    # AdamW's first step moves every weight with a gradient by ~lr, far more in norm
+    lr, out = 1e-2, tmp_path / "sgd"
+    train_grpo.main(
+        _argv(
+            tiny_dir, synth_dir, out, "--max-steps", "1", "--beta", "0", "--optimizer", "sgd", "--lr", str(lr)
+        )
+    )
+    before = safetensors.torch.load_file(str(Path(tiny_dir) / "model.safetensors"))
+    after = safetensors.torch.load_file(str(out / "final" / "model.safetensors"))
+    moved = sum(float((after[k].double() - before[k].double()).pow(2).sum()) for k in before) ** 0.5
+    grad_norm = json.loads((out / "log.jsonl").read_text().splitlines()[0])["grad_norm"]
+    assert grad_norm > 0
+    assert moved == pytest.approx(lr * min(grad_norm, 1.0), rel=1e-3)
