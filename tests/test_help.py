@@ -27,6 +27,7 @@ SCRIPTS = {  # modules by name (python -m NAME for the library's), files by path
     "scripts/pretrain_tiny.py": "parse_args",
     "scripts/perception_start.py": "main",
     "scripts/box_counts.py": "main",
+    "scripts/headroom.py": "main",
 }
 
 
