@@ -5,7 +5,7 @@ controls.
     python scripts/grpo_proof.py --task grounding          # localisation: the probe set, M-RoPE base 50
     python scripts/grpo_proof.py --task detection          # the headline task, from the shipped perception
                                                            # start (embedded/weights/perception-start)
-    python scripts/grpo_proof.py --task counting --sft runs/demo/sft/final --seeds 0
+    python scripts/grpo_proof.py --task counting           # from the embedded start (defaults.sft_model)
     python scripts/grpo_proof.py --task grounding --seeds 0 --sft embedded/weights/grounding-probe-sft
                                                            # seed 0's SFT start as shipped (the suite's)
 
@@ -28,7 +28,8 @@ recipe runs on the localisation probe (square_records: one red square on grey, f
 tiny model with M-RoPE base 50, because after a short SFT on synth's EO scenes the tiny model does not
 localise. The detection recipe runs on synth's scenes from the perception start (scripts/perception_start.py:
 the perception ladder's chain, 26,500 steps of pre-training, shipped with its manifest), whose detection
-reward spreads within a group; from a short SFT it is 0 on every completion.
+reward spreads within a group; from a short SFT it is 0 on every completion. The counting recipe starts from
+the embedded start (the chain's last link, embedded/weights/embedded-start), whose counting answers spread.
 """
 
 from __future__ import annotations
@@ -95,6 +96,22 @@ RECIPES: dict[str, dict] = {
         images="synth",
         rope_theta=0.0,
         sft=str(WEIGHTS / "perception-start"),
+    ),
+    "counting": dict(
+        sft_tasks="counting",
+        sft_steps=400,
+        train_records=1200,
+        steps=150,
+        eval_every=50,
+        lr=1e-4,
+        group_size=8,
+        prompts=8,
+        temperature=0.7,
+        max_new_tokens=96,  # the start counts object by object: ~40 tokens, 203 characters at most
+        beta=0.0,
+        images="synth",
+        rope_theta=0.0,
+        sft=str(WEIGHTS / "embedded-start"),
     ),
     "grounding": dict(
         sft_tasks="grounding",

@@ -109,6 +109,12 @@ def test_detection_starts_from_the_shipped_perception_start_unless_a_per_seed_sf
     assert proof.parse_args([*out, "--base-model", "some/model"]).sft is None  # the per-seed SFT from it
     assert proof.parse_args([*out, "--sft-only"]).sft is None
     assert proof.parse_args(["--task", "vqa", "--out", str(tmp_path / "v")]).sft is None
+    # counting starts from the embedded start itself: the one train_grpo.py and the demo use by default
+    from embedded import defaults
+
+    counting = proof.parse_args(["--task", "counting", "--out", str(tmp_path / "c")])
+    assert Path(counting.sft).resolve() == Path(defaults.sft_model()).resolve()
+    assert (counting.steps, counting.train_records, counting.lr) == (150, 1200, 1e-4)
 
 
 def test_the_help_example_of_grpo_args_reaches_train_grpo(proof, tmp_path, monkeypatch):
