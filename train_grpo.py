@@ -131,7 +131,7 @@ class Config(RunFlags, OptimiserFlags, LoRAFlags, ImageryFlags):
     # std or none
 
     # ---- optimiser and memory
-    lr: Positive | None = None  # peak AdamW learning rate; None: 1e-4 for a small (< 100M parameter) model
+    lr: Positive | None = None  # peak learning rate; None (AdamW): 1e-4 for a small (< 100M parameter) model
     # such as the embedded tiny one (it learns at ~1e-4 and breaks at 5e-4), 1e-5 otherwise
     lr_schedule: Annotated[str, choices("constant", "cosine")] = "constant"  # after the warm-up
     optimizer: Annotated[str, choices("adamw", "sgd")] = "adamw"  # sgd: SGD with momentum 0.9, whose step
