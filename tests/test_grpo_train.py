@@ -365,26 +365,37 @@ def test_ratio_level_sequence_trains_with_gspo_clip_range(tiny_dir, synth_dir, t
     assert json.loads((out / "args.json").read_text())["clip_eps_low"] == 3e-4
 
 
-def test_sgd_steps_by_lr_times_the_clipped_gradient_and_needs_its_own_lr(
-    tiny_dir, synth_dir, tmp_path, capsys
+def test_sgd_steps_by_lr_times_the_clipped_gradient_and_resumes_bitwise(
+    tiny_dir, synth_dir, tmp_path, capsys, monkeypatch
 ):
     import safetensors.torch
+
+    from geovlm.run import Run
 
     with pytest.raises(SystemExit):
         train_grpo.parse_args(["--optimizer", "sgd"])  # AdamW's default lr is 1000x too small for SGD
     assert "--optimizer sgd needs --lr" in capsys.readouterr().err
 
+    lr, whole, broken = 1e-2, tmp_path / "whole", tmp_path / "broken"
+    sgd = ("--max-steps", "2", "--beta", "0", "--optimizer", "sgd", "--lr", str(lr))
+    train_grpo.main(_argv(tiny_dir, synth_dir, whole, *sgd))
+    real_stop = Run.stop_requested
+    monkeypatch.setattr(Run, "stop_requested", lambda self: True)  # Ctrl-C during step 1
+    with pytest.raises(SystemExit):
+        train_grpo.main(_argv(tiny_dir, synth_dir, broken, *sgd))
+    monkeypatch.setattr(Run, "stop_requested", real_stop)
+
     # the first SGD step (momentum buffer = gradient) moves the weights by exactly lr x the clipped gradient;
     # AdamW's first step moves every weight with a gradient by ~lr, far more in norm
-    lr, out = 1e-2, tmp_path / "sgd"
-    train_grpo.main(
-        _argv(
-            tiny_dir, synth_dir, out, "--max-steps", "1", "--beta", "0", "--optimizer", "sgd", "--lr", str(lr)
-        )
-    )
-    before = safetensors.torch.load_file(str(Path(tiny_dir) / "model.safetensors"))
-    after = safetensors.torch.load_file(str(out / "final" / "model.safetensors"))
+    load = safetensors.torch.load_file
+    before = load(str(Path(tiny_dir) / "model.safetensors"))
+    after = load(str(broken / "checkpoints" / "step-000001" / "model.safetensors"))
     moved = sum(float((after[k].double() - before[k].double()).pow(2).sum()) for k in before) ** 0.5
-    grad_norm = json.loads((out / "log.jsonl").read_text().splitlines()[0])["grad_norm"]
+    grad_norm = json.loads((broken / "log.jsonl").read_text().splitlines()[0])["grad_norm"]
     assert grad_norm > 0
     assert moved == pytest.approx(lr * min(grad_norm, 1.0), rel=1e-3)
+
+    # the momentum buffer is part of the checkpoint: step 2 after a resume is step 2 of the whole run
+    train_grpo.main(_argv(tiny_dir, synth_dir, broken, *sgd, "--resume", "auto"))
+    x, y = load(str(whole / "final" / "model.safetensors")), load(str(broken / "final" / "model.safetensors"))
+    assert all(torch.equal(x[k], y[k]) for k in x)
