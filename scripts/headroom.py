@@ -28,7 +28,7 @@ import eval as E  # noqa: E402
 import model as M  # noqa: E402
 import rewards  # noqa: E402
 from embedded import defaults  # noqa: E402
-from geovlm.flags import ArgumentParser, positive, positive_int  # noqa: E402
+from geovlm.flags import ArgumentParser, count, positive, positive_int  # noqa: E402
 from geovlm.run import check_model, load_data  # noqa: E402
 from geovlm.tasks import TASKS  # noqa: E402
 
@@ -95,7 +95,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--temperature", type=positive, default=0.7, help="sampling temperature (GRPO's)")
     ap.add_argument("--max-new-tokens", type=positive_int, default=128, help="tokens per completion")
     ap.add_argument("--batch-size", type=positive_int, default=8, help="prompts per sampling batch")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the sampling generator")
+    ap.add_argument("--seed", type=count, default=0, help="seed of the sampling generator")
     return ap.parse_args(argv)
 
 
