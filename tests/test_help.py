@@ -28,6 +28,7 @@ SCRIPTS = {  # modules by name (python -m NAME for the library's), files by path
     "scripts/perception_start.py": "main",
     "scripts/box_counts.py": "main",
     "scripts/headroom.py": "main",
+    "scripts/box_errors.py": "main",
 }
 
 
