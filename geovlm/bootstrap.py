@@ -40,14 +40,21 @@ class Stat:
 
 
 def read_predictions(path: str | Path) -> dict[str, list[dict]]:
-    """eval's predictions.jsonl, per task, each task's lines sorted by id; {} when the file is missing."""
+    """eval's predictions.jsonl, per task, each task's lines sorted by id; {} when the file is missing.
+    ValueError naming the file and line of the first line that is not a prediction."""
     by_task: dict[str, list[dict]] = defaultdict(list)
     try:
         with open(path, encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
+            for i, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
                     row = json.loads(line)
-                    by_task[row["task"]].append(row)
+                except ValueError as e:
+                    raise ValueError(f"{path}:{i}: not JSON ({e})") from None
+                if not isinstance(row, dict) or "task" not in row:
+                    raise ValueError(f"{path}:{i}: no 'task' field; is it eval.py's predictions.jsonl?")
+                by_task[row["task"]].append(row)
     except FileNotFoundError:
         return {}
     return {t: sorted(rows, key=lambda r: str(r.get("id", ""))) for t, rows in by_task.items()}

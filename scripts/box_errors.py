@@ -90,8 +90,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
             p.error(f"{path}: no such file (eval.py --out DIR writes DIR/predictions.jsonl)")
         try:
             rows = bootstrap.read_predictions(path).get(args.task, [])
-        except (ValueError, KeyError) as e:
-            p.error(f"{path}: not eval.py's predictions.jsonl ({e!r})")
+        except UnicodeDecodeError as e:
+            p.error(f"{path}: not text ({e.reason}); give eval.py's predictions.jsonl")
+        except ValueError as e:  # names the file and line
+            p.error(str(e))
         if not rows:
             p.error(f"{path}: no {args.task} predictions")
         out[str(path)] = box_errors(rows)

@@ -70,3 +70,12 @@ def test_main_prints_one_row_per_file_and_names_bad_input(B, tmp_path, capsys):
     with pytest.raises(SystemExit):
         B.main([str(other)])
     assert "no detection predictions" in capsys.readouterr().err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"task": "detection", "answer": TRUE}) + "\n" + "{not json\n")
+    with pytest.raises(SystemExit):
+        B.main([str(bad)])
+    assert f"{bad}:2: not JSON" in capsys.readouterr().err
+    bad.write_text(json.dumps({"answer": TRUE}) + "\n")
+    with pytest.raises(SystemExit):
+        B.main([str(bad)])
+    assert f"{bad}:1: no 'task' field" in capsys.readouterr().err
