@@ -7,11 +7,11 @@ each error costs (docs/results.md, "where the boxes miss").
 
 Each record's boxes are paired one-to-one with its true boxes (most total IoU, as the detection reward pairs
 them). Over the pairs that overlap: the centre's offset in x and in y in units of the true box's width and
-height (mean of the size), and the predicted width and height as ratios of the true ones (median). Then F1@0.5
-as eval.py counts it, and again with one error taken out of every paired box: its x centre moved onto the true
-one, its y centre, or its width and height set to the true ones. The error whose removal gains the most F1@0.5
-is the one that limits localisation; a ratio above 1 that grows under training says boxes are being enlarged
-to overlap more (a hedge an IoU reward pays for).
+height (averaged), and the predicted width and height as ratios of the true ones (their median). Then F1@0.5
+as eval.py counts it, and again with one error taken out of the predicted box of every overlapping pair: its x
+centre moved onto the true one, its y centre, or its width and height set to the true ones. The error whose
+removal gains the most F1@0.5 is the one that limits localisation; a ratio above 1 that grows under training
+says boxes are being enlarged to overlap more (a hedge an IoU reward pays for).
 """
 
 from __future__ import annotations

@@ -25,12 +25,7 @@ def test_each_fix_repairs_only_its_own_error(B):
     shifted_y = {"task": "detection", "answer": TRUE[:1], "parsed": [[0, 10, 10, 30]]}  # IoU 1/3
     enlarged = {"task": "detection", "answer": TRUE[1:], "parsed": [[45, 45, 65, 65]]}  # IoU 1/4
     s = B.box_errors([shifted_x])
-    assert (s["f1@0.5 measured"], s["f1@0.5 x centre"], s["f1@0.5 y centre"], s["f1@0.5 size"]) == (
-        0,
-        1,
-        0,
-        0,
-    )
+    assert [s[f"f1@0.5 {k}"] for k in ("measured", *B.FIXES)] == [0, 1, 0, 0]
     assert (s["x_offset"], s["y_offset"], s["w_ratio"], s["h_ratio"]) == (0.5, 0.0, 1.0, 1.0)
     s = B.box_errors([shifted_y])
     assert (s["f1@0.5 x centre"], s["f1@0.5 y centre"], s["y_offset"]) == (0, 1, 0.5)
