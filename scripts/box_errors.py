@@ -43,7 +43,7 @@ def fixed(pred: list[float], true: list[float], what: str) -> list[float]:
 
 def box_errors(rows: list[dict]) -> dict[str, float]:
     """Errors of the paired boxes and F1@0.5 as measured and with each of FIXES, over prediction rows."""
-    n_pred = n_true = 0
+    n_records = n_pred = n_true = 0
     hits = dict.fromkeys(("measured", *FIXES), 0)
     dx, dy, w_ratio, h_ratio = [], [], [], []
     for row in rows:
@@ -51,7 +51,7 @@ def box_errors(rows: list[dict]) -> dict[str, float]:
         pred = parsing.answer_boxes(row.get("parsed") or [])
         if not true:
             continue
-        n_pred, n_true = n_pred + len(pred), n_true + len(true)
+        n_records, n_pred, n_true = n_records + 1, n_pred + len(pred), n_true + len(true)
         hits["measured"] += metrics.count_matches(pred, true, 0.5)
         pairs = [(p, t, iou) for p, t, iou in parsing.hungarian_match(pred, true) if iou > 0]
         for what in FIXES:
@@ -67,7 +67,7 @@ def box_errors(rows: list[dict]) -> dict[str, float]:
             h_ratio.append((y2 - y1) / (ty2 - ty1))
     f1 = {k: 2 * v / max(1, n_pred + n_true) for k, v in hits.items()}
     return {
-        "records": sum(bool(parsing.answer_boxes(r.get("answer"))) for r in rows),
+        "records": n_records,
         "pred": n_pred,
         "true": n_true,
         "paired": len(dx),

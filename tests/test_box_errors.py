@@ -47,6 +47,9 @@ def test_counts_missed_and_extra_boxes_as_eval_does(B):
     assert (s["pred"], s["true"], s["paired"]) == (3, 4, 1)  # the far boxes overlap nothing: not paired
     assert s["f1@0.5 measured"] == s["f1@0.5 x centre"] == 2 * 1 / 7
     assert metrics.count_matches(row["parsed"], TRUE, 0.5) == 1
+    nothing_to_find = {"task": "detection", "answer": [], "parsed": [[0, 0, 10, 20]]}  # no boxes: left out
+    s = B.box_errors([row, nothing_to_find])
+    assert (s["records"], s["pred"], s["true"]) == (1, 3, 2)
 
 
 def test_main_prints_one_row_per_file_and_names_bad_input(B, tmp_path, capsys):
