@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         if not rows:
             p.error(f"{path}: no {args.task} predictions")
         out[str(path)] = box_errors(rows)
+        if not out[str(path)]["records"]:
+            p.error(f"{path}: no {args.task} record has boxes in its answer; --task names a box task")
     print(
         "| predictions | paired / true | x offset | y offset | width ratio | height ratio | F1@0.5 | "
         + " | ".join(f"F1@0.5, {k} fixed" for k in FIXES)

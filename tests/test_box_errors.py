@@ -68,6 +68,9 @@ def test_main_prints_one_row_per_file_and_names_bad_input(B, tmp_path, capsys):
     with pytest.raises(SystemExit):
         B.main([str(other)])
     assert "no detection predictions" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        B.main([str(other), "--task", "vqa"])
+    assert "no vqa record has boxes" in capsys.readouterr().err
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"task": "detection", "answer": TRUE}) + "\n" + "{not json\n")
     with pytest.raises(SystemExit):
