@@ -98,8 +98,8 @@ def base_model(cache: Path = CACHE) -> str:
 
 # The embedded GRPO / eval start, shipped in the repository (scripts/perception_start.py --ship): a tiny model
 # of the same tokenizer as base_model() (M-RoPE base 300, not 10000: at 10000 it cannot tell left from right)
-# after the perception ladder's chain of pretrain_tiny.py stages, the last four of them on every task. Shipped
-# rather than built on first use: the chain costs 13-15 hours of one core. tests/test_shipped_starts.py
+# after the perception ladder's chain of pretrain_tiny.py stages, the last five of them on every task. Shipped
+# rather than built on first use: the chain costs 14-15 hours of one core. tests/test_shipped_starts.py
 # re-runs the first link after the perception start against the logged losses.
 SFT_START = Path(__file__).resolve().parent / "weights" / "embedded-start"
 

@@ -1,7 +1,7 @@
 """The embedded start in one command: the perception ladder's chain of pretrain_tiny.py runs, from a fresh
 tiny model to the start the defaults use (embedded/weights/embedded-start, defaults.sft_model()).
 
-    python scripts/perception_start.py --out runs/perception     # 20 links, 30,500 steps: 13-15 h of one core
+    python scripts/perception_start.py --out runs/perception     # 21 links, 31,000 steps: 14-15 h of one core
     python scripts/perception_start.py --out runs/perception     # again: resumes after the finished links
     python scripts/perception_start.py --out runs/perception --ship embedded/weights/embedded-start
                                         # copy the last link's model there, with its manifest
@@ -13,11 +13,11 @@ link's model (the first from a fresh tiny model with M-RoPE base 300, sections 2
 heads). Each link draws its records from its own stream (stage index 0), as the rung did, so the chain gives
 the ladder's runs again rather than one long run with other records; the way there was found rung by rung,
 and this is that way, not a tidier one that was never measured. The first 16 links teach grounding and
-detection only and end at the perception start (what the detection proof begins from); the last four mix every
-other task of synth back in beside them, so that the start answers everything the defaults ask (the last three
-with counting and change detection reasoned object by object, stage synthucd; the last two with grounding
-and detection drawn 18 times in 28, which took synth grounding from 0.33 to 0.46, detection from 0.107 to
-0.200). The held-out figures of each link are the ladder's table; the shipped start's are in its manifest.
+detection only and end at the perception start (what the detection proof begins from); the last five mix every
+other task of synth back in beside them, so that the start answers everything the defaults ask (the last four
+with counting and change detection reasoned object by object, stage synthucd; the last three with grounding
+and detection drawn 18 times in 28, which took synth grounding from 0.33 to 0.46 and detection from 0.107 to
+0.200 over two links of 1,000 steps, then a third of 500 steps to grounding 0.41 and detection 0.260). The held-out figures of each link are the ladder's table; the shipped start's are in its manifest.
 
 The manifest holds the chain (each link's flags and the commit the rung ran at), the sha256 of each rung's
 log in docs/perception-ladder/ and of every shipped file. tests/test_shipped_starts.py checks the hashes and
@@ -92,6 +92,12 @@ CHAIN: list[tuple[int, str, str, str]] = [
         "synthucd-gd8-after-r75",
         "cbdded7",
         f"--stages synthucd:1000:{GD8_ALL} {LR_5E4_B16} --seed 6 --eval-every 500",
+    ),
+    (
+        82,
+        "synthucd-gd8-500-after-r76",
+        "7129b68",
+        f"--stages synthucd:500:{GD8_ALL} {LR_5E4_B16} --seed 8 --eval-every 500",
     ),
 ]
 PERCEPTION_LINKS = 16  # the perception start (embedded/weights/perception-start): the chain up to rung 67
