@@ -27,7 +27,7 @@ def proof_start(task: str):
 
 
 SFT_STARTS = {"grounding-probe-sft": proof_start("grounding"), "vqa-sft": proof_start("vqa")}
-CHAIN_STARTS = {"perception-start": 16, "embedded-start": 20}  # links of scripts/perception_start.py's chain
+CHAIN_STARTS = {"perception-start": 16, "embedded-start": 21}  # links of scripts/perception_start.py's chain
 STARTS = [*SFT_STARTS, *CHAIN_STARTS]
 
 
