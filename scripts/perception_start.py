@@ -17,7 +17,8 @@ detection only and end at the perception start (what the detection proof begins 
 other task of synth back in beside them, so that the start answers everything the defaults ask (the last four
 with counting and change detection reasoned object by object, stage synthucd; the last three with grounding
 and detection drawn 18 times in 28, which took synth grounding from 0.33 to 0.46 and detection from 0.107 to
-0.200 over two links of 1,000 steps, then a third of 500 steps to grounding 0.41 and detection 0.260). The held-out figures of each link are the ladder's table; the shipped start's are in its manifest.
+0.200 over two links of 1,000 steps, then a third of 500 steps to grounding 0.41 and detection 0.260). The
+held-out figures of each link are the ladder's table; the shipped start's are in its manifest.
 
 The manifest holds the chain (each link's flags and the commit the rung ran at), the sha256 of each rung's
 log in docs/perception-ladder/ and of every shipped file. tests/test_shipped_starts.py checks the hashes and
