@@ -1,27 +1,48 @@
-"""Experiment only: ropewrap plus stage 'msq': detection of 2-4 red 40-px squares on grey 224 x 224 (8 px apart),
-answers top to bottom as synth's, reasoning naming each square's cell. usage as ropewrap.py."""
-import os, sys
-sys.path.insert(0, "/work/exp2")
+"""Experiment, not part of the library: ropewrap.py plus a curriculum stage 'msq': detection of 2 to 4 red
+40-px squares on grey 224 x 224 (8 px apart at least), answers top to bottom as synth's, the reasoning naming
+each square's cell.
+
+    ROPE_LAYOUT=std python docs/detection-proof/rope-layout-probe/ropewrap_msq.py scripts/pretrain_tiny.py \\
+        --base-model <a square model> --stages msq:1000:detection ...
+"""
+
+import sys
+from pathlib import Path
+
 import numpy as np
-from embedded import curriculum as C, synth
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import ropewrap  # noqa: E402
+
+from embedded import curriculum, synth  # noqa: E402
 
 SIDE, GAP = 40, 8
 
 
+def apart(x: int, y: int, box: list[int]) -> bool:
+    return x >= box[2] + GAP or box[0] >= x + SIDE + GAP or y >= box[3] + GAP or box[1] >= y + SIDE + GAP
+
+
 def msq(rng: np.random.Generator, task: str) -> synth.Sample:
-    k = int(rng.integers(2, 5))
+    k, side = int(rng.integers(2, 5)), curriculum.FIXED_SIDE
     boxes: list[list[int]] = []
     while len(boxes) < k:
-        x, y = (int(v) for v in rng.integers(0, C.FIXED_SIDE - SIDE, 2))
-        if all(x >= b[2] + GAP or b[0] >= x + SIDE + GAP or y >= b[3] + GAP or b[1] >= y + SIDE + GAP for b in boxes):
+        x, y = (int(v) for v in rng.integers(0, side - SIDE, 2))
+        if all(apart(x, y, b) for b in boxes):
             boxes.append([x, y, x + SIDE, y + SIDE])
     boxes.sort(key=lambda b: (b[1], b[0]))
-    img = np.full((C.FIXED_SIDE, C.FIXED_SIDE, 3), C.GREY, np.uint8)
+    img = np.full((side, side, 3), curriculum.GREY, np.uint8)
     for x1, y1, x2, y2 in boxes:
         img[y1:y2, x1:x2] = (230, 40, 40)
-    why = f"There are {synth._NUM[k]} red squares: {C._cells_text(boxes, C.FIXED_SIDE, C.FIXED_SIDE)}; each gets its own box."
-    return synth.Sample([img], "Find every red square and give its bounding box.", boxes, why, synth._meta("detect"))
+    cells = curriculum._cells_text(boxes, side, side)
+    why = f"There are {synth._NUM[k]} red squares: {cells}; each gets its own box."
+    q = "Find every red square and give its bounding box."
+    return synth.Sample([img], q, boxes, why, synth._meta("detect"))
 
 
-C.BUILDERS["msq"] = msq
-exec(open("/work/meas/s14/rope/ropewrap.py").read())
+curriculum.BUILDERS["msq"] = msq
+
+if __name__ == "__main__":
+    ropewrap.run(sys.argv[1], sys.argv[2:])
