@@ -11,7 +11,7 @@ import pytest
 import torch
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "embedded" / "weights"
-N_SEEN = 40  # fresh detection records the embedded start is scored on (its synth held-out F1: 0.200 on 100)
+N_SEEN = 40  # fresh detection records the embedded start is scored on (its synth held-out F1: 0.260 on 100)
 STEPS = 5  # within the 20-step warm-up, so the learning rate of each step does not depend on --max-steps
 
 
@@ -190,7 +190,7 @@ def test_the_embedded_start_sees_the_objects_it_boxes(tmp_path):
 
     seen, permuted = f1(held), f1(baselines.permute_images(held, 0))
     blind = baselines.best_blind(fit, held)["tasks"]["detection"]["f1@0.5"]
-    assert seen >= max(permuted, blind) + 0.06, (seen, permuted, blind)  # measured: 0.209, 0.000, 0.000
+    assert seen >= max(permuted, blind) + 0.06, (seen, permuted, blind)  # measured: 0.240, 0.000, 0.000
 
 
 def test_the_chain_trains_each_link_from_the_last_and_resumes_after_the_finished_ones(
