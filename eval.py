@@ -375,7 +375,7 @@ def compare(paths: Sequence[str], every_metric: bool = False, tasks: Sequence[st
         runs.append({t: {RENAMED.get(k, k): v for k, v in m.items()} for t, m in run_tasks.items()})
         try:
             preds.append(bootstrap.read_predictions(f.parent / "predictions.jsonl"))
-        except (OSError, ValueError, KeyError, TypeError) as e:
+        except (OSError, ValueError, TypeError) as e:  # ValueError names the file and line
             raise SystemExit(
                 f"--compare {p}: unreadable predictions.jsonl beside metrics.json ({e})"
             ) from None

@@ -660,3 +660,12 @@ def test_every_task_is_scored_by_its_registry_entry(synth_dir):
     for task, spec in TASKS.items():
         assert spec.scoring in metrics.SCORERS
         assert result[task][spec.metric] == pytest.approx(1.0), (task, result[task])
+
+
+def test_compare_names_the_line_of_a_broken_predictions_file(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps({"tasks": {"vqa": {"n": 1, "accuracy": 1.0}}}))
+    (run / "predictions.jsonl").write_text(json.dumps({"task": "vqa", "id": "a"}) + "\n{cut off\n")
+    with pytest.raises(SystemExit, match=r"unreadable predictions.jsonl .*predictions.jsonl:2: not JSON"):
+        ev.compare([str(run), str(run)])

@@ -19,6 +19,8 @@ import pretrain_tiny  # noqa: E402
 
 
 def main(stage: str, n: int, seed: int, out: Path, task: str = "grounding") -> None:
+    if (out / "records.jsonl").exists():
+        raise SystemExit(f"square_set.py: {out} holds a set already; give a new folder")
     (out / "images").mkdir(parents=True, exist_ok=True)
     rows = []
     for i in range(n):
