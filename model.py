@@ -77,6 +77,44 @@ def frame_kind_of(config) -> str:
     return "0-1000" if config.model_type == "qwen2_vl" else "pixels"
 
 
+# M-RoPE layouts: which position (0 time, 1 row, 2 column) turns each of a head's rotary frequencies,
+# highest first. "sections" is Qwen2.5-VL's: contiguous blocks of rope_parameters' mrope_section, so one axis
+# gets only the slow frequencies (the tiny model's columns, 10 of 16 at 2,4,10). "interleaved" alternates rows
+# and columns, so each sees fast and slow ones (Qwen3-VL's idea; here time keeps its block, first): on the
+# one-square probe it was best in 3 of 3 seeds (docs/results.md, "Where the boxes miss"). A tiny model's
+# config names it (text_config.mrope_layout, tiny.build_tiny); load() applies it, plain from_pretrained not.
+MROPE_LAYOUTS = ("sections", "interleaved")
+
+
+def mrope_axes(section: list[int] | tuple[int, ...], layout: str = "sections") -> list[int]:
+    """The position axis of each rotary frequency, highest first: mrope_axes((2, 7, 7), "interleaved") is
+    [0, 0, 1, 2, 1, 2, ...]: rows and columns alternate (a row first) while both have some left."""
+    time, rows, cols = section
+    if layout == "sections":
+        return [0] * time + [1] * rows + [2] * cols
+    if layout != "interleaved":
+        raise ValueError(f"unknown M-RoPE layout {layout!r}; expected one of {MROPE_LAYOUTS}")
+    return [0] * time + [axis for k in range(max(rows, cols)) for axis, n in ((1, rows), (2, cols)) if k < n]
+
+
+def use_mrope_layout(model: torch.nn.Module) -> None:
+    """Make a Qwen2.5-VL model's rotary embedding follow its config's mrope_layout (no-op for "sections")."""
+    layout = getattr(model.config.get_text_config(), "mrope_layout", "sections")
+    if layout == "sections":
+        return
+    if model.config.model_type != "qwen2_5_vl":
+        raise ValueError(f"mrope_layout {layout!r} is for Qwen2.5-VL models, not {model.config.model_type!r}")
+    rope = model.model.language_model.rotary_emb
+    axes = torch.tensor(mrope_axes(rope.mrope_section, layout))
+
+    def recomposition_frequencies(freq: torch.Tensor) -> torch.Tensor:
+        """freq [3, batch, positions, half head dim] -> [batch, positions, head dim], as HF's method."""
+        picked = freq.gather(0, axes.to(freq.device).expand(1, *freq.shape[1:])).squeeze(0)
+        return torch.cat((picked, picked), dim=-1)
+
+    rope.recomposition_frequencies = recomposition_frequencies
+
+
 def load(
     path_or_id: str,
     device: torch.device | str | None = None,
@@ -96,6 +134,7 @@ def load(
     if config.model_type not in ("qwen2_vl", "qwen2_5_vl"):
         raise ValueError(f"{path_or_id}: model_type {config.model_type!r} is not Qwen2-VL or Qwen2.5-VL")
     model = AutoModelForImageTextToText.from_pretrained(path_or_id, dtype=dtype, attn_implementation=attn)
+    use_mrope_layout(model)
     model.to(device)
     if grad_ckpt:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

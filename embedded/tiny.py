@@ -122,6 +122,7 @@ def build_tiny(
     lm_width: int = TINY_TEXT["hidden_size"],
     mrope_section: tuple[int, int, int] = (4, 6, 6),
     kv_heads: int | None = None,
+    mrope_layout: str = "sections",
 ) -> str:
     """A real Qwen2_5_VLForConditionalGeneration with random weights (sizes above), its tokenizer trained on
     `corpus` (the texts it will read and write), saved as an HF directory; returns its path.
@@ -135,12 +136,15 @@ def build_tiny(
     `lm_width`: the LM's hidden size; heads keep their 32 dims (so the M-RoPE sections hold), kv heads are
     half the heads and the MLP 3x the width, as in TINY_TEXT (the perception ladder's capacity rung).
     `mrope_section`: how many of the 16 frequencies (highest first) go to time, rows and columns.
-    `kv_heads`: key/value heads (default: half the heads, as TINY_TEXT; the heads' count: no sharing)."""
+    `kv_heads`: key/value heads (default: half the heads, as TINY_TEXT; the heads' count: no sharing).
+    `mrope_layout`: "interleaved" alternates the row and column frequencies (model.MROPE_LAYOUTS; model.load
+    applies it); the default writes no field, so the config is Qwen2.5-VL's own."""
     # here, not at the top: these pull in torchvision (seconds), which `import embedded.defaults` must not pay
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
+    model_lib.mrope_axes(mrope_section, mrope_layout)  # an unknown layout fails here, before any work
     tokenizer = _train_tokenizer(corpus, vocab_size)
     template = TEXT_FIRST_CHAT_TEMPLATE if text_first else CHAT_TEMPLATE
     tokenizer.chat_template = template
@@ -159,6 +163,8 @@ def build_tiny(
         pad_token_id=ids["<|endoftext|>"],
         rope_scaling={"type": "mrope", "mrope_section": list(mrope_section)},
     )
+    if mrope_layout != "sections":
+        text["mrope_layout"] = mrope_layout
     vision = dict(TINY_VISION, out_hidden_size=lm_width)
     config = Qwen2_5_VLConfig(
         text_config=text,

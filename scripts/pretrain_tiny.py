@@ -339,6 +339,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "rows and columns (default: %(default)s, the embedded model's)",
     )
     p.add_argument(
+        "--mrope-layout",
+        choices=M.MROPE_LAYOUTS,
+        default="sections",
+        help="the fresh tiny model's order of those frequencies: Qwen2.5-VL's contiguous sections, or rows "
+        "and columns interleaved (model.mrope_axes; default: %(default)s)",
+    )
+    p.add_argument(
         "--base-model", default=None, help="start from this model (default: a fresh tiny model, --rope-theta)"
     )
     p.add_argument(
@@ -400,11 +407,13 @@ def base_model(args: argparse.Namespace, out: Path) -> str:
         lm_width=args.lm_width,
         mrope_section=args.mrope,
         kv_heads=args.kv_heads,
+        mrope_layout=args.mrope_layout,
     )
     name = f"base-rope-theta-{args.rope_theta:g}" + ("-text-first" if args.text_first else "")
     name += f"-lm{args.lm_width}" if args.lm_width != tiny.TINY_TEXT["hidden_size"] else ""
     name += f"-mrope{'-'.join(map(str, args.mrope))}" if args.mrope != (4, 6, 6) else ""
     name += f"-kv{args.kv_heads}" if args.kv_heads else ""
+    name += f"-{args.mrope_layout}" if args.mrope_layout != "sections" else ""
     return str(defaults._build_once(out / name, "config.json", build))
 
 
@@ -427,12 +436,19 @@ def main(argv: list[str] | None = None) -> dict:
             "lm_width",
             "mrope_section",
             "kv_heads",
+            "mrope_layout",
             "base_model",
         )
     }
-    # (runs from before these flags existed: image-first, 128 wide, 4,6,6, 2 kv heads)
+    # (runs from before these flags existed: image-first, 128 wide, 4,6,6 in sections, 2 kv heads)
     kept = (
-        {"text_first": False, "lm_width": 128, "mrope_section": "4,6,6", "kv_heads": None}
+        {
+            "text_first": False,
+            "lm_width": 128,
+            "mrope_section": "4,6,6",
+            "kv_heads": None,
+            "mrope_layout": "sections",
+        }
         | json.loads((out / "recipe.json").read_text())
         if (out / "recipe.json").exists()
         else None

@@ -282,3 +282,36 @@ def test_a_wider_tiny_lm_keeps_32_dim_heads_and_runs(tmp_path, synth_dir):
     with torch.no_grad():
         logits = wide.model(**batch.inputs).logits  # image features reach the wider LM
     assert logits.shape[-1] == text.vocab_size and torch.isfinite(logits).all()
+
+
+def test_mrope_axes():
+    assert M.mrope_axes((4, 6, 6)) == [0] * 4 + [1] * 6 + [2] * 6
+    assert M.mrope_axes((2, 7, 7), "interleaved") == [0, 0] + [1, 2] * 7
+    assert M.mrope_axes((2, 4, 10), "interleaved") == [0, 0] + [1, 2] * 4 + [2] * 6
+    with pytest.raises(ValueError, match="unknown M-RoPE layout"):
+        M.mrope_axes((4, 6, 6), "diagonal")
+
+
+def test_interleaved_mrope_turns_each_frequency_by_its_axis(tmp_path, synth_dir, tiny):
+    """A tiny model built with mrope_layout="interleaved" keeps the field through save and load, and its
+    rotary angle of frequency j is position[axis j] x inv_freq[j]; the default layout leaves HF's method."""
+    from embedded import defaults, tiny as tiny_lib
+
+    corpus = defaults.tokenizer_corpus([synth_dir / "train.jsonl"])
+    inter = M.load(
+        tiny_lib.build_tiny(tmp_path / "inter", corpus, mrope_section=(2, 7, 7), mrope_layout="interleaved"),
+        device="cpu",
+    )
+    assert inter.model.config.text_config.mrope_layout == "interleaved"
+    assert not hasattr(tiny.model.config.text_config, "mrope_layout")  # the default writes no field
+    positions = torch.tensor([[[3, 5]], [[7, 11]], [[13, 17]]])  # [3 axes, batch 1, 2 tokens]: distinct t/h/w
+    x = torch.zeros(1, dtype=torch.float32)
+    for loaded, axes in ((inter, [0, 0] + [1, 2] * 7), (tiny, M.mrope_axes((4, 6, 6)))):
+        rope = loaded.model.model.language_model.rotary_emb
+        cos, _ = rope(x, positions)
+        angles = torch.stack([positions[a, 0].float() * rope.inv_freq[j] for j, a in enumerate(axes)], -1)
+        assert torch.allclose(cos[0], torch.cat((angles, angles), -1).cos(), atol=1e-6)
+    assert "recomposition_frequencies" not in vars(tiny.model.model.language_model.rotary_emb)
+    with pytest.raises(ValueError, match="unknown M-RoPE layout"):
+        tiny_lib.build_tiny(tmp_path / "bad", corpus, mrope_layout="diagonal")
+    assert not (tmp_path / "bad").exists()
