@@ -359,6 +359,48 @@ def dense_counted(rng: np.random.Generator, task: str) -> synth.Sample:
     return s
 
 
+CHANGE_QUESTIONS = (  # synth's change-detection questions
+    "Mark the objects that changed between the two images.",
+    "Give the bounding boxes of all objects that appeared or disappeared.",
+    "Detect the changed objects between the first and the second image.",
+)
+
+
+def square_change(rng: np.random.Generator, task: str) -> synth.Sample:
+    """Change detection on the probe's ground: two grey 224 x 224 images holding 0-2 squares of the probe's
+    colours in both and 1-3 that only one of them holds (appeared in the second, or disappeared from it); the
+    answer boxes those, by position, and the reasoning counts and places them as synthucd's does. Comparing
+    two images with nothing else to see, as the square stages taught one image. The other tasks' records are
+    synthucd's, so the stage can mix every task back in."""
+    if task != "change_detection":
+        return dense_counted(rng, task)
+    n_changed, n_kept = int(rng.integers(1, 4)), int(rng.integers(0, 3))
+    placed: list[tuple[int, int]] = []
+    while len(placed) < n_changed + n_kept:  # 8 px apart at least, as square2's
+        x, y = (int(v) for v in rng.integers(0, FIXED_SIDE - 56, 2))
+        if all(abs(x - u) >= 64 or abs(y - v) >= 64 for u, v in placed):
+            placed.append((x, y))
+    appeared = rng.random(n_changed) < 0.5  # else disappeared
+    images = [np.full((FIXED_SIDE, FIXED_SIDE, 3), GREY, np.uint8) for _ in range(2)]
+    colours = list(SQUARE_COLOURS.values())
+    for k, (x, y) in enumerate(placed):
+        colour = colours[int(rng.integers(len(colours)))]
+        for image, there in zip(images, (k >= n_changed or not appeared[k], k >= n_changed or appeared[k])):
+            if there:
+                image[y : y + 56, x : x + 56] = colour
+    boxes = sorted(([x, y, x + 56, y + 56] for x, y in placed[:n_changed]), key=lambda b: (b[1], b[0]))
+    n_add = int(appeared.sum())
+    cells = _cells_text(boxes, FIXED_SIDE, FIXED_SIDE)
+    why = (
+        f"{synth._cap(synth._NUM[n_changed])} objects differ: {synth._NUM[n_add]} appeared and "
+        f"{synth._NUM[n_changed - n_add]} disappeared: {cells}; each gets its own box."
+    )
+    question = str(rng.choice(CHANGE_QUESTIONS))
+    kind = "added" if n_add == n_changed else "removed" if n_add == 0 else "mixed"
+    meta = synth._meta(kind, added=n_add, removed=n_changed - n_add)
+    return synth.Sample(images, question, boxes, why, meta)
+
+
 BUILDERS: dict[str, Callable[[np.random.Generator, str], synth.Sample]] = {
     "square": square,
     "square2": square2,
@@ -386,6 +428,7 @@ BUILDERS: dict[str, Callable[[np.random.Generator, str], synth.Sample]] = {
     "classmix": lambda rng, task: said_by_colour(fixedmix(rng, task)),
     "synthuc": lambda rng, task: said_by_colour(synth_unique(rng, task)),
     "synthucd": dense_counted,
+    "changesq": square_change,
     "synthc": lambda rng, task: said_by_colour(synth_stage(rng, task)),
     "synthqd": qualified_dense,
     "synth": synth_stage,
