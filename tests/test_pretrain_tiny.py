@@ -423,3 +423,39 @@ def test_synthucd_names_the_cell_of_each_counted_and_changed_object(C):
             assert (
                 C.BUILDERS["synthucd"](rng(), task).reasoning == C.BUILDERS["synthuc"](rng(), task).reasoning
             )
+
+
+def test_changesq_boxes_what_only_one_image_holds(C):
+    """changesq: the squares found in the pixels of the two images; the answer is those only one image holds,
+    in position order, and the reasoning counts the appeared and disappeared ones and names each one's cell;
+    the other tasks are synthucd's records."""
+    from scipy import ndimage
+
+    from embedded import synth
+
+    def squares(img):
+        labels, _ = ndimage.label((img != C.GREY).any(axis=2))
+        return {(s[1].start, s[0].start, s[1].stop, s[0].stop) for s in ndimage.find_objects(labels)}
+
+    seen = set()
+    for i in range(24):
+        s = C.BUILDERS["changesq"](np.random.default_rng([7, 1000, i]), "change_detection")
+        before, after = (squares(img) for img in s.images)
+        assert all(x2 - x1 == y2 - y1 == 56 for x1, y1, x2, y2 in before | after)
+        changed = sorted(before ^ after, key=lambda b: (b[1], b[0]))
+        assert [tuple(b) for b in s.answer] == changed and 1 <= len(changed) <= 3 and len(before & after) <= 2
+        n_add = len(after - before)
+        head, tail = s.reasoning.rsplit(": ", 1)
+        assert head == (
+            f"{synth._cap(synth._NUM[len(changed)])} objects differ: {synth._NUM[n_add]} appeared and "
+            f"{synth._NUM[len(changed) - n_add]} disappeared"
+        )
+        cells = tail.removesuffix("; each gets its own box.").split(", ")
+        assert cells == [f"one {_cell(b, C.FIXED_SIDE, C.FIXED_SIDE)}" for b in changed]
+        assert s.question in C.CHANGE_QUESTIONS
+        seen.add((n_add > 0, n_add < len(changed), len(before & after)))
+    assert len(seen) >= 6  # appeared, disappeared and both, with 0-2 squares kept
+    rng = lambda: np.random.default_rng([7, 1000, 99])  # noqa: E731
+    for task in ("counting", "detection", "vqa"):
+        a, b = C.BUILDERS["changesq"](rng(), task), C.BUILDERS["synthucd"](rng(), task)
+        assert a.reasoning == b.reasoning and a.answer == b.answer
