@@ -376,10 +376,14 @@ def square_change(rng: np.random.Generator, task: str) -> synth.Sample:
         return dense_counted(rng, task)
     n_changed, n_kept = int(rng.integers(1, 4)), int(rng.integers(0, 3))
     placed: list[tuple[int, int]] = []
-    while len(placed) < n_changed + n_kept:  # 8 px apart at least, as square2's
-        x, y = (int(v) for v in rng.integers(0, FIXED_SIDE - 56, 2))
-        if all(abs(x - u) >= 64 or abs(y - v) >= 64 for u, v in placed):
-            placed.append((x, y))
+    while len(placed) < n_changed + n_kept:  # 8 px apart at least, as square2's; a dead end starts over
+        placed = []
+        for _ in range(200):
+            x, y = (int(v) for v in rng.integers(0, FIXED_SIDE - 56, 2))
+            if all(abs(x - u) >= 64 or abs(y - v) >= 64 for u, v in placed):
+                placed.append((x, y))
+                if len(placed) == n_changed + n_kept:
+                    break
     appeared = rng.random(n_changed) < 0.5  # else disappeared
     images = [np.full((FIXED_SIDE, FIXED_SIDE, 3), GREY, np.uint8) for _ in range(2)]
     colours = list(SQUARE_COLOURS.values())

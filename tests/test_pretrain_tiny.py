@@ -455,6 +455,12 @@ def test_changesq_boxes_what_only_one_image_holds(C):
         assert s.question in C.CHANGE_QUESTIONS
         seen.add((n_add > 0, n_add < len(changed), len(before & after)))
     assert len(seen) >= 6  # appeared, disappeared and both, with 0-2 squares kept
+    for i in range(300):  # five squares can reach a placement with no room left: it must start over
+        assert (
+            1
+            <= len(C.BUILDERS["changesq"](np.random.default_rng([0, 1000, i]), "change_detection").answer)
+            <= 3
+        )
     rng = lambda: np.random.default_rng([7, 1000, 99])  # noqa: E731
     for task in ("counting", "detection", "vqa"):
         a, b = C.BUILDERS["changesq"](rng(), task), C.BUILDERS["synthucd"](rng(), task)
