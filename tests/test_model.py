@@ -295,7 +295,8 @@ def test_mrope_axes():
 def test_interleaved_mrope_turns_each_frequency_by_its_axis(tmp_path, synth_dir, tiny):
     """A tiny model built with mrope_layout="interleaved" keeps the field through save and load, and its
     rotary angle of frequency j is position[axis j] x inv_freq[j]; the default layout leaves HF's method."""
-    from embedded import defaults, tiny as tiny_lib
+    from embedded import defaults
+    from embedded import tiny as tiny_lib
 
     corpus = defaults.tokenizer_corpus([synth_dir / "train.jsonl"])
     inter = M.load(
