@@ -359,13 +359,6 @@ def dense_counted(rng: np.random.Generator, task: str) -> synth.Sample:
     return s
 
 
-CHANGE_QUESTIONS = (  # synth's change-detection questions
-    "Mark the objects that changed between the two images.",
-    "Give the bounding boxes of all objects that appeared or disappeared.",
-    "Detect the changed objects between the first and the second image.",
-)
-
-
 def square_change(rng: np.random.Generator, task: str) -> synth.Sample:
     """Change detection on the probe's ground: two grey 224 x 224 images holding 0-2 squares of the probe's
     colours in both and 1-3 that only one of them holds (appeared in the second, or disappeared from it); the
@@ -399,7 +392,7 @@ def square_change(rng: np.random.Generator, task: str) -> synth.Sample:
         f"{synth._cap(synth._NUM[n_changed])} objects differ: {synth._NUM[n_add]} appeared and "
         f"{synth._NUM[n_changed - n_add]} disappeared: {cells}; each gets its own box."
     )
-    question = str(rng.choice(CHANGE_QUESTIONS))
+    question = synth._pick(rng, synth.CHANGE_DETECTION_QUESTIONS)
     kind = "added" if n_add == n_changed else "removed" if n_add == 0 else "mixed"
     meta = synth._meta(kind, added=n_add, removed=n_changed - n_add)
     return synth.Sample(images, question, boxes, why, meta)

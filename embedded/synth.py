@@ -1159,17 +1159,17 @@ def _change_caption(rng: np.random.Generator) -> Sample:
     return Sample(imgs, q, text, why, _meta(kind))
 
 
+CHANGE_DETECTION_QUESTIONS = (
+    "Mark the objects that changed between the two images.",
+    "Give the bounding boxes of all objects that appeared or disappeared.",
+    "Detect the changed objects between the first and the second image.",
+)
+
+
 def _change_detection(rng: np.random.Generator) -> Sample:
     scene, before, after, changes = _change_pair(rng, allow_none=False)
     changed = _by_position([o for ch in changes for o in ch.objects])
-    q = _pick(
-        rng,
-        (
-            "Mark the objects that changed between the two images.",
-            "Give the bounding boxes of all objects that appeared or disappeared.",
-            "Detect the changed objects between the first and the second image.",
-        ),
-    )
+    q = _pick(rng, CHANGE_DETECTION_QUESTIONS)
     n_add = sum(len(ch.objects) for ch in changes if ch.kind == "added")
     n_rem = len(changed) - n_add
     why = f"{_cap(_NUM[len(changed)])} objects differ: {_NUM[n_add]} appeared and {_NUM[n_rem]} disappeared."

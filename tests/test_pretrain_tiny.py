@@ -452,7 +452,7 @@ def test_changesq_boxes_what_only_one_image_holds(C):
         )
         cells = tail.removesuffix("; each gets its own box.").split(", ")
         assert cells == [f"one {_cell(b, C.FIXED_SIDE, C.FIXED_SIDE)}" for b in changed]
-        assert s.question in C.CHANGE_QUESTIONS
+        assert s.question in synth.CHANGE_DETECTION_QUESTIONS
         seen.add((n_add > 0, n_add < len(changed), len(before & after)))
     assert len(seen) >= 6  # appeared, disappeared and both, with 0-2 squares kept
     for i in range(300):  # five squares can reach a placement with no room left: it must start over
