@@ -97,6 +97,14 @@ def mrope_axes(section: list[int] | tuple[int, ...], layout: str = "sections") -
     return [0] * time + [axis for k in range(max(rows, cols)) for axis, n in ((1, rows), (2, cols)) if k < n]
 
 
+def recompose_frequencies(freq: torch.Tensor, axes: torch.Tensor) -> torch.Tensor:
+    """HF's Qwen2_5_VLRotaryEmbedding.recomposition_frequencies for any layout: freq [3, batch, positions,
+    half head dim] (each frequency turned by the time, row and column positions) -> [batch, positions, head
+    dim], frequency j taking position axes[j] (mrope_axes), repeated for the rotated half."""
+    picked = freq.gather(0, axes.expand(1, *freq.shape[1:])).squeeze(0)
+    return torch.cat((picked, picked), dim=-1)
+
+
 def use_mrope_layout(model: torch.nn.Module) -> None:
     """Make a Qwen2.5-VL model's rotary embedding follow its config's mrope_layout (no-op for "sections")."""
     layout = getattr(model.config.get_text_config(), "mrope_layout", "sections")
@@ -105,14 +113,9 @@ def use_mrope_layout(model: torch.nn.Module) -> None:
     if model.config.model_type != "qwen2_5_vl":
         raise ValueError(f"mrope_layout {layout!r} is for Qwen2.5-VL models, not {model.config.model_type!r}")
     rope = model.model.language_model.rotary_emb
-    axes = torch.tensor(mrope_axes(rope.mrope_section, layout))
-
-    def recomposition_frequencies(freq: torch.Tensor) -> torch.Tensor:
-        """freq [3, batch, positions, half head dim] -> [batch, positions, head dim], as HF's method."""
-        picked = freq.gather(0, axes.to(freq.device).expand(1, *freq.shape[1:])).squeeze(0)
-        return torch.cat((picked, picked), dim=-1)
-
-    rope.recomposition_frequencies = recomposition_frequencies
+    # a buffer, so it moves with the model and no forward (a decode step included) copies it to the device
+    rope.register_buffer("mrope_axes", torch.tensor(mrope_axes(rope.mrope_section, layout)), persistent=False)
+    rope.recomposition_frequencies = lambda freq: recompose_frequencies(freq, rope.mrope_axes)
 
 
 def load(

@@ -6,7 +6,8 @@ inter (rows and columns alternating).
     ROPE_LAYOUT=swap python docs/detection-proof/rope-layout-probe/ropewrap.py scripts/pretrain_tiny.py ARGS
     ROPE_LAYOUT=swap python docs/detection-proof/rope-layout-probe/ropewrap.py eval.py ARGS
 
-The layout is not saved with a model: train and evaluate it under the same ROPE_LAYOUT.
+The layout is not saved with a model: train and evaluate it under the same ROPE_LAYOUT. (The library has
+"inter" since: a tiny model built with --mrope-layout interleaved carries it in its config.)
 """
 
 import os
@@ -18,19 +19,21 @@ import torch
 from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl
 
 ROOT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(ROOT))
+import model as M  # noqa: E402
+
 LAYOUTS = {
-    "std": [0] * 2 + [1] * 4 + [2] * 10,
+    "std": M.mrope_axes((2, 4, 10)),
     "swap": [0] * 2 + [2] * 4 + [1] * 10,
-    "inter": [0] * 2 + [1, 2] * 7,
+    "inter": M.mrope_axes((2, 7, 7), "interleaved"),  # pretrain_tiny.py --mrope-layout interleaved
 }
 
 
 def recomposition_frequencies(self, freq: torch.Tensor) -> torch.Tensor:
     """freq (3, batch, positions, 16): dim j takes the time, row or column position of LAYOUTS[...][j]."""
-    layout = LAYOUTS[os.environ["ROPE_LAYOUT"]]
-    assert freq.shape[-1] == len(layout), freq.shape
-    out = torch.stack([freq[layout[j], ..., j] for j in range(len(layout))], dim=-1)
-    return torch.cat((out, out), dim=-1)
+    axes = torch.tensor(LAYOUTS[os.environ["ROPE_LAYOUT"]], device=freq.device)
+    assert freq.shape[-1] == len(axes), freq.shape
+    return M.recompose_frequencies(freq, axes)
 
 
 def run(script: str, argv: list[str]) -> None:
