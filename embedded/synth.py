@@ -47,7 +47,6 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
 from tqdm import tqdm
 
 from geovlm import tasks
@@ -508,6 +507,8 @@ def _empty_scene(rng: np.random.Generator, label: str, big: bool = False) -> Sce
 
 def _tighten(mask: np.ndarray, shade: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Keep the largest 8-connected piece (thin rotated tips can detach) and crop to it."""
+    from scipy import ndimage  # 0.35 s: paid by the commands that draw scenes, not by every import of synth
+
     lab, n = ndimage.label(mask, np.ones((3, 3)))
     if n > 1:
         sizes = ndimage.sum(mask, lab, range(1, n + 1))
@@ -751,6 +752,8 @@ def object_mask(img: np.ndarray, cls: str | None = None) -> np.ndarray:
 
 def find_objects(img: np.ndarray, cls: str | None = None) -> list[tuple[str, list[int]]]:
     """(class, [x1, y1, x2, y2]) of every object recovered from pixels, in reading order."""
+    from scipy import ndimage
+
     found = []
     for c in CLASSES if cls is None else (cls,):
         lab, _ = ndimage.label(object_mask(img, c), np.ones((3, 3)))

@@ -27,8 +27,6 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
 
 import model as M
 from geovlm import fsdp, lora
@@ -57,6 +55,11 @@ def save_checkpoint(
     prunes the other checkpoints/step-* directories beside `path` to the newest `keep`. lora_config (PEFT's
     adapter_config.json, lora.peft_config): the model has adapters; the merged model and adapter/ are
     written."""
+    # torch.distributed.checkpoint is imported here and in load_checkpoint: 1.2 s that a command stopped by a
+    # mistake, or an evaluation, does not need
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
     path = Path(path)
     full = fsdp.full_state_dict(net)  # the whole model on rank 0 (collective under FSDP)
     optim_state = get_optimizer_state_dict(fsdp.unwrap(net), optimizer)  # this rank's shards
@@ -155,6 +158,9 @@ def load_checkpoint(
 ) -> tuple[dict, dict]:
     """Restore the optimizer and this rank's RNG states from `path` (the model weights were loaded from
     it already: it is an HF directory). Returns (the trainer's global state, this rank's own state)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
+
     path = Path(path)
     state = json.loads((path / "resume" / "state.json").read_text())
     if state["world"] != env.world:

@@ -21,14 +21,9 @@ from __future__ import annotations
 import contextlib
 
 import torch
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-from torch.distributed.fsdp import (
-    CPUOffloadPolicy,
-    FSDPModule,
-    MixedPrecisionPolicy,
-    OffloadPolicy,
-    fully_shard,
-)
+
+# torch.distributed.fsdp and .checkpoint are imported where a sharded model needs them: together 1.1 s, which
+# every one-process command (a mistake in the flags too) would otherwise wait for
 
 
 class FSDPRoot(torch.nn.Module):
@@ -50,6 +45,7 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def _fsdp_children(root: FSDPRoot) -> list:
+    from torch.distributed.fsdp import FSDPModule
 
     return [m for m in root.module.modules() if isinstance(m, FSDPModule)]
 
@@ -116,6 +112,7 @@ def wrap_fsdp(
     fp32, over the fp32 master weights the model was loaded with. activation_checkpointing: recompute each
     decoder layer and vision block in backward. cpu_offload: sharded parameters, gradients and optimizer
     state live on the CPU (the optimizer steps there); each unit is copied to the GPU for its forward."""
+    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
     device = next(model.parameters()).device
     if mixed_precision is None:
@@ -145,6 +142,7 @@ def full_state_dict(model: torch.nn.Module) -> dict | None:
     None for a plain model (save then reads the model itself). Every rank must call it."""
     if not isinstance(model, FSDPRoot):
         return None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     for m in [*_fsdp_children(model), model]:  # sharded fp32 masters registered, never a gathered (bf16) copy
         m.reshard()

@@ -12,9 +12,12 @@ tests/test_model.py checks that each equals its plain twin.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
-from transformers import StaticCache
+
+if TYPE_CHECKING:
+    from transformers import StaticCache
 
 
 # ----------------------------------------------------------------------------- the fused log-prob head
@@ -143,6 +146,8 @@ def compiled_decode_step(
     """A fixed-size KV cache and `make_step(model, cache)` torch.compile'd for it, made once per shape and
     reused by every rollout of that shape, so compiling is paid once. The step takes the whole [rows, length]
     mask (slots past the current one are hidden by causality), so every call has the same shapes."""
+    from transformers import StaticCache
+
     key = (id(model), rows, length, like.dtype, like.device)
     if key not in COMPILED_STEPS:
         cache = StaticCache(config=model.config, max_cache_len=length)

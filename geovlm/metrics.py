@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 import rewards
 from geovlm import parsing as P
@@ -173,6 +172,8 @@ def count_matches(pred: Sequence[Sequence[float]], gt: Sequence[Sequence[float]]
     """Most one-to-one pairs with IoU >= thr (maximum bipartite matching on the thresholded IoUs)."""
     if len(pred) == 0 or len(gt) == 0:
         return 0
+    from scipy.optimize import linear_sum_assignment  # 0.5 s of scipy: only box tasks pay it
+
     ok = P.iou_matrix(pred[:MATCH_CAP], gt) >= thr
     rows, cols = linear_sum_assignment(ok.astype(np.float64), maximize=True)
     return int(ok[rows, cols].sum())

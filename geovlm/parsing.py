@@ -42,7 +42,6 @@ from typing import Any
 
 import numpy as np
 from rapidfuzz import fuzz
-from scipy.optimize import linear_sum_assignment
 
 from geovlm.frames import Frame, from_frame
 
@@ -380,6 +379,8 @@ def hungarian_match(
     """One-to-one assignment maximising total IoU: (pred index, gt index, IoU) for every assigned pair."""
     if len(pred) == 0 or len(gt) == 0:
         return []
+    from scipy.optimize import linear_sum_assignment  # 0.5 s of scipy: only box tasks pay it
+
     ious = iou_matrix(pred, gt)
     rows, cols = linear_sum_assignment(ious, maximize=True)
     return [(int(r), int(c), float(ious[r, c])) for r, c in zip(rows, cols)]

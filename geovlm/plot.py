@@ -38,11 +38,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
-
 PLOTS_DIR = "plots"
 TENSORBOARD_DIR = "tensorboard"
 FIGURES = ("rewards", "training", "lengths", "eval", "timing", "other")  # file order
@@ -188,6 +183,8 @@ _UNSMOOTHED = {"lr"}  # schedules are not noisy
 
 
 def _draw_panel(ax, title: str, keys: list[str], data, n_steps: int) -> None:
+    import matplotlib
+    from matplotlib.ticker import MaxNLocator
 
     cmap = matplotlib.colormaps["tab10" if len(keys) <= 10 else "tab20"]
     for j, key in enumerate(keys):
@@ -234,6 +231,9 @@ def _draw_panel(ax, title: str, keys: list[str], data, n_steps: int) -> None:
 
 
 def _save_figure(path: Path, title: str, figure_panels: dict[str, list[str]], data, n_steps: int) -> None:
+    # imported when drawing: matplotlib takes 0.7 s, which a command stopped by a mistake must not wait for
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     n = len(figure_panels)
     ncols = min(3, n)

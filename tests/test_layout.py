@@ -28,12 +28,21 @@ OPTIONAL = {
 }
 # heavy and needed by one path only: at module level they would cost every command (a mistake in the flags
 # too) several seconds of imports (torchvision through transformers' auto classes and Qwen's image
-# processor; NLTK through rouge-score)
+# processor; NLTK through rouge-score; FSDP and distributed checkpointing, matplotlib and scipy: 3.5 s)
 HEAVY = {
     "transformers",
     "transformers.models.qwen2_vl.image_processing_qwen2_vl",
     "transformers.models.qwen2_vl.video_processing_qwen2_vl",
     "rouge_score",
+    "torch.distributed.fsdp",
+    "torch.distributed.checkpoint",
+    "torch.distributed.checkpoint.state_dict",
+    "matplotlib",
+    "matplotlib.backends.backend_agg",
+    "matplotlib.figure",
+    "matplotlib.ticker",
+    "scipy.optimize",
+    "scipy",
 }
 
 
