@@ -272,6 +272,8 @@ def plot_run(
                     f"({'no numeric rows' if log.exists() else 'no such file'})"
                 )
             return written
+        import matplotlib  # noqa: F401  (missing: the one line below, not one per figure)
+
         out = Path(out_dir) if out_dir is not None else run / PLOTS_DIR
         out.mkdir(parents=True, exist_ok=True)
         n_steps = len({_number(r.get("step")) for r in rows if "eval" not in r})

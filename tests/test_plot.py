@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+import sys
 from pathlib import Path
 
 import pytest
@@ -164,6 +165,17 @@ def test_odd_logs_never_raise(tmp_path, capsys):
     files = plot.plot_run(tmp_path / "junk" / "log.jsonl")  # a log file works as well as its folder
     assert [f.name for f in files] == ["eval.png"]  # the one finite number, at its row index (no step)
     assert plot.series(plot.read_log(tmp_path / "junk" / "log.jsonl")) == {"eval/vqa": ([2.0], [3.0])}
+
+
+def test_without_matplotlib_a_run_is_told_once(tmp_path, monkeypatch, capsys):
+    """matplotlib is imported when drawing: its absence costs the curves (one line), not the run."""
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # what `import matplotlib` meets when it is missing
+    rows = [{"step": s, "loss": 1 / s} for s in (1, 2)]
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert plot.plot_run(tmp_path) == []
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and "matplotlib" in out[0], out
+    assert not (tmp_path / "plots").exists()
 
 
 def test_resumed_steps_keep_the_last_value_and_the_cli(tmp_path):
