@@ -38,14 +38,15 @@ def commit_of(folder: Path) -> str:
     return head.stdout.strip() + ("+changes" if dirty else "")
 
 
-def truncate_log(path: str | os.PathLike, step: int) -> None:
-    """Drop the rows after `step` (written by the run being resumed after its last checkpoint)."""
+def truncate_log(path: str | os.PathLike, step: int, key: str = "step") -> None:
+    """Drop the rows after `step` (written by the run being resumed after its last checkpoint); `key` names
+    the rows' step field (a staged run counts "global_step")."""
     path = Path(path)
     if path.exists():
         rows = [
             line
             for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= step
+            if line.strip() and json.loads(line).get(key, 0) <= step
         ]
         path.write_text("".join(r + "\n" for r in rows))
 

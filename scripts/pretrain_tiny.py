@@ -51,8 +51,8 @@ whole) and a held-out evaluation (eval.generate greedy, geovlm.metrics scores): 
 IoU, detection F1@0.5, and the 3 x 3 cell accuracy of the grounding reasoning, beside the blind baseline
 (geovlm.baselines.best_blind fitted on synth-stage training records). Outputs: out/log.jsonl (a row per step,
 a row per evaluation), out/recipe.json (with each launch's commit), out/results.json (the per-stage table).
-A rerun with the same --out and the same recipe resumes after the last finished stage; a different recipe
-there is refused."""
+A rerun with the same --out and the same recipe resumes after the last finished stage (a stage stopped
+part-way starts over, its rows in the log replaced); a different recipe there is refused."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ from embedded.curriculum import BUILDERS, synth_stage, to_record  # noqa: E402
 from geovlm import baselines  # noqa: E402
 from geovlm.distributed import Dist  # noqa: E402
 from geovlm.flags import count, positive, positive_int  # noqa: E402
-from geovlm.logs import commit_of  # noqa: E402
+from geovlm.logs import commit_of, truncate_log  # noqa: E402
 from geovlm.metrics import Sample, score_samples  # noqa: E402
 from geovlm.parsing import box_iou  # noqa: E402
 from geovlm.schedule import lr_at  # noqa: E402
@@ -466,6 +466,10 @@ def main(argv: list[str] | None = None) -> dict:
     # every launch's commit, in order: a ladder's rungs resume a run at later commits
     commits = (kept or {}).get("commits", []) + [commit_of(Path(__file__).resolve().parent)]
     (out / "recipe.json").write_text(json.dumps(recipe | {"commits": commits}) + "\n")
+    # a stage stopped part-way starts over (no checkpoint inside a stage): its rows so far go, the finished
+    # stages' stay
+    done = [json.loads(next(out.glob(f"stage-{k}-*/done.json")).read_text()) for k in range(finished)]
+    truncate_log(out / "log.jsonl", done[-1]["global_step"] if done else 0, key="global_step")
     log = open(out / "log.jsonl", "a")
     t_start = time.time()
 

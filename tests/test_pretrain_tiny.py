@@ -218,8 +218,13 @@ def test_first_steps_learn_log_and_resume(P, tiny_dir, tmp_path):
     assert [r["step"] for r in steps] == [1, 2, 3] and all(np.isfinite(r["loss"]) for r in steps)
     assert first["stages"][0]["samples"] == 6 and "own_grounding" in first["stages"][0]["eval"]
     assert (out / "stage-0-flat1" / "done.json").exists()
-    # the next rung resumes: stage 0 is not trained again, stage 1 starts from its weights
+    # the next rung resumes: stage 0 is not trained again, stage 1 starts from its weights; a launch of it
+    # killed after its first step (no checkpoint inside a stage) left a row, which the rerun replaces
+    kept = (out / "log.jsonl").read_text()
+    killed = {"stage": "synth", "stage_index": 1, "step": 1, "global_step": 4, "loss": 9.9}
+    (out / "log.jsonl").write_text(kept + json.dumps(killed) + "\n")
     second = P.main([*common, "--stages", "flat1:3,synth:2"])
+    assert (out / "log.jsonl").read_text().startswith(kept)
     rows = [json.loads(line) for line in open(out / "log.jsonl")]
     assert [(r["stage"], r["step"]) for r in rows if "loss" in r] == [("flat1", s) for s in (1, 2, 3)] + [
         ("synth", 1),
