@@ -467,9 +467,10 @@ def main(argv: list[str] | None = None) -> dict:
     commits = (kept or {}).get("commits", []) + [commit_of(Path(__file__).resolve().parent)]
     (out / "recipe.json").write_text(json.dumps(recipe | {"commits": commits}) + "\n")
     # a stage stopped part-way starts over (no checkpoint inside a stage): its rows so far go, the finished
-    # stages' stay
-    done = [json.loads(next(out.glob(f"stage-{k}-*/done.json")).read_text()) for k in range(finished)]
-    truncate_log(out / "log.jsonl", done[-1]["global_step"] if done else 0, key="global_step")
+    # stages' stay (and with nothing left to train, every row stays)
+    if finished < len(args.stage_list):
+        done = [json.loads(next(out.glob(f"stage-{k}-*/done.json")).read_text()) for k in range(finished)]
+        truncate_log(out / "log.jsonl", done[-1]["global_step"] if done else 0, key="global_step")
     log = open(out / "log.jsonl", "a")
     t_start = time.time()
 

@@ -234,6 +234,9 @@ def test_first_steps_learn_log_and_resume(P, tiny_dir, tmp_path):
     # each launch's commit is kept, so a rung's figures name the code that made them
     commits = json.loads((out / "recipe.json").read_text())["commits"]
     assert len(commits) == 2 and all(c and not c.startswith("unknown") for c in commits)
+    whole = (out / "log.jsonl").read_text()
+    P.main([*common, "--stages", "flat1:3"])  # the first rung again: all done, nothing trained, nothing lost
+    assert (out / "log.jsonl").read_text() == whole
     with pytest.raises(SystemExit, match="another recipe"):
         P.main([*common, "--stages", "flatmix:3"])
 
