@@ -48,7 +48,9 @@ def truncate_log(path: str | os.PathLike, step: int, key: str = "step") -> None:
             for line in path.read_text().splitlines()
             if line.strip() and json.loads(line).get(key, 0) <= step
         ]
-        path.write_text("".join(r + "\n" for r in rows))
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(r + "\n" for r in rows))
+        os.replace(tmp, path)  # a Ctrl-C while writing leaves the old log whole, never half of it
 
 
 def check_finite(step: int, **values) -> None:

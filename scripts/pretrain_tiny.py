@@ -469,8 +469,9 @@ def main(argv: list[str] | None = None) -> dict:
     # a stage stopped part-way starts over (no checkpoint inside a stage): its rows so far go, the finished
     # stages' stay (and with nothing left to train, every row stays)
     if finished < len(args.stage_list):
-        done = [json.loads(next(out.glob(f"stage-{k}-*/done.json")).read_text()) for k in range(finished)]
-        truncate_log(out / "log.jsonl", done[-1]["global_step"] if done else 0, key="global_step")
+        last = next(out.glob(f"stage-{finished - 1}-*/done.json"), None) if finished else None
+        kept_step = json.loads(last.read_text())["global_step"] if last else 0
+        truncate_log(out / "log.jsonl", kept_step, key="global_step")
     log = open(out / "log.jsonl", "a")
     t_start = time.time()
 
