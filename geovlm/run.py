@@ -136,6 +136,18 @@ def _on_signal(signum, frame) -> None:
     _INTERRUPTED.append(signum)
 
 
+def catch_stop_signals() -> None:
+    """From here on SIGINT / SIGTERM only set a flag (`stop_signalled`): the training loop finishes its step,
+    saves a checkpoint and stops, instead of dying mid-step with the step's work lost."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _on_signal)
+
+
+def stop_signalled() -> bool:
+    """This process got SIGINT or SIGTERM since `catch_stop_signals`."""
+    return bool(_INTERRUPTED)
+
+
 @dataclass
 class Run:
     """What `start_run` set up: processes, folders, data, the model being trained, logs."""
@@ -194,7 +206,7 @@ class Run:
     def stop_requested(self) -> bool:
         """True on every rank once any got SIGINT/SIGTERM (one tiny all-reduce a step, so all stop
         together)."""
-        return bool(all_reduce_sum(float(bool(_INTERRUPTED)), self.env.device) > 0)
+        return bool(all_reduce_sum(float(stop_signalled()), self.env.device) > 0)
 
     def finish(self) -> None:
         """The pictures of the run (rank 0): PNG curves of log.jsonl in OUT/plots, the rollouts as an HTML
@@ -356,8 +368,7 @@ def start_run(
                 truncate_log(out / entry, start)
         (out / "args.json").write_text(json.dumps(vars(args), indent=2))
     barrier()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, _on_signal)
+    catch_stop_signals()
     tensorboard = None
     if args.tensorboard and env.main:
         tensorboard = plot.TensorBoard(

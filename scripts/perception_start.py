@@ -2,7 +2,7 @@
 tiny model to the start the defaults use (embedded/weights/embedded-start, defaults.sft_model()).
 
     python scripts/perception_start.py --out runs/perception     # 21 links, 31,000 steps: 14-15 h of one core
-    python scripts/perception_start.py --out runs/perception     # again: resumes after the finished links
+    python scripts/perception_start.py --out runs/perception     # again: resumes where it stopped
     python scripts/perception_start.py --out runs/perception --ship embedded/weights/embedded-start
                                         # copy the last link's model there, with its manifest
     python scripts/perception_start.py --out runs/perception --links 16 \\
@@ -126,14 +126,17 @@ def run_chain(out: Path, links: int = 0) -> Path:
         base = ["--base-model", str(stage_dir(out, k - 1))] if k else []
         cmd = [sys.executable, str(ROOT / "scripts" / "pretrain_tiny.py"), "--out", str(link_dir(out, k))]
         print(f"perception_start: link {k} of {links} (rung {rung}): {flags}", flush=True)
-        try:
-            code = subprocess.run([*cmd, *base, *flags.split()]).returncode
-        except KeyboardInterrupt:  # the link got the Ctrl-C too; its finished predecessors are kept
-            code = 130
-        if code:  # pretrain_tiny.py has said why; finished links are kept
+        link = subprocess.Popen([*cmd, *base, *flags.split()])
+        while True:
+            try:
+                code = link.wait()
+                break
+            except KeyboardInterrupt:  # the link got the Ctrl-C too: it ends its step and saves a checkpoint
+                continue
+        if code:  # pretrain_tiny.py has said why; finished links and the stopped one's checkpoint are kept
             raise SystemExit(
-                f"perception_start.py: link {k} (rung {rung}) stopped (exit {code}); the same command starts "
-                "it again from the link before"
+                f"perception_start.py: link {k} (rung {rung}) stopped (exit {code}); the same command "
+                "continues it from its last checkpoint"
             )
     return stage_dir(out, links - 1)
 

@@ -51,13 +51,17 @@ whole) and a held-out evaluation (eval.generate greedy, geovlm.metrics scores): 
 IoU, detection F1@0.5, and the 3 x 3 cell accuracy of the grounding reasoning, beside the blind baseline
 (geovlm.baselines.best_blind fitted on synth-stage training records). Outputs: out/log.jsonl (a row per step,
 a row per evaluation), out/recipe.json (with each launch's commit), out/results.json (the per-stage table).
-A rerun with the same --out and the same recipe resumes after the last finished stage (a stage stopped
-part-way starts over, its rows in the log replaced); a different recipe there is refused."""
+A rerun with the same --out and the same recipe resumes where the last launch stopped: after the last finished
+stage, and inside a stage from its newest checkpoint (out/partial/stage-K-NAME/, every --save-every steps and
+on Ctrl-C / SIGTERM, which finish the step and save first; removed when the stage is done). The resumed run
+logs the same losses as one never stopped, the log's rows after the checkpoint replaced; a different recipe
+there is refused."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -76,11 +80,13 @@ import train_sft  # noqa: E402
 from embedded import defaults, synth, tiny  # noqa: E402
 from embedded.curriculum import BUILDERS, synth_stage, to_record  # noqa: E402
 from geovlm import baselines  # noqa: E402
+from geovlm.checkpoints import discard_torn, find_checkpoint, load_checkpoint, save_checkpoint  # noqa: E402
 from geovlm.distributed import Dist  # noqa: E402
 from geovlm.flags import count, positive, positive_int  # noqa: E402
 from geovlm.logs import commit_of, truncate_log  # noqa: E402
 from geovlm.metrics import Sample, score_samples  # noqa: E402
 from geovlm.parsing import box_iou  # noqa: E402
+from geovlm.run import catch_stop_signals, stop_signalled  # noqa: E402
 from geovlm.schedule import lr_at  # noqa: E402
 from geovlm.tasks import TASKS, parse_answer  # noqa: E402
 
@@ -300,6 +306,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=0,
         help="also evaluate every N steps within a stage; 0: at stage ends only (default: %(default)s)",
     )
+    p.add_argument(
+        "--save-every",
+        type=count,
+        default=250,
+        help="checkpoint every N steps within a stage, which a rerun resumes from (Ctrl-C and SIGTERM save "
+        "one too); 0: only those (default: %(default)s)",
+    )
     p.add_argument("--batch-size", type=positive_int, default=8, help="records a step (default: %(default)s)")
     p.add_argument(
         "--lr", type=positive, default=2e-3, help="peak learning rate of each stage (default: %(default)s)"
@@ -417,6 +430,37 @@ def base_model(args: argparse.Namespace, out: Path) -> str:
     return str(defaults._build_once(out / name, "config.json", build))
 
 
+def partial_dir(out: Path, k: int, stage: str) -> Path:
+    """Stage k's checkpoints inside the stage (checkpoints/step-NNNNNN, the newest kept), gone once done."""
+    return out / "partial" / f"stage-{k}-{stage}"
+
+
+def stage_checkpoint(
+    out: Path, k: int, stage: str, steps: int, tasks: tuple[str, ...]
+) -> tuple[Path | None, dict]:
+    """The newest checkpoint of stage k stopped part-way and its state, or (None, {}) if it has none. One of
+    a stage with other steps or tasks (another schedule) is refused, not resumed or dropped."""
+    folder = partial_dir(out, k, stage)
+    discard_torn(folder)  # a save cut short leaves a dot-folder: never resumed
+    ckpt = find_checkpoint(folder, "auto")
+    if ckpt is None:
+        return None, {}
+    state = json.loads((ckpt / "resume" / "state.json").read_text())
+    if (state["steps"], state["tasks"]) != (steps, list(tasks)):
+        raise SystemExit(
+            f"pretrain_tiny.py: {folder} holds stage {k} ({stage}) stopped at step {state['step']} of "
+            f"{state['steps']} steps of {'+'.join(state['tasks'])}; rerun with that stage to continue it, "
+            f"or remove {folder} to start it over"
+        )
+    return ckpt, state
+
+
+def stopped(where: str) -> None:
+    """After Ctrl-C / SIGTERM and the checkpoint: say how to go on, exit 130 (as a Ctrl-C does)."""
+    print(f"pretrain_tiny.py: stopped {where}; the same command continues from there", flush=True)
+    raise SystemExit(130)
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(1)  # the recipe's figures are one-core figures
@@ -463,14 +507,17 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(
             f"pretrain_tiny.py: {out} holds a run of another recipe ({kept}); pick another --out"
         )
+    # a stage stopped part-way resumes from its checkpoint (refused here if the stage's schedule changed)
+    unfinished = finished < len(args.stage_list)
+    _, resumed = stage_checkpoint(out, finished, *args.stage_list[finished]) if unfinished else (None, {})
     # every launch's commit, in order: a ladder's rungs resume a run at later commits
     commits = (kept or {}).get("commits", []) + [commit_of(Path(__file__).resolve().parent)]
     (out / "recipe.json").write_text(json.dumps(recipe | {"commits": commits}) + "\n")
-    # a stage stopped part-way starts over (no checkpoint inside a stage): its rows so far go, the finished
-    # stages' stay (and with nothing left to train, every row stays)
-    if finished < len(args.stage_list):
+    # the log keeps the rows up to where the first unfinished stage resumes (with nothing left to train, every
+    # row)
+    if unfinished:
         last = next(out.glob(f"stage-{finished - 1}-*/done.json"), None) if finished else None
-        kept_step = json.loads(last.read_text())["global_step"] if last else 0
+        kept_step = resumed.get("global_step", json.loads(last.read_text())["global_step"] if last else 0)
         truncate_log(out / "log.jsonl", kept_step, key="global_step")
     log = open(out / "log.jsonl", "a")
     t_start = time.time()
@@ -490,18 +537,24 @@ def main(argv: list[str] | None = None) -> dict:
     global_step = 0
     # a stage's own held-out set is the one of its first occurrence, so a repeated stage is measured alike
     first = {name: [n for n, _, _ in args.stage_list].index(name) for name, _, _ in args.stage_list}
+    catch_stop_signals()  # Ctrl-C / SIGTERM: the step ends, a checkpoint is saved, then the run stops
     for k, (stage, steps, stage_tasks) in enumerate(args.stage_list):
         folder = out / f"stage-{k}-{stage}"
         if (folder / "done.json").exists():  # finished in an earlier run: continue from its weights
             path, global_step = str(folder), json.loads((folder / "done.json").read_text())["global_step"]
             print(f"stage {k} {stage}: done already, resuming from {folder}", flush=True)
             continue
-        loaded = M.load(path, device="cpu")
+        ckpt, state = stage_checkpoint(out, k, stage, steps, stage_tasks)
+        loaded = M.load(str(ckpt or path), device="cpu")
         net, processor = loaded.model, loaded.processor
         net.train()
         opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.0, betas=(0.9, 0.95))
-        t0 = time.time()
-        for step in range(1, steps + 1):
+        if ckpt:
+            load_checkpoint(ckpt, net, opt, env)
+            global_step = state["global_step"]
+            print(f"stage {k} {stage}: resuming from {ckpt} (step {state['step']} of {steps})", flush=True)
+        t0 = time.time() - state.get("train_seconds", 0.0)
+        for step in range(state.get("step", 0) + 1, steps + 1):
             ts = time.perf_counter()
             recs = stream_records(
                 stage,
@@ -547,6 +600,27 @@ def main(argv: list[str] | None = None) -> dict:
                 log.flush()
                 shown = {t: v for t, v in m.items() if t in EVAL_TASKS or t.startswith("own_")}
                 print(f"  eval at step {step}: {json.dumps(shown)}", flush=True)
+            stop = stop_signalled()
+            if stop or (args.save_every and (step % args.save_every == 0 or step == steps)):
+                log.flush()  # the log holds every row up to the checkpoint
+                save_checkpoint(
+                    partial_dir(out, k, stage) / "checkpoints" / f"step-{step:06d}",
+                    net,
+                    processor,
+                    opt,
+                    env,
+                    {
+                        "step": step,
+                        "global_step": global_step,
+                        "steps": steps,
+                        "tasks": list(stage_tasks),
+                        "train_seconds": time.time() - t0,
+                    },
+                    rank_state={},
+                    keep=1,
+                )
+            if stop:
+                stopped(f"in stage {k} ({stage}) after step {step} of {steps}")
         train_minutes = (time.time() - t0) / 60
         M.save(net, processor, folder)
         m = evaluate(net, processor, loaded.frame_kind, held, args.max_new_tokens)
@@ -567,12 +641,17 @@ def main(argv: list[str] | None = None) -> dict:
         (folder / "done.json").write_text(json.dumps(entry) + "\n")
         results["stages"].append(entry)
         results_path.write_text(json.dumps(results, indent=2) + "\n")
+        shutil.rmtree(partial_dir(out, k, stage), ignore_errors=True)
+        if (out / "partial").is_dir() and not any((out / "partial").iterdir()):
+            (out / "partial").rmdir()
         path = str(folder)
         print(
             f"stage {k} {stage} done: {json.dumps({t: m[t] for t in EVAL_TASKS})} "
             f"({train_minutes:.1f} min training)",
             flush=True,
         )
+        if stop_signalled() and k + 1 < len(args.stage_list):  # it came during the stage's evaluation
+            stopped(f"after stage {k} ({stage})")
     print(f"total {(time.time() - t_start) / 60:.1f} min; final model {path}", flush=True)
     return results
 

@@ -5,6 +5,8 @@ log, and a rerun resumes its stages."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -219,7 +221,7 @@ def test_first_steps_learn_log_and_resume(P, tiny_dir, tmp_path):
     assert first["stages"][0]["samples"] == 6 and "own_grounding" in first["stages"][0]["eval"]
     assert (out / "stage-0-flat1" / "done.json").exists()
     # the next rung resumes: stage 0 is not trained again, stage 1 starts from its weights; a launch of it
-    # killed after its first step (no checkpoint inside a stage) left a row, which the rerun replaces
+    # killed after its first step (before the stage's first checkpoint) left a row, which the rerun replaces
     kept = (out / "log.jsonl").read_text()
     killed = {"stage": "synth", "stage_index": 1, "step": 1, "global_step": 4, "loss": 9.9}
     (out / "log.jsonl").write_text(kept + json.dumps(killed) + "\n")
@@ -239,6 +241,72 @@ def test_first_steps_learn_log_and_resume(P, tiny_dir, tmp_path):
     assert (out / "log.jsonl").read_text() == whole
     with pytest.raises(SystemExit, match="another recipe"):
         P.main([*common, "--stages", "flatmix:3"])
+
+
+def test_a_stage_stopped_part_way_resumes_from_its_checkpoint_with_the_unstopped_losses(
+    P, tiny_dir, tmp_path, monkeypatch, capsys
+):
+    import train_sft
+    from geovlm import run
+
+    common = [
+        *("--base-model", tiny_dir, "--eval-records", "2", "--blind-records", "20", "--batch-size", "2"),
+        *("--max-new-tokens", "8", "--stages", "flat1:4", "--save-every", "2"),
+    ]
+    monkeypatch.setattr(run, "_INTERRUPTED", [])  # the Ctrl-C below must not outlive this test
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    real_step = train_sft.train_step
+
+    def launch(out: Path, at_step: int | None = None, then=None, extra: tuple = ()) -> dict:
+        calls = []
+
+        def step(*a, **k):
+            calls.append(1)
+            if len(calls) == at_step:
+                then()
+            return real_step(*a, **k)
+
+        monkeypatch.setattr(train_sft, "train_step", step if at_step else real_step)
+        try:
+            return P.main(["--out", str(out), *common, *extra])
+        finally:  # each launch is a new process: the signal handlers and the flag start afresh
+            for s, h in handlers.items():
+                signal.signal(s, h)
+            run._INTERRUPTED.clear()
+
+    def rows(out: Path) -> list[tuple]:
+        lines = [json.loads(line) for line in open(out / "log.jsonl")]
+        return [(r["global_step"], r["loss"], r["grad_norm"], r["lr"]) for r in lines if "loss" in r]
+
+    whole = launch(tmp_path / "whole")
+    assert not (tmp_path / "whole" / "partial").exists()  # a finished stage leaves no checkpoint behind
+
+    out, ckpts = tmp_path / "stopped", tmp_path / "stopped" / "partial" / "stage-0-flat1" / "checkpoints"
+
+    def die():  # a kill in step 4: nothing saved past the periodic checkpoint of step 2
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        launch(out, at_step=4, then=die)
+    assert [d.name for d in ckpts.iterdir()] == ["step-000002"]
+    # Ctrl-C in the resumed launch's first step (step 3): the step ends, is saved, and the run stops
+    with pytest.raises(SystemExit) as stop:
+        launch(out, at_step=1, then=lambda: os.kill(os.getpid(), signal.SIGINT))
+    assert stop.value.code == 130
+    assert "stopped in stage 0 (flat1) after step 3 of 4" in capsys.readouterr().out
+    assert [d.name for d in ckpts.iterdir()] == ["step-000003"]
+    assert [r[0] for r in rows(out)] == [1, 2, 3]
+    # a launch of the stage on another schedule is refused before anything is written; the checkpoint stays
+    recipe = (out / "recipe.json").read_text()
+    with pytest.raises(SystemExit, match="stopped at step 3 of 4 steps of grounding"):
+        launch(out, extra=("--stages", "flat1:6"))
+    assert (out / "recipe.json").read_text() == recipe and (ckpts / "step-000003").is_dir()
+    resumed = launch(out)
+    assert "resuming from" in capsys.readouterr().out
+    # the same losses, gradient norms and rates to the last bit, and the same held-out scores as unstopped
+    assert rows(out) == rows(tmp_path / "whole") and len(rows(out)) == 4
+    assert resumed["stages"][0]["eval"] == whole["stages"][0]["eval"]
+    assert not (out / "partial").exists()
 
 
 def test_the_text_first_template_puts_each_turn_s_text_before_its_images():

@@ -193,6 +193,27 @@ def test_the_embedded_start_sees_the_objects_it_boxes(tmp_path):
     assert seen >= max(permuted, blind) + 0.06, (seen, permuted, blind)  # measured: 0.240, 0.000, 0.000
 
 
+def test_a_ctrl_c_lets_the_link_save_its_checkpoint_before_the_chain_stops(
+    tmp_path, perception_start, monkeypatch
+):
+    waits = []
+
+    class Link:  # pretrain_tiny.py got the Ctrl-C too: it ends its step, saves, and exits 130
+        def __init__(self, cmd):
+            pass
+
+        def wait(self):
+            waits.append(1)
+            if len(waits) == 1:
+                raise KeyboardInterrupt
+            return 130
+
+    monkeypatch.setattr(perception_start.subprocess, "Popen", Link)
+    with pytest.raises(SystemExit, match="link 0 \\(rung \\d+\\) stopped \\(exit 130\\).*last checkpoint"):
+        perception_start.run_chain(tmp_path / "chain")
+    assert len(waits) == 2  # the chain waited for the link instead of leaving it mid-save
+
+
 def test_the_chain_trains_each_link_from_the_last_and_resumes_after_the_finished_ones(
     tmp_path, perception_start, monkeypatch, capsys
 ):
