@@ -1,6 +1,8 @@
 """Shared fixtures: one synthetic data set and one tiny model per test session (built offline)."""
 
+import fcntl
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -35,21 +37,40 @@ def pytest_collection_modifyitems(config, items):
     items[:] = [i for share in shares for i in share]
 
 
+def _built_once(tmp_path_factory, name: str, build) -> Path:
+    """A folder made by build(folder) once a session. Under pytest-xdist (make test) the workers share it: the
+    first to get here builds it under a lock and the others wait and read it, instead of each building its
+    own (15 s of a core each). The tests only read these folders."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:  # one process: it is the session
+        out = tmp_path_factory.mktemp(name)
+        build(out)
+        return out
+    root = tmp_path_factory.getbasetemp().parent  # this session's folder, above each worker's own
+    out, built = root / name, root / f"{name}.built"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not built.exists():
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir()
+            build(out)
+            built.touch()
+    return out
+
+
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory) -> Path:
     from embedded import synth
 
-    out = tmp_path_factory.mktemp("synth")
-    synth.make_dataset(out, n=240, seed=0)
-    return out
+    return _built_once(tmp_path_factory, "synth", lambda out: synth.make_dataset(out, n=240, seed=0))
 
 
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory, synth_dir) -> str:
     from embedded import defaults, tiny
 
-    out = tmp_path_factory.mktemp("tiny") / "model"
-    return tiny.build_tiny(out, defaults.tokenizer_corpus([synth_dir / "train.jsonl"]), seed=0)
+    corpus = lambda: defaults.tokenizer_corpus([synth_dir / "train.jsonl"])  # noqa: E731
+    out = _built_once(tmp_path_factory, "tiny", lambda out: tiny.build_tiny(out / "model", corpus(), seed=0))
+    return str(out / "model")
 
 
 @pytest.fixture(scope="session")
