@@ -11,7 +11,7 @@ from embedded import defaults
 
 @pytest.mark.slow(minutes=0.6)
 def test_headline_command_on_the_defaults_has_reward_spread_and_gradient_from_step_one(tmp_path, capsys):
-    argv = ["--task", "detection", "--max-steps", "3", "--eval-records", "6", "--out", str(tmp_path / "run")]
+    argv = ["--task", "detection", "--max-steps", "2", "--eval-records", "6", "--out", str(tmp_path / "run")]
     train_grpo.main(argv)
     banner = capsys.readouterr().out
     # the start-up banner names the embedded start and how it was made
@@ -19,14 +19,14 @@ def test_headline_command_on_the_defaults_has_reward_spread_and_gradient_from_st
     assert "[shipped start: `python scripts/perception_start.py" in banner
     rows = list(map(json.loads, open(tmp_path / "run" / "log.jsonl")))
     steps = [r for r in rows if "reward_mean" in r]
-    assert [r["step"] for r in steps] == [1, 2, 3]
+    assert [r["step"] for r in steps] == [1, 2]
     assert steps[0]["reward_std"] > 0 and steps[0]["grad_norm"] > 0, steps[0]
     assert steps[0]["zero_std_frac"] < 1.0, steps[0]
     # the start finds objects: the detection reward itself pays at step one, not only the format reward
     assert steps[0]["reward/detection_score"] > 0, steps[0]
     # without --eval-data the embedded test split is held out: detection F1 logged at the start and the end
     evals = [r for r in rows if "eval" in r]
-    assert [r["step"] for r in evals] == [0, 3] and all("f1@0.5" in r["eval"]["detection"] for r in evals)
+    assert [r["step"] for r in evals] == [0, 2] and all("f1@0.5" in r["eval"]["detection"] for r in evals)
 
 
 def test_bad_data_is_reported_before_the_default_start_is_sought(tmp_path, monkeypatch):
