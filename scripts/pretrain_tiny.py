@@ -66,6 +66,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NoReturn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -455,7 +456,7 @@ def stage_checkpoint(
     return ckpt, state
 
 
-def stopped(where: str) -> None:
+def stopped(where: str) -> NoReturn:
     """After Ctrl-C / SIGTERM and the checkpoint: say how to go on, exit 130 (as a Ctrl-C does)."""
     print(f"pretrain_tiny.py: stopped {where}; the same command continues from there", flush=True)
     raise SystemExit(130)
