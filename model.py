@@ -402,6 +402,7 @@ def sample(
     pad_id: int | None = None,
     check_every: int = 8,
     static_cache: bool = False,
+    preallocate: bool = True,
 ) -> Rollout:
     """G completions per prompt from a KV-cached decoding loop (temperature 0 = greedy).
 
@@ -419,7 +420,10 @@ def sample(
     static_cache: the fast path (kernels.compiled_decode_step): a fixed-size KV cache and a torch.compile'd
     `decode_step` (CUDA graphs on CUDA), its length rounded up to 128 so that prompts of similar length share
     one compiled step. Compiling takes seconds to a minute per new (B*G, length); it pays only over many
-    rollouts of the same shape."""
+    rollouts of the same shape.
+
+    preallocate: the decode steps write the KV cache in place (kernels.preallocate_cache) instead of
+    transformers' concatenation of the whole cache every step; the same numbers (False: the plain path)."""
     G, T = group_size, max_new_tokens
     eos_ids = eos_token_ids(model) if eos_ids is None else eos_ids
     banned = banned_token_ids(model) if banned is None else banned
@@ -442,6 +446,8 @@ def sample(
             tok, pos.contiguous(), mask
         ).clone()  # clone: graphs reuse outputs
     else:
+        if preallocate:
+            kernels.preallocate_cache(cache, L)
         plain = decode_step(model, cache)
         step = lambda tok, pos, upto: plain(tok, pos, mask[:, :upto])
     next_pos = (pos.amax(dim=(0, 2)) + 1).repeat_interleave(G)  # [BG]

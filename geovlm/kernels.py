@@ -4,9 +4,11 @@
                               [tokens, vocabulary] logits: a custom autograd function, vocabulary-tiled
     compiled_decode_step    model.decode_step into a fixed-size KV cache, torch.compile'd
                             (CUDA graphs on CUDA)
+    preallocate_cache       the sampler's KV cache written in place into buffers of the rollout's length,
+                            instead of transformers' torch.cat of the whole cache every step
 
-model.py switches between them in one line each (`head_logprobs = ...`, `sample(static_cache=...)`);
-tests/test_model.py checks that each equals its plain twin.
+model.py switches between them in one line each (`head_logprobs = ...`, `sample(static_cache=...)`,
+`sample(preallocate=...)`); tests/test_model.py checks that each equals its plain twin.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
+from transformers.cache_utils import DynamicCache, DynamicLayer
 
 if TYPE_CHECKING:
     from transformers import StaticCache
@@ -134,6 +137,35 @@ def fused_head_logprobs(
             dtype,
         )
     return lp.view(n, t)
+
+
+# ----------------------------------------------------------------------------- the preallocated KV cache
+class _PreallocatedLayer(DynamicLayer):
+    """A DynamicLayer whose keys and values are views of buffers allocated once for the rollout's length: a
+    step copies its token's states into the next slot. transformers' DynamicLayer concatenates, copying the
+    whole cache every step (O(L) a token, O(L^2) a rollout: on the CPU as much time as the attention). The
+    views hold the same numbers as the concatenated ones, and attention reads them alike (bitwise: tested)."""
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        n, m = self.keys.shape[-2], key_states.shape[-2]
+        self._key_buffer[..., n : n + m, :].copy_(key_states)
+        self._value_buffer[..., n : n + m, :].copy_(value_states)
+        self.keys, self.values = self._key_buffer[..., : n + m, :], self._value_buffer[..., : n + m, :]
+        return self.keys, self.values
+
+
+def preallocate_cache(cache: DynamicCache, length: int) -> None:
+    """Give every layer of a prefilled DynamicCache (already repeated to its rows) buffers of `length`
+    positions, its prefill copied into their first slots; later updates write in place."""
+    for i, layer in enumerate(cache.layers):
+        k, v = layer.keys, layer.values  # [rows, kv heads, P, head dim]
+        new = _PreallocatedLayer()
+        new.device, new.is_initialized = k.device, True
+        new._key_buffer = k.new_empty(*k.shape[:-2], length, k.shape[-1])
+        new._value_buffer = v.new_empty(*v.shape[:-2], length, v.shape[-1])
+        new.keys = new._key_buffer[..., :0, :]
+        new.update(k, v)  # the prefill, into the first slots
+        cache.layers[i] = new
 
 
 # ----------------------------------------------------------------------------- the compiled decode step

@@ -6,8 +6,10 @@ Rows (median [min-max] seconds over --reps, the two variants alternated):
   shared prefill   model.sample(prompts, G)            vs  model.sample(prompts repeated G times, 1):
                    one prefill + image encoding per prompt vs one per sample
   EOS check        check_every=8 (host sync every 8 tokens) vs check_every=1
+  preallocated     sample(preallocate=True): the KV cache written in place into buffers of the rollout's length
+                   (kernels.preallocate_cache) vs transformers' DynamicCache, concatenated every step
   static cache     sample(static_cache=True): fixed-size KV cache + torch.compile'd decode step (compiled in
-                   the warm-up run) vs the eager DynamicCache loop
+                   the warm-up run) vs the eager loop (its preallocated cache)
   frozen vision    token_logprobs with image features computed once vs encoded again in the pass
   shared prefix    token_logprobs running the prompt once per group (KV cache repeated to G) vs once per
                    completion, with autograd (the policy update) and without (reference / old log-probs)
@@ -91,6 +93,16 @@ def main(argv: list[str] | None = None) -> None:
             "every token",
             lambda: M.sample(net, x, G, T, generator=gen(), check_every=8),
             lambda: M.sample(net, x, G, T, generator=gen(), check_every=1),
+            args.reps,
+        )
+    )
+    print(
+        row(
+            "KV cache preallocated, written in place",
+            "in place",
+            "concatenated",
+            lambda: M.sample(net, x, G, T, generator=gen(), **no_eos),
+            lambda: M.sample(net, x, G, T, generator=gen(), preallocate=False, **no_eos),
             args.reps,
         )
     )

@@ -222,6 +222,28 @@ def test_shared_prefix_falls_back_under_gradient_checkpointing(tiny_dir, synth_d
     assert (lp.detach() - ro.logprobs).abs().max().item() < 1e-4
 
 
+def test_the_preallocated_cache_samples_bit_for_bit_what_the_concatenating_one_does(synth_dir):
+    """kernels.preallocate_cache (the sampler's default) against transformers' DynamicCache: the same tokens
+    and the same log-probs to the last bit, on the shipped start at the proof's temperature and length."""
+    from embedded import defaults
+
+    start = M.load(defaults.sft_model(), device="cpu")
+    start.model.eval()
+    _, batch = _prompts(start, synth_dir, tasks=("detection", "grounding", "counting"))
+    eos = M.eos_token_ids(start.model, start.processor)
+
+    def draw(preallocate: bool) -> M.Rollout:
+        gen = torch.Generator().manual_seed(0)
+        return M.sample(
+            start.model, batch.inputs, 4, 128, 0.7, generator=gen, eos_ids=eos, preallocate=preallocate
+        )
+
+    fast, plain = draw(True), draw(False)
+    assert fast.completion_mask.sum(1).min() > 30  # whole answers: the cache grows by a hundred tokens
+    for field in ("completion_ids", "completion_mask", "truncated", "logprobs"):
+        assert torch.equal(getattr(fast, field), getattr(plain, field)), field
+
+
 def test_static_cache_compiled_decode_equals_eager(tiny, synth_dir):
     """The compiled fixed-size-cache decoder: greedy tokens of the eager sampler, log-probs that
     token_logprobs reproduces, one compiled step per (rows, cache length) reused by the next rollout."""
