@@ -6,8 +6,8 @@ Rows (median [min-max] seconds over --reps, the two variants alternated):
   shared prefill   model.sample(prompts, G)            vs  model.sample(prompts repeated G times, 1):
                    one prefill + image encoding per prompt vs one per sample
   EOS check        check_every=8 (host sync every 8 tokens) vs check_every=1
-  preallocated     sample(preallocate=True): the KV cache written in place into buffers of the rollout's length
-                   (kernels.preallocate_cache) vs transformers' DynamicCache, concatenated every step
+  preallocated     sample(preallocate=True): the KV cache written in place into buffers of the rollout's
+                   length (kernels.preallocate_cache) vs transformers' DynamicCache, concatenated every step
   static cache     sample(static_cache=True): fixed-size KV cache + torch.compile'd decode step (compiled in
                    the warm-up run) vs the eager loop (its preallocated cache)
   frozen vision    token_logprobs with image features computed once vs encoded again in the pass
