@@ -13,14 +13,14 @@ model.py switches between them in one line each (`head_logprobs = ...`, `sample(
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
-from transformers.cache_utils import DynamicCache, DynamicLayer
 
 if TYPE_CHECKING:
-    from transformers import StaticCache
+    from transformers import DynamicCache, StaticCache
 
 
 # ----------------------------------------------------------------------------- the fused log-prob head
@@ -140,18 +140,24 @@ def fused_head_logprobs(
 
 
 # ----------------------------------------------------------------------------- the preallocated KV cache
-class _PreallocatedLayer(DynamicLayer):
+@functools.cache
+def _preallocated_layer() -> type:
     """A DynamicLayer whose keys and values are views of buffers allocated once for the rollout's length: a
     step copies its token's states into the next slot. transformers' DynamicLayer concatenates, copying the
     whole cache every step (O(L) a token, O(L^2) a rollout: on the CPU as much time as the attention). The
-    views hold the same numbers as the concatenated ones, and attention reads them alike (bitwise: tested)."""
+    views hold the same numbers as the concatenated ones, and attention reads them alike (bitwise: tested).
+    Made on first use: importing transformers takes seconds that --help and a flag mistake do not need."""
+    from transformers.cache_utils import DynamicLayer
 
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        n, m = self.keys.shape[-2], key_states.shape[-2]
-        self._key_buffer[..., n : n + m, :].copy_(key_states)
-        self._value_buffer[..., n : n + m, :].copy_(value_states)
-        self.keys, self.values = self._key_buffer[..., : n + m, :], self._value_buffer[..., : n + m, :]
-        return self.keys, self.values
+    class PreallocatedLayer(DynamicLayer):
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+            n, m = self.keys.shape[-2], key_states.shape[-2]
+            self._key_buffer[..., n : n + m, :].copy_(key_states)
+            self._value_buffer[..., n : n + m, :].copy_(value_states)
+            self.keys, self.values = self._key_buffer[..., : n + m, :], self._value_buffer[..., : n + m, :]
+            return self.keys, self.values
+
+    return PreallocatedLayer
 
 
 def preallocate_cache(cache: DynamicCache, length: int) -> None:
@@ -159,7 +165,7 @@ def preallocate_cache(cache: DynamicCache, length: int) -> None:
     positions, its prefill copied into their first slots; later updates write in place."""
     for i, layer in enumerate(cache.layers):
         k, v = layer.keys, layer.values  # [rows, kv heads, P, head dim]
-        new = _PreallocatedLayer()
+        new = _preallocated_layer()()
         new.device, new.is_initialized = k.device, True
         new._key_buffer = k.new_empty(*k.shape[:-2], length, k.shape[-1])
         new._value_buffer = v.new_empty(*v.shape[:-2], length, v.shape[-1])
