@@ -147,7 +147,7 @@ def _preallocated_layer() -> type:
     whole cache every step (O(L) a token, O(L^2) a rollout: on the CPU as much time as the attention). The
     views hold the same numbers as the concatenated ones, and attention reads them alike (bitwise: tested).
     Made on first use: importing transformers takes seconds that --help and a flag mistake do not need."""
-    from transformers.cache_utils import DynamicLayer
+    from transformers import DynamicLayer
 
     class PreallocatedLayer(DynamicLayer):
         def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
