@@ -120,6 +120,7 @@ def build_tiny(
     rope_theta: float = TINY_TEXT["rope_theta"],
     text_first: bool = False,
     lm_width: int = TINY_TEXT["hidden_size"],
+    lm_layers: int = TINY_TEXT["num_hidden_layers"],
     mrope_section: tuple[int, int, int] = (4, 6, 6),
     kv_heads: int | None = None,
     mrope_layout: str = "sections",
@@ -135,6 +136,7 @@ def build_tiny(
     `text_first`: the chat template puts a turn's text before its images (TEXT_FIRST_CHAT_TEMPLATE).
     `lm_width`: the LM's hidden size; heads keep their 32 dims (so the M-RoPE sections hold), kv heads are
     half the heads and the MLP 3x the width, as in TINY_TEXT (the perception ladder's capacity rung).
+    `lm_layers`: the LM's decoder layers (depth: the attention hops it has to bind a box to its object).
     `mrope_section`: how many of the 16 frequencies (highest first) go to time, rows and columns.
     `kv_heads`: key/value heads (default: half the heads, as TINY_TEXT; the heads' count: no sharing).
     `mrope_layout`: "interleaved" alternates the row and column frequencies (model.MROPE_LAYOUTS; model.load
@@ -154,6 +156,7 @@ def build_tiny(
         TINY_TEXT,
         hidden_size=lm_width,
         intermediate_size=3 * lm_width,
+        num_hidden_layers=lm_layers,
         num_attention_heads=heads,
         num_key_value_heads=kv_heads or max(1, heads // 2),
         rope_theta=rope_theta,

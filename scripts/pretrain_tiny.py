@@ -341,6 +341,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "the embedded model's)",
     )
     p.add_argument(
+        "--lm-layers",
+        type=positive_int,
+        default=tiny.TINY_TEXT["num_hidden_layers"],
+        help="the fresh tiny model's LM decoder layers (default: %(default)s, the embedded model's)",
+    )
+    p.add_argument(
         "--kv-heads",
         type=positive_int,
         default=None,
@@ -419,12 +425,14 @@ def base_model(args: argparse.Namespace, out: Path) -> str:
         rope_theta=args.rope_theta,
         text_first=args.text_first,
         lm_width=args.lm_width,
+        lm_layers=args.lm_layers,
         mrope_section=args.mrope,
         kv_heads=args.kv_heads,
         mrope_layout=args.mrope_layout,
     )
     name = f"base-rope-theta-{args.rope_theta:g}" + ("-text-first" if args.text_first else "")
     name += f"-lm{args.lm_width}" if args.lm_width != tiny.TINY_TEXT["hidden_size"] else ""
+    name += f"-L{args.lm_layers}" if args.lm_layers != tiny.TINY_TEXT["num_hidden_layers"] else ""
     name += f"-mrope{'-'.join(map(str, args.mrope))}" if args.mrope != (4, 6, 6) else ""
     name += f"-kv{args.kv_heads}" if args.kv_heads else ""
     name += f"-{args.mrope_layout}" if args.mrope_layout != "sections" else ""
@@ -479,6 +487,7 @@ def main(argv: list[str] | None = None) -> dict:
             "rope_theta",
             "text_first",
             "lm_width",
+            "lm_layers",
             "mrope_section",
             "kv_heads",
             "mrope_layout",
@@ -490,6 +499,7 @@ def main(argv: list[str] | None = None) -> dict:
         {
             "text_first": False,
             "lm_width": 128,
+            "lm_layers": 4,
             "mrope_section": "4,6,6",
             "kv_heads": None,
             "mrope_layout": "sections",

@@ -289,15 +289,17 @@ def test_token_logprobs_equal_the_reference(tiny, synth_dir, share_prefix):
         assert torch.allclose(a, b, atol=1e-4)
 
 
-def test_a_wider_tiny_lm_keeps_32_dim_heads_and_runs(tmp_path, synth_dir):
-    """build_tiny(lm_width=..., kv_heads=...): the perception ladder's capacity rungs are the same
-    architecture, wider or without shared key/value heads."""
+def test_a_wider_deeper_tiny_lm_keeps_32_dim_heads_and_runs(tmp_path, synth_dir):
+    """build_tiny(lm_width=..., lm_layers=..., kv_heads=...): the perception ladder's capacity rungs are the
+    same architecture, wider, deeper or without shared key/value heads."""
     from embedded import defaults, tiny
 
     corpus = defaults.tokenizer_corpus([synth_dir / "train.jsonl"])
-    wide = M.load(tiny.build_tiny(tmp_path / "wide", corpus, lm_width=192, kv_heads=6), device="cpu")
+    built = tiny.build_tiny(tmp_path / "wide", corpus, lm_width=192, lm_layers=6, kv_heads=6)
+    wide = M.load(built, device="cpu")
     text = wide.model.config.text_config
     assert (text.hidden_size, text.num_attention_heads, text.num_key_value_heads) == (192, 6, 6)
+    assert text.num_hidden_layers == 6 and len(wide.model.model.language_model.layers) == 6
     assert text.hidden_size // text.num_attention_heads == 32 and text.intermediate_size == 576
     recs = data.load_records(synth_dir / "test.jsonl")[:2]
     batch = data.collate_prompts(recs, wide.processor, wide.frame_kind)
