@@ -7,7 +7,8 @@ inter (rows and columns alternating).
     ROPE_LAYOUT=swap python docs/detection-proof/rope-layout-probe/ropewrap.py eval.py ARGS
 
 The layout is not saved with a model: train and evaluate it under the same ROPE_LAYOUT. (The library has
-"inter" since: a tiny model built with --mrope-layout interleaved carries it in its config.)
+"inter" since: a tiny model built with --mrope-layout interleaved carries it in its config; leave ROPE_LAYOUT
+unset for such a model, and the script runs unwrapped.)
 """
 
 import os
@@ -37,7 +38,8 @@ def recomposition_frequencies(self, freq: torch.Tensor) -> torch.Tensor:
 
 
 def run(script: str, argv: list[str]) -> None:
-    modeling_qwen2_5_vl.Qwen2_5_VLRotaryEmbedding.recomposition_frequencies = recomposition_frequencies
+    if "ROPE_LAYOUT" in os.environ:  # unset: no wrapper (a model whose config carries its layout)
+        modeling_qwen2_5_vl.Qwen2_5_VLRotaryEmbedding.recomposition_frequencies = recomposition_frequencies
     sys.argv = [script, *argv]
     sys.path[:0] = [str(Path(script).resolve().parent), str(ROOT)]
     runpy.run_path(script, run_name="__main__")

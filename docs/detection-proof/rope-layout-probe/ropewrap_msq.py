@@ -4,6 +4,8 @@ each square's cell.
 
     ROPE_LAYOUT=std python docs/detection-proof/rope-layout-probe/ropewrap_msq.py scripts/pretrain_tiny.py \\
         --base-model <a square model> --stages msq:1000:detection ...
+    python docs/detection-proof/rope-layout-probe/ropewrap_msq.py scripts/pretrain_tiny.py \\
+        --base-model <an interleaved square model> --stages msq:1000:detection ...   # no wrapper
 """
 
 import sys
