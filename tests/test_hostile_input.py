@@ -95,8 +95,14 @@ def warm_up():
 def test_every_reader_is_linear_on_long_runs(opener, run):
     slow = []
     for name, fn in READERS.items():
-        # a quadratic reader fails here in seconds, not minutes
-        probe = _seconds(fn, _text(opener, run, N // 2))
+        # a quadratic reader fails here in seconds, not minutes; a linear one slowed once by a loaded
+        # machine (CI once measured 0.63 s for what takes 0.09 s) gets two more tries, the fastest counts
+        half = _text(opener, run, N // 2)
+        probe = _seconds(fn, half)
+        for _ in range(2):
+            if probe <= 0.5:
+                break
+            probe = min(probe, _seconds(fn, half))
         if probe > 0.5:
             slow.append(f"{name}: {probe:.3f} s at {N // 2} characters")
             continue
