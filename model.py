@@ -403,16 +403,18 @@ def sample(
     check_every: int = 8,
     static_cache: bool = False,
     preallocate: bool = True,
+    shared_prefix: bool = True,
 ) -> Rollout:
     """G completions per prompt from a KV-cached decoding loop (temperature 0 = greedy).
 
-    Each prompt is prefilled once (images encoded once); the cache, mask, positions and first logits
-    are then repeated to its G samples. Every decode step gets explicit M-RoPE positions: the prompt's
-    last position + 1 + t on all three rows. EOS is checked on the host every `check_every` tokens only.
-    Returned log-probs are log softmax(logits / T) of the drawn token with `banned` masked (T=1 when
-    greedy): exactly what `token_logprobs` recomputes, so the first PPO ratio is 1. top-k/top-p only
-    restrict which tokens are drawn. eos_ids/banned/pad_id default to the model's own (generation
-    config, vision tokens named in its config); pass [] / an empty tensor to switch them off.
+    Each prompt is prefilled once (images encoded once); its first logits and positions are repeated to its
+    G samples, and its KV cache is read once per group by the decode step (shared_prefix, below). Every
+    decode step gets explicit M-RoPE positions: the prompt's last position + 1 + t on all three rows. EOS is
+    checked on the host every `check_every` tokens only. Returned log-probs are log softmax(logits / T) of
+    the drawn token with `banned` masked (T=1 when greedy): exactly what `token_logprobs` recomputes, so the
+    first PPO ratio is 1. top-k/top-p only restrict which tokens are drawn. eos_ids/banned/pad_id default to
+    the model's own (generation config, vision tokens named in its config); pass [] / an empty tensor to
+    switch them off.
 
     Under FSDP call it as fsdp.call(net, sample, ...) inside fsdp.gathered(net): the parameters are gathered
     once for the whole rollout, so the loop runs no collective and a rank whose samples end early just stops.
@@ -421,6 +423,11 @@ def sample(
     `decode_step` (CUDA graphs on CUDA), its length rounded up to 128 so that prompts of similar length share
     one compiled step. Compiling takes seconds to a minute per new (B*G, length); it pays only over many
     rollouts of the same shape.
+
+    shared_prefix: the decode step (kernels.shared_prefix_decode) keeps the prompt's cache once per prompt
+    and computes only the rows that have not ended as of the last check; the same tokens, log-probs to float
+    rounding (1.4x faster at the detection proof's 8 prompts x 8, 128 tokens, on CPU). False: the plain
+    step through transformers' decoder on the cache repeated to the G samples, with:
 
     preallocate: the decode steps write the KV cache in place (kernels.preallocate_cache) instead of
     transformers' concatenation of the whole cache every step; the same numbers (False: the plain path)."""
@@ -434,22 +441,30 @@ def sample(
     hidden, cache = decoder(model, embeds, pos, mask, use_cache=True)  # prefill: once per prompt
     logits = head_logits(model.lm_head, hidden[:, -1])  # [B, V]
     # ---- expand the prompt state to the G samples of each group
-    cache.batch_repeat_interleave(G)
     logits = logits.repeat_interleave(G, 0)
     P = mask.shape[1]
-    L = -(-(P + T) // 128) * 128 if static_cache else P + T  # KV length
-    mask = torch.cat([mask.repeat_interleave(G, 0), mask.new_ones(mask.shape[0] * G, L - P)], 1)  # [BG, L]
-    if static_cache:  # the compiled step reads the whole [BG, L] mask: later slots are hidden by causality
-        static, compiled = kernels.compiled_decode_step(model, mask.shape[0], L, hidden, decode_step)
-        kernels.load_static(static, cache)
-        step = lambda tok, pos, upto: compiled(
-            tok, pos.contiguous(), mask
-        ).clone()  # clone: graphs reuse outputs
+    if shared_prefix and not static_cache:  # the prompt's cache stays one per prompt
+        shared = kernels.shared_prefix_decode(model, cache, mask, G, T)
+        step = lambda tok, pos, upto, live: shared(tok, pos, upto - P - 1, live)
     else:
-        if preallocate:
-            kernels.preallocate_cache(cache, L)
-        plain = decode_step(model, cache)
-        step = lambda tok, pos, upto: plain(tok, pos, mask[:, :upto])
+        cache.batch_repeat_interleave(G)
+        L = -(-(P + T) // 128) * 128 if static_cache else P + T  # KV length
+        mask = torch.cat(
+            [mask.repeat_interleave(G, 0), mask.new_ones(mask.shape[0] * G, L - P)], 1
+        )  # [BG, L]
+        if (
+            static_cache
+        ):  # the compiled step reads the whole [BG, L] mask: later slots are hidden by causality
+            static, compiled = kernels.compiled_decode_step(model, mask.shape[0], L, hidden, decode_step)
+            kernels.load_static(static, cache)
+            step = lambda tok, pos, upto, live: compiled(
+                tok, pos.contiguous(), mask
+            ).clone()  # clone: graphs reuse outputs
+        else:
+            if preallocate:
+                kernels.preallocate_cache(cache, L)
+            plain = decode_step(model, cache)
+            step = lambda tok, pos, upto, live: plain(tok, pos, mask[:, :upto])
     next_pos = (pos.amax(dim=(0, 2)) + 1).repeat_interleave(G)  # [BG]
     N, dev = logits.shape[0], logits.device
     eos = torch.tensor(eos_ids or [], device=dev, dtype=torch.long)
@@ -458,6 +473,7 @@ def sample(
     logps = torch.zeros((N, T), device=dev)
     alive = torch.zeros((N, T), dtype=torch.bool, device=dev)
     done = torch.zeros(N, dtype=torch.bool, device=dev)
+    live = torch.arange(N, device=dev)  # rows still decoding, as of the last check
     steps = T
     for t in range(T):
         if banned is not None:
@@ -473,11 +489,15 @@ def sample(
         logps[:, t] = torch.where(done, 0.0, lp)
         alive[:, t] = ~done
         done = done | torch.isin(tok, eos)
-        if t == T - 1 or ((t + 1) % check_every == 0 and bool(done.all())):
-            steps = t + 1
+        if (t + 1) % check_every == 0:  # the host looks at `done` only here
+            if bool(done.all()):
+                steps = t + 1
+                break
+            live = (~done).nonzero()[:, 0]
+        if t == T - 1:
             break
         p = (next_pos + t).view(1, N, 1).expand(3, N, 1)
-        logits = step(ids[:, t : t + 1], p, P + t + 1)
+        logits = step(ids[:, t : t + 1], p, P + t + 1, live)
     return Rollout(ids[:, :steps], alive[:, :steps], ~done, logps[:, :steps])
 
 

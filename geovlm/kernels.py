@@ -6,9 +6,12 @@
                             (CUDA graphs on CUDA)
     preallocate_cache       the sampler's KV cache written in place into buffers of the rollout's length,
                             instead of transformers' torch.cat of the whole cache every step
+    shared_prefix_decode    model.decode_step with the prompt's keys and values kept once per prompt
+                            instead of repeated to its G samples: the prompt is read once per group
 
 model.py switches between them in one line each (`head_logprobs = ...`, `sample(static_cache=...)`,
-`sample(preallocate=...)`); tests/test_model.py checks that each equals its plain twin.
+`sample(preallocate=...)`, `sample(shared_prefix=...)`); tests/test_model.py checks that each equals its
+plain twin.
 """
 
 from __future__ import annotations
@@ -205,3 +208,90 @@ def load_static(static, dynamic) -> None:
         # a previous rollout's states: masked, but zeroed
         (s.keys[:, :, P:].zero_(), s.values[:, :, P:].zero_())
         s.cumulative_length.fill_(P)
+
+
+# ----------------------------------------------------------------------------- the shared-prefix decode step
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def shared_prefix_decode(
+    model: torch.nn.Module, prefill: DynamicCache, prompt_mask: torch.Tensor, G: int, T: int
+):
+    """A decode step for G samples per prompt that reads each prompt's keys and values once per group, and
+    computes only the rows still decoding.
+
+    Decoding is memory-bound: the repeated cache makes every step read the prompt's [P] keys and values G
+    times (on the tiny model, 40 % of a rollout). Here they stay [B, P] and the G samples' queries are
+    stacked as G query rows of their prompt, so one matmul per prompt scores them all; only the completions'
+    own keys ([rows, T], written in place) are per sample. With both parts in one softmax, attention is the
+    plain one over [prompt; completion]:
+
+        a = softmax([q K_p^T, q K_c^T] * d^-1/2) [V_p; V_c]     (K_p, V_p: the prompt's; masked where padded)
+
+    step(tokens [BG, 1], positions [3, BG, 1], t, live) -> fp32 logits [BG, V]: writes slot t of the
+    completion cache of the rows in `live` (ascending indices into BG; a third of a detection rollout's rows
+    have ended while the longest goes on) and gives the others zero logits, which the sampler's done rows
+    ignore (a draw from them still uses the generator as before, so the samples stay the same). The layer
+    code is transformers' Qwen2(.5)-VL decoder's (norms, projections, rotary from the model's own
+    `rotary_emb`, MLP, residuals), so the numbers equal model.decode_step's to float rounding (the summation
+    order differs): tests/test_model.py."""
+    lm, head = model.model.language_model, model.lm_head
+    embed = lm.get_input_embeddings()
+    B, P = prompt_mask.shape
+    BG = B * G
+    keep = prompt_mask.bool()[:, None, None, :]  # [B, 1, 1, P]
+    prefix = [(layer.keys, layer.values) for layer in prefill.layers]  # [B, KVH, P, d] each
+    KVH, d = prefix[0][0].shape[1], prefix[0][0].shape[-1]
+    state = {"rows": torch.arange(BG, device=prompt_mask.device)}
+    state["own"] = [(k.new_zeros(BG, KVH, T, d), v.new_zeros(BG, KVH, T, d)) for k, v in prefix]
+
+    def by_prompt(x: torch.Tensor) -> torch.Tensor:  # [BG, KVH, rep, n] -> [B, KVH, G * rep, n]
+        rep, n = x.shape[2], x.shape[3]
+        return x.view(B, G, KVH, rep, n).permute(0, 2, 1, 3, 4).reshape(B, KVH, G * rep, n)
+
+    def by_row(x: torch.Tensor, rep: int) -> torch.Tensor:  # the inverse of by_prompt
+        n = x.shape[-1]
+        return x.view(B, KVH, G, rep, n).permute(0, 2, 1, 3, 4).reshape(BG, KVH, rep, n)
+
+    def attend(q, Kp, Vp, Kc, Vc, t, rows, scale):  # q [n, H, d] of `rows` -> [n, H * d]
+        n, H = q.shape[:2]
+        rep = H // KVH  # query heads per key/value head (grouped-query attention)
+        q_all = q.new_zeros(BG, KVH, rep, d).index_copy_(0, rows, q.view(n, KVH, rep, d))
+        s_p = (by_prompt(q_all) @ Kp.transpose(-1, -2)).masked_fill(
+            ~keep, float("-inf")
+        )  # [B, KVH, G*rep, P]
+        s_c = q.view(n, KVH, rep, d) @ Kc[:, :, : t + 1].transpose(-1, -2)  # [n, KVH, rep, t+1]
+        s = torch.cat([by_row(s_p, rep)[rows], s_c], -1) * scale
+        w = s.softmax(-1, dtype=torch.float32).to(q.dtype)
+        w_all = w.new_zeros(BG, KVH, rep, P).index_copy_(0, rows, w[..., :P])
+        o_p = by_row(by_prompt(w_all) @ Vp, rep)[rows]
+        return (o_p + w[..., P:] @ Vc[:, :, : t + 1]).reshape(n, H * d)
+
+    def step(tok: torch.Tensor, pos: torch.Tensor, t: int, live: torch.Tensor) -> torch.Tensor:
+        if live.numel() != state["rows"].numel():  # rows ended: drop them from the completion cache
+            keep_rows = torch.searchsorted(state["rows"], live)
+            state["own"] = [(k[keep_rows], v[keep_rows]) for k, v in state["own"]]
+            state["rows"] = live
+        rows = state["rows"]
+        h = embed(tok[rows])  # [n, 1, D]
+        cos, sin = lm.rotary_emb(h, pos[:, rows])
+        if cos.dim() == 4:  # a version that leaves the three axes apart: equal for text, take one
+            cos, sin = cos[0], sin[0]
+        cos, sin = cos[:, None], sin[:, None]  # [n, 1, 1, d]
+        n = rows.numel()
+        for layer, (Kp, Vp), (Kc, Vc) in zip(lm.layers, prefix, state["own"]):
+            att = layer.self_attn
+            x = layer.input_layernorm(h)
+            q = att.q_proj(x).view(n, 1, -1, d).transpose(1, 2)  # [n, H, 1, d]
+            k = att.k_proj(x).view(n, 1, -1, d).transpose(1, 2)
+            q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+            Kc[:, :, t : t + 1].copy_(k)
+            Vc[:, :, t : t + 1].copy_(att.v_proj(x).view(n, 1, -1, d).transpose(1, 2))
+            h = h + att.o_proj(attend(q[:, :, 0], Kp, Vp, Kc, Vc, t, rows, att.scaling)[:, None])
+            h = h + layer.mlp(layer.post_attention_layernorm(h))
+        out = head(lm.norm(h)[:, -1]).float()
+        return out.new_zeros(BG, out.shape[-1]).index_copy_(0, rows, out)
+
+    return step

@@ -6,10 +6,13 @@ Rows (median [min-max] seconds over --reps, the two variants alternated):
   shared prefill   model.sample(prompts, G)            vs  model.sample(prompts repeated G times, 1):
                    one prefill + image encoding per prompt vs one per sample
   EOS check        check_every=8 (host sync every 8 tokens) vs check_every=1
-  preallocated     sample(preallocate=True): the KV cache written in place into buffers of the rollout's
-                   length (kernels.preallocate_cache) vs transformers' DynamicCache, concatenated every step
+  prefix decode    sample(shared_prefix=True): the decode step reads each prompt's keys and values once per
+                   group (kernels.shared_prefix_decode) vs the cache repeated to the G samples
+  preallocated     on the repeated cache, sample(preallocate=True): the KV cache written in place into
+                   buffers of the rollout's length (kernels.preallocate_cache) vs transformers' DynamicCache,
+                   concatenated every step
   static cache     sample(static_cache=True): fixed-size KV cache + torch.compile'd decode step (compiled in
-                   the warm-up run) vs the eager loop (its preallocated cache)
+                   the warm-up run) vs the eager loop (the default decoder)
   frozen vision    token_logprobs with image features computed once vs encoded again in the pass
   shared prefix    token_logprobs running the prompt once per group (KV cache repeated to G) vs once per
                    completion, with autograd (the policy update) and without (reference / old log-probs)
@@ -98,11 +101,22 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(
         row(
-            "KV cache preallocated, written in place",
+            "decode step reads the prompt once per group",
+            "once per group",
+            "repeated cache",
+            lambda: M.sample(net, x, G, T, generator=gen(), **no_eos),
+            lambda: M.sample(net, x, G, T, generator=gen(), shared_prefix=False, **no_eos),
+            args.reps,
+        )
+    )
+    repeated = {"shared_prefix": False, **no_eos}
+    print(
+        row(
+            "KV cache preallocated, written in place (repeated cache)",
             "in place",
             "concatenated",
-            lambda: M.sample(net, x, G, T, generator=gen(), **no_eos),
-            lambda: M.sample(net, x, G, T, generator=gen(), preallocate=False, **no_eos),
+            lambda: M.sample(net, x, G, T, generator=gen(), **repeated),
+            lambda: M.sample(net, x, G, T, generator=gen(), preallocate=False, **repeated),
             args.reps,
         )
     )

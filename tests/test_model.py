@@ -235,13 +235,51 @@ def test_the_preallocated_cache_samples_bit_for_bit_what_the_concatenating_one_d
     def draw(preallocate: bool) -> M.Rollout:
         gen = torch.Generator().manual_seed(0)
         return M.sample(
-            start.model, batch.inputs, 4, 128, 0.7, generator=gen, eos_ids=eos, preallocate=preallocate
+            start.model,
+            batch.inputs,
+            4,
+            128,
+            0.7,
+            generator=gen,
+            eos_ids=eos,
+            preallocate=preallocate,
+            shared_prefix=False,
         )
 
     fast, plain = draw(True), draw(False)
     assert fast.completion_mask.sum(1).min() > 30  # whole answers: the cache grows by a hundred tokens
     for field in ("completion_ids", "completion_mask", "truncated", "logprobs"):
         assert torch.equal(getattr(fast, field), getattr(plain, field)), field
+
+
+@pytest.mark.parametrize("temperature", [0.7, 0.0])
+def test_the_shared_prefix_decoder_samples_what_the_repeated_cache_does(synth_dir, temperature):
+    """kernels.shared_prefix_decode (the sampler's default: the prompt's cache once per group, ended rows
+    dropped) against the plain step on the repeated, preallocated cache: the same tokens, ends and
+    truncations, log-probs equal to float rounding, on the shipped start at the proof's length, with rows
+    that end at different steps (so rows are dropped mid-rollout) and the generator left where it was."""
+    from embedded import defaults
+
+    start = M.load(defaults.sft_model(), device="cpu")
+    start.model.eval()
+    _, batch = _prompts(start, synth_dir, tasks=("detection", "grounding", "counting"))
+    eos = M.eos_token_ids(start.model, start.processor)
+
+    def draw(shared: bool) -> tuple[M.Rollout, torch.Tensor]:
+        gen = torch.Generator().manual_seed(0)
+        ro = M.sample(
+            start.model, batch.inputs, 4, 128, temperature, generator=gen, eos_ids=eos, shared_prefix=shared
+        )
+        return ro, torch.rand(4, generator=gen)
+
+    (fast, after_fast), (plain, after_plain) = draw(True), draw(False)
+    lengths = fast.completion_mask.sum(1)
+    first_check_after_an_end = (lengths.min() + 7) // 8 * 8  # the sampler looks every 8 tokens
+    assert lengths.min() > 30 and first_check_after_an_end < lengths.max()  # rows dropped, others go on
+    for field in ("completion_ids", "completion_mask", "truncated"):
+        assert torch.equal(getattr(fast, field), getattr(plain, field)), field
+    assert (fast.logprobs - plain.logprobs).abs().max().item() <= 1e-4
+    assert torch.equal(after_fast, after_plain)  # the same draws from the generator
 
 
 def test_static_cache_compiled_decode_equals_eager(tiny, synth_dir):
