@@ -218,7 +218,7 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 def shared_prefix_decode(
     model: torch.nn.Module, prefill: DynamicCache, prompt_mask: torch.Tensor, G: int, T: int
-):
+) -> Callable:
     """A decode step for G samples per prompt that reads each prompt's keys and values once per group, and
     computes only the rows still decoding.
 
@@ -241,7 +241,7 @@ def shared_prefix_decode(
     embed = lm.get_input_embeddings()
     B, P = prompt_mask.shape
     BG = B * G
-    keep = prompt_mask.bool()[:, None, None, :]  # [B, 1, 1, P]
+    padding = ~prompt_mask.bool()[:, None, None, :]  # [B, 1, 1, P]
     prefix = [(layer.keys, layer.values) for layer in prefill.layers]  # [B, KVH, P, d] each
     KVH, d = prefix[0][0].shape[1], prefix[0][0].shape[-1]
     state = {"rows": torch.arange(BG, device=prompt_mask.device)}
@@ -259,9 +259,8 @@ def shared_prefix_decode(
         n, H = q.shape[:2]
         rep = H // KVH  # query heads per key/value head (grouped-query attention)
         q_all = q.new_zeros(BG, KVH, rep, d).index_copy_(0, rows, q.view(n, KVH, rep, d))
-        s_p = (by_prompt(q_all) @ Kp.transpose(-1, -2)).masked_fill(
-            ~keep, float("-inf")
-        )  # [B, KVH, G*rep, P]
+        s_p = by_prompt(q_all) @ Kp.transpose(-1, -2)  # [B, KVH, G * rep, P]
+        s_p = s_p.masked_fill(padding, float("-inf"))
         s_c = q.view(n, KVH, rep, d) @ Kc[:, :, : t + 1].transpose(-1, -2)  # [n, KVH, rep, t+1]
         s = torch.cat([by_row(s_p, rep)[rows], s_c], -1) * scale
         w = s.softmax(-1, dtype=torch.float32).to(q.dtype)
@@ -276,9 +275,7 @@ def shared_prefix_decode(
             state["rows"] = live
         rows = state["rows"]
         h = embed(tok[rows])  # [n, 1, D]
-        cos, sin = lm.rotary_emb(h, pos[:, rows])
-        if cos.dim() == 4:  # a version that leaves the three axes apart: equal for text, take one
-            cos, sin = cos[0], sin[0]
+        cos, sin = lm.rotary_emb(h, pos[:, rows])  # [n, 1, d], the M-RoPE sections already recomposed
         cos, sin = cos[:, None], sin[:, None]  # [n, 1, 1, d]
         n = rows.numel()
         for layer, (Kp, Vp), (Kc, Vc) in zip(lm.layers, prefix, state["own"]):
