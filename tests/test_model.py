@@ -378,3 +378,41 @@ def test_interleaved_mrope_turns_each_frequency_by_its_axis(tmp_path, synth_dir,
     with pytest.raises(ValueError, match="unknown M-RoPE layout"):
         tiny_lib.build_tiny(tmp_path / "bad", corpus, mrope_layout="diagonal")
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_shared_prefix_decoder_on_a_qwen2_vl_model(tiny, synth_dir):
+    """Qwen2-VL (the other supported family, "0-1000" frames) through the same decode step: its layers have
+    the same parts, and its rotary embedding recomposes the M-RoPE sections as Qwen2.5-VL's does."""
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    c, text = tiny.model.config, tiny.model.config.text_config
+    rope = {"rope_type": "default", "mrope_section": [2, 6, 8], "rope_theta": 10000.0}
+    config = Qwen2VLConfig(
+        text_config=dict(
+            vocab_size=text.vocab_size,
+            hidden_size=128,
+            intermediate_size=256,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            rope_parameters=rope,
+        ),
+        vision_config=dict(depth=1, embed_dim=64, hidden_size=128, num_heads=4, mlp_ratio=2),
+        image_token_id=c.image_token_id,
+        video_token_id=c.video_token_id,
+        vision_start_token_id=c.vision_start_token_id,
+        vision_end_token_id=c.vision_end_token_id,
+    )
+    torch.manual_seed(0)
+    qwen2 = Qwen2VLForConditionalGeneration(config).eval()
+    _, batch = _prompts(tiny, synth_dir)
+    no_eos = {"eos_ids": [], "banned": torch.tensor([], dtype=torch.long), "pad_id": 0}
+
+    def draw(shared: bool) -> M.Rollout:
+        gen = torch.Generator().manual_seed(0)
+        return M.sample(qwen2, batch.inputs, 3, 12, 1.0, generator=gen, shared_prefix=shared, **no_eos)
+
+    fast, plain = draw(True), draw(False)
+    assert type(qwen2.model.language_model.layers[0]).__name__ == "Qwen2VLDecoderLayer"
+    assert torch.equal(fast.completion_ids, plain.completion_ids)
+    assert (fast.logprobs - plain.logprobs).abs().max().item() <= 1e-4
