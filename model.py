@@ -449,12 +449,10 @@ def sample(
     else:
         cache.batch_repeat_interleave(G)
         L = -(-(P + T) // 128) * 128 if static_cache else P + T  # KV length
-        mask = torch.cat(
-            [mask.repeat_interleave(G, 0), mask.new_ones(mask.shape[0] * G, L - P)], 1
-        )  # [BG, L]
-        if (
-            static_cache
-        ):  # the compiled step reads the whole [BG, L] mask: later slots are hidden by causality
+        completion_slots = mask.new_ones(mask.shape[0] * G, L - P)
+        mask = torch.cat([mask.repeat_interleave(G, 0), completion_slots], 1)  # [BG, L]
+        if static_cache:
+            # the compiled step reads the whole [BG, L] mask: later slots are hidden by causality
             static, compiled = kernels.compiled_decode_step(model, mask.shape[0], L, hidden, decode_step)
             kernels.load_static(static, cache)
             step = lambda tok, pos, upto, live: compiled(
