@@ -42,6 +42,18 @@ def _prompts(tiny, synth_dir, tasks=("counting", "grounding", "classification"))
     return picked, data.collate_prompts(picked, tiny.processor, tiny.frame_kind)
 
 
+@pytest.fixture(scope="module")
+def shipped(synth_dir) -> tuple:
+    """The shipped start (M-RoPE base 50, its own sections) in eval mode, detection, grounding and counting
+    prompts, and its EOS ids: what the sampler's fast paths are checked on, at the proof's length."""
+    from embedded import defaults
+
+    start = M.load(defaults.sft_model(), device="cpu")
+    start.model.eval()
+    _, batch = _prompts(start, synth_dir, tasks=("detection", "grounding", "counting"))
+    return start, batch, M.eos_token_ids(start.model, start.processor)
+
+
 def test_greedy_sample_equals_hf_generate(tiny, synth_dir):
     recs, batch = _prompts(tiny, synth_dir)
     # left padding
@@ -80,18 +92,12 @@ def test_sampling_logprobs_match_recomputed(tiny, synth_dir):
     assert not torch.isin(ro.completion_ids[ro.completion_mask], banned).any()
 
 
-def test_sampling_logprobs_match_recomputed_on_the_embedded_start(synth_dir):
-    """The shipped start (M-RoPE base 50, its own sections) on detection prompts at the proof's temperature
-    and completion length: GRPO's gradient is taken on what the sampler drew, at the log-probs it drew it
-    with."""
-    from embedded import defaults
-
-    start = M.load(defaults.sft_model(), device="cpu")
-    start.model.eval()
-    _, batch = _prompts(start, synth_dir, tasks=("detection", "grounding", "counting"))
+def test_sampling_logprobs_match_recomputed_on_the_embedded_start(shipped):
+    """The shipped start on detection prompts at the proof's temperature and completion length: GRPO's
+    gradient is taken on what the sampler drew, at the log-probs it drew it with."""
+    start, batch, eos = shipped
     banned, G = M.banned_token_ids(start.model, start.processor), 2
     gen = torch.Generator().manual_seed(0)
-    eos = M.eos_token_ids(start.model, start.processor)
     ro = M.sample(
         start.model, batch.inputs, G, 128, temperature=0.7, generator=gen, banned=banned, eos_ids=eos
     )
@@ -222,15 +228,11 @@ def test_shared_prefix_falls_back_under_gradient_checkpointing(tiny_dir, synth_d
     assert (lp.detach() - ro.logprobs).abs().max().item() < 1e-4
 
 
-def test_the_preallocated_cache_samples_bit_for_bit_what_the_concatenating_one_does(synth_dir):
-    """kernels.preallocate_cache (the sampler's default) against transformers' DynamicCache: the same tokens
-    and the same log-probs to the last bit, on the shipped start at the proof's temperature and length."""
-    from embedded import defaults
-
-    start = M.load(defaults.sft_model(), device="cpu")
-    start.model.eval()
-    _, batch = _prompts(start, synth_dir, tasks=("detection", "grounding", "counting"))
-    eos = M.eos_token_ids(start.model, start.processor)
+def test_the_preallocated_cache_samples_bit_for_bit_what_the_concatenating_one_does(shipped):
+    """kernels.preallocate_cache (the repeated-cache step's default) against transformers' DynamicCache: the
+    same tokens and the same log-probs to the last bit, on the shipped start at the proof's temperature and
+    length."""
+    start, batch, eos = shipped
 
     def draw(preallocate: bool) -> M.Rollout:
         gen = torch.Generator().manual_seed(0)
@@ -253,17 +255,12 @@ def test_the_preallocated_cache_samples_bit_for_bit_what_the_concatenating_one_d
 
 
 @pytest.mark.parametrize("temperature", [0.7, 0.0])
-def test_the_shared_prefix_decoder_samples_what_the_repeated_cache_does(synth_dir, temperature):
+def test_the_shared_prefix_decoder_samples_what_the_repeated_cache_does(shipped, temperature):
     """kernels.shared_prefix_decode (the sampler's default: the prompt's cache once per group, ended rows
     dropped) against the plain step on the repeated, preallocated cache: the same tokens, ends and
     truncations, log-probs equal to float rounding, on the shipped start at the proof's length, with rows
     that end at different steps (so rows are dropped mid-rollout) and the generator left where it was."""
-    from embedded import defaults
-
-    start = M.load(defaults.sft_model(), device="cpu")
-    start.model.eval()
-    _, batch = _prompts(start, synth_dir, tasks=("detection", "grounding", "counting"))
-    eos = M.eos_token_ids(start.model, start.processor)
+    start, batch, eos = shipped
 
     def draw(shared: bool) -> tuple[M.Rollout, torch.Tensor]:
         gen = torch.Generator().manual_seed(0)
