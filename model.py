@@ -426,8 +426,9 @@ def sample(
 
     shared_prefix: the decode step (kernels.shared_prefix_decode) keeps the prompt's cache once per prompt
     and computes only the rows that have not ended as of the last check; the same tokens, log-probs to float
-    rounding (1.4x faster at the detection proof's 8 prompts x 8, 128 tokens, on CPU). False: the plain
-    step through transformers' decoder on the cache repeated to the G samples, with:
+    rounding (1.28x faster at the detection proof's 8 prompts x 8, 128 tokens, on CPU: scripts/ablate.py,
+    docs/performance.md). False: the plain step through transformers' decoder on the cache repeated to the G
+    samples, with:
 
     preallocate: the decode steps write the KV cache in place (kernels.preallocate_cache) instead of
     transformers' concatenation of the whole cache every step; the same numbers (False: the plain path)."""

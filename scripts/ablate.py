@@ -1,13 +1,16 @@
 """Each rollout/update optimisation on and off, alternated in one run (the README's before/after figures).
 
     python scripts/ablate.py [--reps 5] [--group-size 8] [--new-tokens 64]
+    python scripts/ablate.py --model embedded/weights/perception-start --task detection --prompts 8 \
+        --new-tokens 128 --reps 3          # the detection proof's rollout shape
 
 Rows (median [min-max] seconds over --reps, the two variants alternated):
   shared prefill   model.sample(prompts, G)            vs  model.sample(prompts repeated G times, 1):
                    one prefill + image encoding per prompt vs one per sample
   EOS check        check_every=8 (host sync every 8 tokens) vs check_every=1
   prefix decode    sample(shared_prefix=True): the decode step reads each prompt's keys and values once per
-                   group (kernels.shared_prefix_decode) vs the cache repeated to the G samples
+                   group and skips rows that have ended (kernels.shared_prefix_decode) vs the cache repeated
+                   to the G samples; EOS on (both sides draw the same tokens), so rows end as they would
   preallocated     on the repeated cache, sample(preallocate=True): the KV cache written in place into
                    buffers of the rollout's length (kernels.preallocate_cache) vs transformers' DynamicCache,
                    concatenated every step
@@ -33,6 +36,7 @@ import data  # noqa: E402
 import model as M  # noqa: E402
 from embedded import defaults  # noqa: E402
 from geovlm.flags import ArgumentParser, positive_int  # noqa: E402
+from geovlm.run import check_model  # noqa: E402
 
 
 def timed(fn) -> float:
@@ -63,13 +67,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--prompts", type=positive_int, default=2, help="B: prompts per batch")
     p.add_argument("--new-tokens", type=positive_int, default=64, help="T: tokens decoded per completion")
     p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
+    p.add_argument("--model", default=None, help="model folder (default: the embedded base tiny model)")
+    p.add_argument("--task", default="counting", help="the prompts: test-split records of this task")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    loaded = M.load(defaults.base_model(), device="cpu")
+    recs = [r for r in data.load_records(defaults.data_dir() / "test.jsonl") if r.task == args.task]
+    if not recs:
+        p.error(f"--task {args.task}: no such records in the embedded test split")
+    recs = recs[: args.prompts]
+    model_path = args.model or defaults.base_model()
+    check_model(model_path)
+    loaded = M.load(model_path, device="cpu")
     net, G, T = loaded.model.eval(), args.group_size, args.new_tokens
-    recs = [r for r in data.load_records(defaults.data_dir() / "test.jsonl") if r.task == "counting"][
-        : args.prompts
-    ]
     x = data.collate_prompts(recs, loaded.processor, loaded.frame_kind).inputs
     xg = data.collate_prompts([r for r in recs for _ in range(G)], loaded.processor, loaded.frame_kind).inputs
     gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
@@ -104,8 +113,8 @@ def main(argv: list[str] | None = None) -> None:
             "decode step reads the prompt once per group",
             "once per group",
             "repeated cache",
-            lambda: M.sample(net, x, G, T, generator=gen(), **no_eos),
-            lambda: M.sample(net, x, G, T, generator=gen(), shared_prefix=False, **no_eos),
+            lambda: M.sample(net, x, G, T, generator=gen()),
+            lambda: M.sample(net, x, G, T, generator=gen(), shared_prefix=False),
             args.reps,
         )
     )
