@@ -29,6 +29,7 @@ SCRIPTS = {  # modules by name (python -m NAME for the library's), files by path
     "scripts/box_counts.py": "main",
     "scripts/headroom.py": "main",
     "scripts/box_errors.py": "main",
+    "scripts/true_answer_sft.py": "parse_args",
 }
 
 
