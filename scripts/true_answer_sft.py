@@ -4,6 +4,7 @@ scored on the same held-out records, beside the GRPO proof's gain.
     python scripts/true_answer_sft.py                          # detection: the proof's start and records,
                                                                # 150 steps of 8 (one pass), lr 2e-4, seed 0
     python scripts/true_answer_sft.py --steps 300 --seeds 0,1  # two passes, two data orders
+    python scripts/true_answer_sft.py --steps 600 --train-records 4800   # one pass over 4x the images
 
 GRPO's reward says how good each sampled completion is; a record's answer says what the best one is. So
 supervised training on the same images for as many passes is a yardstick for what a GRPO run on them can be
@@ -76,6 +77,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "unset: dense for detection, records otherwise",
     )
     ap.add_argument(
+        "--train-records", type=positive_int, help="fresh training records; unset: the task recipe's (1,200)"
+    )
+    ap.add_argument(
         "--eval-records", type=count, default=100, help="fresh held-out records beside the test split's"
     )
     ap.add_argument(
@@ -91,7 +95,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.seed_list = [int(s) for s in args.seeds.split(",")]
     except ValueError:
         ap.error(f"--seeds {args.seeds}: a comma list of integers, e.g. 0,1,2")
-    args.train_records, args.max_new_tokens = recipe["train_records"], recipe["max_new_tokens"]
+    args.train_records = args.train_records or recipe["train_records"]
+    args.max_new_tokens = recipe["max_new_tokens"]
     return args
 
 
