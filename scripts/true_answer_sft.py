@@ -38,7 +38,7 @@ import train_sft  # noqa: E402
 from data import load_records  # noqa: E402
 from embedded import curriculum, defaults  # noqa: E402
 from geovlm.flags import ArgumentParser, count, positive, positive_int  # noqa: E402
-from geovlm.run import check_model  # noqa: E402
+from geovlm.run import check_model, holds_run  # noqa: E402
 from geovlm.tasks import TASKS  # noqa: E402
 
 # the tasks whose proof trains on fresh synth records
@@ -118,8 +118,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     check_model(args.sft)
     out = Path(args.out)
-    taken = [str(out / f"sft-seed{s}") for s in args.seed_list if (out / f"sft-seed{s}").exists()]
-    if taken:  # before any record is made: a rerun never replaces a finished run
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"--out {out}: a file, not a folder; give a folder for the records and runs")
+    taken = [str(out / f"sft-seed{s}") for s in args.seed_list if holds_run(out / f"sft-seed{s}")]
+    if taken:  # before any record is made: a rerun never replaces a run
         raise SystemExit(f"{', '.join(taken)} already hold a run: give another --out or other --seeds")
     eval_path, train_path, _ = grpo_proof.synth_split(args, defaults.data_dir(), out)
     rows = [json.loads(line) for line in open(train_path)]

@@ -42,8 +42,12 @@ def test_dense_reasoning_only_for_detection_in_one_line(T, capsys):
     assert T.parse_args([]).reasoning == "dense"
 
 
-def test_a_finished_run_is_never_replaced(T, tmp_path):
+def test_a_run_is_never_replaced_and_a_file_is_no_out(T, tmp_path):
     (tmp_path / "sft-seed1").mkdir()
+    (tmp_path / "sft-seed1" / "log.jsonl").write_text('{"step": 1, "loss": 1.0}\n')
     with pytest.raises(SystemExit, match="sft-seed1 already hold a run"):
         T.main(["--out", str(tmp_path), "--seeds", "0,1"])
     assert not (tmp_path / "train.jsonl").exists()  # refused before any record was made
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SystemExit, match="a file, not a folder"):
+        T.main(["--out", str(tmp_path / "file")])
