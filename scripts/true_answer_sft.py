@@ -8,14 +8,14 @@ scored on the same held-out records, beside the GRPO proof's gain.
 
 GRPO's reward says how good each sampled completion is; a record's answer says what the best one is. So
 supervised training on the same images for as many passes is a yardstick for what a GRPO run on them can be
-expected to teach: if the true boxes of 1,200 images move held-out F1 by a few points, GRPO's reward on the
-same images will not move it by many more. The records come from `grpo_proof.synth_split` with the task's
-recipe (the same 1,200 training and 134 held-out records as `grpo_proof.py --task detection`). With
---reasoning dense (detection's default) each record's reasoning is rewritten the way the perception start
-was taught to reason (`embedded.curriculum`: every box's 3 x 3 cell in answer order): synth's own short
-reasoning would first have to unteach that, which costs more F1 than the boxes teach (measured: see
-docs/results.md). Each seed's SFT is `train_sft.py` (its loss, schedule and data order), scored greedily with
-eval's `evaluate_model`. Prints start, final and gain per seed; writes --out/true_answer_sft.json.
+expected to teach (for detection from the perception start the two gains are of one size: docs/results.md).
+The records come from `grpo_proof.synth_split` with the task's recipe (the same 1,200 training and 134
+held-out records as `grpo_proof.py --task detection`). With --reasoning dense (detection's default) each
+record's reasoning is rewritten the way the perception start was taught to reason (`embedded.curriculum`:
+every box's 3 x 3 cell in answer order): synth's own short reasoning would first have to unteach that, which
+costs more F1 than the boxes teach (measured: docs/results.md). Each seed's SFT is `train_sft.py` (its loss,
+schedule and data order), scored greedily with eval's `evaluate_model`. Prints start, final and gain per
+seed; writes --out/true_answer_sft.json.
 """
 
 from __future__ import annotations
@@ -121,8 +121,10 @@ def main(argv: list[str] | None = None) -> dict:
     if out.exists() and not out.is_dir():
         raise SystemExit(f"--out {out}: a file, not a folder; give a folder for the records and runs")
     taken = [str(out / f"sft-seed{s}") for s in args.seed_list if holds_run(out / f"sft-seed{s}")]
-    if taken:  # before any record is made: a rerun never replaces a run
-        raise SystemExit(f"{', '.join(taken)} already hold a run: give another --out or other --seeds")
+    if (out / "true_answer_sft.json").exists():  # its seeds may have run with other flags: never mixed
+        taken.append(str(out / "true_answer_sft.json"))
+    if taken:  # before any record is made: a rerun never replaces a run or its results
+        raise SystemExit(f"{', '.join(taken)} already hold a run: give another --out")
     eval_path, train_path, _ = grpo_proof.synth_split(args, defaults.data_dir(), out)
     rows = [json.loads(line) for line in open(train_path)]
     if args.reasoning == "dense":

@@ -48,6 +48,10 @@ def test_a_run_is_never_replaced_and_a_file_is_no_out(T, tmp_path):
     with pytest.raises(SystemExit, match="sft-seed1 already hold a run"):
         T.main(["--out", str(tmp_path), "--seeds", "0,1"])
     assert not (tmp_path / "train.jsonl").exists()  # refused before any record was made
+    (tmp_path / "earlier").mkdir()
+    (tmp_path / "earlier" / "true_answer_sft.json").write_text("{}")
+    with pytest.raises(SystemExit, match="true_answer_sft.json already hold a run"):
+        T.main(["--out", str(tmp_path / "earlier"), "--seeds", "5"])
     (tmp_path / "file").write_text("x")
     with pytest.raises(SystemExit, match="a file, not a folder"):
         T.main(["--out", str(tmp_path / "file")])
