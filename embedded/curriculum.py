@@ -112,11 +112,16 @@ def _listed(cls: str, boxes: list[list[int]], w: int, h: int) -> str:
     return f"There {'is' if k == 1 else 'are'} {what}: {_cells_text(boxes, w, h)}"
 
 
+def detection_reasoning(cls: str, boxes: list[list[int]], w: int, h: int) -> str:
+    """'There are two red pointed ships: one in the top left, one at the bottom; each gets its own box.'"""
+    tail = "it gets a box." if len(boxes) == 1 else "each gets its own box."
+    return f"{_listed(cls, boxes, w, h)}; {tail}"
+
+
 def dense_detection(s: synth.Sample) -> synth.Sample:
     """The reasoning names every box's cell in answer order, so position is supervised before the numbers."""
     h, w = s.images[0].shape[:2]
-    tail = "it gets a box." if len(s.answer) == 1 else "each gets its own box."
-    s.reasoning = f"{_listed(s.meta['class'], s.answer, w, h)}; {tail}"
+    s.reasoning = detection_reasoning(s.meta["class"], s.answer, w, h)
     return s
 
 

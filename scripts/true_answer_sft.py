@@ -49,9 +49,8 @@ def dense_reasoning(record: dict) -> dict:
     """A detection record with its reasoning as the perception chain writes it ('There are two red pointed
     ships: one in the top left, one at the bottom; each gets its own box.')."""
     w, h = Image.open(record["images"][0]).size
-    boxes, cls = record["answer"], record["meta"]["class"]
-    tail = "it gets a box." if len(boxes) == 1 else "each gets its own box."
-    return {**record, "reasoning": f"{curriculum._listed(cls, boxes, w, h)}; {tail}"}
+    reasoning = curriculum.detection_reasoning(record["meta"]["class"], record["answer"], w, h)
+    return {**record, "reasoning": reasoning}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
