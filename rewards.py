@@ -63,7 +63,7 @@ TASK_REWARDS: dict[str, list[tuple[str | Callable[..., float], float]]] = {
     "vqa": [("vqa_exact_match", 1.0)],  # or ("vqa_token_jaccard", 1.0): partial credit
     "counting": [("count_accuracy", 1.0)],
     "grounding": [("grounding_iou", 1.0)],  # or ("grounding_hit", 1.0): only IoU >= MATCH_IOU pays
-    "detection": [("detection_score", 1.0)],
+    "detection": [("detection_score", 1.0)],  # or ("detection_f1", 1.0): a wrong box always costs
     "region_caption": [("caption_rouge_l", 1.0)],
     "caption": [("caption_rouge_l", 1.0)],  # or caption_levenshtein, or caption_hslr (sentence embeddings)
     "grounded_caption": [("grounded_caption_text", 0.5), ("grounded_caption_boxes", 0.5)],
@@ -156,6 +156,19 @@ def _detection(text: str, answer: Any, frame: Frame | None) -> float:
 def detection_score(completion: str, answer: Any, frame: Frame | None = None) -> float:
     """Detection: Hungarian one-to-one matching, Σ IoU of matches >= MATCH_IOU / max(#pred, #gt)."""
     return _detection(P.extract_answer(completion), answer, frame)
+
+
+def detection_f1(completion: str, answer: Any, frame: Frame | None = None) -> float:
+    """Detection, F1@0.5 weighted by IoU: 2 Σ IoU of matches >= MATCH_IOU / (#pred + #gt).
+
+    Unlike detection_score's max(#pred, #gt), a wrong box costs reward when there are fewer boxes than
+    objects too, so dropping a box the model is unsure of pays, as it does in the F1 the field reports.
+    """
+    text = P.extract_answer(completion)
+    gt, pred = P.answer_boxes(answer), P.parse_boxes(text, frame)
+    if not gt or not pred:
+        return _detection(text, answer, frame)
+    return detection_score(completion, answer, frame) * 2 * max(len(pred), len(gt)) / (len(pred) + len(gt))
 
 
 def change_detection_score(completion: str, answer: Any, frame: Frame | None = None) -> float:

@@ -23,7 +23,13 @@ from geovlm.frames import FRAME_KINDS, Frame, to_frame
 TASKS = tuple(rewards.TASK_REWARDS)
 ALL_REWARDS = sorted(
     {rewards.resolve(entry) for entries in rewards.TASK_REWARDS.values() for entry, _ in entries}
-    | {rewards.vqa_token_jaccard, rewards.caption_levenshtein, rewards.caption_hslr, rewards.grounding_hit},
+    | {
+        rewards.vqa_token_jaccard,
+        rewards.caption_levenshtein,
+        rewards.caption_hslr,
+        rewards.grounding_hit,
+        rewards.detection_f1,
+    },
     key=lambda f: f.__name__,
 )
 
@@ -140,6 +146,7 @@ def test_score_is_total_and_bounded(task, data_, completion, frame):
 
 BUILTIN_CASES = [(rewards.resolve(e), t) for t, es in rewards.TASK_REWARDS.items() for e, _ in es] + [
     (rewards.vqa_token_jaccard, "vqa"),
+    (rewards.detection_f1, "detection"),
     (rewards.caption_levenshtein, "caption"),
     (rewards.caption_hslr, "caption"),
 ]
@@ -457,6 +464,24 @@ def test_detection_by_hand():
         rewards.detection_score(wrap("none"), []) == 1.0
         and rewards.detection_score(wrap("[0,0,1,1]"), []) == 0.0
     )
+
+
+def test_detection_f1_by_hand():
+    gt = [[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]]
+    assert rewards.detection_f1(wrap("[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]"), gt) == 1.0
+    one_sure = rewards.detection_f1(wrap("[0, 0, 10, 10]"), gt)
+    assert one_sure == pytest.approx(2 / 4)
+    # a wrong box costs reward below the true count too, where detection_score does not notice it
+    one_sure_one_wrong = wrap("[0, 0, 10, 10], [60, 60, 70, 70]")
+    assert rewards.detection_f1(one_sure_one_wrong, gt) == pytest.approx(2 / 5)
+    assert rewards.detection_score(one_sure_one_wrong, gt) == rewards.detection_score(
+        wrap("[0, 0, 10, 10]"), gt
+    )
+    assert rewards.detection_f1(wrap("[0, 0, 10, 10], [20, 20, 30, 25]"), gt[:2]) == pytest.approx(1.5 / 2)
+    assert (
+        rewards.detection_f1(wrap("none"), []) == 1.0 and rewards.detection_f1(wrap("[0,0,1,1]"), []) == 0.0
+    )
+    assert rewards.detection_f1(wrap("none"), gt) == 0.0
 
 
 def test_many_boxes_do_not_maximise_detection():
