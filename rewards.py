@@ -159,16 +159,10 @@ def detection_score(completion: str, answer: Any, frame: Frame | None = None) ->
 
 
 def detection_f1(completion: str, answer: Any, frame: Frame | None = None) -> float:
-    """Detection, F1@0.5 weighted by IoU: 2 Σ IoU of matches >= MATCH_IOU / (#pred + #gt).
-
-    Unlike detection_score's max(#pred, #gt), a wrong box costs reward when there are fewer boxes than
-    objects too, so dropping a box the model is unsure of pays, as it does in the F1 the field reports.
-    """
-    text = P.extract_answer(completion)
-    gt, pred = P.answer_boxes(answer), P.parse_boxes(text, frame)
-    if not gt or not pred:
-        return _detection(text, answer, frame)
-    return detection_score(completion, answer, frame) * 2 * max(len(pred), len(gt)) / (len(pred) + len(gt))
+    """Detection, F1's denominator: 2 Σ IoU of matches >= MATCH_IOU / (#pred + #gt): each wrong box costs."""
+    n_pred, n_gt = len(P.parse_boxes(P.extract_answer(completion), frame)), len(P.answer_boxes(answer))
+    base = detection_score(completion, answer, frame)  # Σ IoU / max(n_pred, n_gt)
+    return base * 2 * max(n_pred, n_gt) / (n_pred + n_gt) if n_pred and n_gt else base
 
 
 def change_detection_score(completion: str, answer: Any, frame: Frame | None = None) -> float:
@@ -211,9 +205,8 @@ def grounded_caption_text(completion: str, answer: Any, frame: Frame | None = No
 
 
 def grounded_caption_boxes(completion: str, answer: Any, frame: Frame | None = None) -> float:
-    """Grounded caption, box part: the detection score of the boxes written in the caption. With no box to
-    find, a caption that writes none is right (detection's empty image: the caption is the explicit
-    answer)."""
+    """Grounded caption, box part: the detection score of the caption's boxes; with no box to find, a caption
+    that writes none is right (as detection's explicit empty answer is)."""
     text, gt = P.extract_answer(completion), answer.get("boxes") or []
     if not P.answer_boxes(gt):
         return float(bool(text.strip()) and not P.iter_boxes(text))
@@ -240,8 +233,7 @@ def _same_tasks(table: dict, name: str) -> None:
 
 
 def check_accuracy() -> None:
-    """ACCURACY names, for exactly the registry's tasks, rewards of this file (checked when it is
-    imported)."""
+    """ACCURACY names, for exactly the registry's tasks, rewards of this file (checked on import)."""
     _same_tasks(ACCURACY, "ACCURACY")
     for names in ACCURACY.values():
         for name in names:
@@ -271,11 +263,8 @@ def _warn_once(fn: Callable[..., float], what: str, message: str) -> None:
     name = getattr(fn, "__name__", repr(fn))
     if (name, what) not in _warned:
         _warned.add((name, what))
-        warnings.warn(
-            f"reward {name}: {message} (warned once per reward; the run goes on)",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+        text = f"reward {name}: {message} (warned once per reward; the run goes on)"
+        warnings.warn(text, RuntimeWarning, stacklevel=3)
 
 
 def call_reward(
