@@ -160,9 +160,11 @@ def detection_score(completion: str, answer: Any, frame: Frame | None = None) ->
 
 def detection_f1(completion: str, answer: Any, frame: Frame | None = None) -> float:
     """Detection, F1's denominator: 2 Σ IoU of matches >= MATCH_IOU / (#pred + #gt): each wrong box costs."""
-    n_pred, n_gt = len(P.parse_boxes(P.extract_answer(completion), frame)), len(P.answer_boxes(answer))
-    base = detection_score(completion, answer, frame)  # Σ IoU / max(n_pred, n_gt)
-    return base * 2 * max(n_pred, n_gt) / (n_pred + n_gt) if n_pred and n_gt else base
+    text = P.extract_answer(completion)
+    pred, gt = P.parse_boxes(text, frame), P.answer_boxes(answer)
+    if not pred or not gt:  # nothing written, or nothing to find: as detection_score
+        return _detection(text, answer, frame)
+    return P.matched_iou_score(pred, gt, MATCH_IOU) * 2 * max(len(pred), len(gt)) / (len(pred) + len(gt))
 
 
 def change_detection_score(completion: str, answer: Any, frame: Frame | None = None) -> float:
